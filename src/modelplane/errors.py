@@ -1,0 +1,172 @@
+"""The one exception tree of modelplane.
+
+Every error carries a stable ``code`` that edges (HTTP, CLI) map to a status or an exit
+code in one table; domain code never imports a web framework. Subclasses also inherit the
+builtin they resemble, so ``except LookupError`` keeps working for callers who know Python
+but not modelplane.
+
+    ModelplaneError
+    ├── InvalidSpec (ValueError)            code=invalid_spec
+    │   └── ContractViolation               code=contract_violation
+    ├── Incompatible (ValueError)           code=incompatible
+    ├── IntegrityError (ValueError)         code=integrity_error
+    ├── UnsafeFormat (PermissionError)      code=unsafe_format
+    ├── NotFound (LookupError)              code=not_found
+    ├── Conflict                            code=conflict
+    ├── QuotaExceeded                       code=quota_exceeded
+    ├── Unauthorized (PermissionError)      code=unauthorized
+    ├── Overloaded                          code=overloaded
+    ├── DeadlineExceeded (TimeoutError)     code=deadline_exceeded
+    ├── WorkerFailed                        code=worker_failed
+    ├── MissingExtra (ImportError)          code=missing_extra
+    └── StoreUnavailable (ConnectionError)  code=store_unavailable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "Conflict",
+    "ContractViolation",
+    "DeadlineExceeded",
+    "ErrorDetail",
+    "Incompatible",
+    "IntegrityError",
+    "InvalidSpec",
+    "MissingExtra",
+    "ModelplaneError",
+    "NotFound",
+    "Overloaded",
+    "QuotaExceeded",
+    "StoreUnavailable",
+    "Unauthorized",
+    "UnsafeFormat",
+    "WorkerFailed",
+]
+
+ErrorDetail = Mapping[str, Any]
+"""One problem inside an error, usually ``{"field": "inputs[2].dtype", "problem": "..."}``."""
+
+
+class ModelplaneError(Exception):
+    """Root of every error modelplane raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: Sequence[ErrorDetail] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: list[dict[str, Any]] = [dict(d) for d in details]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body edges send: ``{"code", "message", "details"}``."""
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    def __str__(self) -> str:
+        if not self.details:
+            return self.message
+        lines = [self.message]
+        for detail in self.details:
+            field = detail.get("field")
+            problem = detail.get("problem", "")
+            lines.append(f"  {field}: {problem}" if field else f"  {problem}")
+        return "\n".join(lines)
+
+
+class InvalidSpec(ModelplaneError, ValueError):
+    """A spec, manifest or request did not validate; ``details`` name each bad field."""
+
+    code = "invalid_spec"
+
+
+class ContractViolation(InvalidSpec):
+    """A request or a model output broke the endpoint's contract."""
+
+    code = "contract_violation"
+
+
+class Incompatible(ModelplaneError, ValueError):
+    """Two versions of a schema, or a signature and a contract, do not fit together."""
+
+    code = "incompatible"
+
+
+class IntegrityError(ModelplaneError, ValueError):
+    """Stored bytes no longer match their digest, or a hash chain is broken."""
+
+    code = "integrity_error"
+
+
+class UnsafeFormat(ModelplaneError, PermissionError):
+    """A format that can run code (pickle) was offered without being marked trusted."""
+
+    code = "unsafe_format"
+
+
+class NotFound(ModelplaneError, LookupError):
+    """The named model, version, alias, endpoint or object does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(ModelplaneError):
+    """The change lost a race or contradicts the current state; reread and retry."""
+
+    code = "conflict"
+
+
+class QuotaExceeded(ModelplaneError):
+    """Admitting this work would exceed a team's quota."""
+
+    code = "quota_exceeded"
+
+
+class Unauthorized(ModelplaneError, PermissionError):
+    """The caller has no valid token, or the token lacks the scope."""
+
+    code = "unauthorized"
+
+
+class Overloaded(ModelplaneError):
+    """A bounded queue is full; retry after ``retry_after_s``."""
+
+    code = "overloaded"
+
+    def __init__(
+        self, message: str, *, retry_after_s: float = 1.0, details: Sequence[ErrorDetail] = ()
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ModelplaneError, TimeoutError):
+    """The request's deadline passed before an answer came."""
+
+    code = "deadline_exceeded"
+
+
+class WorkerFailed(ModelplaneError):
+    """A model worker died or misbehaved while holding the request."""
+
+    code = "worker_failed"
+
+
+class MissingExtra(ModelplaneError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    code = "missing_extra"
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; install it with: pip install 'modelplane[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class StoreUnavailable(ModelplaneError, ConnectionError):
+    """The state store or an online store could not be reached."""
+
+    code = "store_unavailable"

@@ -1,0 +1,38 @@
+"""Settings, read once by entry points (``MODELPLANE_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Where modelplane keeps its state and how it reaches its engines."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPLANE_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".modelplane")
+    """Folder for the embedded state store and artifacts."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the state store; default: SQLite (WAL) at ``home/state.db``."""
+
+    artifact_url: str | None = None
+    """fsspec URL of the artifact store; default: the folder ``home/artifacts``."""
+
+    actor: str | None = None
+    """Who is acting, recorded in the audit log; default: the OS user."""
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'state.db'}"
+
+    def resolved_artifact_url(self) -> str:
+        if self.artifact_url:
+            return self.artifact_url
+        return str(self.home / "artifacts")

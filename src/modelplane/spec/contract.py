@@ -1,0 +1,75 @@
+"""Contracts: what callers of an endpoint may rely on, versioned."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from modelplane.spec.fields import FieldSpec
+from modelplane.spec.names import Name
+
+__all__ = ["SLO", "Contract", "Fallback", "FallbackKind"]
+
+
+class FallbackKind(StrEnum):
+    """What to answer when the model cannot."""
+
+    NONE = "none"
+    """Fail the request with the typed error."""
+    STATIC = "static"
+    """Answer a declared value."""
+    ENDPOINT = "endpoint"
+    """Ask another endpoint."""
+
+
+class Fallback(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: FallbackKind = FallbackKind.NONE
+    value: Any = None
+    endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Fallback:
+        if self.kind is FallbackKind.STATIC and self.value is None:
+            raise PydanticCustomError("fallback", "a static fallback needs a value", {})
+        if self.kind is FallbackKind.ENDPOINT and not self.endpoint:
+            raise PydanticCustomError("fallback", "an endpoint fallback needs an endpoint", {})
+        return self
+
+
+class SLO(BaseModel):
+    """Service level objectives; ``1 - availability`` is the error budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    availability: float = Field(default=0.999, gt=0.0, lt=1.0)
+    latency_ms: float = Field(default=100.0, gt=0.0)
+    latency_quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
+    window_days: int = Field(default=28, ge=1, le=366)
+
+
+class Contract(BaseModel):
+    """Input and output schemas, timeout, fallback and SLO of an endpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_version: Literal["modelplane/v1"] = "modelplane/v1"
+    kind: Literal["Contract"] = "Contract"
+    name: Name
+    version: int = Field(default=1, ge=1)
+    inputs: tuple[FieldSpec, ...] = Field(min_length=1)
+    outputs: tuple[FieldSpec, ...] = ()
+    timeout_ms: int = Field(default=1000, ge=1, le=3_600_000)
+    fallback: Fallback = Fallback()
+    slo: SLO = SLO()
+    description: str = ""
+
+    def input(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.inputs if f.name == name), None)
+
+    def output(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.outputs if f.name == name), None)
