@@ -1,0 +1,53 @@
+"""The ``modelplane`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelplane import __version__
+from modelplane.cli import audit, contract, models
+from modelplane.cli.context import CliContext
+from modelplane.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="modelplane",
+    help="Host machine-learning models for many teams as one system.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"modelplane {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State folder (default $MODELPLANE_HOME or ~/.modelplane)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    settings = Settings() if home is None else Settings(home=home)
+    ctx.obj = CliContext(settings=settings)
+
+
+models.register(app)
+app.add_typer(contract.app, name="contract")
+app.add_typer(audit.app, name="audit")
+
+
+def main() -> None:
+    app()
