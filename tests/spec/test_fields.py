@@ -106,3 +106,8 @@ def test_pickle_needs_trust() -> None:
 def test_not_a_mapping_is_a_clear_error() -> None:
     with pytest.raises(InvalidSpec, match="expected a mapping"):
         load_yaml(Contract, "- just\n- a list\n")
+
+
+def test_contract_field_names_are_unique() -> None:
+    with pytest.raises(InvalidSpec, match="'a' appears twice"):
+        parse(Contract, {"name": "c", "inputs": [{"name": "a", "dtype": "int64"}] * 2})

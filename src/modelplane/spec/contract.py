@@ -68,6 +68,19 @@ class Contract(BaseModel):
     slo: SLO = SLO()
     description: str = ""
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> Contract:
+        for side in ("inputs", "outputs"):
+            names = [field.name for field in getattr(self, side)]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise PydanticCustomError(
+                    "duplicate",
+                    "{side} name '{name}' appears twice",
+                    {"side": side, "name": duplicates[0]},
+                )
+        return self
+
     def input(self, name: str) -> FieldSpec | None:
         return next((f for f in self.inputs if f.name == name), None)
 
