@@ -1,0 +1,17 @@
+"""Worker processes for model versions: typed IPC, supervision, least-outstanding choice."""
+
+from modelplane.dataplane.pool.pool import PoolConfig, ReplicaInfo, WorkerPool, least_outstanding
+from modelplane.dataplane.pool.replica import ModelRaised, ReplicaState
+from modelplane.dataplane.pool.sample import sample_inputs
+from modelplane.dataplane.pool.worker import WorkerSpec
+
+__all__ = [
+    "ModelRaised",
+    "PoolConfig",
+    "ReplicaInfo",
+    "ReplicaState",
+    "WorkerPool",
+    "WorkerSpec",
+    "least_outstanding",
+    "sample_inputs",
+]

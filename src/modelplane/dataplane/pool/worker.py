@@ -1,0 +1,133 @@
+"""The model worker process: load a model by import path, then answer PREDICT messages.
+
+A worker is deliberately simple and synchronous: one request at a time, read from a pipe,
+answered on another. Everything clever (choice, timeouts, restarts) lives in the gateway,
+which treats the worker as something that may die or hang at any moment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelplane.dataplane.pool.messages import Message, Op, decode, encode
+
+if TYPE_CHECKING:
+    # only for typing: importing modelplane.runtime at run time pulls in every runtime's
+    # engine (onnxruntime, xgboost, ...), which a worker pays for only if its loader does
+    from modelplane.runtime.base import LoadedModel
+
+__all__ = ["WorkerSpec", "load_model", "worker_main"]
+
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """How a worker gets its model: ``loader(*args, **kwargs)`` returns a ``LoadedModel``.
+
+    ``loader`` is an import path, ``"package.module:function"``, so the spec pickles as plain
+    strings into a spawned process; ``args`` must pickle too (paths, names, numbers).
+    """
+
+    loader: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()
+    """Folders put first on the worker's ``sys.path`` before the import (a package's code)."""
+
+
+def _resolve(path: str) -> Callable[..., LoadedModel]:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"loader '{path}' is not 'module:callable'")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"loader '{path}' is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load_model(spec: WorkerSpec) -> LoadedModel:
+    """Import the loader and call it; check the result looks like a ``LoadedModel``."""
+    for path in reversed(spec.paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    model = _resolve(spec.loader)(*spec.args, **dict(spec.kwargs))
+    if not callable(getattr(model, "predict", None)) or not hasattr(model, "supports_batching"):
+        raise TypeError(f"loader '{spec.loader}' returned {type(model).__name__}, not a model")
+    return model
+
+
+def worker_main(spec: WorkerSpec, inbox: Connection, outbox: Connection) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C reaches the whole process group; the gateway decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        model = load_model(spec)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        outbox.send_bytes(_join(encode(Op.READY, 0, error=error, error_type=type(exc).__name__)))
+        return
+    outbox.send_bytes(_join(encode(Op.READY, 0, pid=os.getpid())))
+    _serve(model, inbox, outbox)
+
+
+def _serve(model: LoadedModel, inbox: Connection, outbox: Connection) -> None:
+    while True:
+        try:
+            message = decode(inbox.recv_bytes())
+        except (EOFError, OSError):
+            return  # the gateway is gone: nobody is left to answer
+        if message.op is Op.PREDICT:
+            reply = _predict(model, message)
+        elif message.op is Op.PING:
+            reply = encode(Op.PONG, message.id, pid=os.getpid())
+        elif message.op is Op.STOP:
+            return
+        else:
+            continue
+        try:
+            outbox.send_bytes(_join(reply))
+        except OSError:
+            return
+
+
+def _predict(model: LoadedModel, message: Message) -> list[bytes | memoryview]:
+    try:
+        if model.supports_batching:
+            outputs = model.predict(message.arrays)
+        else:
+            outputs = _row_by_row(model, message.arrays)
+        checked = _as_arrays(outputs)
+    except Exception as exc:
+        return encode(Op.ERROR, message.id, error=str(exc), error_type=type(exc).__name__)
+    return encode(Op.RESULT, message.id, checked)
+
+
+def _row_by_row(model: LoadedModel, inputs: Arrays) -> Arrays:
+    rows = len(next(iter(inputs.values())))
+    answers = [model.predict({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(rows)]
+    if not answers:
+        return {}
+    return {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
+
+
+def _as_arrays(outputs: object) -> Arrays:
+    if not isinstance(outputs, Mapping):
+        raise TypeError(f"predict returned {type(outputs).__name__}, not a dict of arrays")
+    return {str(k): np.asarray(v) for k, v in outputs.items()}
+
+
+def _join(parts: list[bytes | memoryview]) -> bytes:
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
