@@ -10,7 +10,7 @@ RUN_HOME ?= $(CURDIR)/run-home
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,torch]'
 	touch $(STAMP)
 
 run: $(STAMP)
