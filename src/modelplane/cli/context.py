@@ -6,9 +6,12 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from modelplane.registry.service import Registry, open_registry
 from modelplane.settings import Settings
+
+if TYPE_CHECKING:
+    from modelplane.registry.service import Registry
 
 __all__ = ["CliContext", "registry_from"]
 
@@ -24,6 +27,9 @@ class CliContext:
 
 @contextmanager
 def registry_from(ctx: CliContext) -> Iterator[Registry]:
+    # Imported here: the store pulls in SQLAlchemy, which commands like --version never need.
+    from modelplane.registry.service import open_registry
+
     registry = open_registry(
         ctx.settings.resolved_database_url(),
         ctx.settings.resolved_artifact_url(),

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelplane.cli.context import CliContext
 from modelplane.cli.models import resolve_manifest
 from modelplane.cli.output import console, emit_json, handle_errors, table
-from modelplane.core.compat import (
-    Incompatibility,
-    check_signature,
-    compare_contracts,
-    ensure_compatible,
-)
 from modelplane.spec.contract import Contract
 from modelplane.spec.io import load_yaml
+
+if TYPE_CHECKING:
+    from modelplane.core.compat import Incompatibility
 
 __all__ = ["app"]
 
@@ -27,6 +24,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _report(findings: list[Incompatibility], subject: str, as_json: bool) -> None:
+    from modelplane.core.compat import ensure_compatible
+
     if as_json:
         emit_json({"compatible": not any(f.breaking for f in findings), "findings": findings})
     elif findings:
@@ -51,6 +50,8 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """May this model serve an endpoint with this contract? Exits non-zero if not."""
+    from modelplane.core.compat import check_signature
+
     cli: CliContext = ctx.obj
     contract = load_yaml(Contract, contract_file)
     manifest = resolve_manifest(cli, model)
@@ -66,6 +67,8 @@ def compare(
     as_json: JsonFlag = False,
 ) -> None:
     """Can NEW replace OLD without breaking callers? Exits non-zero if not."""
+    from modelplane.core.compat import compare_contracts
+
     before, after = load_yaml(Contract, old), load_yaml(Contract, new)
     findings = compare_contracts(before, after)
     _report(findings, f"{after.name} v{before.version} -> v{after.version}", as_json)

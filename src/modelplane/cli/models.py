@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -13,14 +13,13 @@ from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors, table
 from modelplane.cli.samples import load_sample, parse_feature_ref, parse_pairs
 from modelplane.errors import InvalidSpec
-from modelplane.registry.archive import export_tar, import_tar
-from modelplane.registry.build import BuiltPackage, package_file
-from modelplane.registry.digest import read_manifest, verify_package
-from modelplane.registry.provenance import LineageSource
-from modelplane.registry.records import ModelVersion
 from modelplane.spec.fields import FieldSpec
 from modelplane.spec.manifest import Manifest
 from modelplane.types import Digest
+
+if TYPE_CHECKING:
+    from modelplane.registry.build import BuiltPackage
+    from modelplane.registry.records import ModelVersion
 
 __all__ = ["register", "resolve_manifest"]
 
@@ -34,6 +33,9 @@ def _is_package_path(text: str) -> bool:
 
 def resolve_manifest(cli: CliContext, ref: str) -> Manifest:
     """The manifest of a registered ref, or of a package folder or ``.tar`` on disk."""
+    from modelplane.registry.archive import import_tar
+    from modelplane.registry.digest import read_manifest
+
     if _is_package_path(ref):
         path = Path(ref)
         if path.suffix == ".tar":
@@ -91,6 +93,10 @@ def package_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Build a content-addressed package from a model file."""
+    from modelplane.registry.archive import export_tar
+    from modelplane.registry.build import package_file
+    from modelplane.registry.provenance import LineageSource
+
     metrics = {k: _number(k, v) for k, v in parse_pairs(metric or [], "metric").items()}
     lineage = LineageSource(
         training_data=list(training_data or []),
@@ -149,6 +155,8 @@ def push(
     as_json: JsonFlag = False,
 ) -> None:
     """Store a package and register it as the next version (idempotent per digest)."""
+    from modelplane.registry.archive import import_tar
+
     cli: CliContext = ctx.obj
     with tempfile.TemporaryDirectory() as tmp, registry_from(cli) as registry:
         folder = package
@@ -373,6 +381,9 @@ def verify(
     digest: Annotated[str | None, typer.Option(help="Expected digest (sha256:...).")] = None,
 ) -> None:
     """Check every byte; names each changed, added or removed file. Exits non-zero if bad."""
+    from modelplane.registry.archive import import_tar
+    from modelplane.registry.digest import verify_package
+
     cli: CliContext = ctx.obj
     expected = Digest(digest) if digest else None
     if _is_package_path(ref):
@@ -398,6 +409,8 @@ def export(
     tar: Annotated[Path, typer.Argument(help="Where to write the .tar.")],
 ) -> None:
     """Write a registered version as a reproducible .tar."""
+    from modelplane.registry.archive import export_tar
+
     cli: CliContext = ctx.obj
     with tempfile.TemporaryDirectory() as tmp, registry_from(cli) as registry:
         folder = registry.fetch(ref, Path(tmp) / "pkg")

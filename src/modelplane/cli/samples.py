@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from modelplane.errors import InvalidSpec, MissingExtra
 from modelplane.spec.manifest import FeatureRef
 
@@ -26,6 +24,8 @@ def load_sample(path: Path) -> Any:
             raise MissingExtra("pandas", "dev") from None
         return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     if suffix == ".npy":
+        import numpy as np
+
         return np.load(path, allow_pickle=False)
     if suffix == ".json":
         try:
