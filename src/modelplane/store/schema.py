@@ -1,0 +1,208 @@
+"""The state store's tables, as SQLAlchemy 2 typed declarative classes.
+
+These classes describe the schema the code expects; the migrations in
+``store/migrations/versions`` create it. A test compares the two, so a change here
+without a migration fails.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "AliasHistoryRow",
+    "AliasRow",
+    "AuditEventRow",
+    "AuditHeadRow",
+    "Base",
+    "DatasetLineageRow",
+    "FeatureLineageRow",
+    "GENESIS_HASH",
+    "ModelRow",
+    "ModelVersionRow",
+    "ResourceRow",
+    "UTCDateTime",
+]
+
+GENESIS_HASH = "0" * 64
+"""The ``prev_hash`` of the first audit event."""
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every engine.
+
+    SQLite keeps no time zone, so values are stored as naive UTC and read back aware;
+    PostgreSQL's ``timestamptz`` is converted to UTC so equal instants compare and hash
+    the same everywhere.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamps must be time-zone aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {  # noqa: RUF012  (SQLAlchemy reads this class attribute)
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    created_at: Mapped[datetime]
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_name", "version"),
+        UniqueConstraint("model_name", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(63), ForeignKey("models.name"))
+    version: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(71))
+    manifest: Mapped[dict[str, Any]]
+    runtime: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["model_name", "version"], ["model_versions.model_name", "model_versions.version"]
+        ),
+    )
+
+    model_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[int]
+
+
+class AliasHistoryRow(Base):
+    __tablename__ = "alias_history"
+    __table_args__ = (Index(None, "model_name", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(63))
+    alias: Mapped[str] = mapped_column(String(63))
+    from_version: Mapped[int | None]
+    to_version: Mapped[int | None]
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class FeatureLineageRow(Base):
+    """One feature set (and version) a model version reads."""
+
+    __tablename__ = "version_features"
+    __table_args__ = (Index(None, "feature_set", "feature_set_version"),)
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    feature_set: Mapped[str] = mapped_column(String(200), primary_key=True)
+    feature_set_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class DatasetLineageRow(Base):
+    """One dataset a model version was trained on."""
+
+    __tablename__ = "version_datasets"
+    __table_args__ = (Index(None, "uri"), Index(None, "sha256"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEventRow(Base):
+    """One link of the hash chain; ``seq`` is assigned under the chain lock, never reused."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index(None, "subject"), Index(None, "action"), Index(None, "actor"))
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)
+    before: Mapped[Any | None] = mapped_column(JSON)
+    after: Mapped[Any | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain head: one row, locked by every append, so appends form one line.
+
+    It also remembers the last seq and hash, which is how a deleted tail is noticed.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ResourceRow(Base):
+    """A declarative resource (endpoint, policy, …): desired spec and observed status."""
+
+    __tablename__ = "resources"
+
+    kind: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
