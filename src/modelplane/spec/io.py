@@ -63,20 +63,25 @@ def load_yaml(model: type[M], source: str | Path) -> M:
     else:
         what, text = model.__name__, source
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise InvalidSpec(f"{what}: not valid YAML: {exc}") from None
     return parse(model, data, what=what)
 
 
 def dump_yaml(spec: BaseModel) -> str:
-    """Deterministic YAML: fields in declaration order, mappings sorted, no aliases."""
+    """Deterministic YAML: fields in declaration order, mappings sorted, no aliases.
+
+    Package digests hash these bytes, so they come from PyYAML's own emitter on every
+    machine: libyaml's (faster) escapes some characters differently, e.g. ``\U00010000``.
+    """
     data = spec.model_dump(mode="json")
     return yaml.dump(
         _sorted_mappings(data),
-        Dumper=_NoAliasDumper,
+        Dumper=_CanonicalDumper,
         sort_keys=False,
-        allow_unicode=True,
+        # Escaped non-ASCII round-trips exactly; PyYAML's unicode mode turns NEL into a space.
+        allow_unicode=False,
         default_flow_style=False,
         width=100,
     )
@@ -91,6 +96,10 @@ def _sorted_mappings(value: Any, top: bool = True) -> Any:
     return value
 
 
-class _NoAliasDumper(yaml.SafeDumper):
+class _CanonicalDumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+# Parsing with libyaml is safe to speed up: both loaders give the same data.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -94,18 +94,18 @@ class LocalArtifactStore:
         return (self._root / "sha256" / digest_hex(digest)).is_dir()
 
     def put_package(self, directory: Path) -> Digest:
-        digest = self._verify(_source_folder(directory))
-        final = self._root / "sha256" / digest_hex(digest)
-        if final.is_dir():
-            return digest
+        source = _source_folder(directory)
         staging = self._root / "tmp" / uuid.uuid4().hex
         with _io_errors(f"storing {directory} in {self._root}"):
             try:
-                shutil.copytree(directory, staging, symlinks=True)
-                # Verify the copy too: the source may have changed since it was checked.
-                self._verify(staging, digest)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                self._publish(staging, final)
+                shutil.copytree(source, staging, symlinks=True)
+                # Verify the copy, not the source: the copy is what is kept, and one pass over
+                # freshly written (cached) bytes costs half of checking the source first.
+                digest = _verified_as(self._verify, staging, source)
+                final = self._root / "sha256" / digest_hex(digest)
+                if not final.is_dir():
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    self._publish(staging, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return digest
@@ -186,3 +186,12 @@ class FsspecArtifactStore:
                 self._fs.get_file(remote, str(local))
             self._verify(dest, digest)
         return dest
+
+
+def _verified_as(verify: PackageVerifier, copy: Path, source: Path) -> Digest:
+    """Verify ``copy``, reporting any problem against the ``source`` the user named."""
+    try:
+        return verify(copy)
+    except IntegrityError as exc:
+        message = exc.message.replace(str(copy), str(source))
+        raise IntegrityError(message, details=exc.details) from None
