@@ -123,3 +123,14 @@ def test_unreachable_postgres_is_store_unavailable() -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_schema_head_constant_matches_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from modelplane.store.db import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
