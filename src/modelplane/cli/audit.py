@@ -45,10 +45,15 @@ def log(
 
 @app.command("verify")
 @handle_errors
-def verify(ctx: typer.Context) -> None:
+def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Recompute the hash chain; name the first edited, deleted or reordered event."""
     cli: CliContext = ctx.obj
     with registry_from(cli) as registry:
         registry.verify_audit()
-        count = len(registry.audit_events(limit=1))
-    console.print("[green]audit log intact[/]" if count else "audit log is empty")
+        newest = registry.audit_events(limit=1)
+    last_seq = newest[0].seq if newest else 0
+    if as_json:
+        emit_json({"ok": True, "events": last_seq})
+    else:
+        intact = f"[green]audit log intact[/]: {last_seq} events"
+        console.print(intact if newest else "audit log is empty")

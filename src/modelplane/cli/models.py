@@ -379,6 +379,7 @@ def verify(
         ),
     ],
     digest: Annotated[str | None, typer.Option(help="Expected digest (sha256:...).")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check every byte; names each changed, added or removed file. Exits non-zero if bad."""
     from modelplane.registry.archive import import_tar
@@ -395,12 +396,19 @@ def verify(
             checked = verify_package(path, expected)
         if expected and checked.digest != expected:
             raise InvalidSpec(f"{ref}: digest {checked.digest} != expected {expected}")
-        console.print(f"[green]ok[/] {checked.manifest.name} {checked.digest}")
+        _print_verified(checked.manifest.name, checked.digest, as_json)
         return
     with tempfile.TemporaryDirectory() as tmp, registry_from(cli) as registry:
         version = registry.get(ref)
         registry.fetch(ref, Path(tmp) / "pkg")
-    console.print(f"[green]ok[/] {version.ref} {version.digest}")
+    _print_verified(version.ref, version.digest, as_json)
+
+
+def _print_verified(subject: str, digest: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, "subject": subject, "digest": digest})
+    else:
+        console.print(f"[green]ok[/] {subject} {digest}")
 
 
 def export(
