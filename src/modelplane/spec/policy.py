@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -137,6 +138,9 @@ class Floor(BaseModel):
         return self
 
 
+_UNKNOWN_TIER = TierRule(name="unknown", priority=0)
+
+
 class PlacementStrategy(StrEnum):
     """How a node (and a GPU on it) is chosen among those that fit."""
 
@@ -165,6 +169,9 @@ class PreemptionPolicy(BaseModel):
     enabled: bool = True
     reclaim_borrowed: bool = True
     max_victims: int = Field(default=16, ge=1)
+    max_candidate_nodes: int = Field(
+        default=100, ge=1, description="feasible nodes dry-run per preemption, as in Kubernetes"
+    )
 
 
 class DegradationStep(StrEnum):
@@ -245,12 +252,14 @@ class Policy(BaseModel):
                 raise PydanticCustomError("floor", "unknown team '{t}'", {"t": floor.team})
         return self
 
+    @cached_property
+    def _tier_index(self) -> dict[str, TierRule]:
+        # Schedulers ask for tiers in their hottest loops; a frozen model may memoise.
+        return {t.name: t for t in self.tiers}
+
     def tier(self, name: str) -> TierRule:
         """The rule for ``name``; unknown tiers get the lowest priority and are preemptible."""
-        for rule in self.tiers:
-            if rule.name == name:
-                return rule
-        return TierRule(name="unknown", priority=0)
+        return self._tier_index.get(name, _UNKNOWN_TIER)
 
     def team(self, name: str) -> Team | None:
         return next((t for t in self.teams if t.name == name), None)

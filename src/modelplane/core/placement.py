@@ -1,0 +1,244 @@
+"""Placement: choose a node, and GPUs on it, for one workload.
+
+``place(request, config, now, state) -> (Placement, PlacementState)`` scores every node at once
+over the snapshot's arrays. Strategies: least-allocated (spread, Kubernetes' default),
+most-allocated (best-fit, pack), random (seeded), DRF (spread, with the queue ordered by
+dominant share: see :func:`queue_order`) and FGD, after Weng et al., "Beware of
+Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient Descent"
+(USENIX ATC '23): a node's fragmentation is the GPU capacity that the expected mix of
+tasks could not use there, and FGD picks the node and GPU whose fragmentation grows least.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from modelplane.core.cluster import GPU_MILLI, Binding, ClusterSnapshot, Demand, IntArray, Workload
+from modelplane.core.fragmentation import TaskDistribution, fragmentation
+from modelplane.spec.policy import PlacementPolicy, PlacementStrategy, Policy
+
+__all__ = [
+    "Placement",
+    "PlacementRequest",
+    "PlacementState",
+    "dominant_share",
+    "choose_slots",
+    "explain_unfit",
+    "place",
+    "queue_order",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    """The snapshot ``place`` decides over; ``shapes`` is the expected task mix for FGD."""
+
+    cluster: ClusterSnapshot
+    workload: Workload
+    shapes: TaskDistribution | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementState:
+    """Random draws taken so far: with the seed, this is the whole generator state."""
+
+    draws: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    workload: str
+    binding: Binding | None
+    node: str | None
+    reason: str
+    score: float = 0.0
+
+    @property
+    def placed(self) -> bool:
+        return self.binding is not None
+
+
+def place(
+    request: PlacementRequest, config: PlacementPolicy, now: float, state: PlacementState
+) -> tuple[Placement, PlacementState]:
+    """Choose where ``request.workload`` goes, or say why it cannot go anywhere."""
+    del now  # placement is timeless; kept for the shape every decision shares
+    cluster, demand = request.cluster, request.workload.demand
+    candidates = np.flatnonzero(cluster.fits(demand))
+    name = request.workload.name
+    if candidates.size == 0:
+        return Placement(name, None, None, explain_unfit(cluster, demand)), state
+    strategy = config.strategy
+    if strategy is PlacementStrategy.RANDOM:
+        rng = random.Random(f"{config.seed}:{state.draws}")
+        node = int(candidates[rng.randrange(candidates.size)])
+        binding = Binding(node, _random_slots(cluster, demand, node, rng), demand.gpu_milli)
+        state = PlacementState(state.draws + 1)
+        score = 0.0
+    elif strategy is PlacementStrategy.FGD:
+        shapes = request.shapes or TaskDistribution.from_demands([demand])
+        binding, score = _fgd(cluster, demand, candidates, shapes)
+    else:
+        pack = strategy is PlacementStrategy.MOST_ALLOCATED
+        binding, score = _by_allocation(cluster, demand, candidates, pack)
+    node_name = cluster.nodes[binding.node].name
+    where = f"{node_name} gpus {list(binding.gpus)}" if binding.gpus else node_name
+    reason = f"placed on {where} by {strategy.value} (score {score:.3g})"
+    return Placement(name, binding, node_name, reason, score), state
+
+
+def _whole_slots(free: IntArray, count: int) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.flatnonzero(free >= GPU_MILLI)[:count])
+
+
+def _random_slots(
+    cluster: ClusterSnapshot, demand: Demand, node: int, rng: random.Random
+) -> tuple[int, ...]:
+    if not demand.gpus:
+        return ()
+    fitting = [int(s) for s in np.flatnonzero(cluster.gpu_free[node] >= demand.gpu_milli)]
+    return tuple(sorted(rng.sample(fitting, demand.gpus)))
+
+
+def _by_allocation(
+    cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, pack: bool
+) -> tuple[Binding, float]:
+    """Mean free share after placing, over CPU, memory and (where present) GPU."""
+    cpu = (cluster.cpu_free[candidates] - demand.cpu_milli) / cluster.cpu_cap[candidates]
+    mem = (cluster.mem_free[candidates] - demand.memory_mib) / cluster.mem_cap[candidates]
+    gpu_cap = cluster.gpu_cap[candidates]
+    has_gpu = gpu_cap > 0
+    gpu_free = cluster.gpu_free[candidates].sum(axis=1) - demand.gpu_total
+    gpu = np.where(has_gpu, gpu_free / np.maximum(gpu_cap, 1), 0.0)
+    free_share: FloatArray = (cpu + mem + gpu) / (2.0 + has_gpu)
+    pick = int(np.argmin(free_share)) if pack else int(np.argmax(free_share))
+    node = int(candidates[pick])
+    return Binding(node, _slots(cluster, demand, node, pack), demand.gpu_milli), float(
+        free_share[pick]
+    )
+
+
+def _slots(cluster: ClusterSnapshot, demand: Demand, node: int, pack: bool) -> tuple[int, ...]:
+    return choose_slots(cluster.gpu_free[node], demand, pack)
+
+
+def choose_slots(free: IntArray, demand: Demand, pack: bool = True) -> tuple[int, ...]:
+    """GPU slots on one node for ``demand``, given that node's free milli-GPU per slot."""
+    if demand.gpus != 1 or demand.gpu_milli >= GPU_MILLI:
+        return _whole_slots(free, demand.gpus)
+    fitting = np.flatnonzero(free >= demand.gpu_milli)
+    # Best-fit shares the fullest GPU that still fits; spreading takes the emptiest.
+    order = np.argsort(free[fitting], kind="stable")
+    return (int(fitting[order[0] if pack else order[-1]]),)
+
+
+def _fgd(
+    cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, shapes: TaskDistribution
+) -> tuple[Binding, float]:
+    """Every (node, GPU) option is scored by the fragmentation it adds; the least wins."""
+    nodes, slots = _options(cluster, demand, candidates)
+    cpu = cluster.cpu_free[nodes] - demand.cpu_milli
+    mem = cluster.mem_free[nodes] - demand.memory_mib
+    gpu = cluster.gpu_free[nodes].copy()
+    if demand.gpus == 1:
+        gpu[np.arange(nodes.size), slots] -= demand.gpu_milli
+    elif demand.gpus > 1:
+        gpu = _take_whole(gpu, demand.gpus)
+    models = cluster.model_idx[nodes]
+    mask = shapes.model_mask(cluster.models)
+    after = fragmentation(cpu, mem, gpu, models, shapes=shapes, mask=mask)
+    before = fragmentation(
+        cluster.cpu_free[nodes],
+        cluster.mem_free[nodes],
+        cluster.gpu_free[nodes],
+        models,
+        shapes=shapes,
+        mask=mask,
+    )
+    delta = after - before
+    # Ties (identical empty nodes are common) go to the fullest node: best-fit as second key.
+    tied = np.flatnonzero(delta <= delta.min() + 1e-9)
+    left = cluster.gpu_free[nodes[tied]].sum(axis=1) - demand.gpu_total
+    pick = int(tied[np.argmin(left)])
+    node = int(nodes[pick])
+    if demand.gpus == 1:
+        chosen: tuple[int, ...] = (int(slots[pick]),)
+    else:
+        chosen = _whole_slots(cluster.gpu_free[node], demand.gpus)
+    return Binding(node, chosen, demand.gpu_milli), float(delta[pick])
+
+
+def _options(
+    cluster: ClusterSnapshot, demand: Demand, candidates: IntArray
+) -> tuple[IntArray, IntArray]:
+    """(node, slot) pairs worth scoring; GPUs with equal free capacity are interchangeable."""
+    if demand.gpus != 1:
+        return candidates, np.zeros(candidates.size, dtype=np.int64)
+    free = cluster.gpu_free[candidates]
+    ok = free >= demand.gpu_milli
+    # Keep the first slot of each distinct free amount per node.
+    order = np.argsort(free, axis=1, kind="stable")
+    sorted_free = np.take_along_axis(free, order, axis=1)
+    first = np.ones_like(ok)
+    first[:, 1:] = sorted_free[:, 1:] != sorted_free[:, :-1]
+    keep = first & np.take_along_axis(ok, order, axis=1)
+    rows, cols = np.nonzero(keep)
+    return candidates[rows], order[rows, cols]
+
+
+def _take_whole(gpu: IntArray, count: int) -> IntArray:
+    """Zero the first ``count`` fully free slots of every row."""
+    full = gpu >= GPU_MILLI
+    rank = np.cumsum(full, axis=1)
+    gpu[full & (rank <= count)] = 0
+    return gpu
+
+
+def explain_unfit(cluster: ClusterSnapshot, demand: Demand) -> str:
+    """One line: how many nodes fail on which resource."""
+    if not cluster.nodes:
+        return "no nodes in the cluster"
+    model = cluster.model_ok(demand)
+    lacks = {
+        "GPU model": int((~model).sum()),
+        "cpu": int((cluster.cpu_free < demand.cpu_milli).sum()),
+        "memory": int((cluster.mem_free < demand.memory_mib).sum()),
+    }
+    if demand.gpus:
+        usable = (cluster.gpu_free >= demand.gpu_milli).sum(axis=1)
+        lacks["gpu"] = int((model & (usable < demand.gpus)).sum())
+    parts = ", ".join(f"{count} lack {what}" for what, count in lacks.items() if count)
+    return f"no node fits ({len(cluster.nodes)} nodes: {parts})"
+
+
+def dominant_share(usage: Mapping[str, int], capacity: Mapping[str, int]) -> float:
+    """DRF's dominant share: the largest fraction of any cluster resource a team holds."""
+    shares = [usage.get(r, 0) / total for r, total in capacity.items() if total > 0]
+    return max(shares, default=0.0)
+
+
+def queue_order(
+    pending: Iterable[Workload],
+    policy: Policy,
+    usage: Mapping[str, Mapping[str, int]] | None = None,
+    capacity: Mapping[str, int] | None = None,
+) -> Sequence[Workload]:
+    """Higher tiers first; within a tier FIFO, or lowest dominant share first under DRF."""
+    priority = {t.name: t.priority for t in policy.tiers}
+    drf = policy.placement.strategy is PlacementStrategy.DRF and usage is not None
+    shares: dict[str, float] = {}
+    if drf and usage is not None:
+        shares = {team: dominant_share(u, capacity or {}) for team, u in usage.items()}
+
+    def key(w: Workload) -> tuple[int, float, float, str]:
+        share = shares.get(w.team, 0.0) if drf else 0.0
+        return (-priority.get(w.tier, 0), share, w.submitted_at, w.name)
+
+    return sorted(pending, key=key)

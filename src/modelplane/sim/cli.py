@@ -1,0 +1,103 @@
+"""The whole of ``modelplane sim run``, as one typed function (and ``main(argv)`` for scripts).
+
+The ``modelplane`` CLI wires :func:`sim_run` to
+``modelplane sim run --trace T --policy a.yaml [--vs b.yaml] --seeds 10``; it prints the
+table, writes PNG plots and ``summary.json`` under ``out_dir`` and returns the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from modelplane.errors import ModelplaneError
+from modelplane.sim.report import summary_table, write_json, write_plots
+from modelplane.sim.runner import SimulationResult, run_simulation
+from modelplane.sim.trace import default_trace_dir
+from modelplane.spec.io import load_yaml
+from modelplane.spec.policy import Policy
+
+__all__ = ["main", "sim_run"]
+
+
+def sim_run(
+    trace: str,
+    policy: Path,
+    vs: Path | None = None,
+    *,
+    seeds: int = 10,
+    trace_dir: Path | None = None,
+    out_dir: Path = Path("sim-out"),
+    target: float = 1.3,
+    sample: int | None = None,
+    plots: bool = True,
+    console: Console | None = None,
+) -> SimulationResult:
+    """Replay ``trace`` under ``policy`` (and ``vs``), print the table, write the outputs.
+
+    ``trace`` is ``openb``, ``openb-gpuspec33``, ``synthetic`` or a folder of openb CSVs;
+    ``trace_dir`` defaults to ``../shared/traces`` beside the working directory.
+    """
+    console = console or Console()
+    policies = [(_label(policy), load_yaml(Policy, policy))]
+    if vs is not None:
+        label = _label(vs)
+        policies.append(
+            (label if label != policies[0][0] else f"{label} (vs)", load_yaml(Policy, vs))
+        )
+    result = run_simulation(
+        trace,
+        policies,
+        seeds=seeds,
+        trace_dir=trace_dir or default_trace_dir(Path.cwd()),
+        target=target,
+        sample=sample,
+        console=console,
+    )
+    console.print(summary_table(result))
+    outputs = [write_json(result, out_dir / "summary.json")]
+    if plots:
+        outputs += write_plots(result, out_dir)
+    console.print(f"wrote {', '.join(str(p) for p in outputs)}")
+    return SimulationResult(result.trace, result.seeds, result.results, tuple(outputs))
+
+
+def _label(path: Path) -> str:
+    return path.stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelplane.sim.cli --trace openb --policy a.yaml --vs b.yaml``."""
+    parser = argparse.ArgumentParser(prog="modelplane sim run")
+    parser.add_argument("--trace", required=True)
+    parser.add_argument("--policy", type=Path, required=True)
+    parser.add_argument("--vs", type=Path)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trace-dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("sim-out"))
+    parser.add_argument("--sample", type=int)
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        sim_run(
+            args.trace,
+            args.policy,
+            args.vs,
+            seeds=args.seeds,
+            trace_dir=args.trace_dir,
+            out_dir=args.out,
+            sample=args.sample,
+            plots=not args.no_plots,
+            console=console,
+        )
+    except ModelplaneError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
