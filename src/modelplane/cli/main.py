@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from modelplane import __version__
-from modelplane.cli import audit, contract, models, sim
+from modelplane.cli import audit, contract, models, resources, sim
 from modelplane.cli.context import CliContext
 from modelplane.settings import Settings
 
@@ -45,6 +45,7 @@ def _root(
 
 
 models.register(app)
+resources.register(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")

@@ -1,0 +1,134 @@
+"""``modelplane apply | get | delete``: declarative resources (endpoints, policies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelplane.cli.context import CliContext, registry_from
+from modelplane.cli.output import console, emit_json, handle_errors, table
+from modelplane.errors import InvalidSpec
+
+__all__ = ["register"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+KIND_ALIASES = {
+    "endpoint": "Endpoint",
+    "endpoints": "Endpoint",
+    "ep": "Endpoint",
+    "policy": "Policy",
+    "policies": "Policy",
+}
+
+
+def _kind(text: str) -> str:
+    kind = KIND_ALIASES.get(text.lower())
+    if kind is None:
+        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies)")
+    return kind
+
+
+def apply(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Option("--file", "-f", help="YAML file (repeat).")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+    allow_breaking: Annotated[
+        bool,
+        typer.Option("--allow-breaking", help="Accept a contract version that breaks callers."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create or update resources; every document is checked before any is recorded."""
+    from modelplane.controlplane.apply import Applier, load_documents
+    from modelplane.store.resources import ResourceStore
+
+    cli: CliContext = ctx.obj
+    documents = [doc for path in files for doc in load_documents(path)]
+    with registry_from(cli) as registry:
+        applier = Applier(registry, ResourceStore(registry.engine), actor=cli.actor)
+        results = applier.apply_all(documents, reason=reason, allow_breaking=allow_breaking)
+    if as_json:
+        emit_json(results)
+        return
+    for result in results:
+        console.print(
+            f"{result.kind.lower()}/{result.name} {result.outcome} (generation {result.generation})"
+        )
+        for ref, target in result.resolved.items():
+            if ref != target["ref"]:
+                console.print(f"  {ref} -> {target['ref']}")
+        for warning in result.warnings:
+            console.print(f"  [yellow]warning[/] {warning.field}: {warning.problem}")
+
+
+def get(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="endpoints or policies")],
+    name: Annotated[str | None, typer.Argument(help="One resource by name.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show desired state (and observed status) of resources."""
+    from modelplane.store.resources import ResourceStore
+
+    cli: CliContext = ctx.obj
+    resolved_kind = _kind(kind)
+    with registry_from(cli) as registry:
+        store = ResourceStore(registry.engine)
+        found = [store.get(resolved_kind, name)] if name else store.list(resolved_kind)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "kind": r.kind,
+                    "name": r.name,
+                    "generation": r.generation,
+                    "spec": r.spec,
+                    "status": r.status,
+                    "updated_at": r.updated_at,
+                }
+                for r in found
+            ]
+        )
+        return
+    table(
+        f"{resolved_kind.lower()}s",
+        ["name", "generation", "summary", "updated"],
+        [
+            (r.name, r.generation, _summary(r.spec), f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
+            for r in found
+        ],
+    )
+
+
+def _summary(spec: dict[str, Any]) -> str:
+    if spec.get("kind") == "Endpoint":
+        routes = " ".join(f"{r['model']}={r['weight']:g}" for r in spec["routes"])
+        contract = spec["contract"]
+        return (
+            f"team={spec['team']} tier={spec['tier']} contract={contract['name']} "
+            f"v{contract['version']} routes: {routes}"
+        )
+    return str(spec.get("placement", ""))
+
+
+def delete(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="endpoint or policy")],
+    name: Annotated[str, typer.Argument(help="Resource name.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+) -> None:
+    """Delete a resource (audited)."""
+    from modelplane.store.resources import ResourceStore
+
+    cli: CliContext = ctx.obj
+    resolved_kind = _kind(kind)
+    with registry_from(cli) as registry:
+        ResourceStore(registry.engine).delete(resolved_kind, name, actor=cli.actor, reason=reason)
+    console.print(f"{resolved_kind.lower()}/{name} deleted")
+
+
+def register(app: typer.Typer) -> None:
+    for name, func in (("apply", apply), ("get", get), ("delete", delete)):
+        app.command(name)(handle_errors(func))

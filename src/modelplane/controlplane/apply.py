@@ -1,0 +1,172 @@
+"""``apply``: validate declarative documents and record them as desired state.
+
+An endpoint is accepted only when every model it routes to exists and its signature
+satisfies the endpoint's contract, and when a changed contract is a new contract version
+that existing callers can still use (breaking changes need ``allow_breaking``). Aliases in
+routes are resolved once, here, and pinned in the resource's status: moving an alias later
+does not silently change what an endpoint runs; applying it again (or a rollout) does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelplane.core.compat import (
+    Incompatibility,
+    check_signature,
+    compare_contracts,
+    ensure_compatible,
+)
+from modelplane.errors import Incompatible, InvalidSpec, NotFound
+from modelplane.registry.service import Registry
+from modelplane.spec.contract import Contract
+from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.io import parse
+from modelplane.spec.policy import Policy
+from modelplane.store.resources import Applied, ResourceStore
+
+__all__ = ["ApplyResult", "Applier", "load_documents"]
+
+KINDS: dict[str, type[Endpoint] | type[Policy]] = {"Endpoint": Endpoint, "Policy": Policy}
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    kind: str
+    name: str
+    outcome: str
+    generation: int
+    warnings: tuple[Incompatibility, ...] = ()
+    resolved: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """Every YAML document of a file (``---`` separated), as plain mappings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidSpec(f"{path}: no such file") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{path}: not valid YAML: {exc}") from None
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise InvalidSpec(f"{path}: document {index + 1} is not a mapping")
+    return documents
+
+
+class Applier:
+    """Applies documents against a registry (for model refs) and the resource store."""
+
+    def __init__(self, registry: Registry, resources: ResourceStore, *, actor: str) -> None:
+        self.registry = registry
+        self.resources = resources
+        self.actor = actor
+
+    def apply_all(
+        self,
+        documents: Iterable[Mapping[str, Any]],
+        *,
+        reason: str = "",
+        allow_breaking: bool = False,
+    ) -> list[ApplyResult]:
+        """Validate every document first, then record them: a bad one records nothing."""
+        checked = [self._check(doc, allow_breaking) for doc in documents]
+        return [
+            self._record(spec, resolved, warnings, reason) for spec, resolved, warnings in checked
+        ]
+
+    def _check(
+        self, document: Mapping[str, Any], allow_breaking: bool
+    ) -> tuple[Endpoint | Policy, dict[str, Any], tuple[Incompatibility, ...]]:
+        kind = document.get("kind")
+        model = KINDS.get(str(kind))
+        if model is None:
+            known = ", ".join(sorted(KINDS))
+            raise InvalidSpec(
+                f"kind: '{kind}' is not one of {known}",
+                details=[{"field": "kind", "problem": f"expected one of {known}"}],
+            )
+        spec = parse(model, document, what=f"{kind}")
+        if isinstance(spec, Endpoint):
+            resolved, warnings = self._check_endpoint(spec, allow_breaking)
+            return spec, resolved, warnings
+        return spec, {}, ()
+
+    def _check_endpoint(
+        self, endpoint: Endpoint, allow_breaking: bool
+    ) -> tuple[dict[str, Any], tuple[Incompatibility, ...]]:
+        warnings: list[Incompatibility] = []
+        resolved: dict[str, Any] = {}
+        targets = [(f"routes[{i}]", r.model) for i, r in enumerate(endpoint.routes)]
+        targets += [(f"shadows[{i}]", s.model) for i, s in enumerate(endpoint.shadows)]
+        for path, ref in targets:
+            try:
+                version = self.registry.get(ref)
+            except NotFound as exc:
+                raise NotFound(
+                    f"{path}.model: {exc.message}",
+                    details=[{"field": f"{path}.model", "problem": exc.message}],
+                ) from None
+            findings = check_signature(version.manifest.signature, endpoint.contract)
+            warnings += ensure_compatible(
+                findings,
+                subject=f"{path}.model {version.ref} against contract "
+                f"{endpoint.contract.name} v{endpoint.contract.version}",
+            )
+            resolved[ref] = {"ref": version.ref, "digest": version.digest}
+        warnings += self._check_contract_change(endpoint, allow_breaking)
+        return resolved, tuple(warnings)
+
+    def _check_contract_change(
+        self, endpoint: Endpoint, allow_breaking: bool
+    ) -> list[Incompatibility]:
+        try:
+            previous = self.resources.get("Endpoint", endpoint.name)
+        except NotFound:
+            return []
+        old = Contract.model_validate(previous.spec["contract"])
+        new = endpoint.contract
+        if old == new:
+            return []
+        subject = f"contract {new.name} v{old.version} -> v{new.version}"
+        if new.version <= old.version:
+            raise Incompatible(
+                f"{subject}: the contract changed, so its version must go above {old.version}",
+                details=[{"field": "contract.version", "problem": "bump it for any change"}],
+            )
+        findings = compare_contracts(old, new)
+        if allow_breaking:
+            return findings
+        return ensure_compatible(findings, subject=subject)
+
+    def _record(
+        self,
+        spec: Endpoint | Policy,
+        resolved: dict[str, Any],
+        warnings: tuple[Incompatibility, ...],
+        reason: str,
+    ) -> ApplyResult:
+        applied: Applied = self.resources.apply(
+            spec.kind, spec.name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
+        )
+        resource = applied.resource
+        if isinstance(spec, Endpoint) and applied.outcome != "unchanged":
+            self.resources.set_status(
+                spec.kind,
+                spec.name,
+                {
+                    "generation": resource.generation,
+                    "resolved": resolved,
+                    "conditions": [],
+                },
+            )
+        return ApplyResult(
+            spec.kind, spec.name, applied.outcome, resource.generation, warnings, resolved
+        )

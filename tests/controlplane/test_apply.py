@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from modelplane.controlplane.apply import Applier, load_documents
+from modelplane.errors import Incompatible, InvalidSpec, NotFound
+from modelplane.registry.build import package
+from modelplane.registry.service import Registry, open_registry
+from modelplane.store.resources import ResourceStore
+
+pd = pytest.importorskip("pandas")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    registry = open_registry(f"sqlite:///{tmp_path}/state.db", str(tmp_path / "art"), actor="alice")
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(40, 2)), columns=["amount", "age"])
+    model = LogisticRegression().fit(frame, (frame["amount"] > 0).astype(int))
+    built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
+    registry.push(built.path)
+    registry.set_alias("fraud", "champion", 1)
+    yield registry
+    registry.close()
+
+
+def endpoint(
+    version: int = 1, outputs: list[dict[str, Any]] | None = None, route: str = "fraud@champion"
+) -> dict[str, Any]:
+    return {
+        "kind": "Endpoint",
+        "name": "fraud-score",
+        "team": "risk",
+        "contract": {
+            "name": "fraud-score",
+            "version": version,
+            "inputs": [{"name": "amount", "dtype": "float64"}, {"name": "age", "dtype": "float64"}],
+            "outputs": outputs if outputs is not None else [{"name": "label", "dtype": "int64"}],
+        },
+        "routes": [{"model": route}],
+    }
+
+
+def applier(registry: Registry) -> Applier:
+    return Applier(registry, ResourceStore(registry.engine), actor="alice")
+
+
+def test_apply_pins_aliases_and_is_idempotent(registry: Registry) -> None:
+    [created] = applier(registry).apply_all([endpoint()], reason="launch")
+    assert (created.outcome, created.generation) == ("created", 1)
+    assert created.resolved["fraud@champion"]["ref"] == "fraud:1"
+    status = ResourceStore(registry.engine).get("Endpoint", "fraud-score").status
+    assert status is not None
+    assert status["resolved"]["fraud@champion"]["ref"] == "fraud:1"
+    [again] = applier(registry).apply_all([endpoint()])
+    assert again.outcome == "unchanged"
+
+
+def test_unknown_model_names_the_route(registry: Registry) -> None:
+    with pytest.raises(NotFound) as info:
+        applier(registry).apply_all([endpoint(route="fraud:9")])
+    assert info.value.details[0]["field"] == "routes[0].model"
+
+
+def test_signature_must_satisfy_the_contract(registry: Registry) -> None:
+    outputs = [{"name": "churn", "dtype": "int64"}]
+    with pytest.raises(Incompatible) as info:
+        applier(registry).apply_all([endpoint(outputs=outputs)])
+    assert any("churn" in d["field"] for d in info.value.details)
+    assert ResourceStore(registry.engine).list("Endpoint") == []
+
+
+def test_contract_changes_need_a_new_compatible_version(registry: Registry) -> None:
+    apply = applier(registry).apply_all
+    apply([endpoint()])
+    more = [
+        {"name": "label", "dtype": "int64"},
+        {"name": "probabilities", "dtype": "float64", "shape": [-1, 2]},
+    ]
+    with pytest.raises(Incompatible, match="version must go above 1"):
+        apply([endpoint(version=1, outputs=more)])
+    [added] = apply([endpoint(version=2, outputs=more)])
+    assert added.generation == 2
+    fewer = [{"name": "probabilities", "dtype": "float64", "shape": [-1, 2]}]
+    with pytest.raises(Incompatible, match="breaking"):
+        apply([endpoint(version=3, outputs=fewer)])
+    [forced] = applier(registry).apply_all(
+        [endpoint(version=3, outputs=fewer)], allow_breaking=True
+    )
+    assert forced.generation == 3
+
+
+def test_a_bad_document_records_nothing(registry: Registry, tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "kind: Policy\nname: default\nplacement: {strategy: fgd}\n---\nkind: Endpoint\nname: x\n"
+    )
+    with pytest.raises(InvalidSpec, match="team"):
+        applier(registry).apply_all(load_documents(path))
+    assert ResourceStore(registry.engine).list("Policy") == []
+
+
+def test_unknown_kind(registry: Registry) -> None:
+    with pytest.raises(InvalidSpec, match="kind"):
+        applier(registry).apply_all([{"kind": "Gadget", "name": "g"}])
