@@ -79,7 +79,7 @@ def test_signature_must_satisfy_the_contract(registry: Registry) -> None:
 def test_contract_changes_need_a_new_compatible_version(registry: Registry) -> None:
     apply = applier(registry).apply_all
     apply([endpoint()])
-    more = [
+    more: list[dict[str, Any]] = [
         {"name": "label", "dtype": "int64"},
         {"name": "probabilities", "dtype": "float64", "shape": [-1, 2]},
     ]
