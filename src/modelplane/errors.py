@@ -32,6 +32,7 @@ __all__ = [
     "ContractViolation",
     "DeadlineExceeded",
     "ErrorDetail",
+    "HTTP_STATUS",
     "Incompatible",
     "IntegrityError",
     "InvalidSpec",
@@ -45,6 +46,29 @@ __all__ = [
     "UnsafeFormat",
     "WorkerFailed",
 ]
+
+HTTP_STATUS: dict[str, int] = {
+    "invalid_spec": 400,
+    "contract_violation": 400,
+    "incompatible": 400,
+    "integrity_error": 400,
+    "unsafe_format": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "overloaded": 429,
+    "quota_exceeded": 429,
+    "output_contract_violation": 500,
+    "missing_extra": 501,
+    "worker_failed": 503,
+    "not_ready": 503,
+    "store_unavailable": 503,
+    "deadline_exceeded": 504,
+}
+"""The one table every HTTP edge maps error codes with; any other code is a 500."""
 
 ErrorDetail = Mapping[str, Any]
 """One problem inside an error, usually ``{"field": "inputs[2].dtype", "problem": "..."}``."""
