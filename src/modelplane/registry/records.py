@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelVersion:
     """One immutable registered package."""
 
@@ -49,7 +51,13 @@ class ModelVersion:
     created_by: str
     aliases: tuple[str, ...]
     archived: bool
-    manifest: Manifest
+    manifest_data: Mapping[str, Any] = field(repr=False, compare=False)
+    """The stored manifest as plain data; :attr:`manifest` validates it on first use."""
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        # Validating 10,000 manifests costs more than the listing that asked for them.
+        return Manifest.model_validate(self.manifest_data)
 
     @property
     def ref(self) -> str:
@@ -169,7 +177,7 @@ def _to_version(row: ModelVersionRow, aliases: tuple[str, ...]) -> ModelVersion:
         created_by=row.created_by,
         aliases=aliases,
         archived=row.archived,
-        manifest=Manifest.model_validate(row.manifest),
+        manifest_data=row.manifest,
     )
 
 
