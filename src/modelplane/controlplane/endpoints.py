@@ -150,7 +150,7 @@ class EndpointController:
             reason, message = "Serving", "every route has a ready replica"
         else:
             reason, message = "Starting", "waiting for replicas to pass warmup"
-        condition = {
+        condition: dict[str, Any] = {
             "type": "Ready",
             "status": "True" if ready else "False",
             "reason": reason,
