@@ -1,0 +1,471 @@
+"""The gateway: a raw ASGI app for Open Inference Protocol v2 and records JSON.
+
+No web framework sits on the hot path: a request is one scan of its headers, a few string
+comparisons to route it, msgspec to decode and encode, and :class:`InferenceHandler` for the
+rest. Header names and static bodies are prepared once.
+
+Routes (see :func:`~modelplane.dataplane.openapi.openapi_document`):
+
+- ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2`` (server metadata)
+- ``GET /v2/models/{name}[/versions/{version}]`` (metadata) and ``.../ready``
+- ``POST /v2/models/{name}[/versions/{version}]/infer`` (JSON or binary tensors)
+- ``POST /v1/endpoints/{name}:predict`` (records) and ``GET /v1/endpoints``
+- ``GET /metrics`` (Prometheus text) and ``GET /openapi.json``
+
+Every response carries ``modelplane-request-id`` (the caller's ``x-request-id`` when given)
+and, when a model answered, ``modelplane-model-version``; a fallback answer carries
+``modelplane-fallback: <reason>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from modelplane import __version__
+from modelplane.core.circuit import BreakerConfig
+from modelplane.dataplane.codec_v2 import InferResponse, decode_request, encode_response
+from modelplane.dataplane.endpoint_runtime import (
+    EndpointConfig,
+    ModelVersionRuntime,
+    build_endpoints,
+)
+from modelplane.dataplane.handler import InferenceHandler, Result, one_line
+from modelplane.dataplane.http import HttpError, error_body, error_code, error_headers, status_of
+from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics
+from modelplane.dataplane.openapi import openapi_document
+from modelplane.dataplane.pool import PoolConfig
+from modelplane.dataplane.records import encode_predictions
+from modelplane.errors import ContractViolation, InvalidSpec, ModelplaneError
+
+__all__ = ["Gateway", "GatewayConfig"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+log = logging.getLogger("modelplane.gateway")
+
+_JSON_TYPE = (b"content-type", b"application/json")
+_BINARY_TYPE = (b"content-type", b"application/octet-stream")
+_REQUEST_ID = b"modelplane-request-id"
+_MODEL_VERSION = b"modelplane-model-version"
+_FALLBACK = b"modelplane-fallback"
+_CONTENT_LENGTH = b"content-length"
+_HEADER_LENGTH = b"inference-header-content-length"
+_ENCODER = msgspec.json.Encoder()
+_WORKER_PRELOAD = (
+    "numpy",
+    "msgspec",
+    "modelplane.dataplane.pool.worker",
+    "modelplane.dataplane.loader",
+)
+# Engines cheap and safe to import before forking (no threads at import).
+_ENGINE_PRELOAD = {"onnx": "onnxruntime"}
+_V2_MODELS = "/v2/models/"
+_V1_ENDPOINTS = "/v1/endpoints/"
+_PREDICT = ":predict"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Settings of one gateway."""
+
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    """Defaults for every model version's pool; replicas come from each endpoint."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    seed: int | None = None
+    """Seed of the route choice; ``None`` draws one."""
+    name: str = "modelplane"
+
+
+@dataclass(slots=True)
+class _Request:
+    """What one scan of the headers found."""
+
+    request_id: str
+    timeout_ms: float | None = None
+    header_length: int | None = None
+    content_length: int | None = None
+
+
+class Gateway:
+    """The ASGI app; ``lifespan`` starts and stops the model versions' workers."""
+
+    def __init__(self, endpoints: Sequence[EndpointConfig], config: GatewayConfig | None = None):
+        self.config = config or GatewayConfig()
+        self.metrics = GatewayMetrics()
+        rng = random.Random(self.config.seed)
+        runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, rng)
+        self.handler = InferenceHandler(runtimes, self.config.breaker)
+        self.versions: list[ModelVersionRuntime] = versions
+        self.started = False
+        self.draining = False
+        self.startup_error: BaseException | None = None
+        self._next_log_at = 0.0
+        self._quiet_failures = 0
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self._server_metadata = _ENCODER.encode(
+            {"name": self.config.name, "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+        self._openapi = _ENCODER.encode(openapi_document(self.config.name, __version__))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start every model version's workers; return once all are ready."""
+        self._preload_workers()
+        results = await asyncio.gather(*(v.start() for v in self.versions), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.stop()
+            raise failures[0]
+        self.started = True
+
+    def _preload_workers(self) -> None:
+        """Have the forkserver import what every worker imports (the loader, and the engines
+        of the runtimes served) once, so each worker, and each restart, starts warm."""
+        if self.config.pool.start_method != "forkserver":
+            return
+        modules = [*_WORKER_PRELOAD]
+        runtimes = {v.source.manifest.runtime.value for v in self.versions}
+        modules += [m for runtime, m in _ENGINE_PRELOAD.items() if runtime in runtimes]
+        multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued, wait for running batches, stop the workers."""
+        self.draining = True
+        await asyncio.gather(*(v.stop(timeout_s) for v in self.versions))
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.started
+            and not self.draining
+            and all(e.ready for e in self.handler.endpoints.values())
+        )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    self.startup_error = exc
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    def _scan(self, headers: Headers) -> _Request:
+        request = _Request("")
+        try:
+            for name, value in headers:
+                if name == _CONTENT_LENGTH:
+                    request.content_length = int(value)
+                elif name == _HEADER_LENGTH:
+                    request.header_length = int(value)
+                elif name == b"x-request-id":
+                    request.request_id = value.decode("latin-1")[:200]
+                elif name == b"modelplane-timeout-ms":
+                    request.timeout_ms = float(value)
+        except ValueError:
+            request.request_id = request.request_id or self._new_id()
+            raise HttpError("invalid_spec", "a numeric header is not a number") from None
+        if not request.request_id:
+            request.request_id = self._new_id()
+        return request
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        v2 = path.startswith("/v2")
+        request = _Request("")
+        try:
+            request = self._scan(scope["headers"])
+            if path.startswith(_V2_MODELS):
+                name, version, action = _model_path(path)
+                if action == "infer":
+                    _expect(method, "POST")
+                    await self._infer(name, version, request, receive, send, v2=True)
+                else:
+                    _expect(method, "GET")
+                    await self._model_get(name, version, action, request, send)
+            elif path.startswith(_V1_ENDPOINTS) and path.endswith(_PREDICT):
+                name = path[len(_V1_ENDPOINTS) : -len(_PREDICT)]
+                _expect(method, "POST")
+                await self._infer(name, None, request, receive, send, v2=False)
+            else:
+                status, body, content_type = self._static(path, method)
+                await _respond(send, status, body, _headers(request, content_type))
+        except ModelplaneError as exc:
+            await self._error(send, exc, request, v2=v2)
+        except Exception as exc:  # a bug of ours: answer 500, never drop the request
+            log.exception("request %s failed unexpectedly", request.request_id)
+            internal = HttpError("internal", f"internal error: {type(exc).__name__}")
+            await self._error(send, internal, request, v2=v2)
+
+    def _static(self, path: str, method: str) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        _expect(method, "GET")
+        if path == "/v2/health/live":
+            return 200, b"", _JSON_TYPE
+        if path == "/v2/health/ready":
+            return (200 if self.ready else 503), b"", _JSON_TYPE
+        if path in ("/v2", "/v2/"):
+            return 200, self._server_metadata, _JSON_TYPE
+        if path == "/metrics":
+            return 200, self.metrics.render(), (b"content-type", CONTENT_TYPE.encode())
+        if path == "/openapi.json":
+            return 200, self._openapi, _JSON_TYPE
+        if path == "/v1/endpoints":
+            return 200, self._endpoint_list(), _JSON_TYPE
+        raise HttpError("not_found", f"no route for {path}")
+
+    def _endpoint_list(self) -> bytes:
+        listing = []
+        for runtime in self.handler.endpoints.values():
+            spec = runtime.endpoint
+            routes = [
+                {"model": r.ref, "version": r.target.label, "weight": w.weight}
+                for r, w in zip(runtime.routes, spec.routes, strict=True)
+            ]
+            listing.append(
+                {
+                    "name": spec.name,
+                    "team": spec.team,
+                    "tier": spec.tier,
+                    "contract": {"name": spec.contract.name, "version": spec.contract.version},
+                    "versions": runtime.versions,
+                    "routes": routes,
+                    "ready": runtime.ready,
+                }
+            )
+        return _ENCODER.encode({"endpoints": listing})
+
+    async def _model_get(
+        self, name: str, version: str | None, action: str, request: _Request, send: Send
+    ) -> None:
+        runtime = self.handler.endpoint(name)
+        if version is not None and runtime.route_for_version(version) is None:
+            raise HttpError("not_found", f"model '{name}' has no version '{version}'")
+        if action == "ready":
+            status = 200 if runtime.ready and not self.draining else 503
+            await _respond(send, status, b"", _headers(request, _JSON_TYPE))
+        else:
+            await _respond(send, 200, runtime.metadata, _headers(request, _JSON_TYPE))
+
+    # ------------------------------------------------------------------ inference
+
+    async def _infer(
+        self,
+        name: str,
+        version: str | None,
+        request: _Request,
+        receive: Receive,
+        send: Send,
+        *,
+        v2: bool,
+    ) -> None:
+        started = time.perf_counter()
+        runtime = self.handler.endpoint(name)
+        label = ""
+        try:
+            body = await self._body(receive, request)
+            if v2:
+                result, payload, headers = await self._v2_infer(name, version, body, request)
+            else:
+                result, payload, headers = await self._records_infer(name, body, request)
+            label = result.model_version or ""
+            await _respond(send, 200, payload, headers)
+            if result.fallback_reason is not None:
+                self.metrics.fallback(name, result.fallback_reason)
+            self.metrics.request(name, label, result.route, 200, time.perf_counter() - started)
+        except ModelplaneError as exc:
+            self.metrics.error(runtime.name, error_code(exc))
+            elapsed = time.perf_counter() - started
+            self.metrics.request(name, label, "", status_of(exc), elapsed)
+            raise
+
+    async def _v2_infer(
+        self, name: str, version: str | None, body: bytes, request: _Request
+    ) -> tuple[Result, bytes, Headers]:
+        decoded = decode_request(body, request.header_length)
+        timeout_ms = request.timeout_ms
+        params = decoded.parameters
+        if params and "timeout" in params:
+            timeout_ms = _lower(timeout_ms, params["timeout"])
+        requested = decoded.outputs
+        result = await self.handler.infer(
+            name,
+            decoded.inputs,
+            request_id=request.request_id,
+            deadline=_deadline(timeout_ms),
+            requested_outputs=[r.name for r in requested] if requested else None,
+            version=version,
+        )
+        response = InferResponse(
+            model_name=name,
+            outputs=result.outputs,
+            model_version=result.model_version,
+            id=decoded.id if decoded.id is not None else request.request_id,
+        )
+        encoded = encode_response(response, requested, binary_default=decoded.binary_output_default)
+        if encoded.header_length is None:
+            headers = _result_headers(request, result, _JSON_TYPE)
+        else:
+            headers = _result_headers(request, result, _BINARY_TYPE)
+            headers.append((_HEADER_LENGTH, str(encoded.header_length).encode()))
+        return result, encoded.body, headers
+
+    async def _records_infer(
+        self, name: str, body: bytes, request: _Request
+    ) -> tuple[Result, bytes, Headers]:
+        runtime = self.handler.endpoint(name)
+        try:
+            columns = runtime.records.decode(body)
+        except InvalidSpec as exc:
+            # the record schema is the contract's: a mistyped field breaks the contract
+            raise ContractViolation(exc.message, details=exc.details) from None
+        result = await self.handler.infer(
+            name,
+            columns,
+            request_id=request.request_id,
+            deadline=_deadline(request.timeout_ms),
+        )
+        payload = encode_predictions(
+            result.outputs, model_version=result.model_version, request_id=request.request_id
+        )
+        return result, payload, _result_headers(request, result, _JSON_TYPE)
+
+    async def _body(self, receive: Receive, request: _Request) -> bytes:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError("invalid_spec", "the client went away mid-body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _log_failure(self, request: _Request, exc: ModelplaneError) -> None:
+        """Log a server-side failure, at most once a second: a broken model fails every
+        request, and the metrics count them all; the log needs an example, not a flood."""
+        now = time.monotonic()
+        if now < self._next_log_at:
+            self._quiet_failures += 1
+            return
+        more = f" ({self._quiet_failures} more since the last)" if self._quiet_failures else ""
+        log.warning("request %s failed%s: %s", request.request_id, more, one_line(exc))
+        self._next_log_at = now + _LOG_EVERY_S
+        self._quiet_failures = 0
+
+    async def _error(
+        self, send: Send, exc: ModelplaneError, request: _Request, *, v2: bool
+    ) -> None:
+        status = status_of(exc)
+        if status >= 500 and not isinstance(exc, HttpError):
+            self._log_failure(request, exc)
+        headers = _headers(request, _JSON_TYPE)
+        headers += error_headers(exc)
+        await _respond(send, status, error_body(exc, v2=v2), headers)
+
+
+_LOG_EVERY_S = 1.0
+
+
+def _model_path(path: str) -> tuple[str, str | None, str]:
+    """``(name, version, action)`` of ``/v2/models/{name}[/versions/{v}][/{action}]``."""
+    parts = path[len(_V2_MODELS) :].split("/")
+    name, version = parts[0], None
+    if len(parts) >= 3 and parts[1] == "versions":
+        version = parts[2]
+        parts = parts[2:]
+    action = parts[1] if len(parts) == 2 else ""
+    if len(parts) > 2 or action not in ("", "ready", "infer") or not name or version == "":
+        raise HttpError("not_found", f"no route for {path}")
+    return name, version, action
+
+
+def _expect(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise HttpError("method_not_allowed", f"use {allowed}, not {method}")
+
+
+def _lower(current: float | None, value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidSpec(
+            "parameters.timeout must be a positive number of milliseconds",
+            details=[{"field": "parameters.timeout", "problem": f"got {value!r}"}],
+        )
+    return float(value) if current is None else min(current, float(value))
+
+
+def _deadline(timeout_ms: float | None) -> float | None:
+    if timeout_ms is None:
+        return None
+    if not (timeout_ms > 0 and math.isfinite(timeout_ms)):
+        raise InvalidSpec("the timeout must be a positive, finite number of milliseconds")
+    return time.monotonic() + timeout_ms / 1000
+
+
+def _headers(request: _Request, content_type: tuple[bytes, bytes]) -> Headers:
+    return [content_type, (_REQUEST_ID, request.request_id.encode("latin-1"))]
+
+
+def _result_headers(
+    request: _Request, result: Result, content_type: tuple[bytes, bytes]
+) -> Headers:
+    headers = [content_type, (_REQUEST_ID, request.request_id.encode("latin-1"))]
+    if result.model_version is not None:
+        headers.append((_MODEL_VERSION, result.model_version.encode()))
+    if result.fallback_reason is not None:
+        headers.append((_FALLBACK, result.fallback_reason.encode()))
+    return headers
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,225 @@
+"""The one inference handler behind every protocol: contract, route, batch, check, fall back.
+
+``infer`` speaks the domain (named arrays in, named arrays out, typed errors); the gateway
+translates HTTP to it and its errors back to HTTP, the same for Open Inference Protocol v2
+and records JSON. Steps for one request:
+
+1. validate and coerce the inputs with the endpoint's compiled contract
+   (:class:`~modelplane.errors.ContractViolation` names every bad field);
+2. choose a route: by weight, or the one serving the version the caller named;
+3. ask the route's breaker; while it is open the fallback answers;
+4. submit to the version's batcher with the deadline (the batcher sheds with
+   :class:`~modelplane.errors.Overloaded` and cancels work not started by the deadline);
+5. check the outputs against the contract: a wrong answer counts as a failure;
+6. record the outcome in the breaker; on a failure, serve the fallback when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+
+from modelplane.core.circuit import BreakerConfig, BreakerState, admit, record
+from modelplane.dataplane.endpoint_runtime import EndpointRuntime, OutputViolation, RouteRuntime
+from modelplane.dataplane.fallback import FallbackReason
+from modelplane.errors import (
+    ContractViolation,
+    DeadlineExceeded,
+    InvalidSpec,
+    ModelplaneError,
+    NotFound,
+    WorkerFailed,
+)
+from modelplane.spec.contract import FallbackKind
+
+__all__ = ["InferenceHandler", "OutputViolation", "Result", "one_line"]
+
+Array = npt.NDArray[Any]
+Arrays = dict[str, Array]
+
+_MAX_FALLBACK_DEPTH = 3
+_CLOSED = BreakerState.CLOSED
+
+
+@dataclass(slots=True)
+class Result:
+    """What ``infer`` answers: outputs, who answered, and why the fallback did (if it did)."""
+
+    outputs: Arrays
+    model_version: str | None
+    fallback_reason: str | None = None
+    route: str = ""
+
+
+def one_line(exc: ModelplaneError) -> str:
+    """The message followed by every ``field: problem``, on one line."""
+    if not exc.details:
+        return exc.message
+    parts = [f"{d.get('field')}: {d.get('problem')}" if d.get("field") else str(d.get("problem"))
+             for d in exc.details]  # fmt: skip
+    return f"{exc.message}: {'; '.join(parts)}"
+
+
+class InferenceHandler:
+    """Serves inference for a set of endpoints; see the module docstring."""
+
+    def __init__(
+        self, endpoints: Mapping[str, EndpointRuntime], breaker: BreakerConfig | None = None
+    ) -> None:
+        self.endpoints = dict(endpoints)
+        self.breaker = breaker or BreakerConfig()
+
+    def endpoint(self, name: str) -> EndpointRuntime:
+        runtime = self.endpoints.get(name)
+        if runtime is None:
+            raise NotFound(
+                f"unknown model '{name}'", details=[{"field": "model", "problem": "not served"}]
+            )
+        return runtime
+
+    async def infer(
+        self,
+        endpoint_name: str,
+        inputs: Mapping[str, Array],
+        *,
+        request_id: str = "",
+        deadline: float | None = None,
+        requested_outputs: Collection[str] | None = None,
+        version: str | None = None,
+    ) -> Result:
+        """Predict ``inputs`` on the endpoint by ``deadline`` (monotonic; the endpoint's own
+        timeout when later or absent); see the module docstring."""
+        runtime = self.endpoint(endpoint_name)
+        if requested_outputs:
+            _check_requested(runtime, requested_outputs)
+        own = time.monotonic() + runtime.timeout_s
+        deadline = own if deadline is None or deadline > own else deadline
+        coerced = runtime.plain.accept(inputs) if runtime.plain is not None else None
+        if coerced is None:
+            try:
+                coerced = runtime.contract.coerce(inputs)
+            except ContractViolation as exc:
+                exc.message = one_line(exc)
+                raise
+        if not _has_rows(coerced):
+            raise InvalidSpec(
+                "a request needs at least one row",
+                details=[{"field": "inputs", "problem": "the batch dimension is 0"}],
+            )
+        route = self._route(runtime, version)
+        result = await self._run(runtime, route, coerced, deadline, 0)
+        if requested_outputs:
+            result.outputs = {name: result.outputs[name] for name in requested_outputs}
+        return result
+
+    def _route(self, runtime: EndpointRuntime, version: str | None) -> RouteRuntime:
+        if version is None:
+            return runtime.routes[runtime.chooser.pick()]
+        route = runtime.route_for_version(version)
+        if route is None:
+            raise NotFound(
+                f"model '{runtime.name}' has no version '{version}'",
+                details=[{"field": "version", "problem": f"one of {runtime.versions}"}],
+            )
+        return route
+
+    async def _run(
+        self,
+        runtime: EndpointRuntime,
+        route: RouteRuntime,
+        inputs: Arrays,
+        deadline: float,
+        depth: int,
+    ) -> Result:
+        config = self.breaker
+        now = time.monotonic()
+        allowed, route.breaker = admit(route.breaker, config, now)
+        if not allowed:
+            error: ModelplaneError = WorkerFailed(
+                f"the circuit of route '{route.ref}' is open",
+                details=[{"field": "route", "problem": "too many recent failures"}],
+            )
+            return await self._fallback(runtime, inputs, _OPEN, error, depth)
+        target = route.target
+        try:
+            outputs = await target.batcher.submit(inputs, deadline=deadline)
+        except DeadlineExceeded as exc:
+            error, reason = exc, FallbackReason.TIMEOUT
+        except OutputViolation as exc:
+            error, reason = exc, _VIOLATION
+        except ContractViolation as exc:  # the batcher's row count check: the model's fault
+            error, reason = OutputViolation(exc.message, details=exc.details), _VIOLATION
+        except WorkerFailed as exc:
+            error, reason = exc, FallbackReason.WORKER_FAILED
+        else:
+            self._succeeded(route)
+            return Result(outputs, target.label, None, route.ref)
+        route.breaker = record(
+            route.breaker, config, time.monotonic(), successes=route.pending_ok, failures=1
+        )
+        route.pending_ok = 0
+        return await self._fallback(runtime, inputs, reason, error, depth)
+
+    def _succeeded(self, route: RouteRuntime) -> None:
+        """Count a success; while closed, successes are folded in every quarter bucket only,
+        since a closed breaker needs them only as the denominator of the next failure."""
+        now = time.monotonic()
+        if route.breaker.state is _CLOSED:
+            route.pending_ok += 1
+            if now < route.flush_at:
+                return
+            route.flush_at = now + self.breaker.bucket_s / 4
+            successes, route.pending_ok = route.pending_ok, 0
+        else:
+            successes = 1
+        route.breaker = record(route.breaker, self.breaker, now, successes=successes)
+
+    async def _fallback(
+        self,
+        runtime: EndpointRuntime,
+        inputs: Arrays,
+        reason: FallbackReason,
+        error: ModelplaneError,
+        depth: int,
+    ) -> Result:
+        fallback = runtime.fallback
+        if runtime.static is not None:
+            rows = len(next(iter(inputs.values())))
+            return Result(runtime.static.outputs(rows), None, reason.value, "fallback")
+        if fallback.kind is FallbackKind.ENDPOINT and depth < _MAX_FALLBACK_DEPTH:
+            other = self.endpoint(str(fallback.endpoint))
+            # A fallback is there to answer: it gets its own time budget from now.
+            deadline = time.monotonic() + other.timeout_s
+            coerced = other.contract.coerce(inputs)
+            route = other.routes[other.chooser.pick()]
+            result = await self._run(other, route, coerced, deadline, depth + 1)
+            result.fallback_reason = result.fallback_reason or reason.value
+            result.route = "fallback"
+            return result
+        raise error
+
+
+_VIOLATION = FallbackReason.CONTRACT_VIOLATION
+_OPEN = FallbackReason.CIRCUIT_OPEN
+
+
+def _has_rows(inputs: Arrays) -> bool:
+    return all(array.ndim == 0 or array.shape[0] > 0 for array in inputs.values())
+
+
+def _check_requested(runtime: EndpointRuntime, requested: Collection[str]) -> None:
+    known = runtime.output_names
+    if known is None:
+        return
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise InvalidSpec(
+            f"unknown requested output(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            details=[
+                {"field": f"outputs '{n}'", "problem": "not in the contract"} for n in unknown
+            ],
+        )

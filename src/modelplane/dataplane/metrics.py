@@ -1,0 +1,187 @@
+"""Gateway metrics, exposed in the Prometheus text format at ``/metrics``.
+
+The hot path only bumps plain Python ints and lists (a dict lookup and an add, a bisect for
+histograms); prometheus-client metric families are built from them when ``/metrics`` is
+scraped. That keeps a request's metrics well under a microsecond, where prometheus-client's
+own counters take a lock and a label lookup per update. Gauges (queue depth, worker
+restarts) are read from their sources at scrape time.
+
+Each :class:`GatewayMetrics` has its own ``CollectorRegistry``, so several gateways in one
+process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "BATCH_BUCKETS", "GatewayMetrics", "Histogram"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_PREFIX = "modelplane_gateway_"
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-at-scrape histogram: per-bucket counts (last is +Inf) and a sum."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    endpoint: str
+    model_version: str
+    queue_rows: Callable[[], int]
+    restarts: Callable[[], int]
+
+
+class GatewayMetrics:
+    """The counters, histograms and gauges of one gateway."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        """``(endpoint, model_version, route, status)`` → count."""
+        self.errors: dict[tuple[str, str], int] = {}
+        """``(endpoint, error code)`` → count."""
+        self.fallbacks: dict[tuple[str, str], int] = {}
+        """``(endpoint, reason)`` → count."""
+        self.latency: dict[tuple[str, str, str], Histogram] = {}
+        self.batch_rows: dict[str, Histogram] = {}
+        self._sources: list[_Source] = []
+        self.registry.register(_Collector(self))
+
+    def add_source(
+        self,
+        endpoint: str,
+        model_version: str,
+        queue_rows: Callable[[], int],
+        restarts: Callable[[], int],
+    ) -> None:
+        """Read queue depth and worker restarts of one model version at scrape time."""
+        self._sources.append(_Source(endpoint, model_version, queue_rows, restarts))
+
+    def request(
+        self, endpoint: str, model_version: str, route: str, status: int, latency_s: float
+    ) -> None:
+        key = (endpoint, model_version, route, str(status))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hist_key = (endpoint, model_version, route)
+        hist = self.latency.get(hist_key)
+        if hist is None:
+            hist = self.latency[hist_key] = Histogram(LATENCY_BUCKETS_S)
+        hist.observe(latency_s)
+
+    def error(self, endpoint: str, code: str) -> None:
+        key = (endpoint, code)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def fallback(self, endpoint: str, reason: str) -> None:
+        key = (endpoint, reason)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
+
+    def batch(self, model_version: str, rows: int) -> None:
+        hist = self.batch_rows.get(model_version)
+        if hist is None:
+            hist = self.batch_rows[model_version] = Histogram(BATCH_BUCKETS)
+        hist.observe(rows)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def families(self) -> Iterator[Metric]:
+        yield _counter(
+            "requests", "Requests answered.", ("endpoint", "model_version", "route", "code"),
+            self.requests,
+        )  # fmt: skip
+        yield _counter(
+            "errors", "Requests failed, by error code.", ("endpoint", "code"), self.errors
+        )
+        yield _counter(
+            "fallbacks", "Answers served by the fallback.", ("endpoint", "reason"), self.fallbacks
+        )
+        latency = HistogramMetricFamily(
+            _PREFIX + "request_duration_seconds",
+            "Time from request body received to response sent.",
+            labels=("endpoint", "model_version", "route"),
+        )
+        for key, hist in list(self.latency.items()):
+            latency.add_metric(list(key), hist.buckets(), hist.total)
+        yield latency
+        batches = HistogramMetricFamily(
+            _PREFIX + "batch_rows", "Rows per batch sent to workers.", labels=("model_version",)
+        )
+        for version, hist in list(self.batch_rows.items()):
+            batches.add_metric([version], hist.buckets(), hist.total)
+        yield batches
+        yield from self._gauges()
+
+    def _gauges(self) -> Iterator[Metric]:
+        labels = ("endpoint", "model_version")
+        depth = GaugeMetricFamily(
+            _PREFIX + "queue_rows", "Rows waiting to be batched.", labels=labels
+        )
+        restarts = CounterMetricFamily(
+            _PREFIX + "worker_restarts", "Worker processes restarted.", labels=labels
+        )
+        for source in self._sources:
+            names = [source.endpoint, source.model_version]
+            depth.add_metric(names, source.queue_rows())
+            restarts.add_metric(names, source.restarts())
+        yield depth
+        yield restarts
+
+
+def _counter(
+    name: str, doc: str, labels: Sequence[str], values: Mapping[Any, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(_PREFIX + name, doc, labels=labels)
+    for key, count in list(values.items()):
+        family.add_metric(list(key), count)
+    return family
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.families()
