@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ __all__ = [
     "OutputViolation",
     "RouteRuntime",
     "build_endpoints",
+    "serves_same",
 ]
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -248,6 +249,8 @@ def build_endpoints(
     pool: PoolConfig,
     metrics: GatewayMetrics,
     rng: random.Random,
+    *,
+    also_served: Collection[str] = (),
 ) -> tuple[dict[str, EndpointRuntime], list[ModelVersionRuntime]]:
     """Endpoints by name and every route's model version runtime; InvalidSpec on bad configs."""
     versions: list[ModelVersionRuntime] = []
@@ -269,15 +272,26 @@ def build_endpoints(
             versions.append(target)
             routes.append(RouteRuntime(route.model, target))
         endpoints[endpoint.name] = EndpointRuntime(endpoint, contract, routes, rng)
-    _check_fallback_targets(endpoints)
+    _check_fallback_targets(endpoints, also_served)
     return endpoints, versions
 
 
-def _check_fallback_targets(endpoints: Mapping[str, EndpointRuntime]) -> None:
+def _check_fallback_targets(
+    endpoints: Mapping[str, EndpointRuntime], also_served: Collection[str]
+) -> None:
     for runtime in endpoints.values():
         target = runtime.fallback.endpoint
-        if runtime.fallback.kind is FallbackKind.ENDPOINT and target not in endpoints:
+        served = target in endpoints or target in also_served
+        if runtime.fallback.kind is FallbackKind.ENDPOINT and not served:
             raise InvalidSpec(
                 f"endpoint '{runtime.name}' falls back to '{target}', which is not served",
                 details=[{"field": "fallback.endpoint", "problem": "unknown endpoint"}],
             )
+
+
+def serves_same(runtime: EndpointRuntime, config: EndpointConfig) -> bool:
+    """True when ``runtime`` already serves ``config`` (same spec, same package digests)."""
+    if runtime.endpoint != config.endpoint:
+        return False
+    digests = {ref: source.digest for ref, source in config.models.items()}
+    return {route.ref: route.target.source.digest for route in runtime.routes} == digests

@@ -40,6 +40,7 @@ from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
     ModelVersionRuntime,
     build_endpoints,
+    serves_same,
 )
 from modelplane.dataplane.handler import InferenceHandler, Result, one_line
 from modelplane.dataplane.http import HttpError, error_body, error_code, error_headers, status_of
@@ -109,12 +110,15 @@ class Gateway:
     def __init__(self, endpoints: Sequence[EndpointConfig], config: GatewayConfig | None = None):
         self.config = config or GatewayConfig()
         self.metrics = GatewayMetrics()
-        rng = random.Random(self.config.seed)
-        runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, rng)
+        self._rng = random.Random(self.config.seed)
+        self._update_lock = asyncio.Lock()
+        runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
         self.handler = InferenceHandler(runtimes, self.config.breaker)
         self.versions: list[ModelVersionRuntime] = versions
         self.started = False
         self.draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop serving requests, once started: other threads submit updates to it."""
         self.startup_error: BaseException | None = None
         self._next_log_at = 0.0
         self._quiet_failures = 0
@@ -129,6 +133,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every model version's workers; return once all are ready."""
+        self.loop = asyncio.get_running_loop()
         self._preload_workers()
         results = await asyncio.gather(*(v.start() for v in self.versions), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -146,6 +151,44 @@ class Gateway:
         runtimes = {v.source.manifest.runtime.value for v in self.versions}
         modules += [m for runtime, m in _ENGINE_PRELOAD.items() if runtime in runtimes]
         multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+
+    async def update(self, configs: Sequence[EndpointConfig], timeout_s: float = 10.0) -> None:
+        """Serve exactly ``configs`` while requests keep flowing.
+
+        New and changed endpoints start first (workers warmed up); then the routing table
+        is swapped in one assignment; then what is no longer served drains and stops. If a
+        start fails, nothing changes and the error is raised.
+        """
+        async with self._update_lock:
+            current = self.handler.endpoints
+            kept = {
+                c.endpoint.name: current[c.endpoint.name]
+                for c in configs
+                if c.endpoint.name in current and serves_same(current[c.endpoint.name], c)
+            }
+            fresh_configs = [c for c in configs if c.endpoint.name not in kept]
+            fresh, versions = build_endpoints(
+                fresh_configs, self.config.pool, self.metrics, self._rng, also_served=kept
+            )
+            results = await asyncio.gather(*(v.start() for v in versions), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                await asyncio.gather(*(v.stop(timeout_s) for v in versions))
+                raise failures[0]
+            retired = [
+                v
+                for name, e in current.items()
+                if name not in kept
+                for v in (route.target for route in e.routes)
+            ]
+            self.handler.endpoints = {**kept, **fresh}
+            self.versions = [v for v in self.versions if v not in retired] + versions
+            await asyncio.gather(*(v.stop(timeout_s) for v in retired))
+
+    def serving(self, endpoint: str) -> bool:
+        """True when ``endpoint`` is in the table and has a ready route."""
+        runtime = self.handler.endpoints.get(endpoint)
+        return runtime is not None and runtime.ready
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, wait for running batches, stop the workers."""

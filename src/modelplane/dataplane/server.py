@@ -11,6 +11,7 @@ what batchers still hold and stops the workers. No accepted request goes unanswe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import signal
@@ -167,6 +168,14 @@ class ServerThread:
             time.sleep(0.01)
         self.port = bound_port(self._server)
         return self
+
+    def update(self, endpoints: Sequence[EndpointConfig], timeout_s: float = 120.0) -> None:
+        """Serve exactly ``endpoints`` from now on (see :meth:`Gateway.update`)."""
+        loop = self.gateway.loop
+        if loop is None:
+            raise WorkerFailed("the gateway is not running")
+        future = asyncio.run_coroutine_threadsafe(self.gateway.update(endpoints), loop)
+        future.result(timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain and stop, as on SIGTERM."""
