@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from modelplane import __version__
-from modelplane.cli import audit, contract, models, resources, serve, sim
+from modelplane.cli import audit, contract, models, resources, serve, sim, up
 from modelplane.cli.context import CliContext
 from modelplane.settings import Settings
 
@@ -47,6 +47,7 @@ def _root(
 models.register(app)
 resources.register(app)
 serve.register(app)
+up.register(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")

@@ -1,0 +1,139 @@
+"""``modelplane up``: the embedded system in one process.
+
+The gateway (data plane), the control-plane API and the endpoint controller share one
+event loop over the state store. ``apply`` (CLI or API) records desired state; the
+controller notices within a second and updates the gateway, which starts new workers
+before it routes to them. SIGTERM or SIGINT stops the controller and the API, then drains
+the gateway: accepted requests are answered before the workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from modelplane.cli.context import CliContext
+from modelplane.cli.output import console, handle_errors
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from modelplane.controlplane.endpoints import EndpointPlan
+    from modelplane.dataplane.gateway import Gateway
+
+__all__ = ["GatewayTarget", "register", "up"]
+
+
+class GatewayTarget:
+    """Adapts the endpoint controller's plans to the gateway's configs."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def serve(self, plans: Sequence[EndpointPlan]) -> None:
+        from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
+
+        configs = [
+            EndpointConfig(
+                plan.endpoint,
+                {
+                    ref: ModelSource(m.label, m.directory, m.manifest, m.digest)
+                    for ref, m in plan.models.items()
+                },
+            )
+            for plan in plans
+        ]
+        await self.gateway.update(configs)
+
+    def ready(self, endpoint: str) -> bool:
+        return self.gateway.serving(endpoint)
+
+
+def _server(
+    app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
+) -> uvicorn.Server:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan=lifespan,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        timeout_graceful_shutdown=30,
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    return server
+
+
+async def _run(cli: CliContext, host: str, port: int, api_port: int) -> None:
+    from modelplane.controlplane.api import create_api
+    from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.dataplane.gateway import Gateway
+    from modelplane.registry.service import open_registry
+
+    settings = cli.settings
+    registry = open_registry(
+        settings.resolved_database_url(), settings.resolved_artifact_url(), actor=cli.actor
+    )
+    gateway = Gateway([])
+    api = create_api(registry, actor_of=lambda request: request.headers.get("x-actor", cli.actor))
+    controller = EndpointController(
+        registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
+    )
+    servers = [
+        _server(gateway, host, port, lifespan="on"),
+        _server(api, host, api_port, lifespan="off"),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for server in servers:
+            await server.startup()
+            if server.should_exit:
+                raise typer.Exit(1)
+        console.print(f"gateway  http://{host}:{port}  (Open Inference Protocol v2, records)")
+        console.print(f"control  http://{host}:{api_port}  (API, docs at /docs)")
+        console.print(f"state    {settings.resolved_database_url()}")
+        loops = [asyncio.create_task(server.main_loop()) for server in servers]
+        await controller.run(stop)
+        for server in reversed(servers):
+            server.should_exit = True
+        await asyncio.gather(*loops)
+    finally:
+        for server in reversed(servers):
+            if server.started:
+                await server.shutdown()
+        registry.close()
+
+
+@handle_errors
+def up(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    api_port: Annotated[int, typer.Option(help="Control-plane API port.")] = 8080,
+) -> None:
+    """Run the gateway, the control-plane API and the controllers until SIGTERM."""
+    import uvloop
+
+    cli: CliContext = ctx.obj
+    cli.settings.home.mkdir(parents=True, exist_ok=True)
+    uvloop.run(_run(cli, host, port, api_port))
+    console.print("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)

@@ -1,0 +1,94 @@
+"""``modelplane up`` as a user runs it: a real process, apply, predict, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from modelplane.registry.build import package
+
+pd = pytest.importorskip("pandas")
+pytestmark = pytest.mark.timeout(180)
+CLI = str(Path(sys.executable).with_name("modelplane"))
+
+ENDPOINT = """
+kind: Endpoint
+name: fraud-score
+team: risk
+contract:
+  name: fraud-score
+  inputs: [{name: a, dtype: float64}, {name: b, dtype: float64}]
+  outputs: [{name: label, dtype: int64}]
+routes: [{model: fraud@champion}]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    model = LogisticRegression().fit(frame, (frame["a"] > 0).astype(int))
+    built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
+    cli(env, "push", str(built.path), "--alias", "champion")
+    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
+    port, api_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [CLI, "up", "--port", str(port), "--api-port", str(api_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
+        body = {"instances": [{"a": 1.5, "b": -0.5}]}
+        url = f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict"
+        deadline, response = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(url, json=body, timeout=5)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert response is not None
+        assert response.status_code == 200, response.text
+        assert response.headers["modelplane-model-version"] == "fraud:1"
+        assert response.json()["predictions"] == [1]
+        health = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=5)
+        assert health.json()["status"] == "ok"
+        time.sleep(1.5)  # one controller pass writes the Ready condition
+        [resource] = json.loads(cli(env, "get", "endpoints", "--json"))
+        ready = resource["status"]["conditions"][0]
+        assert (ready["type"], ready["status"]) == ("Ready", "True")
+        assert resource["status"]["serving"] == {"fraud@champion": "fraud:1"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert "stopped" in output
