@@ -1,0 +1,91 @@
+"""Bulkheads through HTTP: killing one endpoint's workers under load on two endpoints
+costs the other endpoint nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelplane.dataplane.server import ServerThread
+
+_spec = importlib.util.spec_from_file_location(
+    "gateway_kit", Path(__file__).with_name("gateway_kit.py")
+)
+assert _spec is not None
+assert _spec.loader is not None
+kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
+if "gateway_kit" not in sys.modules:
+    sys.modules["gateway_kit"] = kit
+    _spec.loader.exec_module(kit)
+
+pytestmark = pytest.mark.timeout(180)
+ROW = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": 5, "s": "hello", "b": True}]}
+
+
+def load(url: str, path: str, stop: threading.Event, codes: list[int]) -> None:
+    with httpx.Client(base_url=url, timeout=10.0) as http:
+        for _ in range(100_000):
+            if stop.is_set():
+                return
+            codes.append(http.post(path, json=ROW).status_code)
+
+
+def worker_pids(server: ServerThread, endpoint: str) -> list[int]:
+    runtime = server.gateway.handler.endpoints[endpoint]
+    return [
+        r.pid
+        for route in runtime.routes
+        for r in route.target.pool.replicas()
+        if r.pid is not None and r.state.value == "ready"
+    ]
+
+
+def test_killing_one_endpoints_workers_costs_the_other_nothing() -> None:
+    victim = kit.EndpointBuilder("victim", "echo").build()
+    steady = kit.EndpointBuilder("steady", "echo").build()
+    with ServerThread([victim, steady], config=kit.gateway_config()) as server:
+        stop = threading.Event()
+        steady_codes: list[int] = []
+        victim_codes: list[int] = []
+        threads = [
+            threading.Thread(
+                target=load, args=(server.url, f"/v1/endpoints/{name}:predict", stop, codes)
+            )
+            for name, codes in (
+                ("steady", steady_codes),
+                ("steady", steady_codes),
+                ("victim", victim_codes),
+            )
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            kills = 0
+            deadline = time.monotonic() + 60
+            while kills < 3 and time.monotonic() < deadline:
+                pids = worker_pids(server, "victim")
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    kills += 1
+                time.sleep(0.5)
+            assert kills == 3
+            # the victim comes back by itself
+            recovered_at = len(victim_codes)
+            end = time.monotonic() + 60
+            while 200 not in victim_codes[recovered_at:] and time.monotonic() < end:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+    assert len(steady_codes) > 50
+    assert set(steady_codes) == {200}
+    assert 200 in victim_codes[recovered_at:]
