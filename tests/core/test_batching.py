@@ -13,7 +13,8 @@ from modelplane.core.batching import (
     observe_arrival,
 )
 
-CFG = BatchingConfig(max_batch_size=8, max_delay_s=0.010, stall_factor=2.0)
+CFG = BatchingConfig(max_batch_size=8, max_delay_s=0.010, stall_factor=2.0, wait_when_idle=True)
+GREEDY = BatchingConfig(max_batch_size=8, max_delay_s=0.010)
 NOW = 100.0
 STEADY = ArrivalStats(last_arrival=NOW - 0.001, mean_gap_s=0.002)
 """Arrivals every ~2 ms, the last one 1 ms ago: another is expected in ~1 ms."""
@@ -118,3 +119,10 @@ def test_observe_arrival_averages_and_caps_gaps() -> None:
 def test_config_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BatchingConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_by_default_an_idle_worker_gets_what_is_queued_at_once() -> None:
+    state = QueueState(queued_rows=2, oldest_enqueued_at=NOW, worker_idle=True, arrivals=STEADY)
+    assert decide_flush(state, GREEDY, NOW) == FlushDecision(flush_now=True, take=8, wait_s=0.0)
+    busy = QueueState(queued_rows=2, oldest_enqueued_at=NOW, worker_idle=False, arrivals=STEADY)
+    assert not decide_flush(busy, GREEDY, NOW).flush_now

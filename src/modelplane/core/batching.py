@@ -10,7 +10,12 @@ The rule, in order:
 3. The oldest request has waited ``max_delay_s``: flush now, whatever the size.
 4. The worker is busy: keep collecting until the worker frees up or 2./3. applies;
    a batch dispatched now would only queue behind the running one.
-5. The worker is idle: waiting is only worth it when another request is expected before
+5. The worker is idle: by default (``wait_when_idle=False``) flush now. Batches still form
+   where they pay: while the worker computes one batch, the next one queues up. Holding a
+   request for an idle worker only adds latency for a lone or closed-loop client (measured:
+   one client at a time went from 0.3 ms to 2.4 ms at p50 with a 2 ms window), because the
+   gap between its requests includes our own answer time and looks like steady traffic.
+   With ``wait_when_idle=True``, waiting is tried when another request is expected before
    the oldest's window closes. We estimate the inter-arrival gap with an exponentially
    weighted moving average (:func:`observe_arrival`). We flush now when no gap is known yet
    (a lone request), when arrivals have stopped (nothing for ``stall_factor`` gaps), or when
@@ -47,6 +52,8 @@ class BatchingConfig:
     """Arrivals count as stopped after this many expected gaps without one."""
     ewma_alpha: float = 0.2
     """Weight of the newest gap in the inter-arrival average."""
+    wait_when_idle: bool = False
+    """Hold requests for an idle worker when more are expected (rule 5); off by default."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -119,6 +126,8 @@ def decide_flush(state: QueueState, config: BatchingConfig, now: float) -> Flush
         return FlushDecision(flush_now=True, take=full, wait_s=0.0)
     if not state.worker_idle:
         return FlushDecision(flush_now=False, take=0, wait_s=window_end - now)
+    if not config.wait_when_idle:
+        return FlushDecision(flush_now=True, take=full, wait_s=0.0)
     return _idle_worker_decision(state.arrivals, config, now, window_end)
 
 
