@@ -3,28 +3,16 @@ costs the other endpoint nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.server import ServerThread
-
-_spec = importlib.util.spec_from_file_location(
-    "gateway_kit", Path(__file__).with_name("gateway_kit.py")
-)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(180)
 ROW = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": 5, "s": "hello", "b": True}]}

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.codec_v2 import decode_response, encode_request
 from modelplane.dataplane.server import ServerThread
-
-_spec = importlib.util.spec_from_file_location(
-    "gateway_kit", Path(__file__).with_name("gateway_kit.py")
-)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models

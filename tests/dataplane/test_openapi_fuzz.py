@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -10,18 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.server import ServerThread
-
-_spec = importlib.util.spec_from_file_location(
-    "gateway_kit", Path(__file__).with_name("gateway_kit.py")
-)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(240)
 ST = shutil.which("st", path=str(Path(sys.executable).parent))
