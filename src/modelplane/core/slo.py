@@ -1,0 +1,189 @@
+"""SLOs: error budgets and multiwindow, multi-burn-rate alerts (Google SRE workbook, ch. 5).
+
+An objective of 99.9 % leaves an error budget of 0.1 % of requests over the SLO window.
+The *burn rate* over a window is the window's error rate over the budget: 1 spends the
+budget exactly in the SLO window, 14.4 spends 2 % of a 30-day budget in one hour. An alert
+fires only when a long window *and* its short window both burn faster than its factor: the
+long window proves the burn is significant, the short one that it is still going on.
+
+Series are counts per interval ``(at, good, total)``, ``at`` the interval's end; a window of
+``w`` seconds at ``now`` holds the intervals with ``now - w < at <= now``. Latency objectives
+count a request as good when it falls in a histogram bucket whose upper bound is at most the
+SLO's ``latency_ms`` (give the histogram a bound there, or the count is conservative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from modelplane.core.drift import Histogram
+from modelplane.spec.contract import SLO
+
+__all__ = [
+    "DAY_S",
+    "DEFAULT_ALERTS",
+    "HOUR_S",
+    "Budget",
+    "BurnAlert",
+    "Counts",
+    "FiringState",
+    "SLOReport",
+    "Severity",
+    "budget",
+    "latency_counts",
+    "slo_report",
+    "slo_reports",
+]
+
+HOUR_S = 3600.0
+DAY_S = 24 * HOUR_S
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Good and total requests over the interval ending at ``at``."""
+
+    at: float
+    good: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.good <= self.total:
+            raise ValueError("counts need 0 <= good <= total")
+
+
+class Severity(StrEnum):
+    PAGE = "page"
+    """Wake someone: the budget is going fast."""
+    TICKET = "ticket"
+    """Look during working hours: the budget will run out before the window ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class BurnAlert:
+    """Fire when both windows burn faster than ``factor``."""
+
+    severity: Severity
+    long_s: float
+    short_s: float
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.severity.value}-{self.long_s / HOUR_S:g}h"
+
+
+DEFAULT_ALERTS: tuple[BurnAlert, ...] = (
+    BurnAlert(Severity.PAGE, 1 * HOUR_S, 5 * 60.0, 14.4),
+    BurnAlert(Severity.PAGE, 6 * HOUR_S, 30 * 60.0, 6.0),
+    BurnAlert(Severity.TICKET, 3 * DAY_S, 6 * HOUR_S, 1.0),
+)
+"""The SRE workbook's recommendation: 2 % of the budget in 1 h or 5 % in 6 h pages; 10 %
+in 3 days opens a ticket."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """An objective's standing over one window."""
+
+    objective: float
+    good: int
+    total: int
+
+    @property
+    def error_rate(self) -> float:
+        return (self.total - self.good) / self.total if self.total else 0.0
+
+    @property
+    def burn_rate(self) -> float:
+        """Error rate over the budget; no traffic burns nothing."""
+        return self.error_rate / (1.0 - self.objective)
+
+    @property
+    def remaining(self) -> float:
+        """Share of the budget left: 1 untouched, 0 spent, negative overspent."""
+        return 1.0 - self.burn_rate
+
+
+@dataclass(frozen=True, slots=True)
+class FiringState:
+    alert: BurnAlert
+    long_burn: float
+    short_burn: float
+
+    @property
+    def firing(self) -> bool:
+        return self.long_burn > self.alert.factor and self.short_burn > self.alert.factor
+
+
+@dataclass(frozen=True, slots=True)
+class SLOReport:
+    """An objective over its SLO window, and the burn alerts' standing at ``now``."""
+
+    budget: Budget
+    window_s: float
+    burn_rates: tuple[tuple[float, float], ...]
+    """``(window_s, burn rate)`` for every window an alert looks at, shortest first."""
+    alerts: tuple[FiringState, ...]
+
+    @property
+    def firing(self) -> tuple[BurnAlert, ...]:
+        return tuple(a.alert for a in self.alerts if a.firing)
+
+    @property
+    def severity(self) -> Severity | None:
+        """The most urgent firing alert's severity, if any fires."""
+        severities = {a.severity for a in self.firing}
+        if Severity.PAGE in severities:
+            return Severity.PAGE
+        return Severity.TICKET if severities else None
+
+
+def latency_counts(at: float, histogram: Histogram, threshold_ms: float) -> Counts:
+    """A latency histogram's interval as good (within ``threshold_ms``) and total counts."""
+    return Counts(at, histogram.count_at_most(threshold_ms), histogram.total)
+
+
+def budget(series: Sequence[Counts], objective: float, now: float, window_s: float) -> Budget:
+    """The objective's standing over the ``window_s`` seconds up to ``now``."""
+    if not 0.0 < objective < 1.0:
+        raise ValueError("an objective is a share in (0, 1)")
+    inside = [c for c in series if now - window_s < c.at <= now]
+    return Budget(objective, sum(c.good for c in inside), sum(c.total for c in inside))
+
+
+def slo_report(
+    series: Sequence[Counts],
+    objective: float,
+    now: float,
+    window_s: float,
+    alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+) -> SLOReport:
+    """Budget left over the SLO window, burn rates, and which alerts fire."""
+    windows = sorted({w for a in alerts for w in (a.long_s, a.short_s)})
+    rates = {w: budget(series, objective, now, w).burn_rate for w in windows}
+    states = tuple(FiringState(a, rates[a.long_s], rates[a.short_s]) for a in alerts)
+    return SLOReport(
+        budget=budget(series, objective, now, window_s),
+        window_s=window_s,
+        burn_rates=tuple(rates.items()),
+        alerts=states,
+    )
+
+
+def slo_reports(
+    availability: Sequence[Counts],
+    latency: Sequence[Counts],
+    slo: SLO,
+    now: float,
+    alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+) -> dict[str, SLOReport]:
+    """A contract's two objectives: ``availability``, and ``latency`` (share of requests
+    within ``latency_ms``, against ``latency_quantile``)."""
+    window_s = slo.window_days * DAY_S
+    return {
+        "availability": slo_report(availability, slo.availability, now, window_s, alerts),
+        "latency": slo_report(latency, slo.latency_quantile, now, window_s, alerts),
+    }
