@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     artifact_url: str | None = None
     """fsspec URL of the artifact store; default: the folder ``home/artifacts``."""
 
+    feature_store_url: str | None = None
+    """Online feature store: ``sqlite:///...`` (default: ``home/features.db``) or ``redis://``."""
+
     actor: str | None = None
     """Who is acting, recorded in the audit log; default: the OS user."""
 
@@ -31,6 +34,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'state.db'}"
+
+    def resolved_feature_store_url(self) -> str:
+        if self.feature_store_url:
+            return self.feature_store_url
+        return f"sqlite:///{self.home / 'features.db'}"
 
     def resolved_artifact_url(self) -> str:
         if self.artifact_url:

@@ -20,13 +20,16 @@ KIND_ALIASES = {
     "ep": "Endpoint",
     "policy": "Policy",
     "policies": "Policy",
+    "featureset": "FeatureSet",
+    "featuresets": "FeatureSet",
+    "fs": "FeatureSet",
 }
 
 
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
     if kind is None:
-        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies)")
+        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies, featuresets)")
     return kind
 
 

@@ -7,6 +7,7 @@ from :data:`modelplane.errors.HTTP_STATUS`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,12 +17,26 @@ from pydantic import BaseModel, Field
 
 from modelplane import __version__
 from modelplane.controlplane.apply import Applier
-from modelplane.errors import HTTP_STATUS, ModelplaneError
+from modelplane.controlplane.featuresets import resolve_feature_set
+from modelplane.errors import HTTP_STATUS, ModelplaneError, NotFound
+from modelplane.features.base import OnlineStore
+from modelplane.features.ingest import push
 from modelplane.registry.records import ModelVersion
 from modelplane.registry.service import Registry
 from modelplane.store.resources import Resource, ResourceStore
 
 __all__ = ["ApplyRequest", "create_api"]
+
+
+class PushRow(BaseModel):
+    key: str | int
+    event_time: float | None = None
+    """Seconds since the epoch; default: when the request arrived."""
+    values: dict[str, Any]
+
+
+class PushRequest(BaseModel):
+    rows: list[PushRow] = Field(min_length=1, max_length=100_000)
 
 
 class ApplyRequest(BaseModel):
@@ -60,8 +75,16 @@ async def _modelplane_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=HTTP_STATUS.get(exc.code, 500))
 
 
-def create_api(registry: Registry, *, actor_of: Callable[[Request], str]) -> FastAPI:
-    """The API over ``registry`` (and its store); ``actor_of`` names who is calling."""
+def create_api(
+    registry: Registry,
+    *,
+    actor_of: Callable[[Request], str],
+    online_store: OnlineStore | None = None,
+) -> FastAPI:
+    """The API over ``registry`` (and its store); ``actor_of`` names who is calling.
+
+    ``online_store`` enables ``POST /v1/features/{set}:push``.
+    """
     resources = ResourceStore(registry.engine)
     api = FastAPI(title="modelplane control plane", version=__version__)
     api.add_exception_handler(ModelplaneError, _modelplane_error)
@@ -138,5 +161,19 @@ def create_api(registry: Registry, *, actor_of: Callable[[Request], str]) -> Fas
             }
             for e in registry.audit_events(subject=subject, limit=min(limit, 1000))
         ]
+
+    @api.post("/v1/features/{ref}:push")
+    def push_features(ref: str, body: PushRequest) -> dict[str, Any]:
+        if online_store is None:
+            raise NotFound("this server has no online feature store")
+        featureset = resolve_feature_set(resources, ref)
+        now = time.time()
+        rows = [(r.key, now if r.event_time is None else r.event_time, r.values) for r in body.rows]
+        result = push(online_store, featureset, rows)
+        return {
+            "feature_set": featureset.ref,
+            "written": result.written,
+            "skipped_older": result.skipped_older,
+        }
 
     return api

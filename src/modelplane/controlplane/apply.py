@@ -22,17 +22,20 @@ from modelplane.core.compat import (
     compare_contracts,
     ensure_compatible,
 )
-from modelplane.errors import Incompatible, InvalidSpec, NotFound
+from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
+from modelplane.features.compat import check_revision
 from modelplane.registry.service import Registry
 from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.io import parse
 from modelplane.spec.policy import Policy
 from modelplane.store.resources import Applied, ResourceStore
 
 __all__ = ["ApplyResult", "Applier", "load_documents"]
 
-KINDS: dict[str, type[Endpoint] | type[Policy]] = {"Endpoint": Endpoint, "Policy": Policy}
+Spec = Endpoint | Policy | FeatureSet
+KINDS: dict[str, type[Spec]] = {"Endpoint": Endpoint, "Policy": Policy, "FeatureSet": FeatureSet}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,7 @@ class Applier:
 
     def _check(
         self, document: Mapping[str, Any], allow_breaking: bool
-    ) -> tuple[Endpoint | Policy, dict[str, Any], tuple[Incompatibility, ...]]:
+    ) -> tuple[Spec, dict[str, Any], tuple[Incompatibility, ...]]:
         kind = document.get("kind")
         model = KINDS.get(str(kind))
         if model is None:
@@ -97,7 +100,29 @@ class Applier:
         if isinstance(spec, Endpoint):
             resolved, warnings = self._check_endpoint(spec, allow_breaking)
             return spec, resolved, warnings
+        if isinstance(spec, FeatureSet):
+            return spec, {}, self._check_feature_set(spec)
         return spec, {}, ()
+
+    def _check_feature_set(self, featureset: FeatureSet) -> tuple[Incompatibility, ...]:
+        """Versions are immutable: a breaking change needs a higher version."""
+        previous = [
+            FeatureSet.model_validate(r.spec)
+            for r in self.resources.list("FeatureSet")
+            if r.spec.get("name") == featureset.name
+        ]
+        if not previous:
+            return ()
+        latest = max(previous, key=lambda fs: fs.version)
+        if featureset.version < latest.version:
+            same = next((fs for fs in previous if fs.version == featureset.version), None)
+            if same is None or same != featureset:
+                raise Conflict(
+                    f"feature set {featureset.name}: version {featureset.version} is older "
+                    f"than the latest, {latest.version}; versions never change once newer exist"
+                )
+            return ()
+        return tuple(check_revision(latest, featureset))
 
     def _check_endpoint(
         self, endpoint: Endpoint, allow_breaking: bool
@@ -148,13 +173,15 @@ class Applier:
 
     def _record(
         self,
-        spec: Endpoint | Policy,
+        spec: Spec,
         resolved: dict[str, Any],
         warnings: tuple[Incompatibility, ...],
         reason: str,
     ) -> ApplyResult:
+        # Feature set versions are separate resources: readers pin one (``customer:3``).
+        name = spec.ref if isinstance(spec, FeatureSet) else spec.name
         applied: Applied = self.resources.apply(
-            spec.kind, spec.name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
+            spec.kind, name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
         )
         resource = applied.resource
         if isinstance(spec, Endpoint) and applied.outcome != "unchanged":
@@ -168,5 +195,5 @@ class Applier:
                 },
             )
         return ApplyResult(
-            spec.kind, spec.name, applied.outcome, resource.generation, warnings, resolved
+            spec.kind, name, applied.outcome, resource.generation, warnings, resolved
         )
