@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, inspect, text
 
 from modelplane.errors import Conflict, InvalidSpec, StoreUnavailable
-from modelplane.store.db import lost_race, open_engine, write_session
+from modelplane.store.db import SCHEMA_HEAD, lost_race, open_engine, write_session
 from modelplane.store.schema import AliasRow, Base, ModelRow
 
 
@@ -41,7 +41,7 @@ def test_migrations_build_exactly_the_declared_schema(engine: Engine) -> None:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
 
 
 def test_opening_again_is_a_no_op(database_url: str, engine: Engine) -> None:

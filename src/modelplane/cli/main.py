@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from modelplane import __version__
-from modelplane.cli import audit, contract, features, models, resources, serve, sim, up
+from modelplane.cli import audit, contract, evidence, features, models, resources, serve, sim, up
 from modelplane.cli.context import CliContext
 from modelplane.settings import Settings
 
@@ -48,6 +48,7 @@ models.register(app)
 resources.register(app)
 serve.register(app)
 up.register(app)
+evidence.register(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from modelplane.controlplane.endpoints import EndpointPlan
     from modelplane.dataplane.gateway import Gateway
+    from modelplane.observe.predlog import PredictionLogConfig
 
 __all__ = ["GatewayTarget", "register", "up"]
 
@@ -52,6 +53,14 @@ class GatewayTarget:
     def ready(self, endpoint: str) -> bool:
         return self.gateway.serving(endpoint)
 
+    def replica_counts(self, endpoint: str) -> tuple[int, int]:
+        """``(ready, total)`` worker processes over the endpoint's routes."""
+        runtime = self.gateway.handler.endpoints.get(endpoint)
+        if runtime is None:
+            return 0, 0
+        states = [r.state for route in runtime.routes for r in route.target.pool.replicas()]
+        return sum(1 for state in states if state == "ready"), len(states)
+
 
 def _server(
     app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
@@ -74,17 +83,20 @@ def _server(
     return server
 
 
-async def _run(cli: CliContext, host: str, port: int, api_port: int) -> None:
+async def _run(
+    cli: CliContext, host: str, port: int, api_port: int, evidence: PredictionLogConfig
+) -> None:
     from modelplane.controlplane.api import create_api
     from modelplane.controlplane.endpoints import EndpointController
     from modelplane.dataplane.gateway import Gateway
+    from modelplane.observe.predlog import PredictionLog
     from modelplane.registry.service import open_registry
 
     settings = cli.settings
     registry = open_registry(
         settings.resolved_database_url(), settings.resolved_artifact_url(), actor=cli.actor
     )
-    gateway = Gateway([])
+    gateway = Gateway([], sink=PredictionLog(registry.engine, evidence))
     api = create_api(registry, actor_of=lambda request: request.headers.get("x-actor", cli.actor))
     controller = EndpointController(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
@@ -125,13 +137,27 @@ def up(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
     api_port: Annotated[int, typer.Option(help="Control-plane API port.")] = 8080,
+    sample_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of requests kept in the prediction log (errors and fallbacks always are).",
+        ),
+    ] = 0.01,
+    log_retain: Annotated[
+        int, typer.Option(min=1, help="Prediction log rows kept (the newest).")
+    ] = 100_000,
 ) -> None:
     """Run the gateway, the control-plane API and the controllers until SIGTERM."""
     import uvloop
 
+    from modelplane.observe.predlog import PredictionLogConfig
+
     cli: CliContext = ctx.obj
     cli.settings.home.mkdir(parents=True, exist_ok=True)
-    uvloop.run(_run(cli, host, port, api_port))
+    evidence = PredictionLogConfig(sample_rate=sample_rate, retain_rows=log_retain)
+    uvloop.run(_run(cli, host, port, api_port, evidence))
     console.print("stopped")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from modelplane.errors import ModelplaneError
 from modelplane.registry.service import Registry
@@ -29,6 +29,7 @@ from modelplane.types import Clock, Digest, SystemClock
 __all__ = [
     "EndpointController",
     "EndpointPlan",
+    "ReplicaCounter",
     "ResolvedModel",
     "ServingTarget",
 ]
@@ -65,6 +66,16 @@ class ServingTarget(Protocol):
     def ready(self, endpoint: str) -> bool: ...
 
 
+@runtime_checkable
+class ReplicaCounter(Protocol):
+    """A serving target that can also count an endpoint's replicas (optional: a target
+    without it gets no ``replicas`` in the status)."""
+
+    def replica_counts(self, endpoint: str) -> tuple[int, int]:
+        """``(ready, total)`` replicas over every route of ``endpoint``."""
+        ...
+
+
 class EndpointController:
     """Reconciles ``Endpoint`` resources onto a :class:`ServingTarget`."""
 
@@ -83,6 +94,7 @@ class EndpointController:
         self._clock = clock or SystemClock()
         self._served: tuple[tuple[str, int], ...] | None = None
         self._errors: dict[str, str] = {}
+        self._counter = target if isinstance(target, ReplicaCounter) else None
 
     async def reconcile(self) -> None:
         """One pass; safe to run at any time, any number of times."""
@@ -165,12 +177,16 @@ class EndpointController:
             old.get("last_transition_time") if unchanged else self._now()
         )
         served = {} if plan is None else {ref: m.label for ref, m in plan.models.items()}
-        return {
+        status = {
             **previous,
             "observed_generation": resource.generation,
             "serving": served,
             "conditions": [condition],
         }
+        if self._counter is not None:
+            ready_count, total = self._counter.replica_counts(resource.name) if plan else (0, 0)
+            status["replicas"] = {"ready": ready_count, "total": total}
+        return status
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.wall(), UTC).isoformat()

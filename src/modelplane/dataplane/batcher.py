@@ -31,6 +31,7 @@ from modelplane.core.batching import (
     observe_arrival,
 )
 from modelplane.errors import ContractViolation, DeadlineExceeded, InvalidSpec, Overloaded
+from modelplane.observe.records import BatchTiming, RequestTrace
 from modelplane.types import Clock, SystemClock
 
 __all__ = ["Batcher", "BatcherConfig", "PredictBatch"]
@@ -64,6 +65,7 @@ class _Pending:
     future: asyncio.Future[Arrays]
     deadline: float
     enqueued_at: float
+    trace: RequestTrace | None
 
 
 @dataclass(slots=True)
@@ -128,8 +130,15 @@ class Batcher:
         if late:
             await asyncio.wait(late, timeout=1.0)
 
-    async def submit(self, inputs: Mapping[str, Array], *, deadline: float | None = None) -> Arrays:
-        """Predict ``inputs`` (rows along axis 0) as part of a batch; ``deadline`` is monotonic."""
+    async def submit(
+        self,
+        inputs: Mapping[str, Array],
+        *,
+        deadline: float | None = None,
+        trace: RequestTrace | None = None,
+    ) -> Arrays:
+        """Predict ``inputs`` (rows along axis 0) as part of a batch; ``deadline`` is monotonic.
+        ``trace`` learns when the request was queued, sent and answered."""
         rows, layout = _describe(inputs)
         now = self._clock.monotonic()
         self._admit(rows)
@@ -140,7 +149,9 @@ class Batcher:
             self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._queue.append(_Pending(inputs, rows, layout, future, deadline, now))
+        self._queue.append(_Pending(inputs, rows, layout, future, deadline, now, trace))
+        if trace is not None:
+            trace.enqueued_at = now
         self._queued_rows += rows
         self._stats.arrivals = observe_arrival(self._stats.arrivals, now, self.config.batching)
         self._notify()
@@ -247,6 +258,11 @@ class Batcher:
     async def _run_batch(self, batch: list[_Pending], arrays: Arrays, timeout_s: float) -> None:
         started = self._clock.monotonic()
         total = sum(p.rows for p in batch)
+        # One timing object per batch, shared by its requests' traces.
+        timing = BatchTiming(started, total)
+        for pending in batch:
+            if pending.trace is not None:
+                pending.trace.batch = timing
         try:
             outputs = await self._predict(arrays, timeout_s)
             _check_rows(outputs, total)
@@ -257,7 +273,8 @@ class Batcher:
             _fail(batch, exc)
             return
         finally:
-            self._record(self._clock.monotonic() - started, total)
+            timing.returned_at = self._clock.monotonic()
+            self._record(timing.returned_at - started, total)
         start = 0
         for pending in batch:
             end = start + pending.rows

@@ -42,6 +42,7 @@ from modelplane.dataplane.endpoint_runtime import (
     build_endpoints,
     serves_same,
 )
+from modelplane.dataplane.evidence import PredictionSink, prediction_record
 from modelplane.dataplane.handler import InferenceHandler, Result, one_line
 from modelplane.dataplane.http import HttpError, error_body, error_code, error_headers, status_of
 from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics
@@ -49,6 +50,7 @@ from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig
 from modelplane.dataplane.records import encode_predictions
 from modelplane.errors import ContractViolation, InvalidSpec, ModelplaneError
+from modelplane.observe.records import RequestTrace
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -95,8 +97,9 @@ class GatewayConfig:
 
 
 @dataclass(slots=True)
-class _Request:
-    """What one scan of the headers found."""
+class _Request(RequestTrace):
+    """What one scan of the headers found; also the request's trace, so timing a request
+    allocates nothing more."""
 
     request_id: str
     timeout_ms: float | None = None
@@ -107,8 +110,16 @@ class _Request:
 class Gateway:
     """The ASGI app; ``lifespan`` starts and stops the model versions' workers."""
 
-    def __init__(self, endpoints: Sequence[EndpointConfig], config: GatewayConfig | None = None):
+    def __init__(
+        self,
+        endpoints: Sequence[EndpointConfig],
+        config: GatewayConfig | None = None,
+        *,
+        sink: PredictionSink | None = None,
+    ):
         self.config = config or GatewayConfig()
+        self.sink = sink
+        """Where kept predictions go (the prediction log); set it before :meth:`start`."""
         self.metrics = GatewayMetrics()
         self._rng = random.Random(self.config.seed)
         self._update_lock = asyncio.Lock()
@@ -140,6 +151,8 @@ class Gateway:
         if failures:
             await self.stop()
             raise failures[0]
+        if self.sink is not None:
+            await self.sink.start()
         self.started = True
 
     def _preload_workers(self) -> None:
@@ -194,6 +207,8 @@ class Gateway:
         """Send what is queued, wait for running batches, stop the workers."""
         self.draining = True
         await asyncio.gather(*(v.stop(timeout_s) for v in self.versions))
+        if self.sink is not None:
+            await self.sink.stop()
 
     @property
     def ready(self) -> bool:
@@ -340,9 +355,10 @@ class Gateway:
         *,
         v2: bool,
     ) -> None:
-        started = time.perf_counter()
+        started = request.started_at = time.monotonic()
         runtime = self.handler.endpoint(name)
         label = ""
+        sink = self.sink
         try:
             body = await self._body(receive, request)
             if v2:
@@ -353,11 +369,17 @@ class Gateway:
             await _respond(send, 200, payload, headers)
             if result.fallback_reason is not None:
                 self.metrics.fallback(name, result.fallback_reason)
-            self.metrics.request(name, label, result.route, 200, time.perf_counter() - started)
+            self.metrics.request(name, label, result.route, 200, time.monotonic() - started)
+            if sink is not None and (result.fallback_reason is not None or sink.sampled()):
+                sink.offer(prediction_record(runtime, request.request_id, request, status=200,
+                                             fallback_reason=result.fallback_reason))  # fmt: skip
         except ModelplaneError as exc:
-            self.metrics.error(runtime.name, error_code(exc))
-            elapsed = time.perf_counter() - started
-            self.metrics.request(name, label, "", status_of(exc), elapsed)
+            code, status = error_code(exc), status_of(exc)
+            self.metrics.error(runtime.name, code)
+            self.metrics.request(name, label, "", status, time.monotonic() - started)
+            if sink is not None:
+                sink.offer(prediction_record(runtime, request.request_id, request, status=status,
+                                             error_code=code, detail=one_line(exc)))  # fmt: skip
             raise
 
     async def _v2_infer(
@@ -376,6 +398,7 @@ class Gateway:
             deadline=_deadline(timeout_ms),
             requested_outputs=[r.name for r in requested] if requested else None,
             version=version,
+            trace=request,
         )
         response = InferResponse(
             model_name=name,
@@ -405,6 +428,7 @@ class Gateway:
             columns,
             request_id=request.request_id,
             deadline=_deadline(request.timeout_ms),
+            trace=request,
         )
         payload = encode_predictions(
             result.outputs, model_version=result.model_version, request_id=request.request_id

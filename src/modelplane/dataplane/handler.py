@@ -34,6 +34,7 @@ from modelplane.errors import (
     NotFound,
     WorkerFailed,
 )
+from modelplane.observe.records import RequestTrace
 from modelplane.spec.contract import FallbackKind
 
 __all__ = ["InferenceHandler", "OutputViolation", "Result", "one_line"]
@@ -90,9 +91,11 @@ class InferenceHandler:
         deadline: float | None = None,
         requested_outputs: Collection[str] | None = None,
         version: str | None = None,
+        trace: RequestTrace | None = None,
     ) -> Result:
         """Predict ``inputs`` on the endpoint by ``deadline`` (monotonic; the endpoint's own
-        timeout when later or absent); see the module docstring."""
+        timeout when later or absent); see the module docstring. ``trace`` learns the route
+        taken, the batch's timing and why a fallback answered."""
         runtime = self.endpoint(endpoint_name)
         if requested_outputs:
             _check_requested(runtime, requested_outputs)
@@ -111,7 +114,7 @@ class InferenceHandler:
                 details=[{"field": "inputs", "problem": "the batch dimension is 0"}],
             )
         route = self._route(runtime, version)
-        result = await self._run(runtime, route, coerced, deadline, 0)
+        result = await self._run(runtime, route, coerced, deadline, 0, trace)
         if requested_outputs:
             result.outputs = {name: result.outputs[name] for name in requested_outputs}
         return result
@@ -134,8 +137,11 @@ class InferenceHandler:
         inputs: Arrays,
         deadline: float,
         depth: int,
+        trace: RequestTrace | None,
     ) -> Result:
         config = self.breaker
+        if trace is not None:
+            trace.route = route
         now = time.monotonic()
         allowed, route.breaker = admit(route.breaker, config, now)
         if not allowed:
@@ -143,10 +149,10 @@ class InferenceHandler:
                 f"the circuit of route '{route.ref}' is open",
                 details=[{"field": "route", "problem": "too many recent failures"}],
             )
-            return await self._fallback(runtime, inputs, _OPEN, error, depth)
+            return await self._fallback(runtime, inputs, _OPEN, error, depth, trace)
         target = route.target
         try:
-            outputs = await target.batcher.submit(inputs, deadline=deadline)
+            outputs = await target.batcher.submit(inputs, deadline=deadline, trace=trace)
         except DeadlineExceeded as exc:
             error, reason = exc, FallbackReason.TIMEOUT
         except OutputViolation as exc:
@@ -162,7 +168,7 @@ class InferenceHandler:
             route.breaker, config, time.monotonic(), successes=route.pending_ok, failures=1
         )
         route.pending_ok = 0
-        return await self._fallback(runtime, inputs, reason, error, depth)
+        return await self._fallback(runtime, inputs, reason, error, depth, trace)
 
     def _succeeded(self, route: RouteRuntime) -> None:
         """Count a success; while closed, successes are folded in every quarter bucket only,
@@ -185,8 +191,11 @@ class InferenceHandler:
         reason: FallbackReason,
         error: ModelplaneError,
         depth: int,
+        trace: RequestTrace | None,
     ) -> Result:
         fallback = runtime.fallback
+        if trace is not None:
+            trace.cause = one_line(error)
         if runtime.static is not None:
             rows = len(next(iter(inputs.values())))
             return Result(runtime.static.outputs(rows), None, reason.value, "fallback")
@@ -196,7 +205,7 @@ class InferenceHandler:
             deadline = time.monotonic() + other.timeout_s
             coerced = other.contract.coerce(inputs)
             route = other.routes[other.chooser.pick()]
-            result = await self._run(other, route, coerced, deadline, depth + 1)
+            result = await self._run(other, route, coerced, deadline, depth + 1, trace)
             result.fallback_reason = result.fallback_reason or reason.value
             result.route = "fallback"
             return result

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -38,6 +39,7 @@ __all__ = [
     "GENESIS_HASH",
     "ModelRow",
     "ModelVersionRow",
+    "PredictionRow",
     "ResourceRow",
     "UTCDateTime",
 ]
@@ -206,3 +208,31 @@ class ResourceRow(Base):
     spec: Mapped[dict[str, Any]]
     status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime]
+
+
+class PredictionRow(Base):
+    """One kept prediction (sampled, failed or answered by a fallback): the evidence
+    ``modelplane explain`` reads. Oldest rows are trimmed beyond a configured count."""
+
+    __tablename__ = "prediction_log"
+    __table_args__ = (Index(None, "request_id"), Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    endpoint: Mapped[str] = mapped_column(String(63))
+    contract: Mapped[str] = mapped_column(String(63))
+    contract_version: Mapped[int]
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    digest: Mapped[str | None] = mapped_column(String(71))
+    route: Mapped[str | None] = mapped_column(String(200))
+    route_kind: Mapped[str] = mapped_column(String(16))
+    fallback_reason: Mapped[str | None] = mapped_column(String(63))
+    status: Mapped[int]
+    error_code: Mapped[str | None] = mapped_column(String(63))
+    detail: Mapped[str | None] = mapped_column(Text)
+    queue_ms: Mapped[float] = mapped_column(Float)
+    batch_ms: Mapped[float] = mapped_column(Float)
+    compute_ms: Mapped[float] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)
+    batch_size: Mapped[int | None]

@@ -1,0 +1,204 @@
+"""The prediction log: a sample of requests, and every error and fallback, in the state store.
+
+The gateway calls :meth:`PredictionLog.sampled` and :meth:`PredictionLog.offer` on its
+event loop. ``offer`` appends to a bounded queue and never blocks or waits: a full queue
+drops the record and counts it (evidence is worth less than a prediction). A background
+task drains the queue in batches every ``flush_interval_s`` and writes them with
+``asyncio.to_thread``, so the database never runs on the event loop; after enough new rows
+it trims the table to the newest ``retain_rows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select
+
+from modelplane.errors import ModelplaneError
+from modelplane.observe.records import PredictionRecord
+from modelplane.store.db import read_session, write_session
+from modelplane.store.schema import PredictionRow
+
+__all__ = [
+    "PredictionLog",
+    "PredictionLogConfig",
+    "find_predictions",
+    "trim_predictions",
+    "write_predictions",
+]
+
+log = logging.getLogger("modelplane.predlog")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionLogConfig:
+    """How much evidence to keep, and how it is written."""
+
+    sample_rate: float = 0.01
+    """Share of successful, non-fallback requests kept; errors and fallbacks always are."""
+    capacity: int = 10_000
+    """Records waiting to be written at most; beyond that they are dropped (and counted)."""
+    batch_size: int = 500
+    """Rows per write transaction."""
+    flush_interval_s: float = 0.5
+    retain_rows: int = 100_000
+    """Rows the table keeps; older ones are deleted."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ValueError(f"sample_rate {self.sample_rate} is not within [0, 1]")
+        if min(self.capacity, self.batch_size, self.retain_rows) < 1:
+            raise ValueError("capacity, batch_size and retain_rows must be positive")
+
+
+class PredictionLog:
+    """The gateway's prediction sink over the state store; see the module docstring."""
+
+    def __init__(
+        self, engine: Engine, config: PredictionLogConfig | None = None, *, seed: int | None = None
+    ) -> None:
+        self.engine = engine
+        self.config = config or PredictionLogConfig()
+        self._rate = self.config.sample_rate
+        self._random = random.Random(seed).random
+        self._queue: deque[PredictionRecord] = deque()
+        self._capacity = self.config.capacity
+        self.dropped = 0
+        """Records dropped because the queue was full, or because their write failed."""
+        self.written = 0
+        self._since_trim = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ hot path
+
+    def sampled(self) -> bool:
+        """Keep this successful request? (errors and fallbacks are kept without asking)."""
+        return self._random() < self._rate
+
+    def offer(self, record: PredictionRecord) -> None:
+        """Queue ``record`` for writing; drop it (counted) when the queue is full."""
+        if len(self._queue) >= self._capacity:
+            self.dropped += 1
+            return
+        self._queue.append(record)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ background
+
+    async def start(self) -> None:
+        """Start the flusher on the running loop (the one the gateway serves from)."""
+        if self._task is None:
+            self._stop = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(self._stop))
+
+    async def stop(self) -> None:
+        """Stop the flusher and write what is still queued."""
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.flush_interval_s)
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything queued now, in batches; return the rows written."""
+        written = 0
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch))]
+            try:
+                await asyncio.to_thread(write_predictions, self.engine, batch)
+            except ModelplaneError as exc:
+                # The store being down must not stop serving; the evidence is lost, counted.
+                self.dropped += len(batch)
+                log.warning("prediction log: %d records not written: %s", len(batch), exc)
+                break
+            written += len(batch)
+        self.written += written
+        self._since_trim += written
+        if self._since_trim >= self._trim_every:
+            self._since_trim = 0
+            with contextlib.suppress(ModelplaneError):
+                await asyncio.to_thread(trim_predictions, self.engine, self.config.retain_rows)
+        return written
+
+    @property
+    def _batch(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def _trim_every(self) -> int:
+        # Trimming costs an index scan: do it once per tenth of the retained rows.
+        return max(1, self.config.retain_rows // 10)
+
+
+def _row(record: PredictionRecord) -> dict[str, Any]:
+    latency = record.latency
+    return {
+        "request_id": record.request_id,
+        "at": datetime.fromtimestamp(record.at, UTC),
+        "endpoint": record.endpoint,
+        "contract": record.contract,
+        "contract_version": record.contract_version,
+        "model_version": record.model_version,
+        "digest": record.digest,
+        "route": record.route,
+        "route_kind": record.route_kind,
+        "fallback_reason": record.fallback_reason,
+        "status": record.status,
+        "error_code": record.error_code,
+        "detail": None if record.detail is None else record.detail[:2000],
+        "queue_ms": latency.queue_ms,
+        "batch_ms": latency.batch_ms,
+        "compute_ms": latency.compute_ms,
+        "total_ms": latency.total_ms,
+        "batch_size": record.batch_size,
+    }
+
+
+def write_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None:
+    """Insert ``records`` in one transaction (blocking: call it from a thread)."""
+    if not records:
+        return
+    with write_session(engine) as session:
+        session.execute(insert(PredictionRow), [_row(r) for r in records])
+
+
+def trim_predictions(engine: Engine, keep: int) -> int:
+    """Delete all but the newest ``keep`` rows; return how many were deleted."""
+    with write_session(engine) as session:
+        cutoff = session.scalar(
+            select(PredictionRow.id).order_by(PredictionRow.id.desc()).offset(keep).limit(1)
+        )
+        if cutoff is None:
+            return 0
+        result = session.execute(delete(PredictionRow).where(PredictionRow.id <= cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def find_predictions(engine: Engine, request_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The kept rows of ``request_id``, newest first (ids come from callers, so may repeat)."""
+    query = (
+        select(PredictionRow.__table__)
+        .where(PredictionRow.request_id == request_id)
+        .order_by(PredictionRow.id.desc())
+        .limit(limit)
+    )
+    with read_session(engine) as session:
+        return [dict(row._mapping) for row in session.execute(query)]

@@ -1,0 +1,146 @@
+"""``modelplane explain`` and ``modelplane status`` through the CLI, over one state store."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from modelplane.cli.main import app
+from modelplane.dataplane.codec_v2 import encode_request
+from modelplane.dataplane.server import ServerThread
+from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
+from modelplane.registry.service import open_registry
+from modelplane.store.resources import ResourceStore
+
+_KIT = Path(__file__).parents[1] / "dataplane" / "gateway_kit.py"
+_spec = importlib.util.spec_from_file_location("gateway_kit", _KIT)
+assert _spec is not None
+assert _spec.loader is not None
+kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
+if "gateway_kit" not in sys.modules:
+    sys.modules["gateway_kit"] = kit
+    _spec.loader.exec_module(kit)
+
+pytestmark = pytest.mark.timeout(120)
+fm = kit.fake_models
+
+
+def run(home: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--home", str(home), *args])
+
+
+def ready_status(
+    labels: dict[str, str], ready: int, total: int, generation: int = 1
+) -> dict[str, Any]:
+    condition = {"type": "Ready", "status": "True" if ready else "False",
+                 "reason": "Serving" if ready else "Starting", "message": "",
+                 "observed_generation": generation}  # fmt: skip
+    return {"observed_generation": generation, "serving": labels,
+            "replicas": {"ready": ready, "total": total}, "conditions": [condition]}  # fmt: skip
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A store with echo:1 registered and two endpoints: echo-fb (served, ready) and
+    split (two routes, 75/25, not ready yet)."""
+    home = tmp_path / "home"
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
+    registry.push(kit.source("echo").directory)
+    resources = ResourceStore(registry.engine)
+    config = kit.EndpointBuilder("echo-fb", "echo", contract=kit.echo_contract("echo-fb"))
+    endpoint = config.static_fallback(kit.ECHO_FALLBACK).build().endpoint
+    resources.apply("Endpoint", "echo-fb", endpoint.model_dump(mode="json"), actor="t")
+    resources.set_status("Endpoint", "echo-fb", ready_status({"echo:1": "echo:1"}, 1, 1))
+    split = endpoint.model_dump(mode="json") | {
+        "name": "split", "tier": "critical", "fallback": None,
+        "routes": [{"model": "echo:1", "weight": 75}, {"model": "echo@next", "weight": 25}],
+    }  # fmt: skip
+    resources.apply("Endpoint", "split", split, actor="t")
+    resources.set_status("Endpoint", "split", ready_status({"echo:1": "echo:1"}, 0, 2))
+    registry.close()
+    return home
+
+
+def serve_requests(home: Path) -> None:
+    """A gateway wired to the store in ``home``, as ``modelplane up`` wires it."""
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
+    built = kit.EndpointBuilder("echo-fb", "echo", contract=kit.echo_contract("echo-fb"))
+    server = ServerThread([built.static_fallback(kit.ECHO_FALLBACK).build()],
+                          config=kit.gateway_config())  # fmt: skip
+    server.gateway.sink = PredictionLog(registry.engine, PredictionLogConfig(sample_rate=0.0))
+    with server, httpx.Client(base_url=server.url, timeout=10.0) as client:
+        for request_id, first in (("plain-1", 1.0), ("fb-1", fm.RAISE)):
+            body = encode_request(kit.echo_inputs(1, first=first)).body
+            client.post("/v2/models/echo-fb/infer", content=body,
+                        headers={"x-request-id": request_id})  # fmt: skip
+    registry.close()
+
+
+def test_explain_a_fallback_end_to_end(home: Path) -> None:
+    serve_requests(home)
+    done = run(home, "explain", "fb-1", "--json")
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.stdout)
+    assert found["endpoint"] == "echo-fb"
+    assert (found["model_version"], found["digest"]) == ("echo:1", kit.source("echo").digest)
+    assert found["registry"]["digest"] == found["digest"]
+    assert found["contract"] == {"name": "echo-fb", "version": 1}
+    assert found["endpoint_spec"]["generation"] == 1
+    assert not found["endpoint_spec"]["changed_since"]
+    assert found["route"] == {"ref": "echo:1", "kind": "stable"}
+    assert found["fallback"]["used"]
+    assert found["fallback"]["reason"] == "worker_failed"
+    assert "negative two" in found["fallback"]["why"]
+    latency = found["latency_ms"]
+    assert latency["queue"] + latency["batch"] + latency["compute"] <= latency["total"]
+
+    text = run(home, "explain", "fb-1")
+    assert text.exit_code == 0, text.output
+    assert "worker_failed" in text.stdout
+    assert "matches the registry" in text.stdout
+
+
+def test_explain_an_unsampled_request_says_why_it_is_missing(home: Path) -> None:
+    serve_requests(home)  # sample rate 0: the plain success was not kept
+    done = run(home, "explain", "plain-1")
+    assert done.exit_code == 6
+    assert "only sampled requests, errors and fallbacks are kept" in done.output
+
+
+def test_status_text_and_json(home: Path) -> None:
+    done = run(home, "status", "--json")
+    assert done.exit_code == 0, done.output
+    endpoints = {e["name"]: e for e in json.loads(done.stdout)["endpoints"]}
+    assert list(endpoints) == ["echo-fb", "split"]
+    echo = endpoints["echo-fb"]
+    digest = kit.source("echo").digest
+    assert (echo["team"], echo["tier"]) == ("test", "standard")
+    assert echo["contract"] == {"name": "echo-fb", "version": 1}
+    assert echo["routes"] == [{"model": "echo:1", "weight_percent": 100.0, "version": "echo:1",
+                               "digest": digest, "short_digest": digest[:19]}]  # fmt: skip
+    assert echo["replicas"] == {"ready": 1, "total": 1}
+    assert echo["health"]["ready"] is True
+    assert (echo["rollout"], echo["slo_budget"]) == (None, None)
+    split = endpoints["split"]
+    assert [r["weight_percent"] for r in split["routes"]] == [75.0, 25.0]
+    assert split["routes"][1]["version"] is None
+    assert split["health"] == {"ready": False, "reason": "Starting", "message": ""}
+
+    text = run(home, "status")
+    assert text.exit_code == 0, text.output
+    for expected in ("echo-fb", "split", "critical", "echo-fb v1", digest[:19], "1/1", "0/2",
+                     "Ready", "NotReady (Starting)", "75% echo:1", "unresolved"):  # fmt: skip
+        assert expected in text.stdout, expected
+
+
+def test_status_of_an_empty_home(tmp_path: Path) -> None:
+    done = run(tmp_path / "nothing", "status")
+    assert done.exit_code == 0, done.output
+    assert "no endpoints" in done.stdout
