@@ -5,20 +5,31 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-from modelplane.settings import Settings
 
 if TYPE_CHECKING:
     from modelplane.registry.service import Registry
+    from modelplane.settings import Settings
 
 __all__ = ["CliContext", "registry_from"]
 
 
-@dataclass(frozen=True, slots=True)
 class CliContext:
-    settings: Settings
+    """Per-invocation context; settings are read on first use (pydantic-settings is slow to
+    import, and ``--help`` or ``--version`` never need them)."""
+
+    def __init__(self, home: Path | None = None, *, settings: Settings | None = None) -> None:
+        self.home = home
+        if settings is not None:
+            self.__dict__["settings"] = settings  # what cached_property would have stored
+
+    @cached_property
+    def settings(self) -> Settings:
+        from modelplane.settings import Settings
+
+        return Settings() if self.home is None else Settings(home=self.home)
 
     @property
     def actor(self) -> str:

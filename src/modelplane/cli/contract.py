@@ -10,8 +10,6 @@ import typer
 from modelplane.cli.context import CliContext
 from modelplane.cli.models import resolve_manifest
 from modelplane.cli.output import console, emit_json, handle_errors, table
-from modelplane.spec.contract import Contract
-from modelplane.spec.io import load_yaml
 
 if TYPE_CHECKING:
     from modelplane.core.compat import Incompatibility
@@ -51,6 +49,8 @@ def check(
 ) -> None:
     """May this model serve an endpoint with this contract? Exits non-zero if not."""
     from modelplane.core.compat import check_signature
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.io import load_yaml
 
     cli: CliContext = ctx.obj
     contract = load_yaml(Contract, contract_file)
@@ -68,6 +68,8 @@ def compare(
 ) -> None:
     """Can NEW replace OLD without breaking callers? Exits non-zero if not."""
     from modelplane.core.compat import compare_contracts
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.io import load_yaml
 
     before, after = load_yaml(Contract, old), load_yaml(Contract, new)
     findings = compare_contracts(before, after)

@@ -13,13 +13,13 @@ from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors, table
 from modelplane.cli.samples import load_sample, parse_feature_ref, parse_pairs
 from modelplane.errors import InvalidSpec
-from modelplane.spec.fields import FieldSpec
-from modelplane.spec.manifest import Manifest
 from modelplane.types import Digest
 
 if TYPE_CHECKING:
     from modelplane.registry.build import BuiltPackage
     from modelplane.registry.records import ModelVersion
+    from modelplane.spec.fields import FieldSpec
+    from modelplane.spec.manifest import Manifest
 
 __all__ = ["register", "resolve_manifest"]
 

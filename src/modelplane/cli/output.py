@@ -12,7 +12,6 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -51,7 +50,8 @@ R = TypeVar("R")
 
 
 def to_jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    # Duck-typed: importing pydantic just for isinstance would slow every command down.
+    if hasattr(value, "model_dump") and not isinstance(value, type):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}

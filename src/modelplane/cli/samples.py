@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelplane.errors import InvalidSpec, MissingExtra
-from modelplane.spec.manifest import FeatureRef
+
+if TYPE_CHECKING:
+    from modelplane.spec.manifest import FeatureRef
 
 __all__ = ["load_sample", "parse_feature_ref", "parse_pairs"]
 
@@ -50,6 +52,8 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 
 def parse_feature_ref(text: str) -> FeatureRef:
     """``set:version`` or ``set:version:f1,f2``."""
+    from modelplane.spec.manifest import FeatureRef
+
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise InvalidSpec(f"--feature '{text}': expected set:version[:f1,f2]")

@@ -18,14 +18,13 @@ import typer
 from modelplane.cli.context import CliContext
 from modelplane.cli.output import handle_errors
 from modelplane.errors import InvalidSpec
-from modelplane.spec.contract import Contract
-from modelplane.spec.endpoint import Batching, Endpoint, Route
-from modelplane.spec.io import load_yaml
 
 if TYPE_CHECKING:
     import uvicorn
 
     from modelplane.dataplane.endpoint_runtime import ModelSource
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.endpoint import Batching, Endpoint
 
 __all__ = ["endpoint_for", "register", "resolve_source", "serve"]
 
@@ -93,6 +92,9 @@ def endpoint_for(
     batching: Batching | None = None,
 ) -> Endpoint:
     """A one-route endpoint for ``source``; its contract is the signature unless given."""
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.endpoint import Batching, Endpoint, Route
+
     endpoint_name = name or source.manifest.name
     signature = source.manifest.signature
     chosen = contract or Contract(
@@ -132,6 +134,9 @@ def serve(
     """Serve one model over Open Inference Protocol v2 and records JSON until SIGTERM."""
     from modelplane.dataplane.endpoint_runtime import EndpointConfig
     from modelplane.dataplane.server import bound_port, serve_endpoints
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.endpoint import Batching
+    from modelplane.spec.io import load_yaml
 
     cli: CliContext = ctx.obj
     route, source = resolve_source(cli, model)
