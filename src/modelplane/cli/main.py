@@ -10,7 +10,6 @@ import typer
 from modelplane import __version__
 from modelplane.cli import audit, contract, evidence, features, models, resources, serve, sim, up
 from modelplane.cli.context import CliContext
-from modelplane.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -40,8 +39,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    settings = Settings() if home is None else Settings(home=home)
-    ctx.obj = CliContext(settings=settings)
+    ctx.obj = CliContext(home)
 
 
 models.register(app)
