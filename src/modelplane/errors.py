@@ -59,6 +59,7 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "features_unavailable": 422,
     "overloaded": 429,
     "quota_exceeded": 429,
     "output_contract_violation": 500,

@@ -109,3 +109,27 @@ def test_a_bad_document_records_nothing(registry: Registry, tmp_path: Path) -> N
 def test_unknown_kind(registry: Registry) -> None:
     with pytest.raises(InvalidSpec, match="kind"):
         applier(registry).apply_all([{"kind": "Gadget", "name": "g"}])
+
+
+def test_a_model_trained_on_another_feature_set_version_is_refused(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from modelplane.spec.manifest import FeatureRef, Lineage
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(40, 2)), columns=["amount", "age"])
+    model = LogisticRegression().fit(frame, (frame["amount"] > 0).astype(int))
+    lineage = Lineage(features=(FeatureRef(feature_set="tx", version=1),))
+    built = package(model, name="fraud", output_dir=tmp_path / "pkg2", sample_input=frame.head(),
+                    lineage=lineage)  # fmt: skip
+    registry.push(built.path)
+    bound = endpoint(route="fraud:2")
+    bound["features"] = [{"feature_set": "tx:2", "entity_key": "customer_id"}]
+    with pytest.raises(Incompatible) as info:
+        applier(registry).apply_all([bound])
+    assert "trained on feature set tx:1" in info.value.message
+    assert "binds tx:2" in info.value.message
+    assert info.value.details[0]["field"] == "features[0].feature_set"
+    bound["features"][0]["compatible_versions"] = [1]
+    [applied] = applier(registry).apply_all([bound])
+    assert applied.outcome == "created"

@@ -10,6 +10,7 @@ import typer
 from modelplane import __version__
 from modelplane.cli import audit, contract, evidence, features, models, resources, serve, sim, up
 from modelplane.cli.context import CliContext
+from modelplane.cli.rollout import register as register_rollout
 
 __all__ = ["app", "main"]
 
@@ -46,6 +47,7 @@ models.register(app)
 resources.register(app)
 serve.register(app)
 up.register(app)
+register_rollout(app)
 evidence.register(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")

@@ -23,13 +23,15 @@ KIND_ALIASES = {
     "featureset": "FeatureSet",
     "featuresets": "FeatureSet",
     "fs": "FeatureSet",
+    "rollout": "Rollout",
+    "rollouts": "Rollout",
 }
 
 
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
     if kind is None:
-        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies, featuresets)")
+        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies, featuresets, rollouts)")
     return kind
 
 

@@ -1,10 +1,12 @@
 """``modelplane up``: the embedded system in one process.
 
-The gateway (data plane), the control-plane API and the endpoint controller share one
-event loop over the state store. ``apply`` (CLI or API) records desired state; the
-controller notices within a second and updates the gateway, which starts new workers
-before it routes to them. SIGTERM or SIGINT stops the controller and the API, then drains
-the gateway: accepted requests are answered before the workers stop.
+The gateway (data plane), the control-plane API, the endpoint controller and the rollout
+controller share one event loop over the state store. ``apply`` (CLI or API) records
+desired state; the endpoint controller notices within a second and updates the gateway,
+which starts new workers before it routes to them. The rollout controller moves route
+weights by re-applying endpoints; the gateway carries a weight change out without
+restarting a worker. SIGTERM or SIGINT stops the controllers and the API, then drains the
+gateway: accepted requests are answered before the workers stop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import typer
 
 from modelplane.cli.context import CliContext
 from modelplane.cli.output import console, handle_errors
+from modelplane.cli.rollout import GatewayEvidence
 
 if TYPE_CHECKING:
     import uvicorn
@@ -45,6 +48,7 @@ class GatewayTarget:
                     ref: ModelSource(m.label, m.directory, m.manifest, m.digest)
                     for ref, m in plan.models.items()
                 },
+                plan.featuresets,
             )
             for plan in plans
         ]
@@ -88,7 +92,9 @@ async def _run(
 ) -> None:
     from modelplane.controlplane.api import create_api
     from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.controlplane.rollouts import RolloutController
     from modelplane.dataplane.gateway import Gateway
+    from modelplane.features.stores import open_online_store
     from modelplane.observe.predlog import PredictionLog
     from modelplane.registry.service import open_registry
 
@@ -96,11 +102,18 @@ async def _run(
     registry = open_registry(
         settings.resolved_database_url(), settings.resolved_artifact_url(), actor=cli.actor
     )
-    gateway = Gateway([], sink=PredictionLog(registry.engine, evidence))
-    api = create_api(registry, actor_of=lambda request: request.headers.get("x-actor", cli.actor))
+    # One store for both: the API's push writes what the gateway's join reads.
+    online_store = open_online_store(settings.resolved_feature_store_url())
+    gateway = Gateway([], sink=PredictionLog(registry.engine, evidence), online_store=online_store)
+    api = create_api(
+        registry,
+        actor_of=lambda request: request.headers.get("x-actor", cli.actor),
+        online_store=online_store,
+    )
     controller = EndpointController(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
     )
+    rollouts = RolloutController(registry, GatewayEvidence(gateway))
     servers = [
         _server(gateway, host, port, lifespan="on"),
         _server(api, host, api_port, lifespan="off"),
@@ -118,7 +131,7 @@ async def _run(
         console.print(f"control  http://{host}:{api_port}  (API, docs at /docs)")
         console.print(f"state    {settings.resolved_database_url()}")
         loops = [asyncio.create_task(server.main_loop()) for server in servers]
-        await controller.run(stop)
+        await asyncio.gather(controller.run(stop), rollouts.run(stop))
         for server in reversed(servers):
             server.should_exit = True
         await asyncio.gather(*loops)
@@ -126,6 +139,7 @@ async def _run(
         for server in reversed(servers):
             if server.started:
                 await server.shutdown()
+        online_store.close()
         registry.close()
 
 

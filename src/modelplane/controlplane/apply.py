@@ -9,7 +9,7 @@ does not silently change what an endpoint runs; applying it again (or a rollout)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
 from modelplane.features.compat import check_revision
 from modelplane.registry.service import Registry
 from modelplane.spec.contract import Contract
-from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.endpoint import Endpoint, FeatureBinding
 from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.io import parse
+from modelplane.spec.manifest import Manifest
 from modelplane.spec.policy import Policy
 from modelplane.store.resources import Applied, ResourceStore
 
@@ -145,6 +146,7 @@ class Applier:
                 subject=f"{path}.model {version.ref} against contract "
                 f"{endpoint.contract.name} v{endpoint.contract.version}",
             )
+            _check_lineage(f"{path}.model {version.ref}", version.manifest, endpoint.features)
             resolved[ref] = {"ref": version.ref, "digest": version.digest}
         warnings += self._check_contract_change(endpoint, allow_breaking)
         return resolved, tuple(warnings)
@@ -196,4 +198,28 @@ class Applier:
             )
         return ApplyResult(
             spec.kind, name, applied.outcome, resource.generation, warnings, resolved
+        )
+
+
+def _check_lineage(subject: str, manifest: Manifest, bindings: Sequence[FeatureBinding]) -> None:
+    """A model trained on ``set:N`` is served only from ``set:N`` (or a version the
+    binding declares compatible): other versions may mean other values for the same name."""
+    bound = {binding.set_name: binding for binding in bindings}
+    for trained in manifest.lineage.features:
+        binding = bound.get(trained.feature_set)
+        if binding is None or binding.version == trained.version:
+            continue
+        if trained.version in binding.compatible_versions:
+            continue
+        index = next(i for i, b in enumerate(bindings) if b is binding)
+        raise Incompatible(
+            f"{subject} was trained on feature set {trained.feature_set}:{trained.version},"
+            f" but the endpoint binds {binding.feature_set}; list {trained.version} in"
+            " compatible_versions if the model may use it",
+            details=[
+                {
+                    "field": f"features[{index}].feature_set",
+                    "problem": f"model needs {trained.feature_set}:{trained.version}",
+                }
+            ],
         )

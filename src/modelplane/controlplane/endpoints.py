@@ -14,14 +14,16 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.errors import ModelplaneError
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.manifest import Manifest
 from modelplane.store.resources import Resource, ResourceStore
 from modelplane.types import Clock, Digest, SystemClock
@@ -49,11 +51,13 @@ class ResolvedModel:
 
 @dataclass(frozen=True, slots=True)
 class EndpointPlan:
-    """What one endpoint should serve: its spec and every route's resolved model."""
+    """What one endpoint should serve: its spec, every route's resolved model, and the
+    feature sets it binds (by ``name:version``)."""
 
     endpoint: Endpoint
     models: Mapping[str, ResolvedModel]
     generation: int
+    featuresets: Mapping[str, FeatureSet] = field(default_factory=dict)
 
 
 class ServingTarget(Protocol):
@@ -134,7 +138,11 @@ class EndpointController:
         for ref in refs:
             target = pinned.get(ref, {}).get("ref", ref)
             models[ref] = self._fetch(target)
-        return EndpointPlan(endpoint, models, resource.generation)
+        featuresets = {
+            b.feature_set: resolve_feature_set(self.resources, b.feature_set)
+            for b in endpoint.features
+        }
+        return EndpointPlan(endpoint, models, resource.generation, featuresets)
 
     def _fetch(self, ref: str) -> ResolvedModel:
         version = self.registry.get(ref)

@@ -7,12 +7,16 @@
 - An :class:`EndpointRuntime` holds what a request needs, computed once: the compiled
   contract and its fast path, the routes with their breakers and weights, the fallback, the
   records codec and the metadata document.
+
+A changed endpoint keeps the :class:`RouteRuntime` (workers, batcher, breaker, evidence) of
+every route whose model version and per-version settings did not change, so a rollout's
+weight change swaps only the routing, never restarts a worker.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,13 +31,16 @@ from modelplane.core.validate import CompiledContract
 from modelplane.dataplane.batcher import Batcher, BatcherConfig
 from modelplane.dataplane.fallback import StaticFallback
 from modelplane.dataplane.fastcheck import PlainInputs
+from modelplane.dataplane.features_join import FeatureJoin, compile_join
 from modelplane.dataplane.loader import LOADER
 from modelplane.dataplane.metrics import GatewayMetrics
 from modelplane.dataplane.pool import PoolConfig, WorkerPool, WorkerSpec
 from modelplane.dataplane.records import RecordsCodec
+from modelplane.dataplane.routestats import RouteStats
 from modelplane.errors import InvalidSpec, WorkerFailed
 from modelplane.spec.contract import FallbackKind
 from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.fields import FieldSpec
 from modelplane.spec.manifest import Manifest
 from modelplane.types import Digest
@@ -46,7 +53,9 @@ __all__ = [
     "OutputViolation",
     "RouteRuntime",
     "build_endpoints",
+    "describe",
     "serves_same",
+    "version_settings",
 ]
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -87,6 +96,21 @@ class EndpointConfig:
     endpoint: Endpoint
     models: Mapping[str, ModelSource]
     """Route model ref (as written in the spec) → the version it resolved to."""
+    featuresets: Mapping[str, FeatureSet] = field(default_factory=dict)
+    """The feature sets the endpoint binds, by ``name:version``."""
+
+
+def version_settings(endpoint: Endpoint, source: ModelSource) -> tuple[Any, ...]:
+    """What a :class:`ModelVersionRuntime` is built from; equal settings can be reused."""
+    return (
+        endpoint.name,
+        source,
+        endpoint.contract,
+        endpoint.replicas,
+        endpoint.batching,
+        endpoint.max_queue_rows,
+        endpoint.effective_timeout_ms,
+    )
 
 
 class ModelVersionRuntime:
@@ -102,6 +126,8 @@ class ModelVersionRuntime:
     ) -> None:
         self.source = source
         self.label = source.label
+        self.settings_key = version_settings(endpoint, source)
+        self.stats = RouteStats(endpoint.contract.slo.latency_ms)
         self._contract = contract
         self._contract_name = endpoint.contract.name
         self._keep: frozenset[str] | None = (
@@ -188,6 +214,9 @@ class RouteRuntime:
 class EndpointRuntime:
     """Everything about one endpoint that requests need, prepared once."""
 
+    features: FeatureJoin | None = None
+    """The request-time feature join; ``None`` for endpoints that bind no feature set."""
+
     def __init__(
         self,
         endpoint: Endpoint,
@@ -240,6 +269,29 @@ class EndpointRuntime:
         }
 
 
+def describe(endpoints: Iterable[EndpointRuntime]) -> list[dict[str, Any]]:
+    """What ``GET /v1/endpoints`` lists: each endpoint's routes, weights and readiness."""
+    listing = []
+    for runtime in endpoints:
+        spec = runtime.endpoint
+        routes = [
+            {"model": r.ref, "version": r.target.label, "weight": w.weight}
+            for r, w in zip(runtime.routes, spec.routes, strict=True)
+        ]
+        listing.append(
+            {
+                "name": spec.name,
+                "team": spec.team,
+                "tier": spec.tier,
+                "contract": {"name": spec.contract.name, "version": spec.contract.version},
+                "versions": runtime.versions,
+                "routes": routes,
+                "ready": runtime.ready,
+            }
+        )
+    return listing
+
+
 def _tensor_metadata(spec: FieldSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.dtype.v2, "shape": list(spec.shape)}
 
@@ -251,8 +303,10 @@ def build_endpoints(
     rng: random.Random,
     *,
     also_served: Collection[str] = (),
+    reuse: Mapping[str, EndpointRuntime] | None = None,
 ) -> tuple[dict[str, EndpointRuntime], list[ModelVersionRuntime]]:
-    """Endpoints by name and every route's model version runtime; InvalidSpec on bad configs."""
+    """Endpoints by name and the model version runtimes built for them (not those reused
+    from ``reuse``, the endpoints served now); InvalidSpec on bad configs."""
     versions: list[ModelVersionRuntime] = []
     endpoints: dict[str, EndpointRuntime] = {}
     for config in configs:
@@ -260,6 +314,9 @@ def build_endpoints(
         if endpoint.name in endpoints:
             raise InvalidSpec(f"endpoint '{endpoint.name}' is configured twice")
         contract = CompiledContract.from_contract(endpoint.contract)
+        join = compile_join(endpoint, config.featuresets, metrics.features)
+        previous = reuse.get(endpoint.name) if reuse else None
+        old = {r.ref: r for r in previous.routes} if previous is not None else {}
         routes = []
         for route in endpoint.routes:
             source = config.models.get(route.model)
@@ -268,10 +325,16 @@ def build_endpoints(
                     f"endpoint '{endpoint.name}': route '{route.model}' was not resolved",
                     details=[{"field": "routes", "problem": f"no package for '{route.model}'"}],
                 )
+            kept = old.get(route.model)
+            if kept is not None and kept.target.settings_key == version_settings(endpoint, source):
+                routes.append(kept)
+                continue
             target = ModelVersionRuntime(source, endpoint, contract, pool, metrics)
             versions.append(target)
             routes.append(RouteRuntime(route.model, target))
-        endpoints[endpoint.name] = EndpointRuntime(endpoint, contract, routes, rng)
+        runtime = endpoints[endpoint.name] = EndpointRuntime(endpoint, contract, routes, rng)
+        if join is not None:
+            runtime.features, runtime.records = join, join.records
     _check_fallback_targets(endpoints, also_served)
     return endpoints, versions
 
@@ -292,6 +355,8 @@ def _check_fallback_targets(
 def serves_same(runtime: EndpointRuntime, config: EndpointConfig) -> bool:
     """True when ``runtime`` already serves ``config`` (same spec, same package digests)."""
     if runtime.endpoint != config.endpoint:
+        return False
+    if (runtime.features.featuresets if runtime.features else {}) != dict(config.featuresets):
         return False
     digests = {ref: source.digest for ref, source in config.models.items()}
     return {route.ref: route.target.source.digest for route in runtime.routes} == digests

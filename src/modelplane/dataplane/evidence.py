@@ -72,4 +72,5 @@ def prediction_record(
         error_code=error_code,
         detail=detail if detail is not None else trace.cause,
         batch_size=trace.batch.rows if trace.batch is not None else None,
+        features=trace.features,
     )

@@ -37,6 +37,8 @@ class FallbackReason(StrEnum):
     """The worker died, or the model raised."""
     CONTRACT_VIOLATION = "contract_violation"
     """The model's answer broke the contract's output schema."""
+    FEATURES_UNAVAILABLE = "features_unavailable"
+    """Joined features were stale or missing under the ``fallback`` policy."""
 
 
 class StaticFallback:

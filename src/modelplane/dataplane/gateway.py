@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import random
@@ -40,16 +39,31 @@ from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
     ModelVersionRuntime,
     build_endpoints,
+    describe,
     serves_same,
 )
 from modelplane.dataplane.evidence import PredictionSink, prediction_record
+from modelplane.dataplane.features_join import DEFAULTED_HEADER
 from modelplane.dataplane.handler import InferenceHandler, Result, one_line
-from modelplane.dataplane.http import HttpError, error_body, error_code, error_headers, status_of
+from modelplane.dataplane.http import (
+    V2_MODELS,
+    HttpError,
+    deadline_of,
+    error_body,
+    error_code,
+    error_headers,
+    expect_method,
+    lower_timeout,
+    model_path,
+    read_body,
+    status_of,
+)
 from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig
 from modelplane.dataplane.records import encode_predictions
 from modelplane.errors import ContractViolation, InvalidSpec, ModelplaneError
+from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
 
 __all__ = ["Gateway", "GatewayConfig"]
@@ -78,7 +92,6 @@ _WORKER_PRELOAD = (
 )
 # Engines cheap and safe to import before forking (no threads at import).
 _ENGINE_PRELOAD = {"onnx": "onnxruntime"}
-_V2_MODELS = "/v2/models/"
 _V1_ENDPOINTS = "/v1/endpoints/"
 _PREDICT = ":predict"
 
@@ -116,6 +129,7 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         sink: PredictionSink | None = None,
+        online_store: OnlineStore | None = None,
     ):
         self.config = config or GatewayConfig()
         self.sink = sink
@@ -124,7 +138,7 @@ class Gateway:
         self._rng = random.Random(self.config.seed)
         self._update_lock = asyncio.Lock()
         runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
-        self.handler = InferenceHandler(runtimes, self.config.breaker)
+        self.handler = InferenceHandler(runtimes, self.config.breaker, online_store)
         self.versions: list[ModelVersionRuntime] = versions
         self.started = False
         self.draining = False
@@ -168,9 +182,11 @@ class Gateway:
     async def update(self, configs: Sequence[EndpointConfig], timeout_s: float = 10.0) -> None:
         """Serve exactly ``configs`` while requests keep flowing.
 
-        New and changed endpoints start first (workers warmed up); then the routing table
-        is swapped in one assignment; then what is no longer served drains and stops. If a
-        start fails, nothing changes and the error is raised.
+        New and changed endpoints are built first, keeping the running model versions of
+        routes whose version and settings did not change (a weight change restarts nothing);
+        new versions start and warm up; then the routing table is swapped in one assignment;
+        then versions no longer routed to drain and stop. If a start fails, nothing changes
+        and the error is raised.
         """
         async with self._update_lock:
             current = self.handler.endpoints
@@ -181,21 +197,23 @@ class Gateway:
             }
             fresh_configs = [c for c in configs if c.endpoint.name not in kept]
             fresh, versions = build_endpoints(
-                fresh_configs, self.config.pool, self.metrics, self._rng, also_served=kept
+                fresh_configs,
+                self.config.pool,
+                self.metrics,
+                self._rng,
+                also_served=kept,
+                reuse=current,
             )
             results = await asyncio.gather(*(v.start() for v in versions), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 await asyncio.gather(*(v.stop(timeout_s) for v in versions))
                 raise failures[0]
-            retired = [
-                v
-                for name, e in current.items()
-                if name not in kept
-                for v in (route.target for route in e.routes)
-            ]
-            self.handler.endpoints = {**kept, **fresh}
-            self.versions = [v for v in self.versions if v not in retired] + versions
+            table = {**kept, **fresh}
+            routed = {id(route.target) for e in table.values() for route in e.routes}
+            retired = [v for v in self.versions if id(v) not in routed]
+            self.handler.endpoints = table
+            self.versions = [v for v in self.versions if id(v) in routed] + versions
             await asyncio.gather(*(v.stop(timeout_s) for v in retired))
 
     def serving(self, endpoint: str) -> bool:
@@ -272,17 +290,17 @@ class Gateway:
         request = _Request("")
         try:
             request = self._scan(scope["headers"])
-            if path.startswith(_V2_MODELS):
-                name, version, action = _model_path(path)
+            if path.startswith(V2_MODELS):
+                name, version, action = model_path(path)
                 if action == "infer":
-                    _expect(method, "POST")
+                    expect_method(method, "POST")
                     await self._infer(name, version, request, receive, send, v2=True)
                 else:
-                    _expect(method, "GET")
+                    expect_method(method, "GET")
                     await self._model_get(name, version, action, request, send)
             elif path.startswith(_V1_ENDPOINTS) and path.endswith(_PREDICT):
                 name = path[len(_V1_ENDPOINTS) : -len(_PREDICT)]
-                _expect(method, "POST")
+                expect_method(method, "POST")
                 await self._infer(name, None, request, receive, send, v2=False)
             else:
                 status, body, content_type = self._static(path, method)
@@ -295,7 +313,7 @@ class Gateway:
             await self._error(send, internal, request, v2=v2)
 
     def _static(self, path: str, method: str) -> tuple[int, bytes, tuple[bytes, bytes]]:
-        _expect(method, "GET")
+        expect_method(method, "GET")
         if path == "/v2/health/live":
             return 200, b"", _JSON_TYPE
         if path == "/v2/health/ready":
@@ -311,25 +329,7 @@ class Gateway:
         raise HttpError("not_found", f"no route for {path}")
 
     def _endpoint_list(self) -> bytes:
-        listing = []
-        for runtime in self.handler.endpoints.values():
-            spec = runtime.endpoint
-            routes = [
-                {"model": r.ref, "version": r.target.label, "weight": w.weight}
-                for r, w in zip(runtime.routes, spec.routes, strict=True)
-            ]
-            listing.append(
-                {
-                    "name": spec.name,
-                    "team": spec.team,
-                    "tier": spec.tier,
-                    "contract": {"name": spec.contract.name, "version": spec.contract.version},
-                    "versions": runtime.versions,
-                    "routes": routes,
-                    "ready": runtime.ready,
-                }
-            )
-        return _ENCODER.encode({"endpoints": listing})
+        return _ENCODER.encode({"endpoints": describe(self.handler.endpoints.values())})
 
     async def _model_get(
         self, name: str, version: str | None, action: str, request: _Request, send: Send
@@ -389,13 +389,13 @@ class Gateway:
         timeout_ms = request.timeout_ms
         params = decoded.parameters
         if params and "timeout" in params:
-            timeout_ms = _lower(timeout_ms, params["timeout"])
+            timeout_ms = lower_timeout(timeout_ms, params["timeout"])
         requested = decoded.outputs
         result = await self.handler.infer(
             name,
             decoded.inputs,
             request_id=request.request_id,
-            deadline=_deadline(timeout_ms),
+            deadline=deadline_of(timeout_ms),
             requested_outputs=[r.name for r in requested] if requested else None,
             version=version,
             trace=request,
@@ -427,7 +427,7 @@ class Gateway:
             name,
             columns,
             request_id=request.request_id,
-            deadline=_deadline(request.timeout_ms),
+            deadline=deadline_of(request.timeout_ms),
             trace=request,
         )
         payload = encode_predictions(
@@ -436,25 +436,7 @@ class Gateway:
         return result, payload, _result_headers(request, result, _JSON_TYPE)
 
     async def _body(self, receive: Receive, request: _Request) -> bytes:
-        limit = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise HttpError("payload_too_large", f"the body is over {limit} bytes")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError("invalid_spec", "the client went away mid-body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HttpError("payload_too_large", f"the body is over {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(receive, request.content_length, self.config.max_body_bytes)
 
     def _log_failure(self, request: _Request, exc: ModelplaneError) -> None:
         """Log a server-side failure, at most once a second: a broken model fails every
@@ -482,41 +464,6 @@ class Gateway:
 _LOG_EVERY_S = 1.0
 
 
-def _model_path(path: str) -> tuple[str, str | None, str]:
-    """``(name, version, action)`` of ``/v2/models/{name}[/versions/{v}][/{action}]``."""
-    parts = path[len(_V2_MODELS) :].split("/")
-    name, version = parts[0], None
-    if len(parts) >= 3 and parts[1] == "versions":
-        version = parts[2]
-        parts = parts[2:]
-    action = parts[1] if len(parts) == 2 else ""
-    if len(parts) > 2 or action not in ("", "ready", "infer") or not name or version == "":
-        raise HttpError("not_found", f"no route for {path}")
-    return name, version, action
-
-
-def _expect(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise HttpError("method_not_allowed", f"use {allowed}, not {method}")
-
-
-def _lower(current: float | None, value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidSpec(
-            "parameters.timeout must be a positive number of milliseconds",
-            details=[{"field": "parameters.timeout", "problem": f"got {value!r}"}],
-        )
-    return float(value) if current is None else min(current, float(value))
-
-
-def _deadline(timeout_ms: float | None) -> float | None:
-    if timeout_ms is None:
-        return None
-    if not (timeout_ms > 0 and math.isfinite(timeout_ms)):
-        raise InvalidSpec("the timeout must be a positive, finite number of milliseconds")
-    return time.monotonic() + timeout_ms / 1000
-
-
 def _headers(request: _Request, content_type: tuple[bytes, bytes]) -> Headers:
     return [content_type, (_REQUEST_ID, request.request_id.encode("latin-1"))]
 
@@ -529,6 +476,8 @@ def _result_headers(
         headers.append((_MODEL_VERSION, result.model_version.encode()))
     if result.fallback_reason is not None:
         headers.append((_FALLBACK, result.fallback_reason.encode()))
+    if request.features is not None and request.features.defaulted:
+        headers.append((DEFAULTED_HEADER, ",".join(request.features.defaulted).encode()))
     return headers
 
 

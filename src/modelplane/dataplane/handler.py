@@ -11,7 +11,8 @@ and records JSON. Steps for one request:
 4. submit to the version's batcher with the deadline (the batcher sheds with
    :class:`~modelplane.errors.Overloaded` and cancels work not started by the deadline);
 5. check the outputs against the contract: a wrong answer counts as a failure;
-6. record the outcome in the breaker; on a failure, serve the fallback when there is one.
+6. record the outcome in the breaker and the route's evidence (for rollout gates); on a
+   failure, serve the fallback when there is one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from modelplane.errors import (
     NotFound,
     WorkerFailed,
 )
+from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
 from modelplane.spec.contract import FallbackKind
 
@@ -69,10 +71,15 @@ class InferenceHandler:
     """Serves inference for a set of endpoints; see the module docstring."""
 
     def __init__(
-        self, endpoints: Mapping[str, EndpointRuntime], breaker: BreakerConfig | None = None
+        self,
+        endpoints: Mapping[str, EndpointRuntime],
+        breaker: BreakerConfig | None = None,
+        online_store: OnlineStore | None = None,
     ) -> None:
         self.endpoints = dict(endpoints)
         self.breaker = breaker or BreakerConfig()
+        self.online_store = online_store
+        """Where bound feature sets are read from (see :mod:`.features_join`)."""
 
     def endpoint(self, name: str) -> EndpointRuntime:
         runtime = self.endpoints.get(name)
@@ -101,6 +108,10 @@ class InferenceHandler:
             _check_requested(runtime, requested_outputs)
         own = time.monotonic() + runtime.timeout_s
         deadline = own if deadline is None or deadline > own else deadline
+        if runtime.features is not None:
+            inputs, missing = await runtime.features.join(inputs, self.online_store, trace)
+            if missing is not None:
+                return await self._fallback(runtime, inputs, _FEATURES, missing, 0, trace)
         coerced = runtime.plain.accept(inputs) if runtime.plain is not None else None
         if coerced is None:
             try:
@@ -149,6 +160,7 @@ class InferenceHandler:
                 f"the circuit of route '{route.ref}' is open",
                 details=[{"field": "route", "problem": "too many recent failures"}],
             )
+            route.target.stats.failed(None)
             return await self._fallback(runtime, inputs, _OPEN, error, depth, trace)
         target = route.target
         try:
@@ -162,8 +174,10 @@ class InferenceHandler:
         except WorkerFailed as exc:
             error, reason = exc, FallbackReason.WORKER_FAILED
         else:
+            target.stats.ok(time.monotonic() - now, outputs)
             self._succeeded(route)
             return Result(outputs, target.label, None, route.ref)
+        target.stats.failed(time.monotonic() - now)
         route.breaker = record(
             route.breaker, config, time.monotonic(), successes=route.pending_ok, failures=1
         )
@@ -214,6 +228,7 @@ class InferenceHandler:
 
 _VIOLATION = FallbackReason.CONTRACT_VIOLATION
 _OPEN = FallbackReason.CIRCUIT_OPEN
+_FEATURES = FallbackReason.FEATURES_UNAVAILABLE
 
 
 def _has_rows(inputs: Arrays) -> bool:

@@ -1,28 +1,39 @@
 """The HTTP edge's one table from error codes to statuses, and the two error body shapes.
 
 Open Inference Protocol v2 routes answer ``{"error": "<message>"}``; everything else answers
-``{"error": {"code", "message", "details"}}``. The message is the same in both.
+``{"error": {"code", "message", "details"}}``. The message is the same in both. Also the
+small parsers of the edge: v2 model paths, methods, timeouts.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
 
-from modelplane.errors import HTTP_STATUS, ModelplaneError, Overloaded
+from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, Overloaded
 
 __all__ = [
     "STATUS_BY_CODE",
+    "V2_MODELS",
     "HttpError",
+    "deadline_of",
     "error_body",
     "error_code",
     "error_headers",
+    "expect_method",
+    "lower_timeout",
+    "model_path",
+    "read_body",
     "status_of",
 ]
 
 STATUS_BY_CODE = HTTP_STATUS
+V2_MODELS = "/v2/models/"
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -62,3 +73,60 @@ def error_headers(exc: ModelplaneError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, Overloaded):
         return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
     return []
+
+
+def model_path(path: str) -> tuple[str, str | None, str]:
+    """``(name, version, action)`` of ``/v2/models/{name}[/versions/{v}][/{action}]``."""
+    parts = path[len(V2_MODELS) :].split("/")
+    name, version = parts[0], None
+    if len(parts) >= 3 and parts[1] == "versions":
+        version = parts[2]
+        parts = parts[2:]
+    action = parts[1] if len(parts) == 2 else ""
+    if len(parts) > 2 or action not in ("", "ready", "infer") or not name or version == "":
+        raise HttpError("not_found", f"no route for {path}")
+    return name, version, action
+
+
+def expect_method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise HttpError("method_not_allowed", f"use {allowed}, not {method}")
+
+
+def lower_timeout(current: float | None, value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidSpec(
+            "parameters.timeout must be a positive number of milliseconds",
+            details=[{"field": "parameters.timeout", "problem": f"got {value!r}"}],
+        )
+    return float(value) if current is None else min(current, float(value))
+
+
+def deadline_of(timeout_ms: float | None) -> float | None:
+    if timeout_ms is None:
+        return None
+    if not (timeout_ms > 0 and math.isfinite(timeout_ms)):
+        raise InvalidSpec("the timeout must be a positive, finite number of milliseconds")
+    return time.monotonic() + timeout_ms / 1000
+
+
+async def read_body(receive: Receive, content_length: int | None, limit: int) -> bytes:
+    """The whole request body, refused past ``limit`` bytes (before reading when declared)."""
+    if content_length is not None and content_length > limit:
+        raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError("invalid_spec", "the client went away mid-body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

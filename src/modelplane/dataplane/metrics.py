@@ -26,7 +26,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "BATCH_BUCKETS", "GatewayMetrics", "Histogram"]
+__all__ = [
+    "AGE_BUCKETS_S",
+    "BATCH_BUCKETS",
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS_S",
+    "FeatureMetrics",
+    "GatewayMetrics",
+    "Histogram",
+]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -85,6 +93,7 @@ class GatewayMetrics:
         self.latency: dict[tuple[str, str, str], Histogram] = {}
         self.batch_rows: dict[str, Histogram] = {}
         self._sources: list[_Source] = []
+        self.features = FeatureMetrics()
         self.registry.register(_Collector(self))
 
     def add_source(
@@ -153,6 +162,7 @@ class GatewayMetrics:
             batches.add_metric([version], hist.buckets(), hist.total)
         yield batches
         yield from self._gauges()
+        yield from self.features.families()
 
     def _gauges(self) -> Iterator[Metric]:
         labels = ("endpoint", "model_version")
@@ -168,6 +178,73 @@ class GatewayMetrics:
             restarts.add_metric(names, source.restarts())
         yield depth
         yield restarts
+
+
+# ---------------------------------------------------------------- request-time feature join
+
+AGE_BUCKETS_S: tuple[float, ...] = (
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0,
+)  # fmt: skip
+"""Ages of served feature values: seconds to a week."""
+
+
+class FeatureMetrics:
+    """Lookups, hits, misses, value ages and freshness-SLA violations, per feature set
+    version (``tx:3``). Updated once per lookup (a batch of keys), not once per value."""
+
+    def __init__(self) -> None:
+        self.lookup_latency: dict[str, Histogram] = {}
+        self.hits: dict[str, int] = {}
+        self.misses: dict[str, int] = {}
+        self.staleness: dict[str, Histogram] = {}
+        self.violations: dict[tuple[str, str], int] = {}
+        """``(set, feature)`` → values served past their max age (or refused for it)."""
+
+    def lookup(self, featureset: str, latency_s: float, hits: int, misses: int) -> None:
+        hist = self.lookup_latency.get(featureset)
+        if hist is None:
+            hist = self.lookup_latency[featureset] = Histogram(LATENCY_BUCKETS_S)
+        hist.observe(latency_s)
+        self.hits[featureset] = self.hits.get(featureset, 0) + hits
+        self.misses[featureset] = self.misses.get(featureset, 0) + misses
+
+    def age(self, featureset: str, age_s: float) -> None:
+        hist = self.staleness.get(featureset)
+        if hist is None:
+            hist = self.staleness[featureset] = Histogram(AGE_BUCKETS_S)
+        hist.observe(age_s)
+
+    def violation(self, featureset: str, feature: str, count: int = 1) -> None:
+        key = (featureset, feature)
+        self.violations[key] = self.violations.get(key, 0) + count
+
+    def families(self) -> Iterator[Metric]:
+        labels = ("feature_set",)
+        yield _histogram(
+            "feature_lookup_seconds", "Online store reads, one per bound set per request.",
+            labels, self.lookup_latency,
+        )  # fmt: skip
+        yield _counter("feature_hits", "Entity keys found in the online store.", labels,
+                       {(k,): v for k, v in self.hits.items()})  # fmt: skip
+        yield _counter("feature_misses", "Entity keys the online store had nothing for.",
+                       labels, {(k,): v for k, v in self.misses.items()})  # fmt: skip
+        yield _histogram(
+            "feature_age_seconds", "Age of each looked-up entity row at serve time.",
+            labels, self.staleness,
+        )  # fmt: skip
+        yield _counter(
+            "feature_freshness_violations", "Feature values older than their freshness SLA.",
+            ("feature_set", "feature"), self.violations,
+        )  # fmt: skip
+
+
+def _histogram(
+    name: str, doc: str, labels: Sequence[str], values: Mapping[str, Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(_PREFIX + name, doc, labels=labels)
+    for key, hist in list(values.items()):
+        family.add_metric([key], hist.buckets(), hist.total)
+    return family
 
 
 def _counter(

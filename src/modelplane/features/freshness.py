@@ -57,7 +57,11 @@ class Policy(StrEnum):
 
 
 class FeaturesUnavailable(ContractViolation):
-    """Features were stale or missing under the ``fail`` policy (or had no default)."""
+    """Features were stale or missing under the ``fail`` policy (or had no default).
+
+    Its own code (HTTP 422): the request was well formed, the data behind it was not."""
+
+    code = "features_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ def explain(engine: Engine, request_id: str) -> dict[str, Any]:
         "fallback": _fallback(row),
         "latency_ms": {k: row[f"{k}_ms"] for k in ("queue", "batch", "compute", "total")},
         "batch_size": row["batch_size"],
+        "features": row.get("features"),
     }
 
 

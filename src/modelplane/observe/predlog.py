@@ -169,6 +169,7 @@ def _row(record: PredictionRecord) -> dict[str, Any]:
         "compute_ms": latency.compute_ms,
         "total_ms": latency.total_ms,
         "batch_size": record.batch_size,
+        "features": None if record.features is None else record.features.to_json(),
     }
 
 

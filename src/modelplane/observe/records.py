@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BatchTiming", "LatencySplit", "PredictionRecord", "RequestTrace", "split_latency"]
+__all__ = [
+    "BatchTiming",
+    "FeatureEvidence",
+    "LatencySplit",
+    "PredictionRecord",
+    "RequestTrace",
+    "split_latency",
+]
 
 
 class BatchTiming:
@@ -25,6 +32,29 @@ class BatchTiming:
         self.returned_at = 0.0
         """0.0 until the worker answered (or failed)."""
         self.rows = rows
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureEvidence:
+    """What the request-time join fed the model.
+
+    ``ages_s`` maps ``set:version/feature`` to the oldest age (seconds) of its values over
+    the batch, ``None`` when a value was missing: the oldest is what a freshness question
+    is about, and one number per feature keeps a kept record small at any batch size.
+    """
+
+    sets: tuple[str, ...]
+    ages_s: dict[str, float | None]
+    defaulted: tuple[str, ...] = ()
+    from_request: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sets": list(self.sets),
+            "ages_s": self.ages_s,
+            "defaulted": list(self.defaulted),
+            "from_request": list(self.from_request),
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,6 +70,8 @@ class RequestTrace:
     route: Any = None
     cause: str | None = None
     """Why a fallback answered: the failure's message."""
+    features: FeatureEvidence | None = None
+    """Set by the feature join, for endpoints that bind feature sets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +131,4 @@ class PredictionRecord:
     detail: str | None = None
     """The error's message, or what made the fallback answer."""
     batch_size: int | None = None
+    features: FeatureEvidence | None = None

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from modelplane.spec.contract import Contract, Fallback
 from modelplane.spec.names import Name, check_name
 
-__all__ = ["Batching", "Endpoint", "Route", "Shadow", "check_model_ref"]
+__all__ = ["Batching", "Endpoint", "FeatureBinding", "Route", "Shadow", "check_model_ref"]
 
 
 def check_model_ref(value: str) -> str:
@@ -67,6 +67,45 @@ class Batching(BaseModel):
     max_delay_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
 
 
+class FeatureBinding(BaseModel):
+    """Join features of one feature set version into every request, looked up by a key.
+
+    ``features`` empty means every feature of the set that the contract has an input for.
+    ``policy`` says what a stale or missing value becomes: ``fail`` (422), ``default``
+    (the declared default) or ``fallback`` (the endpoint's fallback answers).
+    ``compatible_versions`` lists other versions of the set that models trained on them
+    may be served with (lineage is checked at apply).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature_set: str
+    entity_key: str = Field(min_length=1, max_length=200)
+    """The request field holding the entity key."""
+    features: tuple[str, ...] = ()
+    policy: Literal["fail", "default", "fallback"] = "fail"
+    compatible_versions: tuple[int, ...] = ()
+
+    @field_validator("feature_set")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        name, _, version = value.partition(":")
+        check_name(name)
+        if not (version.isdigit() and int(version) >= 1):
+            raise PydanticCustomError(
+                "feature_set", "'{value}' is not 'name:version'", {"value": value}
+            )
+        return value
+
+    @property
+    def set_name(self) -> str:
+        return self.feature_set.partition(":")[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.feature_set.partition(":")[2])
+
+
 class Endpoint(BaseModel):
     """What callers reach by name: a contract, routes to model versions, and bounds."""
 
@@ -88,6 +127,8 @@ class Endpoint(BaseModel):
     fallback: Fallback | None = None
     """Overrides the contract's fallback when set."""
     labels: dict[str, str] = {}
+    features: tuple[FeatureBinding, ...] = ()
+    """Feature sets joined into requests before the contract is checked."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Endpoint:
@@ -102,7 +143,25 @@ class Endpoint(BaseModel):
         fallback = self.effective_fallback
         if fallback.endpoint is not None and fallback.endpoint == self.name:
             raise PydanticCustomError("fallback", "an endpoint cannot fall back to itself", {})
+        self._check_features()
         return self
+
+    def _check_features(self) -> None:
+        sets = [binding.set_name for binding in self.features]
+        twice = sorted({name for name in sets if sets.count(name) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "duplicate", "feature set '{name}' is bound twice", {"name": twice[0]}
+            )
+        inputs = {field.name for field in self.contract.inputs}
+        for binding in self.features:
+            unknown = [name for name in binding.features if name not in inputs]
+            if unknown:
+                raise PydanticCustomError(
+                    "features",
+                    "feature '{name}' of {ref} is not an input of the contract",
+                    {"name": unknown[0], "ref": binding.feature_set},
+                )
 
     @property
     def effective_timeout_ms(self) -> int:

@@ -236,3 +236,5 @@ class PredictionRow(Base):
     compute_ms: Mapped[float] = mapped_column(Float)
     total_ms: Mapped[float] = mapped_column(Float)
     batch_size: Mapped[int | None]
+    features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the feature join fed the model: set versions and value ages (see 0003)."""

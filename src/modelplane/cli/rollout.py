@@ -1,0 +1,146 @@
+"""``modelplane rollout | pause | resume | promote | rollback``: safe change of an endpoint.
+
+``rollout`` records a ``Rollout`` resource; the controller inside ``modelplane up`` moves
+traffic step by step as its gates allow. The other commands are recorded on the resource
+for the controller to apply; ``rollback`` also puts all traffic back on stable itself, so
+the gateway serves stable within a second of the command returning.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from modelplane.cli.context import CliContext, registry_from
+from modelplane.cli.output import console, emit_json, handle_errors
+
+if TYPE_CHECKING:
+    from modelplane.core.gates import ArmStats
+    from modelplane.core.rollout import Command
+    from modelplane.dataplane.endpoint_runtime import RouteRuntime
+    from modelplane.dataplane.gateway import Gateway
+
+__all__ = ["GatewayEvidence", "register"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+EndpointArg = Annotated[str, typer.Argument(help="The endpoint being rolled out.")]
+
+
+class GatewayEvidence:
+    """Adapts the gateway to the rollout controller's ``RolloutEvidence``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _route(self, endpoint: str, model: str) -> RouteRuntime | None:
+        runtime = self.gateway.handler.endpoints.get(endpoint)
+        if runtime is None:
+            return None
+        return next((route for route in runtime.routes if route.ref == model), None)
+
+    def route_ready(self, endpoint: str, model: str) -> bool:
+        route = self._route(endpoint, model)
+        return route is not None and route.target.ready
+
+    def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
+        route = self._route(endpoint, model)
+        return route.target.stats.snapshot() if route is not None else None
+
+
+def _spec_document(
+    endpoint: str, to: str | None, strategy: str | None, file: Path | None
+) -> dict[str, Any]:
+    from modelplane.controlplane.apply import load_documents
+    from modelplane.errors import InvalidSpec
+
+    document: dict[str, Any] = {"kind": "Rollout"}
+    if file is not None:
+        documents = load_documents(file)
+        if len(documents) != 1:
+            raise InvalidSpec(f"{file}: expected one Rollout document, found {len(documents)}")
+        document |= documents[0]
+    document["endpoint"] = endpoint
+    if to is not None:
+        document["to"] = to
+    if strategy is not None:
+        document["strategy"] = strategy
+        if file is None or "steps" not in document:
+            document.pop("steps", None)  # the strategy's own steps
+    return document
+
+
+@handle_errors
+def rollout(
+    ctx: typer.Context,
+    endpoint: EndpointArg,
+    to: Annotated[str | None, typer.Option("--to", help="The new model version.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="canary, shadow-then-canary or blue-green.")
+    ] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Rollout YAML.")] = None,
+    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Start moving ENDPOINT's traffic to a new model version, judged by gates."""
+    from modelplane.controlplane.rollouts import start_rollout
+    from modelplane.spec.io import parse
+    from modelplane.spec.rollout import RolloutSpec
+
+    cli: CliContext = ctx.obj
+    spec = parse(RolloutSpec, _spec_document(endpoint, to, strategy, file), what="Rollout")
+    with registry_from(cli) as registry:
+        resource = start_rollout(registry, spec, actor=cli.actor, now=time.time(), reason=reason)
+    if as_json:
+        emit_json({"name": resource.name, "generation": resource.generation, **resource.spec})
+        return
+    steps = ", ".join(
+        f"shadow {s.percent:g}%" if s.kind == "shadow" else f"{s.weight:g}%" for s in spec.steps
+    )
+    console.print(
+        f"rollout/{endpoint} started: {resource.spec['stable']} -> {spec.to}"
+        f" ({spec.strategy.value}: {steps})"
+    )
+
+
+def _command(ctx: typer.Context, endpoint: str, cmd: Command, as_json: bool) -> None:
+    from modelplane.controlplane.rollouts import record_command, rollback_traffic
+    from modelplane.core.rollout import Command
+
+    cli: CliContext = ctx.obj
+    with registry_from(cli) as registry:
+        state = record_command(registry, endpoint, cmd, actor=cli.actor, now=time.time())
+        moved = cmd is Command.ROLLBACK and rollback_traffic(registry, endpoint, actor=cli.actor)
+    if as_json:
+        emit_json({"endpoint": endpoint, "command": cmd.value, "phase": state.phase.value})
+        return
+    note = "; all traffic back on stable" if moved else ""
+    console.print(f"rollout/{endpoint}: {cmd.value} recorded (now {state.phase.value}){note}")
+
+
+def _command_for(name: str, help_text: str) -> Any:
+    @handle_errors
+    def run(ctx: typer.Context, endpoint: EndpointArg, as_json: JsonFlag = False) -> None:
+        from modelplane.core.rollout import Command
+
+        _command(ctx, endpoint, Command(name), as_json)
+
+    run.__doc__ = help_text
+    run.__name__ = name
+    return run
+
+
+_COMMANDS = {
+    "pause": "Hold ENDPOINT's rollout at its current weights.",
+    "resume": "Continue a paused rollout (its step's window starts afresh).",
+    "promote": "Skip the remaining steps: all traffic and the champion alias to the new version.",
+    "rollback": "All traffic back on stable now; the rollout ends.",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rollout")(rollout)
+    for name, help_text in _COMMANDS.items():
+        app.command(name)(_command_for(name, help_text))

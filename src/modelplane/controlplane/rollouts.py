@@ -1,0 +1,362 @@
+"""The rollout controller: drive ``core.rollout.step`` over the store and the live traffic.
+
+A ``Rollout`` resource (named after its endpoint) holds the :class:`RolloutSpec`, the stable
+route it started from and the commands people gave; its status holds the
+:class:`RolloutState`, the evidence baseline of the current step and what is done. Each
+pass, per rollout that is not settled:
+
+1. apply commands not yet seen (``pause``, ``resume``, ``promote``, ``rollback``);
+2. build the snapshot: the new version's and stable's readiness from the serving target,
+   and the window's evidence (cumulative route counters minus the step's baseline). In a
+   step where stable answers nothing (canary at 100%), stable's side of the comparison is
+   what it answered since the rollout's first step: without it the relative gates could
+   never conclude and a canary rollout could never promote;
+3. call ``step``; persist the new state and an audit event per action and per decision (with
+   the gate readings) in one transaction, *before* acting;
+4. make the endpoint's routes what the state says (level-triggered: re-applying the same
+   routes records nothing, so a restarted controller repeats nothing), and after a promotion
+   move the ``champion`` alias once.
+
+The data plane is reached only through :class:`RolloutEvidence`, which the CLI adapts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelplane.controlplane.apply import Applier
+from modelplane.controlplane.rollout_records import (
+    arm_from_dict,
+    arm_to_dict,
+    audit_events,
+    window,
+)
+from modelplane.core.gates import ArmStats, CustomResolver
+from modelplane.core.rollout import (
+    TERMINAL,
+    Command,
+    Phase,
+    RolloutSnapshot,
+    RolloutState,
+    command,
+    step,
+)
+from modelplane.errors import Conflict, ModelplaneError, NotFound
+from modelplane.registry.service import Registry
+from modelplane.spec.endpoint import Endpoint
+from modelplane.spec.rollout import RolloutSpec
+from modelplane.store import audit
+from modelplane.store.db import write_session
+from modelplane.store.resources import Resource, ResourceStore
+from modelplane.store.schema import ResourceRow
+from modelplane.types import Clock, SystemClock
+
+__all__ = [
+    "CONTROLLER",
+    "KIND",
+    "PROMOTED_ALIAS",
+    "RolloutController",
+    "RolloutEvidence",
+    "Traffic",
+    "apply_traffic",
+    "record_command",
+    "rollback_traffic",
+    "start_rollout",
+]
+
+log = logging.getLogger(__name__)
+
+KIND = "Rollout"
+CONTROLLER = "rollout-controller"
+"""The actor of what the controller does by itself."""
+PROMOTED_ALIAS = "champion"
+
+
+class RolloutEvidence(Protocol):
+    """What the controller reads from the data plane (the CLI adapts the gateway)."""
+
+    def route_ready(self, endpoint: str, model: str) -> bool:
+        """The route to ``model`` (as written in the endpoint) has a ready replica."""
+        ...
+
+    def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
+        """Cumulative counters of the route to ``model``; ``None`` when it is not served."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """The routes (``model -> weight``) and shadows (``model -> percent``) of an endpoint."""
+
+    routes: tuple[tuple[str, float], ...]
+    shadows: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def of(cls, spec: RolloutSpec, stable: str, state: RolloutState) -> Traffic:
+        """What ``state`` says the endpoint must route; the canary stays routed (weight 0,
+        workers warm) from its first scale request until the rollout ends."""
+        if state.phase is Phase.PROMOTED:
+            return cls(((spec.to, 100.0),))
+        if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
+            return cls(((stable, 100.0),))
+        stable_weight, canary_weight = state.weights
+        routes: tuple[tuple[str, float], ...] = ((stable, stable_weight),)
+        if canary_weight > 0 or state.canary_scaled_for > 0 or state.shadow_percent > 0:
+            routes += ((spec.to, canary_weight),)
+        shadows = ((spec.to, state.shadow_percent),) if state.shadow_percent > 0 else ()
+        return cls(routes, shadows)
+
+    def differs(self, endpoint: Mapping[str, Any]) -> bool:
+        routes = tuple((r["model"], float(r.get("weight", 100.0))) for r in endpoint["routes"])
+        shadows = tuple(
+            (s["model"], float(s.get("percent", 100.0))) for s in endpoint.get("shadows", ())
+        )
+        return (routes, shadows) != (self.routes, self.shadows)
+
+    def document(self, endpoint: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            **endpoint,
+            "routes": [{"model": m, "weight": w} for m, w in self.routes],
+            "shadows": [{"model": m, "percent": p} for m, p in self.shadows],
+        }
+
+
+def apply_traffic(
+    registry: Registry, endpoint: str, traffic: Traffic, *, actor: str, reason: str
+) -> bool:
+    """Re-apply ``endpoint`` with ``traffic`` (checked like any apply); False if unchanged."""
+    resources = ResourceStore(registry.engine)
+    current = resources.get("Endpoint", endpoint).spec
+    if not traffic.differs(current):
+        return False
+    applier = Applier(registry, resources, actor=actor)
+    applier.apply_all([traffic.document(current)], reason=reason)
+    return True
+
+
+def rollback_traffic(registry: Registry, endpoint: str, *, actor: str) -> bool:
+    """All of ``endpoint``'s traffic on the rollout's stable route, now (what ``rollback``
+    does besides recording the command, so traffic moves before the controller's pass)."""
+    stable = ResourceStore(registry.engine).get(KIND, endpoint).spec["stable"]
+    traffic = Traffic(((stable, 100.0),))
+    return apply_traffic(
+        registry, endpoint, traffic, actor=actor, reason="rollback: all traffic to stable"
+    )
+
+
+def start_rollout(
+    registry: Registry, spec: RolloutSpec, *, actor: str, now: float, reason: str = ""
+) -> Resource:
+    """Record a new rollout of ``spec.endpoint``; Conflict while another one is running."""
+    resources = ResourceStore(registry.engine)
+    endpoint = Endpoint.model_validate(resources.get("Endpoint", spec.endpoint).spec)
+    live = [r.model for r in endpoint.routes if r.weight > 0]
+    if len(live) != 1:
+        raise Conflict(
+            f"endpoint '{spec.endpoint}' routes to {len(live)} versions; a rollout starts"
+            " from exactly one"
+        )
+    if live[0] == spec.to or registry.get(live[0]).ref == registry.get(spec.to).ref:
+        raise Conflict(f"endpoint '{spec.endpoint}' already serves {spec.to}")
+    with contextlib.suppress(NotFound):
+        previous = resources.get(KIND, spec.endpoint)
+        phase = (previous.status or {}).get("state", {}).get("phase", Phase.PENDING.value)
+        if Phase(phase) not in TERMINAL:
+            raise Conflict(f"a rollout of '{spec.endpoint}' is {phase}; finish it first")
+    document = {
+        "rollout": spec.model_dump(mode="json"),
+        "stable": live[0],
+        "requested_at": now,
+        "commands": [],
+    }
+    applied = resources.apply(KIND, spec.endpoint, document, actor=actor, reason=reason)
+    status = {"state": RolloutState().to_dict(), "commands_seen": 0}
+    resources.set_status(KIND, spec.endpoint, status)
+    return applied.resource
+
+
+def record_command(
+    registry: Registry, endpoint: str, cmd: Command, *, actor: str, now: float
+) -> RolloutState:
+    """Record ``cmd`` for the controller; the state it leads to (Conflict if it cannot)."""
+    resources = ResourceStore(registry.engine)
+    for _ in range(3):
+        resource = resources.get(KIND, endpoint)
+        state = _pending_state(resource)
+        after = command(state, cmd, now, by=actor)  # raises Conflict when not allowed
+        commands = [*resource.spec["commands"], {"command": cmd.value, "by": actor, "at": now}]
+        spec = {**resource.spec, "commands": commands}
+        try:
+            resources.apply(
+                KIND,
+                endpoint,
+                spec,
+                actor=actor,
+                reason=f"{cmd.value} rollout",
+                expected_generation=resource.generation,
+            )
+        except Conflict:
+            continue  # the controller or another person wrote meanwhile: reread
+        return after
+    raise Conflict(f"rollout of '{endpoint}' keeps changing; try again")
+
+
+def _pending_state(resource: Resource) -> RolloutState:
+    """The stored state with the commands the controller has not seen yet applied."""
+    status = resource.status or {}
+    state = RolloutState.from_dict(status["state"]) if status.get("state") else RolloutState()
+    for entry in resource.spec["commands"][status.get("commands_seen", 0) :]:
+        with contextlib.suppress(Conflict):
+            state = command(state, Command(entry["command"]), entry["at"], by=entry["by"])
+    return state
+
+
+class RolloutController:
+    """Reconciles ``Rollout`` resources; see the module docstring."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        evidence: RolloutEvidence,
+        *,
+        clock: Clock | None = None,
+        resolver: CustomResolver | None = None,
+    ) -> None:
+        self.registry = registry
+        self.resources = ResourceStore(registry.engine)
+        self.evidence = evidence
+        self._clock = clock or SystemClock()
+        self._resolver = resolver
+
+    async def reconcile(self) -> None:
+        """One pass over every unsettled rollout; safe at any time, any number of times."""
+        for resource in await asyncio.to_thread(self.resources.list, KIND):
+            if not (resource.status or {}).get("settled"):
+                await asyncio.to_thread(self.reconcile_one, resource.name)
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged."""
+        while not stop.is_set():
+            try:
+                await self.reconcile()
+            except ModelplaneError as exc:
+                log.warning("rollout reconcile failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    def reconcile_one(self, name: str) -> RolloutState:
+        """Move one rollout as far as it can go now; returns its state."""
+        resource = self.resources.get(KIND, name)
+        spec = RolloutSpec.model_validate(resource.spec["rollout"])
+        stable: str = resource.spec["stable"]
+        status = dict(resource.status or {})
+        now = self._clock.wall()
+        state = RolloutState.from_dict(status["state"]) if status.get("state") else RolloutState()
+        before = state
+        commands = resource.spec["commands"]
+        for entry in commands[status.get("commands_seen", 0) :]:
+            state = self._command(state, entry)
+        arms = self._arms(spec, stable)
+        snapshot = self._snapshot(spec, stable, state, status, arms)
+        decision, new = step(spec, snapshot, now, state, resolver=self._resolver)
+        if new.step_started_at is not None and new.step_started_at != state.step_started_at:
+            status["baseline"] = {
+                "at": new.step_started_at,
+                **{arm: arm_to_dict(stats) for arm, stats in arms.items()},
+            }
+            status.setdefault("reference", status["baseline"])
+        status |= {"state": new.to_dict(), "commands_seen": len(commands)}
+        events = audit_events(name, before, new, decision, actor=CONTROLLER, now=now)
+        if not self._persist(name, resource.generation, status, events):
+            return state  # the resource changed under this pass; the next pass redoes it
+        self._act(spec, stable, new, status, resource.generation)
+        return new
+
+    def _command(self, state: RolloutState, entry: Mapping[str, Any]) -> RolloutState:
+        try:
+            return command(state, Command(entry["command"]), float(entry["at"]), by=entry["by"])
+        except Conflict as exc:
+            # recorded after a transition the person did not see: refused, and said so
+            log.warning("rollout command %s refused: %s", entry["command"], exc.message)
+            return state
+
+    def _arms(self, spec: RolloutSpec, stable: str) -> dict[str, ArmStats | None]:
+        return {
+            "canary": self.evidence.route_stats(spec.endpoint, spec.to),
+            "stable": self.evidence.route_stats(spec.endpoint, stable),
+        }
+
+    def _snapshot(
+        self,
+        spec: RolloutSpec,
+        stable: str,
+        state: RolloutState,
+        status: Mapping[str, Any],
+        arms: Mapping[str, ArmStats | None],
+    ) -> RolloutSnapshot:
+        canary_ready = self.evidence.route_ready(spec.endpoint, spec.to)
+        stats = None
+        baseline = status.get("baseline") or {}
+        started = state.step_started_at
+        if started is not None and baseline.get("at") == started:
+            stats = window(
+                arms["canary"],
+                arm_from_dict(baseline.get("canary")),
+                arms["stable"],
+                arm_from_dict(baseline.get("stable")),
+                since=started,
+                stable_reference=arm_from_dict((status.get("reference") or {}).get("stable")),
+            )
+        endpoint = Endpoint.model_validate(self.resources.get("Endpoint", spec.endpoint).spec)
+        return RolloutSnapshot(
+            canary_ready_percent=100.0 if canary_ready else 0.0,
+            stable_ready=self.evidence.route_ready(spec.endpoint, stable),
+            stats=stats,
+            slo=endpoint.contract.slo,
+        )
+
+    def _persist(
+        self, name: str, generation: int, status: dict[str, Any], events: Sequence[audit.AuditEvent]
+    ) -> bool:
+        """The state and its audit events commit together, before anything is acted on;
+        False (nothing written) when a command or a new rollout landed during the pass."""
+        with write_session(self.registry.engine) as session:
+            row = session.get(ResourceRow, (KIND, name), with_for_update=True)
+            if row is None or row.generation != generation:
+                return False
+            row.status = status
+            for event in events:
+                audit.append(session, event)
+            return True
+
+    def _act(
+        self,
+        spec: RolloutSpec,
+        stable: str,
+        state: RolloutState,
+        status: dict[str, Any],
+        generation: int,
+    ) -> None:
+        traffic = Traffic.of(spec, stable, state)
+        why = f"rollout of {spec.to}: {state.phase.value}, step {state.step + 1}"
+        if self.resources.get(KIND, spec.endpoint).generation != generation:
+            return  # a command landed after this pass read it: its pass sets the traffic
+        apply_traffic(self.registry, spec.endpoint, traffic, actor=CONTROLLER, reason=why)
+        if state.phase is Phase.PROMOTED and not status.get("alias_moved"):
+            version = self.registry.get(spec.to)
+            self.registry.set_alias(
+                version.name,
+                PROMOTED_ALIAS,
+                version.version,
+                actor=CONTROLLER,
+                reason=f"rollout of {spec.endpoint} promoted {version.ref}",
+            )
+            status["alias_moved"] = True
+        if state.phase in TERMINAL:
+            status["settled"] = True
+            self.resources.set_status(KIND, spec.endpoint, status)

@@ -1,0 +1,130 @@
+"""Rollouts through ``modelplane up`` under steady load on loopback: a rollback puts all
+traffic back on stable at once, then a healthy v2 is promoted; no request fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from tests.cli.test_up import CLI, ENDPOINT, cli, free_port
+
+from modelplane.registry.build import package
+
+pd = pytest.importorskip("pandas")
+pytestmark = pytest.mark.timeout(240)
+
+SLOW = """
+kind: Rollout
+steps: [{weight: 50, hold_s: 600}]
+max_duration_s: 3600
+"""
+FAST = """
+kind: Rollout
+steps: [{weight: 50, hold_s: 1}, {weight: 100, hold_s: 1}]
+gates:
+  - {type: min_samples, requests: 5}
+  - {type: error_rate, max_rate: 0.01}
+"""
+
+
+class Load(threading.Thread):
+    """Closed-loop requests, each recorded as (sent at, status, model version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop = url, threading.Event()
+        self.seen: list[tuple[float, int, str]] = []
+
+    def run(self) -> None:
+        rng = np.random.default_rng(3)
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                a, b = rng.normal(size=2)
+                sent = time.monotonic()
+                response = http.post(self.url, json={"instances": [{"a": a, "b": b}]})
+                version = response.headers.get("modelplane-model-version", "")
+                self.seen.append((sent, response.status_code, version))
+
+
+def wait_for(check: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def phase(env: dict[str, str]) -> str:
+    [resource] = json.loads(cli(env, "get", "rollouts", "--json"))
+    return str(resource["status"]["state"]["phase"])
+
+
+def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    for version, c in enumerate((1.0, 0.5), start=1):
+        model = LogisticRegression(C=c).fit(frame, (frame["a"] > 0).astype(int))
+        built = package(model, name="fraud", output_dir=tmp_path / f"p{version}",
+                        sample_input=frame.head())  # fmt: skip
+        cli(env, "push", str(built.path), *(("--alias", "champion") if version == 1 else ()))
+    for name, text in (("endpoint", ENDPOINT), ("slow", SLOW), ("fast", FAST)):
+        (tmp_path / f"{name}.yaml").write_text(text)
+    port, api_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [CLI, "up", "--port", str(port), "--api-port", str(api_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    load = Load(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
+    try:
+        cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
+        wait_for(lambda: _serves(port), 90, "the endpoint")
+        load.start()
+        cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "slow.yaml"))
+        wait_for(lambda: any(v == "fraud:2" for _, _, v in load.seen), 60, "canary traffic")
+        cli(env, "rollback", "fraud-score")
+        returned = time.monotonic()
+        wait_for(lambda: phase(env) == "rolled_back", 30, "the rollback")
+        time.sleep(1.5)
+        last_canary = max(t for t, _, v in load.seen if v == "fraud:2")
+        print(f"rollback -> 100% stable: {max(0.0, last_canary - returned):.3f}s after return")
+        assert last_canary - returned < 2.5
+        cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "fast.yaml"))
+        wait_for(lambda: phase(env) == "promoted", 90, "the promotion")
+        settled = time.monotonic() + 1.5
+        wait_for(lambda: load.seen[-1][0] > settled, 30, "traffic after promotion")
+    finally:
+        load.stop.set()
+        load.join(timeout=30)
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert {status for _, status, _ in load.seen} == {200}, output
+    after = {v for t, _, v in load.seen if t > settled}
+    assert after == {"fraud:2"}
+    events = json.loads(cli(env, "audit", "log", "--json", "--limit", "500"))
+    actions = {e["action"] for e in events}
+    assert {"rollout.set_weights", "rollout.rollback", "rollout.promote", "alias.set"} <= actions
+
+
+def _serves(port: int) -> bool:
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict",
+            json={"instances": [{"a": 1.0, "b": 0.0}]},
+            timeout=5,
+        )
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
