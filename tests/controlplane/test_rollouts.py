@@ -22,7 +22,7 @@ from modelplane.controlplane.rollouts import (
     start_rollout,
 )
 from modelplane.core.drift import Histogram
-from modelplane.core.gates import ArmStats
+from modelplane.core.gates import ArmStats, ShadowStats
 from modelplane.core.rollout import Command, Phase
 from modelplane.errors import Conflict
 from modelplane.registry.build import package
@@ -45,12 +45,16 @@ class FakeEvidence:
     def __init__(self) -> None:
         self.ready: set[str] = set()
         self.arms: dict[str, ArmStats] = {}
+        self.shadows: dict[str, ShadowStats] = {}
 
     def route_ready(self, endpoint: str, model: str) -> bool:
         return model in self.ready
 
     def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
         return self.arms.get(model)
+
+    def shadow_stats(self, endpoint: str, model: str) -> ShadowStats | None:
+        return self.shadows.get(model)
 
     def serve(self, model: str, requests: int, errors: int = 0) -> None:
         old = self.arms.get(model, ArmStats(latency_ms=Histogram(BOUNDS, (0, 0, 0))))

@@ -18,7 +18,7 @@ from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors
 
 if TYPE_CHECKING:
-    from modelplane.core.gates import ArmStats
+    from modelplane.core.gates import ArmStats, ShadowStats
     from modelplane.core.rollout import Command
     from modelplane.dataplane.endpoint_runtime import RouteRuntime
     from modelplane.dataplane.gateway import Gateway
@@ -48,6 +48,13 @@ class GatewayEvidence:
     def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
         route = self._route(endpoint, model)
         return route.target.stats.snapshot() if route is not None else None
+
+    def shadow_stats(self, endpoint: str, model: str) -> ShadowStats | None:
+        runtime = self.gateway.handler.endpoints.get(endpoint)
+        if runtime is None:
+            return None
+        shadow = next((s for s in runtime.shadows if s.ref == model), None)
+        return shadow.comparison.snapshot() if shadow is not None else None
 
 
 def _spec_document(

@@ -135,6 +135,7 @@ class EndpointController:
         pinned = (resource.status or {}).get("resolved", {})
         models: dict[str, ResolvedModel] = {}
         refs = [r.model for r in endpoint.routes]
+        refs += [s.model for s in endpoint.shadows if s.model not in refs]
         for ref in refs:
             target = pinned.get(ref, {}).get("ref", ref)
             models[ref] = self._fetch(target)

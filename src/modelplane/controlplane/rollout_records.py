@@ -13,11 +13,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelplane.core.drift import Histogram
-from modelplane.core.gates import ArmStats, WindowStats
+from modelplane.core.gates import ArmStats, ShadowStats, WindowStats
 from modelplane.core.rollout import RolloutDecision, RolloutState
 from modelplane.store.audit import AuditEvent
 
-__all__ = ["arm_from_dict", "arm_to_dict", "audit_events", "diff_arm", "window"]
+__all__ = [
+    "arm_from_dict",
+    "arm_to_dict",
+    "audit_events",
+    "diff_arm",
+    "diff_shadow",
+    "shadow_from_dict",
+    "shadow_to_dict",
+    "window",
+]
 
 
 def _hist_to_dict(hist: Histogram) -> dict[str, Any]:
@@ -83,6 +92,37 @@ def diff_arm(now: ArmStats | None, base: ArmStats | None) -> ArmStats:
     )
 
 
+def shadow_to_dict(stats: ShadowStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {
+        "compared": stats.compared,
+        "disagreed": stats.disagreed,
+        "relative_error_sum": stats.relative_error_sum,
+    }
+
+
+def shadow_from_dict(data: Mapping[str, Any] | None) -> ShadowStats | None:
+    if data is None:
+        return None
+    return ShadowStats(
+        int(data["compared"]), int(data["disagreed"]), float(data["relative_error_sum"])
+    )
+
+
+def diff_shadow(now: ShadowStats | None, base: ShadowStats | None) -> ShadowStats:
+    """``now - base``; all of ``now`` when there is no base or the counters restarted."""
+    if now is None:
+        return ShadowStats()
+    if base is None or now.compared < base.compared or now.disagreed < base.disagreed:
+        return now
+    return ShadowStats(
+        now.compared - base.compared,
+        now.disagreed - base.disagreed,
+        max(now.relative_error_sum - base.relative_error_sum, 0.0),
+    )
+
+
 def window(
     canary: ArmStats | None,
     canary_base: ArmStats | None,
@@ -91,13 +131,20 @@ def window(
     *,
     since: float,
     stable_reference: ArmStats | None = None,
+    shadow: ShadowStats | None = None,
+    shadow_base: ShadowStats | None = None,
 ) -> WindowStats:
     """The step's evidence: each arm's counters minus the step's baseline; stable's side
     counts from ``stable_reference`` instead when stable answered nothing in the step."""
     stable_window = diff_arm(stable, stable_base)
     if stable_window.requests == 0 and stable_reference is not None:
         stable_window = diff_arm(stable, stable_reference)
-    return WindowStats(canary=diff_arm(canary, canary_base), stable=stable_window, since=since)
+    return WindowStats(
+        canary=diff_arm(canary, canary_base),
+        stable=stable_window,
+        shadow=diff_shadow(shadow, shadow_base),
+        since=since,
+    )
 
 
 def audit_events(

@@ -34,9 +34,11 @@ from modelplane.controlplane.rollout_records import (
     arm_from_dict,
     arm_to_dict,
     audit_events,
+    shadow_from_dict,
+    shadow_to_dict,
     window,
 )
-from modelplane.core.gates import ArmStats, CustomResolver
+from modelplane.core.gates import ArmStats, CustomResolver, ShadowStats
 from modelplane.core.rollout import (
     TERMINAL,
     Command,
@@ -86,6 +88,11 @@ class RolloutEvidence(Protocol):
 
     def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
         """Cumulative counters of the route to ``model``; ``None`` when it is not served."""
+        ...
+
+    def shadow_stats(self, endpoint: str, model: str) -> ShadowStats | None:
+        """Cumulative comparisons of the shadow ``model`` with the answers callers got;
+        ``None`` when it is not a shadow of the endpoint."""
         ...
 
 
@@ -262,12 +269,14 @@ class RolloutController:
         for entry in commands[status.get("commands_seen", 0) :]:
             state = self._command(state, entry)
         arms = self._arms(spec, stable)
-        snapshot = self._snapshot(spec, stable, state, status, arms)
+        shadow = self.evidence.shadow_stats(spec.endpoint, spec.to)
+        snapshot = self._snapshot(spec, stable, state, status, arms, shadow)
         decision, new = step(spec, snapshot, now, state, resolver=self._resolver)
         if new.step_started_at is not None and new.step_started_at != state.step_started_at:
             status["baseline"] = {
                 "at": new.step_started_at,
                 **{arm: arm_to_dict(stats) for arm, stats in arms.items()},
+                "shadow": shadow_to_dict(shadow),
             }
             status.setdefault("reference", status["baseline"])
         status |= {"state": new.to_dict(), "commands_seen": len(commands)}
@@ -298,6 +307,7 @@ class RolloutController:
         state: RolloutState,
         status: Mapping[str, Any],
         arms: Mapping[str, ArmStats | None],
+        shadow: ShadowStats | None,
     ) -> RolloutSnapshot:
         canary_ready = self.evidence.route_ready(spec.endpoint, spec.to)
         stats = None
@@ -311,6 +321,8 @@ class RolloutController:
                 arm_from_dict(baseline.get("stable")),
                 since=started,
                 stable_reference=arm_from_dict((status.get("reference") or {}).get("stable")),
+                shadow=shadow,
+                shadow_base=shadow_from_dict(baseline.get("shadow")),
             )
         endpoint = Endpoint.model_validate(self.resources.get("Endpoint", spec.endpoint).spec)
         return RolloutSnapshot(

@@ -1,13 +1,28 @@
-"""Traffic choice among an endpoint's routes: by weight, with an injected random source."""
+"""Traffic choice among an endpoint's routes: by weight, with an injected random source, or
+by a request key's hash (sticky: one caller stays on one version).
+
+A key's hash is a fixed point in ``[0, 1)``, and routes own consecutive slices of that
+interval in their listed order. Moving weight from the first route to a later one moves
+only the keys on the slice boundary: a caller that reached the canary at 5 % still reaches
+it at 25 %.
+"""
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import random
 from collections.abc import Sequence
 
-__all__ = ["WeightedChoice"]
+__all__ = ["WeightedChoice", "key_point"]
+
+
+def key_point(key: str) -> float:
+    """A stable point in ``[0, 1)`` for ``key``, the same in every process and release
+    (Python's own ``hash`` of a string is salted per process)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 class WeightedChoice:
@@ -31,6 +46,12 @@ class WeightedChoice:
     def pick(self) -> int:
         if self._only is not None:
             return self._only
+        return self.pick_at(self._rng.random())
+
+    def pick_at(self, point: float) -> int:
+        """The route whose slice holds ``point`` (in ``[0, 1)``, e.g. :func:`key_point`)."""
+        if self._only is not None:
+            return self._only
         # bisect_right skips zero-weight routes: their cumulative equals the previous one
-        point = self._rng.random() * self._total
-        return min(bisect.bisect_right(self._cumulative, point), len(self._cumulative) - 1)
+        scaled = point * self._total
+        return min(bisect.bisect_right(self._cumulative, scaled), len(self._cumulative) - 1)

@@ -10,11 +10,17 @@
 
 A changed endpoint keeps the :class:`RouteRuntime` (workers, batcher, breaker, evidence) of
 every route whose model version and per-version settings did not change, so a rollout's
-weight change swaps only the routing, never restarts a worker.
+weight change swaps only the routing, never restarts a worker. A replica count change
+resizes the pool in place.
+
+Shadows (:class:`ShadowRuntime`) reach a model version too, the same runtime as a route to
+that version when there is one (a rollout keeps its canary routed at weight 0 while it is
+a shadow), and compare its answers with the primary's in a :class:`ShadowComparison`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import numpy.typing as npt
 
 from modelplane.core.batching import BatchingConfig
 from modelplane.core.circuit import CircuitBreaker
+from modelplane.core.gates import ShadowStats
 from modelplane.core.routing import WeightedChoice
 from modelplane.core.validate import CompiledContract
 from modelplane.dataplane.batcher import Batcher, BatcherConfig
@@ -52,8 +60,11 @@ __all__ = [
     "ModelVersionRuntime",
     "OutputViolation",
     "RouteRuntime",
+    "ShadowComparison",
+    "ShadowRuntime",
     "build_endpoints",
     "describe",
+    "resize_kept",
     "serves_same",
     "version_settings",
 ]
@@ -101,12 +112,12 @@ class EndpointConfig:
 
 
 def version_settings(endpoint: Endpoint, source: ModelSource) -> tuple[Any, ...]:
-    """What a :class:`ModelVersionRuntime` is built from; equal settings can be reused."""
+    """What a :class:`ModelVersionRuntime` is built from; equal settings can be reused (the
+    replica count is not among them: a kept runtime is resized in place)."""
     return (
         endpoint.name,
         source,
         endpoint.contract,
-        endpoint.replicas,
         endpoint.batching,
         endpoint.max_queue_rows,
         endpoint.effective_timeout_ms,
@@ -190,6 +201,11 @@ class ModelVersionRuntime:
     def ready(self) -> bool:
         return not self.pool.stopping and any(r.state == "ready" for r in self.pool.replicas())
 
+    async def resize(self, replicas: int) -> None:
+        """Run ``replicas`` worker processes; new ones warm up before taking requests."""
+        await self.pool.resize(replicas)
+        self.batcher.config = replace(self.batcher.config, max_inflight_batches=replicas)
+
     async def start(self) -> None:
         await self.pool.start()
         self.batcher.start()
@@ -211,6 +227,69 @@ class RouteRuntime:
     flush_at: float = 0.0
 
 
+_LABEL_KINDS = frozenset("biuUSO")
+
+
+class ShadowComparison:
+    """Cumulative counts of shadow answers against the primary's, for the same requests.
+
+    One output is compared (the contract's first, else the first answered): labels by
+    equality, numbers by relative error. Counters only grow; the rollout controller diffs
+    two :meth:`snapshot` readings to get a step's window.
+    """
+
+    __slots__ = ("compared", "disagreed", "dropped", "failed", "output", "relative_error_sum")
+
+    def __init__(self, output: str | None = None) -> None:
+        self.output = output
+        self.compared = 0
+        self.disagreed = 0
+        self.relative_error_sum = 0.0
+        self.failed = 0
+        """Shadow calls that raised (their errors also count on the shadow version's route)."""
+        self.dropped = 0
+        """Copies not sent because the shadow was already at its in-flight bound."""
+
+    def compare(self, primary: Arrays, shadow: Arrays) -> None:
+        name = self.output
+        if name is None:
+            name = self.output = next(iter(primary), None)
+        if name is None or name not in primary or name not in shadow:
+            return
+        ours, theirs = primary[name], shadow[name]
+        if ours.shape != theirs.shape or not ours.size:
+            self.compared += max(len(ours), 1)
+            self.disagreed += max(len(ours), 1)
+            return
+        rows = len(ours) if ours.ndim else 1
+        self.compared += rows
+        if ours.dtype.kind in _LABEL_KINDS or theirs.dtype.kind in _LABEL_KINDS:
+            differ = np.not_equal(ours, theirs).reshape(rows, -1).any(axis=1)
+            self.disagreed += int(differ.sum())
+            return
+        a = ours.astype(np.float64, copy=False).reshape(rows, -1)
+        b = theirs.astype(np.float64, copy=False).reshape(rows, -1)
+        scale = np.maximum(np.abs(a), 1e-12)
+        per_row = (np.abs(b - a) / scale).mean(axis=1)
+        total = float(per_row.sum())
+        self.relative_error_sum += total if math.isfinite(total) else float(rows)
+
+    def snapshot(self) -> ShadowStats:
+        return ShadowStats(self.compared, self.disagreed, self.relative_error_sum)
+
+
+@dataclass(slots=True)
+class ShadowRuntime:
+    """A sampled copy of the endpoint's traffic to ``target``; answers are only compared."""
+
+    ref: str
+    target: ModelVersionRuntime
+    percent: float
+    comparison: ShadowComparison
+    max_inflight: int
+    inflight: int = 0
+
+
 class EndpointRuntime:
     """Everything about one endpoint that requests need, prepared once."""
 
@@ -223,10 +302,14 @@ class EndpointRuntime:
         contract: CompiledContract,
         routes: Sequence[RouteRuntime],
         rng: random.Random,
+        shadows: Sequence[ShadowRuntime] = (),
     ) -> None:
         self.endpoint = endpoint
         self.name = endpoint.name
         self.routes = list(routes)
+        self.shadows = list(shadows)
+        self.rng = rng
+        self.sticky_key = endpoint.sticky_key
         self.contract = contract
         self.plain = PlainInputs.build(endpoint.contract.inputs)
         self.timeout_s = endpoint.effective_timeout_ms / 1000
@@ -250,6 +333,14 @@ class EndpointRuntime:
     @property
     def ready(self) -> bool:
         return any(route.target.ready for route in self.routes)
+
+    @property
+    def targets(self) -> list[ModelVersionRuntime]:
+        """Every model version this endpoint reaches, routes' and shadows', each once."""
+        seen: dict[int, ModelVersionRuntime] = {}
+        for target in [r.target for r in self.routes] + [s.target for s in self.shadows]:
+            seen.setdefault(id(target), target)
+        return list(seen.values())
 
     def route_for_version(self, version: str) -> RouteRuntime | None:
         for route in self.routes:
@@ -286,6 +377,10 @@ def describe(endpoints: Iterable[EndpointRuntime]) -> list[dict[str, Any]]:
                 "contract": {"name": spec.contract.name, "version": spec.contract.version},
                 "versions": runtime.versions,
                 "routes": routes,
+                "shadows": [
+                    {"model": sh.ref, "version": sh.target.label, "percent": sh.percent}
+                    for sh in runtime.shadows
+                ],
                 "ready": runtime.ready,
             }
         )
@@ -313,30 +408,98 @@ def build_endpoints(
         endpoint = config.endpoint
         if endpoint.name in endpoints:
             raise InvalidSpec(f"endpoint '{endpoint.name}' is configured twice")
-        contract = CompiledContract.from_contract(endpoint.contract)
-        join = compile_join(endpoint, config.featuresets, metrics.features)
         previous = reuse.get(endpoint.name) if reuse else None
-        old = {r.ref: r for r in previous.routes} if previous is not None else {}
-        routes = []
-        for route in endpoint.routes:
-            source = config.models.get(route.model)
-            if source is None:
-                raise InvalidSpec(
-                    f"endpoint '{endpoint.name}': route '{route.model}' was not resolved",
-                    details=[{"field": "routes", "problem": f"no package for '{route.model}'"}],
-                )
-            kept = old.get(route.model)
-            if kept is not None and kept.target.settings_key == version_settings(endpoint, source):
-                routes.append(kept)
-                continue
-            target = ModelVersionRuntime(source, endpoint, contract, pool, metrics)
-            versions.append(target)
-            routes.append(RouteRuntime(route.model, target))
-        runtime = endpoints[endpoint.name] = EndpointRuntime(endpoint, contract, routes, rng)
+        builder = _TargetBuilder(config, pool, metrics, previous)
+        runtime = endpoints[endpoint.name] = builder.build(rng)
+        versions += builder.fresh
+        join = compile_join(endpoint, config.featuresets, metrics.features)
         if join is not None:
             runtime.features, runtime.records = join, join.records
     _check_fallback_targets(endpoints, also_served)
     return endpoints, versions
+
+
+class _TargetBuilder:
+    """Builds one endpoint's runtime, reusing the model versions, routes and shadow
+    comparisons of ``previous`` whose version and settings did not change."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        pool: PoolConfig,
+        metrics: GatewayMetrics,
+        previous: EndpointRuntime | None,
+    ) -> None:
+        self.config = config
+        self.endpoint = config.endpoint
+        self.contract = CompiledContract.from_contract(self.endpoint.contract)
+        self.pool = pool
+        self.metrics = metrics
+        self.previous = previous
+        self.fresh: list[ModelVersionRuntime] = []
+        self._built: dict[str, ModelVersionRuntime] = {}
+        self._old = {t.source.label: t for t in previous.targets} if previous else {}
+
+    def target(self, ref: str, field: str) -> ModelVersionRuntime:
+        source = self.config.models.get(ref)
+        if source is None:
+            raise InvalidSpec(
+                f"endpoint '{self.endpoint.name}': {field} '{ref}' was not resolved",
+                details=[{"field": field, "problem": f"no package for '{ref}'"}],
+            )
+        if source.label in self._built:
+            return self._built[source.label]
+        target = self._old.get(source.label)
+        if target is None or target.settings_key != version_settings(self.endpoint, source):
+            target = ModelVersionRuntime(
+                source, self.endpoint, self.contract, self.pool, self.metrics
+            )
+            self.fresh.append(target)
+        self._built[source.label] = target
+        return target
+
+    def build(self, rng: random.Random) -> EndpointRuntime:
+        endpoint, previous = self.endpoint, self.previous
+        old_routes = {r.ref: r for r in previous.routes} if previous else {}
+        old_shadows = {s.ref: s for s in previous.shadows} if previous else {}
+        routes: list[RouteRuntime] = []
+        for route in endpoint.routes:
+            target = self.target(route.model, "routes")
+            kept = old_routes.get(route.model)
+            routes.append(
+                kept if kept and kept.target is target else RouteRuntime(route.model, target)
+            )
+        shadows: list[ShadowRuntime] = []
+        for shadow in endpoint.shadows:
+            target = self.target(shadow.model, "shadows")
+            kept_shadow = old_shadows.get(shadow.model)
+            comparison = (
+                kept_shadow.comparison
+                if kept_shadow is not None and kept_shadow.target is target
+                else ShadowComparison(_first_output(endpoint))
+            )
+            # A shadow may hold half the queue at most: the primary always finds room.
+            bound = max(endpoint.max_queue_rows // 2, 1)
+            shadows.append(ShadowRuntime(shadow.model, target, shadow.percent, comparison, bound))
+        return EndpointRuntime(endpoint, self.contract, routes, rng, shadows)
+
+
+def _first_output(endpoint: Endpoint) -> str | None:
+    outputs = endpoint.contract.outputs
+    return outputs[0].name if outputs else None
+
+
+def resize_kept(
+    endpoints: Mapping[str, EndpointRuntime], fresh: Collection[ModelVersionRuntime]
+) -> list[tuple[ModelVersionRuntime, int]]:
+    """Reused model versions whose endpoint now asks for another replica count."""
+    new = {id(v) for v in fresh}
+    return [
+        (target, runtime.endpoint.replicas)
+        for runtime in endpoints.values()
+        for target in runtime.targets
+        if id(target) not in new and target.pool.config.replicas != runtime.endpoint.replicas
+    ]
 
 
 def _check_fallback_targets(
@@ -359,4 +522,6 @@ def serves_same(runtime: EndpointRuntime, config: EndpointConfig) -> bool:
     if (runtime.features.featuresets if runtime.features else {}) != dict(config.featuresets):
         return False
     digests = {ref: source.digest for ref, source in config.models.items()}
-    return {route.ref: route.target.source.digest for route in runtime.routes} == digests
+    reached = {route.ref: route.target.source.digest for route in runtime.routes}
+    reached |= {shadow.ref: shadow.target.source.digest for shadow in runtime.shadows}
+    return reached == digests

@@ -66,8 +66,7 @@ def prediction_record(
         model_version=label,
         digest=digest,
         route=ref,
-        # Every live route is "stable" until rollouts name canaries; ``route`` says which.
-        route_kind="stable",
+        route_kind=trace.route_kind,
         fallback_reason=fallback_reason,
         error_code=error_code,
         detail=detail if detail is not None else trace.cause,

@@ -40,6 +40,7 @@ from modelplane.dataplane.endpoint_runtime import (
     ModelVersionRuntime,
     build_endpoints,
     describe,
+    resize_kept,
     serves_same,
 )
 from modelplane.dataplane.evidence import PredictionSink, prediction_record
@@ -210,7 +211,9 @@ class Gateway:
                 await asyncio.gather(*(v.stop(timeout_s) for v in versions))
                 raise failures[0]
             table = {**kept, **fresh}
-            routed = {id(route.target) for e in table.values() for route in e.routes}
+            for target, replicas in resize_kept(fresh, versions):
+                await target.resize(replicas)
+            routed = {id(target) for e in table.values() for target in e.targets}
             retired = [v for v in self.versions if id(v) not in routed]
             self.handler.endpoints = table
             self.versions = [v for v in self.versions if id(v) in routed] + versions

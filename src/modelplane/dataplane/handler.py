@@ -6,17 +6,21 @@ and records JSON. Steps for one request:
 
 1. validate and coerce the inputs with the endpoint's compiled contract
    (:class:`~modelplane.errors.ContractViolation` names every bad field);
-2. choose a route: by weight, or the one serving the version the caller named;
+2. choose a route: the one serving the version the caller named, else by the hash of the
+   endpoint's sticky key, else by weight;
 3. ask the route's breaker; while it is open the fallback answers;
 4. submit to the version's batcher with the deadline (the batcher sheds with
    :class:`~modelplane.errors.Overloaded` and cancels work not started by the deadline);
 5. check the outputs against the contract: a wrong answer counts as a failure;
 6. record the outcome in the breaker and the route's evidence (for rollout gates); on a
-   failure, serve the fallback when there is one.
+   failure, serve the fallback when there is one;
+7. copy the request to the endpoint's shadows, sampled, in tasks of their own: the caller
+   never waits for a shadow, and a shadow's answer is only compared with the primary's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -25,7 +29,13 @@ from typing import Any
 import numpy.typing as npt
 
 from modelplane.core.circuit import BreakerConfig, BreakerState, admit, record
-from modelplane.dataplane.endpoint_runtime import EndpointRuntime, OutputViolation, RouteRuntime
+from modelplane.core.routing import key_point
+from modelplane.dataplane.endpoint_runtime import (
+    EndpointRuntime,
+    OutputViolation,
+    RouteRuntime,
+    ShadowRuntime,
+)
 from modelplane.dataplane.fallback import FallbackReason
 from modelplane.errors import (
     ContractViolation,
@@ -33,6 +43,7 @@ from modelplane.errors import (
     InvalidSpec,
     ModelplaneError,
     NotFound,
+    Overloaded,
     WorkerFailed,
 )
 from modelplane.features.base import OnlineStore
@@ -80,6 +91,7 @@ class InferenceHandler:
         self.breaker = breaker or BreakerConfig()
         self.online_store = online_store
         """Where bound feature sets are read from (see :mod:`.features_join`)."""
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def endpoint(self, name: str) -> EndpointRuntime:
         runtime = self.endpoints.get(name)
@@ -108,6 +120,9 @@ class InferenceHandler:
             _check_requested(runtime, requested_outputs)
         own = time.monotonic() + runtime.timeout_s
         deadline = own if deadline is None or deadline > own else deadline
+        route, kind = self._route(runtime, version, inputs)
+        if trace is not None:
+            trace.route_kind = kind
         if runtime.features is not None:
             inputs, missing = await runtime.features.join(inputs, self.online_store, trace)
             if missing is not None:
@@ -124,22 +139,69 @@ class InferenceHandler:
                 "a request needs at least one row",
                 details=[{"field": "inputs", "problem": "the batch dimension is 0"}],
             )
-        route = self._route(runtime, version)
         result = await self._run(runtime, route, coerced, deadline, 0, trace)
+        if runtime.shadows and result.fallback_reason is None:
+            self._send_shadows(runtime, route, coerced, result.outputs)
         if requested_outputs:
             result.outputs = {name: result.outputs[name] for name in requested_outputs}
         return result
 
-    def _route(self, runtime: EndpointRuntime, version: str | None) -> RouteRuntime:
-        if version is None:
-            return runtime.routes[runtime.chooser.pick()]
-        route = runtime.route_for_version(version)
-        if route is None:
-            raise NotFound(
-                f"model '{runtime.name}' has no version '{version}'",
-                details=[{"field": "version", "problem": f"one of {runtime.versions}"}],
-            )
-        return route
+    def _route(
+        self, runtime: EndpointRuntime, version: str | None, inputs: Mapping[str, Array]
+    ) -> tuple[RouteRuntime, str]:
+        """The route and how it was chosen (``stable`` is the first route, ``canary`` any
+        other, when picked by weight)."""
+        if version is not None:
+            route = runtime.route_for_version(version)
+            if route is None:
+                raise NotFound(
+                    f"model '{runtime.name}' has no version '{version}'",
+                    details=[{"field": "version", "problem": f"one of {runtime.versions}"}],
+                )
+            return route, "pinned"
+        key = runtime.sticky_key
+        if key is not None:
+            column = inputs.get(key)
+            if column is not None and column.size:
+                point = key_point(_key_text(column.flat[0]))
+                return runtime.routes[runtime.chooser.pick_at(point)], "sticky"
+        index = runtime.chooser.pick()
+        return runtime.routes[index], "stable" if index == 0 else "canary"
+
+    def _send_shadows(
+        self, runtime: EndpointRuntime, route: RouteRuntime, inputs: Arrays, primary: Arrays
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for shadow in runtime.shadows:
+            if shadow.target is route.target:
+                continue  # this request went to the shadowed version itself
+            if shadow.percent < 100.0 and runtime.rng.random() * 100.0 >= shadow.percent:
+                continue
+            if shadow.inflight >= shadow.max_inflight:
+                shadow.comparison.dropped += 1  # shadows never queue behind themselves
+                continue
+            shadow.inflight += 1
+            task = loop.create_task(self._shadow(runtime, shadow, inputs, primary))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(
+        self, runtime: EndpointRuntime, shadow: ShadowRuntime, inputs: Arrays, primary: Arrays
+    ) -> None:
+        target = shadow.target
+        started = time.monotonic()
+        try:
+            outputs = await target.batcher.submit(inputs, deadline=started + runtime.timeout_s)
+        except Overloaded:
+            shadow.comparison.dropped += 1
+        except ModelplaneError:
+            target.stats.failed(time.monotonic() - started)
+            shadow.comparison.failed += 1
+        else:
+            target.stats.ok(time.monotonic() - started, outputs)
+            shadow.comparison.compare(primary, outputs)
+        finally:
+            shadow.inflight -= 1
 
     async def _run(
         self,
@@ -210,6 +272,7 @@ class InferenceHandler:
         fallback = runtime.fallback
         if trace is not None:
             trace.cause = one_line(error)
+            trace.route_kind = "fallback"
         if runtime.static is not None:
             rows = len(next(iter(inputs.values())))
             return Result(runtime.static.outputs(rows), None, reason.value, "fallback")
@@ -229,6 +292,13 @@ class InferenceHandler:
 _VIOLATION = FallbackReason.CONTRACT_VIOLATION
 _OPEN = FallbackReason.CIRCUIT_OPEN
 _FEATURES = FallbackReason.FEATURES_UNAVAILABLE
+
+
+def _key_text(value: Any) -> str:
+    """The same text for a key however it came: BYTES tensors carry bytes, records str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value.item() if hasattr(value, "item") else value)
 
 
 def _has_rows(inputs: Arrays) -> bool:

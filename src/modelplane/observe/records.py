@@ -68,6 +68,8 @@ class RequestTrace:
     enqueued_at: float = 0.0
     batch: BatchTiming | None = None
     route: Any = None
+    route_kind: str = "stable"
+    """How the route was chosen or what it is: stable, canary, sticky, pinned, fallback."""
     cause: str | None = None
     """Why a fallback answered: the failure's message."""
     features: FeatureEvidence | None = None

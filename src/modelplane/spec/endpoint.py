@@ -129,6 +129,9 @@ class Endpoint(BaseModel):
     labels: dict[str, str] = {}
     features: tuple[FeatureBinding, ...] = ()
     """Feature sets joined into requests before the contract is checked."""
+    sticky_key: str | None = Field(default=None, min_length=1, max_length=200)
+    """A request field (a contract input or a bound feature set's entity key) whose value
+    picks the route by its hash, so one caller stays on one version while weights hold."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Endpoint:
@@ -144,7 +147,20 @@ class Endpoint(BaseModel):
         if fallback.endpoint is not None and fallback.endpoint == self.name:
             raise PydanticCustomError("fallback", "an endpoint cannot fall back to itself", {})
         self._check_features()
+        self._check_sticky_key()
         return self
+
+    def _check_sticky_key(self) -> None:
+        if self.sticky_key is None:
+            return
+        known = {field.name for field in self.contract.inputs}
+        known |= {binding.entity_key for binding in self.features}
+        if self.sticky_key not in known:
+            raise PydanticCustomError(
+                "sticky_key",
+                "sticky_key '{key}' is not an input of the contract or an entity key",
+                {"key": self.sticky_key},
+            )
 
     def _check_features(self) -> None:
         sets = [binding.set_name for binding in self.features]

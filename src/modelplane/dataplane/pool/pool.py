@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
@@ -161,6 +161,42 @@ class WorkerPool:
             raise WorkerFailed(str(failure), details=failure.details)
         raise WorkerFailed(f"no ready replica of {self.name}: {self._last_error}")
 
+    async def resize(self, replicas: int) -> None:
+        """Run ``replicas`` workers. New ones take requests once warmed up (this returns when
+        they are, or after ``start_timeout_s``); removed ones take no new request, finish
+        what they hold (bounded by ``stop_timeout_s``) and stop."""
+        if replicas < 1:
+            raise ValueError("a pool needs at least one replica")
+        current = len(self._slots)
+        if replicas == current or self._stopping:
+            return
+        self.config = replace(self.config, replicas=replicas)
+        loop = asyncio.get_running_loop()
+        if replicas > current:
+            self._slots += [None] * (replicas - current)
+            self._start_failures += [0] * (replicas - current)
+            self._supervisors += [
+                loop.create_task(self._supervise(i), name=f"{self.name}-supervisor-{i}")
+                for i in range(current, replicas)
+            ]
+            end = loop.time() + self.config.start_timeout_s
+            while loop.time() < end and not self._stopping and not self._started():
+                await asyncio.sleep(0.01)
+            return
+        leaving = [r for r in self._slots[replicas:] if r is not None]
+        supervisors = self._supervisors[replicas:]
+        # Cut them out of the pool first: _choose never picks a replica that is not in a slot.
+        del self._slots[replicas:], self._start_failures[replicas:], self._supervisors[replicas:]
+        for task in supervisors:
+            task.cancel()
+        end = loop.time() + self.config.stop_timeout_s
+        while loop.time() < end and any(r.pending for r in leaving):
+            await asyncio.sleep(0.01)
+        for replica in leaving:
+            replica.send_stop()
+        await asyncio.gather(*(r.close(grace_s=2.0) for r in leaving))
+        await asyncio.wait(supervisors, timeout=5.0) if supervisors else None
+
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop every worker."""
         self._stopping = True
@@ -206,7 +242,7 @@ class WorkerPool:
     async def _supervise(self, index: int) -> None:
         failures = 0
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopping and index < len(self._slots):
             replica = Replica(index, self.spec, self._context, self.name)
             self._slots[index] = replica
             if not await self._bring_up(replica):
@@ -217,7 +253,7 @@ class WorkerPool:
             up_at = loop.time()
             await replica.dead
             await replica.close(grace_s=1.0)
-            if self.stopping:
+            if self.stopping or index >= len(self._slots):
                 return
             self.restarts += 1
             failures = 0 if loop.time() - up_at >= self.config.stable_after_s else failures + 1

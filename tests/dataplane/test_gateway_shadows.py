@@ -1,0 +1,217 @@
+"""Shadows, sticky routing and in-place resizing, through the real gateway on loopback.
+
+A shadow gets a copy of the traffic and its answers are only compared with what callers
+got; sticky routing keeps one key on one version while weights move; a replica count
+change adds or removes workers without touching the others or failing a request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from tests.dataplane import gateway_kit as kit
+
+from modelplane.dataplane.endpoint_runtime import EndpointConfig, ShadowRuntime
+from modelplane.dataplane.server import ServerThread
+from modelplane.observe.records import PredictionRecord
+from modelplane.spec.endpoint import Route, Shadow
+
+pytestmark = pytest.mark.timeout(180)
+
+PATH = "/v1/endpoints/echo:predict"
+
+
+def row(first: float = 1.0, s: str = "hello") -> dict[str, Any]:
+    return {"instances": [{"x": [first, 2.0, 3.0, 4.0], "n": 5, "s": s, "b": True}]}
+
+
+def shadowed(primary: str, shadow: str, percent: float = 100.0) -> EndpointConfig:
+    """``echo`` routed to ``primary`` with ``shadow`` (kinds of gateway_kit) as a shadow."""
+    base = kit.EndpointBuilder("echo", "echo").build()
+    stable, copy = kit.source(primary), kit.source(shadow)
+    endpoint = base.endpoint.model_copy(
+        update={
+            "routes": (Route(model=stable.label),),
+            "shadows": (Shadow(model=copy.label, percent=percent),),
+        }
+    )
+    return EndpointConfig(endpoint, {stable.label: stable, copy.label: copy})
+
+
+def routed(weights: tuple[float, float], **update: Any) -> EndpointConfig:
+    """``echo`` on echo:1 and echo:2 (the same package) with ``weights``."""
+    base = kit.EndpointBuilder("echo", "echo").build()
+    v1, v2 = kit.source("echo", 1), kit.source("echo", 2)
+    routes = (Route(model=v1.label, weight=weights[0]), Route(model=v2.label, weight=weights[1]))
+    endpoint = base.endpoint.model_copy(update={"routes": routes, **update})
+    return EndpointConfig(type(endpoint).model_validate(endpoint.model_dump()), {
+        v1.label: v1, v2.label: v2})  # fmt: skip
+
+
+def the_shadow(server: ServerThread) -> ShadowRuntime:
+    return server.gateway.handler.endpoints["echo"].shadows[0]
+
+
+def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.02)
+    assert predicate()
+
+
+def test_shadow_answers_are_compared_never_returned() -> None:
+    # steady zeroes x[0, 0]: its y differs from echo's in one of four columns
+    with ServerThread([shadowed("echo", "steady")], config=kit.gateway_config()) as server:
+        with httpx.Client(base_url=server.url, timeout=10.0) as http:
+            for _ in range(30):
+                response = http.post(PATH, json=row(1.0))
+                assert response.status_code == 200
+                assert response.headers["modelplane-model-version"] == "echo:1"
+                assert response.json()["predictions"][0]["y"][0] == 2.0
+        shadow = the_shadow(server)
+        wait_for(lambda: shadow.comparison.compared == 30)
+        stats = shadow.comparison.snapshot()
+        assert stats.disagreed == 0  # y is a number: compared by relative error
+        assert stats.relative_error_sum == pytest.approx(30 * 0.25)
+        assert shadow.target.stats.snapshot().requests == 30  # the shadow version's evidence
+        listed = httpx.get(f"{server.url}/v1/endpoints").json()
+        assert listed["endpoints"][0]["shadows"] == [{"model": "steady:1", "version": "steady:1",
+                                         "percent": 100.0}]  # fmt: skip
+
+
+def test_a_failing_shadow_never_fails_the_caller() -> None:
+    # echo raises on x[0, 0] == -2; steady, the primary, ignores it
+    with ServerThread([shadowed("steady", "echo")], config=kit.gateway_config()) as server:
+        with httpx.Client(base_url=server.url, timeout=10.0) as http:
+            statuses = Counter(http.post(PATH, json=row(-2.0)).status_code for _ in range(20))
+        assert statuses == {200: 20}
+        shadow = the_shadow(server)
+        wait_for(lambda: shadow.comparison.failed == 20)
+        assert shadow.comparison.compared == 0
+        assert shadow.target.stats.snapshot().errors == 20
+
+
+def test_shadow_percent_samples_copies() -> None:
+    config = shadowed("echo", "steady", percent=30.0)
+    with ServerThread([config], config=kit.gateway_config()) as server:
+        with httpx.Client(base_url=server.url, timeout=10.0) as http:
+            for _ in range(200):
+                assert http.post(PATH, json=row()).status_code == 200
+        shadow = the_shadow(server)
+        time.sleep(0.3)
+        assert 30 <= shadow.comparison.compared <= 95  # 60 expected; 7 sigma either side
+
+
+def test_sticky_key_keeps_a_caller_on_one_version_as_weight_moves() -> None:
+    keys = [f"key-{i}" for i in range(40)]
+    contract = kit.EndpointBuilder("echo", "echo").build().endpoint.contract
+    assert all(f.enum is None for f in contract.inputs)  # any text is a valid key
+    with ServerThread([routed((75, 25), sticky_key="s")], config=kit.gateway_config()) as server:
+        with httpx.Client(base_url=server.url, timeout=10.0) as http:
+
+            def versions() -> dict[str, str]:
+                seen: dict[str, set[str]] = {}
+                for key in keys:
+                    for _ in range(3):
+                        answer = http.post(PATH, json=row(s=key))
+                        assert answer.status_code == 200
+                        seen.setdefault(key, set()).add(answer.headers["modelplane-model-version"])
+                assert all(len(v) == 1 for v in seen.values()), "a key moved between versions"
+                return {key: v.pop() for key, v in seen.items()}
+
+            before = versions()
+            assert set(before.values()) == {"echo:1", "echo:2"}
+            server.update([routed((25, 75), sticky_key="s")])
+            after = versions()
+        # a key on the canary stays there as the canary grows
+        assert all(after[k] == "echo:2" for k, v in before.items() if v == "echo:2")
+        assert sum(v == "echo:2" for v in after.values()) > sum(
+            v == "echo:2" for v in before.values()
+        )
+
+
+def test_a_sticky_key_must_name_a_request_field() -> None:
+    with pytest.raises(ValueError, match="sticky_key 'customer' is not an input"):
+        routed((50, 50), sticky_key="customer")
+
+
+class KeptRecords:
+    def __init__(self) -> None:
+        self.records: list[PredictionRecord] = []
+
+    def sampled(self) -> bool:
+        return True
+
+    def offer(self, record: PredictionRecord) -> None:
+        self.records.append(record)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_the_route_kind_says_how_the_route_was_chosen() -> None:
+    server = ServerThread([routed((50, 50), sticky_key="s")], config=kit.gateway_config())
+    sink = server.gateway.sink = KeptRecords()
+    tensors = [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+        {"name": "n", "shape": [1], "datatype": "INT64", "data": [1]},
+        {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["bob"]},
+        {"name": "b", "shape": [1], "datatype": "BOOL", "data": [True]},
+    ]
+    with server, httpx.Client(base_url=server.url, timeout=10.0) as http:
+        assert http.post(PATH, json=row(s="alice")).status_code == 200
+        answer = http.post("/v2/models/echo/versions/2/infer", json={"inputs": tensors})
+        assert answer.status_code == 200
+    kinds = [record.route_kind for record in sink.records]
+    assert kinds == ["sticky", "pinned"]
+
+
+def pids(server: ServerThread) -> set[int | None]:
+    route = server.gateway.handler.endpoints["echo"].routes[0]
+    return {replica.pid for replica in route.target.pool.replicas()}
+
+
+def test_replica_changes_resize_in_place_under_load() -> None:
+    one = kit.EndpointBuilder("echo", "echo").build()
+
+    def scaled(replicas: int) -> EndpointConfig:
+        return EndpointConfig(one.endpoint.model_copy(update={"replicas": replicas}), one.models)
+
+    with ServerThread([one], config=kit.gateway_config()) as server:
+        stop, statuses = threading.Event(), Counter[int]()
+
+        def hammer() -> None:
+            with httpx.Client(base_url=server.url, timeout=10.0) as http:
+                for _ in range(100_000):
+                    if stop.is_set():
+                        return
+                    statuses[http.post(PATH, json=row()).status_code] += 1
+
+        load = threading.Thread(target=hammer)
+        load.start()
+        try:
+            first = pids(server)
+            server.update([scaled(3)])
+            grown = pids(server)
+            assert first < grown
+            assert len(grown) == 3
+            assert None not in grown
+            time.sleep(0.3)
+            server.update([scaled(1)])
+            shrunk = pids(server)
+            assert len(shrunk) == 1
+            assert shrunk <= grown
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            load.join(timeout=30)
+    assert statuses
+    assert set(statuses) == {200}
