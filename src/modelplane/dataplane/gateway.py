@@ -38,6 +38,7 @@ from modelplane.dataplane.codec_v2 import InferResponse, decode_request, encode_
 from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
     ModelVersionRuntime,
+    RouteRuntime,
     build_endpoints,
     describe,
     resize_kept,
@@ -461,6 +462,9 @@ class Gateway:
             self._log_failure(request, exc)
         headers = _headers(request, _JSON_TYPE)
         headers += error_headers(exc)
+        route = request.route
+        if isinstance(route, RouteRuntime):  # the version that failed, for the caller's logs
+            headers.append((_MODEL_VERSION, route.target.label.encode()))
         await _respond(send, status, error_body(exc, v2=v2), headers)
 
 
