@@ -60,7 +60,7 @@ from modelplane.dataplane.http import (
     read_body,
     status_of,
 )
-from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics
+from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics, ShadowReading
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig
 from modelplane.dataplane.records import encode_predictions
@@ -141,6 +141,7 @@ class Gateway:
         self._update_lock = asyncio.Lock()
         runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
         self.handler = InferenceHandler(runtimes, self.config.breaker, online_store)
+        self.metrics.shadows = self._shadow_readings
         self.versions: list[ModelVersionRuntime] = versions
         self.started = False
         self.draining = False
@@ -219,6 +220,17 @@ class Gateway:
             self.handler.endpoints = table
             self.versions = [v for v in self.versions if id(v) in routed] + versions
             await asyncio.gather(*(v.stop(timeout_s) for v in retired))
+
+    def _shadow_readings(self) -> list[ShadowReading]:
+        return [
+            ShadowReading(
+                runtime.name, shadow.target.label, c.compared, c.disagreed,
+                c.relative_error_sum, c.failed, c.dropped,
+            )
+            for runtime in list(self.handler.endpoints.values())
+            for shadow in runtime.shadows
+            for c in (shadow.comparison,)
+        ]  # fmt: skip
 
     def serving(self, endpoint: str) -> bool:
         """True when ``endpoint`` is in the table and has a ready route."""

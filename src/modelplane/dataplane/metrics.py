@@ -13,7 +13,7 @@ process (tests) never collide.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "FeatureMetrics",
     "GatewayMetrics",
     "Histogram",
+    "ShadowReading",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -72,6 +73,19 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowReading:
+    """One shadow's counters as ``/metrics`` shows them."""
+
+    endpoint: str
+    shadow: str
+    compared: int
+    disagreed: int
+    relative_error_sum: float
+    failed: int
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Source:
     endpoint: str
     model_version: str
@@ -93,6 +107,8 @@ class GatewayMetrics:
         self.latency: dict[tuple[str, str, str], Histogram] = {}
         self.batch_rows: dict[str, Histogram] = {}
         self._sources: list[_Source] = []
+        self.shadows: Callable[[], Iterable[ShadowReading]] = tuple
+        """Every shadow's cumulative comparison counters, read at scrape time."""
         self.features = FeatureMetrics()
         self.registry.register(_Collector(self))
 
@@ -162,7 +178,43 @@ class GatewayMetrics:
             batches.add_metric([version], hist.buckets(), hist.total)
         yield batches
         yield from self._gauges()
+        yield from self._shadow_families()
         yield from self.features.families()
+
+    def _shadow_families(self) -> Iterator[Metric]:
+        labels = ("endpoint", "shadow")
+        families = {
+            "compared": CounterMetricFamily(
+                _PREFIX + "shadow_compared", "Shadow answers compared with the primary's.",
+                labels=labels,
+            ),
+            "disagreed": CounterMetricFamily(
+                _PREFIX + "shadow_disagreed", "Shadow labels that differ from the primary's.",
+                labels=labels,
+            ),
+            "relative_error": CounterMetricFamily(
+                _PREFIX + "shadow_relative_error",
+                "Sum of shadow answers' relative errors against the primary's (divide by "
+                "compared for the mean).",
+                labels=labels,
+            ),
+            "failed": CounterMetricFamily(
+                _PREFIX + "shadow_failed", "Shadow calls that failed.", labels=labels
+            ),
+            "dropped": CounterMetricFamily(
+                _PREFIX + "shadow_dropped",
+                "Shadow copies not sent: the shadow was at its in-flight bound or shed them.",
+                labels=labels,
+            ),
+        }  # fmt: skip
+        for reading in self.shadows():
+            names = [reading.endpoint, reading.shadow]
+            families["compared"].add_metric(names, reading.compared)
+            families["disagreed"].add_metric(names, reading.disagreed)
+            families["relative_error"].add_metric(names, reading.relative_error_sum)
+            families["failed"].add_metric(names, reading.failed)
+            families["dropped"].add_metric(names, reading.dropped)
+        yield from families.values()
 
     def _gauges(self) -> Iterator[Metric]:
         labels = ("endpoint", "model_version")
