@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -13,10 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from modelplane.cli.main import app
+from modelplane.controlplane.slo import EndpointCounters, SloRecorder, Tally
+from modelplane.core.gates import GateResult, Outcome
+from modelplane.core.rollout import Phase, RolloutState
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.server import ServerThread
 from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
 from modelplane.registry.service import open_registry
+from modelplane.spec.contract import SLO
+from modelplane.spec.rollout import RolloutSpec
 from modelplane.store.resources import ResourceStore
 
 _KIT = Path(__file__).parents[1] / "dataplane" / "gateway_kit.py"
@@ -94,7 +100,8 @@ def test_explain_a_fallback_end_to_end(home: Path) -> None:
     assert found["contract"] == {"name": "echo-fb", "version": 1}
     assert found["endpoint_spec"]["generation"] == 1
     assert not found["endpoint_spec"]["changed_since"]
-    assert found["route"] == {"ref": "echo:1", "kind": "stable"}
+    # echo:1 was tried and failed; the static fallback answered
+    assert found["route"] == {"ref": "echo:1", "kind": "fallback"}
     assert found["fallback"]["used"]
     assert found["fallback"]["reason"] == "worker_failed"
     assert "negative two" in found["fallback"]["why"]
@@ -144,3 +151,50 @@ def test_status_of_an_empty_home(tmp_path: Path) -> None:
     done = run(tmp_path / "nothing", "status")
     assert done.exit_code == 0, done.output
     assert "no endpoints" in done.stdout
+
+
+class Serving:
+    """echo-fb's counters as the gateway reports them: 2 % errors, a few slow answers."""
+
+    def served(self) -> dict[str, EndpointCounters]:
+        tally = Tally(avail_good=980, avail_total=1_000, latency_good=995, latency_total=1_000)
+        return {"echo-fb": EndpointCounters(SLO(availability=0.99), {"route": tally})}
+
+
+def test_status_shows_the_slo_budget_and_a_rollout_in_progress(home: Path) -> None:
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
+    resources = ResourceStore(registry.engine)
+    spec = RolloutSpec.model_validate({"endpoint": "split", "to": "echo:2"})
+    document = {"rollout": spec.model_dump(mode="json"), "stable": "echo:1", "commands": []}
+    resources.apply("Rollout", "split", document, actor="t")
+    gate = GateResult("error_rate", Outcome.PASS, {"error_rate": 0.001, "stable": 0.0})
+    state = RolloutState(phase=Phase.CANARY, step=1, weights=(75.0, 25.0), gates=(gate,))
+    resources.set_status("Rollout", "split", {"state": state.to_dict()})
+    asyncio.run(SloRecorder(registry.engine, Serving()).record())
+    registry.close()
+
+    done = run(home, "status", "--json")
+    assert done.exit_code == 0, done.output
+    endpoints = {e["name"]: e for e in json.loads(done.stdout)["endpoints"]}
+    budget = endpoints["echo-fb"]["slo_budget"]
+    assert budget["availability"]["remaining"] == pytest.approx(-1.0)  # 2 % of a 1 % budget
+    assert budget["availability"]["firing"] == ["ticket-72h"]  # burning 2x: no page
+    assert set(budget["availability"]["burn_rates"]) == {"5m", "30m", "1h", "6h", "3d"}
+    assert budget["latency"]["remaining"] == pytest.approx(0.5)  # 0.5 % slow, 1 % allowed
+    rollout = endpoints["split"]["rollout"]
+    assert (rollout["to"], rollout["phase"], rollout["step"], rollout["steps"]) == (
+        "echo:2", "canary", 2, 4
+    )  # fmt: skip
+    assert rollout["canary_weight"] == 25.0
+    assert endpoints["split"]["slo_budget"] is None
+
+    text = run(home, "status")
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert len(lines) == 4, text.stdout  # header, two endpoints, one rollout line
+    header, echo, split, detail = lines
+    assert header.split()[-3:] == ["ROLLOUT", "SLO", "BUDGET"]
+    assert echo.endswith("avail -100.0%, latency 50.0% FIRING avail ticket-72h")
+    assert "canary 25% -> echo:2" in split
+    assert detail.startswith("  rollout echo:1 -> echo:2 (canary) step 2/4, canary 25%")
+    assert "gates: error_rate pass (error_rate 0.001, stable 0)" in detail

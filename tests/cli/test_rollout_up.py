@@ -93,6 +93,13 @@ def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
         load.start()
         cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "slow.yaml"))
         wait_for(lambda: any(v == "fraud:2" for _, _, v in load.seen), 60, "canary traffic")
+        [shown] = json.loads(cli(env, "status", "--json"))["endpoints"]
+        rollout = shown["rollout"]
+        assert (rollout["phase"], rollout["step"], rollout["steps"]) == ("canary", 1, 1)
+        assert (rollout["to"], rollout["canary_weight"], rollout["in_progress"]) == (
+            "fraud:2", 50.0, True
+        )  # fmt: skip
+        assert "canary 50% -> fraud:2" in cli(env, "status")
         cli(env, "rollback", "fraud-score")
         returned = time.monotonic()
         wait_for(lambda: phase(env) == "rolled_back", 30, "the rollback")

@@ -104,7 +104,7 @@ def test_serve_answers_and_drains_on_sigterm(served: tuple[subprocess.Popen[str]
 
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(call, i) for i in range(16)]
-            _wait_for_queue(client, rows=10)
+            _wait_for_queue(client, rows=17)  # the first request's row, then 16 slow ones
             process.send_signal(signal.SIGTERM)
             statuses = [f.result(timeout=30) for f in futures]
     assert statuses == [200] * 16
@@ -112,16 +112,16 @@ def test_serve_answers_and_drains_on_sigterm(served: tuple[subprocess.Popen[str]
 
 
 def _wait_for_queue(client: httpx.Client, rows: int) -> None:
-    end = time.monotonic() + 10
+    """Wait until ``rows`` rows reached the batcher (queued or sent to a worker), so every
+    request is in the server, not still in the kernel's accept queue, when SIGTERM comes."""
+    wanted = ("modelplane_gateway_queue_rows{", "modelplane_gateway_batch_rows_sum{")
+    end = time.monotonic() + 30
     while time.monotonic() < end:
-        for line in client.get("/metrics").text.splitlines():
-            if (
-                line.startswith("modelplane_gateway_queue_rows{")
-                and float(line.split()[-1]) >= rows
-            ):
-                return
+        lines = client.get("/metrics").text.splitlines()
+        if sum(float(line.split()[-1]) for line in lines if line.startswith(wanted)) >= rows:
+            return
         time.sleep(0.01)
-    raise AssertionError("requests did not queue up")
+    raise AssertionError("requests did not reach the batcher")
 
 
 def test_a_registry_ref_is_fetched_into_the_cache(tmp_path: Path) -> None:

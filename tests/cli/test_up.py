@@ -92,3 +92,9 @@ def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert "stopped" in output
+    # The SLO recorder stores its last interval on the way out: the budget outlives the run.
+    [status] = json.loads(cli(env, "status", "--json"))["endpoints"]
+    availability = status["slo_budget"]["availability"]
+    assert availability["total"] >= 1
+    assert availability["good"] == availability["total"]
+    assert status["slo_budget"]["latency"]["threshold_ms"] == 100.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelplane.core.drift import Histogram
 from modelplane.core.slo import (
@@ -14,8 +16,11 @@ from modelplane.core.slo import (
     BurnAlert,
     Counts,
     Severity,
+    alert_windows,
     budget,
     latency_counts,
+    report_from_totals,
+    reports_from_totals,
     slo_report,
     slo_reports,
 )
@@ -125,3 +130,40 @@ def test_bad_inputs_are_refused() -> None:
         Counts(NOW, 5, 4)
     with pytest.raises(ValueError, match="objective"):
         budget([], 1.0, NOW, DAY_S)
+
+
+def _totals(series: list[Counts], windows: set[float]) -> dict[float, tuple[int, int]]:
+    """What a database's per-window SUM returns for ``series``."""
+    return {
+        w: (sum(c.good for c in series if NOW - w < c.at <= NOW),
+            sum(c.total for c in series if NOW - w < c.at <= NOW))
+        for w in windows
+    }  # fmt: skip
+
+
+_intervals = st.lists(
+    st.tuples(st.floats(0, 40 * DAY_S), st.integers(0, 10_000), st.integers(0, 10_000)),
+    max_size=30,
+).map(lambda xs: [Counts(NOW - age, min(a, b), max(a, b)) for age, a, b in xs])
+
+
+@given(_intervals)
+def test_a_report_from_summed_windows_is_the_report_from_the_series(
+    series: list[Counts],
+) -> None:
+    window_s = 28 * DAY_S
+    totals = _totals(series, {window_s, *alert_windows()})
+    assert report_from_totals(totals, OBJECTIVE, window_s) == slo_report(
+        series, OBJECTIVE, NOW, window_s
+    )
+
+
+def test_both_objectives_from_summed_windows() -> None:
+    slo = SLO(availability=0.999, latency_quantile=0.99, window_days=28)
+    totals = _totals(series(), {28 * DAY_S, *alert_windows()})
+    reports = reports_from_totals(totals, totals, slo)
+    assert reports["availability"] == slo_report(series(), 0.999, NOW, 28 * DAY_S)
+    assert reports["latency"] == slo_report(series(), 0.99, NOW, 28 * DAY_S)
+    assert alert_windows() == (300.0, 1800.0, HOUR_S, 6 * HOUR_S, 3 * DAY_S)
+    with pytest.raises(ValueError, match="objective"):
+        report_from_totals(totals, 0.0, 28 * DAY_S)

@@ -10,6 +10,7 @@ import typer
 from modelplane import __version__
 from modelplane.cli import audit, contract, evidence, features, models, resources, serve, sim, up
 from modelplane.cli.context import CliContext
+from modelplane.cli.policy import register as register_policy
 from modelplane.cli.rollout import register as register_rollout
 
 __all__ = ["app", "main"]
@@ -49,6 +50,7 @@ serve.register(app)
 up.register(app)
 register_rollout(app)
 evidence.register(app)
+register_policy(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")

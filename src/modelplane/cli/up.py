@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     import uvicorn
 
     from modelplane.controlplane.endpoints import EndpointPlan
+    from modelplane.controlplane.slo import EndpointCounters
     from modelplane.dataplane.gateway import Gateway
     from modelplane.observe.predlog import PredictionLogConfig
 
-__all__ = ["GatewayTarget", "register", "up"]
+__all__ = ["GatewaySlo", "GatewayTarget", "register", "up"]
 
 
 class GatewayTarget:
@@ -66,6 +67,61 @@ class GatewayTarget:
         return sum(1 for state in states if state == "ready"), len(states)
 
 
+class GatewaySlo:
+    """Adapts the gateway to the SLO recorder's ``SloEvidence``.
+
+    Counts what callers saw (the gateway's request counters), not the routes' evidence:
+    shadow copies fill a version's route counters but never reach a caller. Available: an
+    answer from a model (2xx that no fallback served). Unavailable: 5xx, 429 (shed) and
+    fallback answers. Other 4xx are the caller's mistake and count for neither.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def served(self) -> dict[str, EndpointCounters]:
+        from modelplane.controlplane.slo import EndpointCounters, Tally
+
+        metrics = self.gateway.metrics
+        good: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for (endpoint, _, _, status), count in list(metrics.requests.items()):
+            code = int(status)
+            if 400 <= code < 500 and code != 429:
+                continue
+            total[endpoint] = total.get(endpoint, 0) + count
+            if code < 400:
+                good[endpoint] = good.get(endpoint, 0) + count
+        for (endpoint, _), count in list(metrics.fallbacks.items()):
+            good[endpoint] = good.get(endpoint, 0) - count
+        fast: dict[str, int] = {}
+        timed: dict[str, int] = {}
+        slos = {name: r.endpoint.contract.slo for name, r in self.gateway.handler.endpoints.items()}
+        for (endpoint, _, _), hist in list(metrics.latency.items()):
+            slo = slos.get(endpoint)
+            if slo is None:
+                continue
+            limit_s = slo.latency_ms / 1000.0
+            within = sum(c for b, c in zip(hist.bounds, hist.counts, strict=False) if b <= limit_s)
+            fast[endpoint] = fast.get(endpoint, 0) + within
+            timed[endpoint] = timed.get(endpoint, 0) + sum(hist.counts)
+        return {
+            name: EndpointCounters(
+                slo,
+                {
+                    # one counter set for the gateway's life: its counters only grow
+                    "requests": Tally(
+                        max(good.get(name, 0), 0),
+                        total.get(name, 0),
+                        fast.get(name, 0),
+                        timed.get(name, 0),
+                    )
+                },
+            )
+            for name, slo in slos.items()
+        }
+
+
 def _server(
     app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
 ) -> uvicorn.Server:
@@ -90,9 +146,13 @@ def _server(
 async def _run(
     cli: CliContext, host: str, port: int, api_port: int, evidence: PredictionLogConfig
 ) -> None:
+    from modelplane.cli.autoscale import GatewayConcurrency
     from modelplane.controlplane.api import create_api
+    from modelplane.controlplane.autoscaler import Autoscaler
+    from modelplane.controlplane.degrader import Degrader
     from modelplane.controlplane.endpoints import EndpointController
     from modelplane.controlplane.rollouts import RolloutController
+    from modelplane.controlplane.slo import SloRecorder
     from modelplane.dataplane.gateway import Gateway
     from modelplane.features.stores import open_online_store
     from modelplane.observe.predlog import PredictionLog
@@ -114,6 +174,9 @@ async def _run(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
     )
     rollouts = RolloutController(registry, GatewayEvidence(gateway))
+    autoscaler = Autoscaler(registry, GatewayConcurrency(gateway))
+    degrader = Degrader(registry, GatewayConcurrency(gateway))
+    slo = SloRecorder(registry.engine, GatewaySlo(gateway))
     servers = [
         _server(gateway, host, port, lifespan="on"),
         _server(api, host, api_port, lifespan="off"),
@@ -131,7 +194,13 @@ async def _run(
         console.print(f"control  http://{host}:{api_port}  (API, docs at /docs)")
         console.print(f"state    {settings.resolved_database_url()}")
         loops = [asyncio.create_task(server.main_loop()) for server in servers]
-        await asyncio.gather(controller.run(stop), rollouts.run(stop))
+        await asyncio.gather(
+            controller.run(stop),
+            rollouts.run(stop),
+            slo.run(stop),
+            autoscaler.run(stop),
+            degrader.run(stop),
+        )
         for server in reversed(servers):
             server.should_exit = True
         await asyncio.gather(*loops)

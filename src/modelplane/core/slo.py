@@ -14,7 +14,7 @@ SLO's ``latency_ms`` (give the histogram a bound there, or the count is conserva
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -31,8 +31,12 @@ __all__ = [
     "FiringState",
     "SLOReport",
     "Severity",
+    "Totals",
+    "alert_windows",
     "budget",
     "latency_counts",
+    "report_from_totals",
+    "reports_from_totals",
     "slo_report",
     "slo_reports",
 ]
@@ -154,6 +158,35 @@ def budget(series: Sequence[Counts], objective: float, now: float, window_s: flo
     return Budget(objective, sum(c.good for c in inside), sum(c.total for c in inside))
 
 
+Totals = Mapping[float, tuple[int, int]]
+"""``(good, total)`` summed per window, by the window's length in seconds."""
+
+
+def alert_windows(alerts: Sequence[BurnAlert] = DEFAULT_ALERTS) -> tuple[float, ...]:
+    """Every window the alerts look at, shortest first."""
+    return tuple(sorted({w for a in alerts for w in (a.long_s, a.short_s)}))
+
+
+def report_from_totals(
+    totals: Totals,
+    objective: float,
+    window_s: float,
+    alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+) -> SLOReport:
+    """:func:`slo_report` from counts already summed per window (what one database
+    aggregate returns); ``totals`` holds ``window_s`` and every window of ``alerts``."""
+    if not 0.0 < objective < 1.0:
+        raise ValueError("an objective is a share in (0, 1)")
+    rates = {w: Budget(objective, *totals[w]).burn_rate for w in alert_windows(alerts)}
+    states = tuple(FiringState(a, rates[a.long_s], rates[a.short_s]) for a in alerts)
+    return SLOReport(
+        budget=Budget(objective, *totals[window_s]),
+        window_s=window_s,
+        burn_rates=tuple(rates.items()),
+        alerts=states,
+    )
+
+
 def slo_report(
     series: Sequence[Counts],
     objective: float,
@@ -162,15 +195,11 @@ def slo_report(
     alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
 ) -> SLOReport:
     """Budget left over the SLO window, burn rates, and which alerts fire."""
-    windows = sorted({w for a in alerts for w in (a.long_s, a.short_s)})
-    rates = {w: budget(series, objective, now, w).burn_rate for w in windows}
-    states = tuple(FiringState(a, rates[a.long_s], rates[a.short_s]) for a in alerts)
-    return SLOReport(
-        budget=budget(series, objective, now, window_s),
-        window_s=window_s,
-        burn_rates=tuple(rates.items()),
-        alerts=states,
-    )
+    totals: dict[float, tuple[int, int]] = {}
+    for w in {window_s, *alert_windows(alerts)}:
+        inside = budget(series, objective, now, w)
+        totals[w] = (inside.good, inside.total)
+    return report_from_totals(totals, objective, window_s, alerts)
 
 
 def slo_reports(
@@ -186,4 +215,19 @@ def slo_reports(
     return {
         "availability": slo_report(availability, slo.availability, now, window_s, alerts),
         "latency": slo_report(latency, slo.latency_quantile, now, window_s, alerts),
+    }
+
+
+def reports_from_totals(
+    availability: Totals,
+    latency: Totals,
+    slo: SLO,
+    alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+) -> dict[str, SLOReport]:
+    """:func:`slo_reports` from counts summed per window (see :func:`report_from_totals`);
+    both hold ``slo.window_days`` in seconds and every window of ``alerts``."""
+    window_s = slo.window_days * DAY_S
+    return {
+        "availability": report_from_totals(availability, slo.availability, window_s, alerts),
+        "latency": report_from_totals(latency, slo.latency_quantile, window_s, alerts),
     }

@@ -1,10 +1,11 @@
 """``status``: what exactly is running, from two queries and no per-endpoint work.
 
 It reads the endpoints' desired spec and the status the endpoint controller wrote (routes
-resolved to versions, replicas, the ``Ready`` condition), and every registered version's
-digest. An embedded SQLite store is read with the standard library's ``sqlite3``: a
-status command is mostly process start-up, and SQLAlchemy's import alone would double it.
-Other stores go through SQLAlchemy.
+resolved to versions, replicas, the ``Ready`` condition), each endpoint's ``Rollout`` (the
+rollout controller's state) and ``SLOReport`` (the SLO recorder's budgets and burn rates)
+in the same query, and every registered version's digest. An embedded SQLite store is
+read with the standard library's ``sqlite3``: a status command is mostly process start-up,
+and SQLAlchemy's import alone would double it. Other stores go through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["endpoint_status", "read_status", "short_digest"]
+__all__ = [
+    "FINISHED_PHASES",
+    "endpoint_status",
+    "read_status",
+    "rollout_status",
+    "short_digest",
+    "slo_budget",
+]
 
-_ENDPOINTS = (
-    "SELECT name, generation, spec, status FROM resources WHERE kind = 'Endpoint' ORDER BY name"
+_RESOURCES = (
+    "SELECT kind, name, generation, spec, status FROM resources"
+    " WHERE kind IN ('Endpoint', 'Rollout', 'SLOReport') ORDER BY name"
 )
 _DIGESTS = "SELECT model_name, version, digest FROM model_versions"
 _SQLITE = "sqlite:///"
@@ -25,12 +34,41 @@ _SQLITE = "sqlite:///"
 Row = tuple[Any, ...]
 
 
+FINISHED_PHASES = frozenset({"promoted", "rolled_back", "failed"})
+"""``core.rollout.TERMINAL`` as text: importing it (pydantic) would double a status' time."""
+
+
 def read_status(database_url: str) -> list[dict[str, Any]]:
     """Every endpoint's status (see :func:`endpoint_status`), by name."""
-    endpoints, versions = _fetch(database_url)
+    resources, versions = _fetch(database_url)
     digests = {f"{name}:{version}": digest for name, version, digest in versions}
-    return [endpoint_status(name, gen, _json(spec), _json(status), digests)
-            for name, gen, spec, status in endpoints]  # fmt: skip
+    endpoints: list[Row] = []
+    others: dict[tuple[str, str], Row] = {}
+    for row in resources:
+        if row[0] == "Endpoint":
+            endpoints.append(row)
+        else:
+            others[row[0], row[1]] = row
+    return [
+        endpoint_status(
+            name,
+            gen,
+            _json(spec),
+            _json(status),
+            digests,
+            rollout=_rollout(others.get(("Rollout", name))),
+            slo=_slo(others.get(("SLOReport", name))),
+        )
+        for _, name, gen, spec, status in endpoints
+    ]
+
+
+def _rollout(row: Row | None) -> dict[str, Any] | None:
+    return None if row is None else rollout_status(_json(row[3]), _json(row[4]))
+
+
+def _slo(row: Row | None) -> dict[str, Any] | None:
+    return None if row is None else slo_budget(_json(row[4]))
 
 
 def _fetch(url: str) -> tuple[list[Row], list[Row]]:
@@ -42,7 +80,7 @@ def _fetch(url: str) -> tuple[list[Row], list[Row]]:
             return [], []  # nothing was ever applied here
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0) as conn:
-                return conn.execute(_ENDPOINTS).fetchall(), conn.execute(_DIGESTS).fetchall()
+                return conn.execute(_RESOURCES).fetchall(), conn.execute(_DIGESTS).fetchall()
         except sqlite3.OperationalError:
             pass  # no tables yet, or locked: the engine below migrates and waits
     return _fetch_engine(url)
@@ -56,7 +94,7 @@ def _fetch_engine(url: str) -> tuple[list[Row], list[Row]]:
     engine = open_engine(url)
     try:
         with read_session(engine) as session:
-            endpoints = [tuple(r) for r in session.execute(text(_ENDPOINTS))]
+            endpoints = [tuple(r) for r in session.execute(text(_RESOURCES))]
             versions = [tuple(r) for r in session.execute(text(_DIGESTS))]
     finally:
         engine.dispose()
@@ -79,9 +117,12 @@ def endpoint_status(
     spec: Mapping[str, Any],
     status: Mapping[str, Any] | None,
     digests: Mapping[str, str],
+    *,
+    rollout: dict[str, Any] | None = None,
+    slo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One endpoint: team, tier, contract, routes (weights, versions, digests), replicas,
-    health; rollout and SLO budget are ``None`` until those controllers exist."""
+    health, its latest rollout (:func:`rollout_status`) and SLO budget (:func:`slo_budget`)."""
     status = status or {}
     contract = spec.get("contract", {})
     serving: Mapping[str, str] = status.get("serving", {})
@@ -95,8 +136,8 @@ def endpoint_status(
         "routes": _routes(spec.get("routes", []), serving, digests),
         "replicas": status.get("replicas"),
         "health": _health(status.get("conditions", [])),
-        "rollout": None,
-        "slo_budget": None,
+        "rollout": rollout,
+        "slo_budget": slo,
     }
 
 
@@ -130,3 +171,49 @@ def _health(conditions: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "reason": ready.get("reason", ""),
         "message": ready.get("message", ""),
     }
+
+
+def rollout_status(spec: Mapping[str, Any], status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``Rollout`` resource as people read it: from and to which version, by which
+    strategy, where it stands (phase, step ``i`` of ``n``, weights) and its gates' last
+    outcomes and readings. ``in_progress`` is false once it promoted, rolled back or failed."""
+    rollout: Mapping[str, Any] = spec.get("rollout", {})
+    state: Mapping[str, Any] = (status or {}).get("state") or {}
+    phase = str(state.get("phase", "pending"))
+    steps = len(rollout.get("steps", ()))
+    _, canary_weight = state.get("weights", (100.0, 0.0))
+    history = state.get("history") or ()
+    return {
+        "from": spec.get("stable"),
+        "to": rollout.get("to"),
+        "strategy": rollout.get("strategy", "canary"),
+        "phase": phase,
+        "in_progress": phase not in FINISHED_PHASES,
+        "step": min(int(state.get("step", 0)) + 1, steps),
+        "steps": steps,
+        "canary_weight": float(canary_weight),
+        "shadow_percent": float(state.get("shadow_percent", 0.0)),
+        "paused_from": state.get("paused_from"),
+        "gates": [
+            {
+                "name": gate.get("name"),
+                "outcome": gate.get("outcome"),
+                "reading": gate.get("reading", {}),
+                "reason": gate.get("reason", ""),
+            }
+            for gate in state.get("gates", ())
+        ],
+        "last_event": history[-1].get("message") if history else None,
+        "requested_at": spec.get("requested_at"),
+    }
+
+
+def slo_budget(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The SLO recorder's report (budget left over the SLO window, burn rates by window,
+    alerts firing, per objective); ``None`` before the endpoint has served any traffic."""
+    if not report:
+        return None
+    objectives = (report.get("availability") or {}, report.get("latency") or {})
+    if not any(objective.get("total") for objective in objectives):
+        return None
+    return dict(report)

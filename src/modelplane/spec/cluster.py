@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from modelplane.spec.names import Name
 
-__all__ = ["MAX_GPUS_PER_NODE", "ClusterSpec", "GPUs", "NodeSpec"]
+__all__ = ["MAX_GPUS_PER_NODE", "ClusterSpec", "GPUs", "LocalNodeSpec", "NodeSpec"]
 
 MAX_GPUS_PER_NODE = 16
 """Bounds the per-node GPU table the scheduler keeps; no machine we know of has more."""
@@ -43,6 +43,23 @@ class NodeSpec(BaseModel):
     cost_per_hour: float = Field(default=0.0, ge=0.0)
 
 
+class LocalNodeSpec(BaseModel):
+    """The machine modelplane runs on: its capacity is detected, the rest people declare.
+
+    Capacity (CPU, memory, GPUs) is read from the OS each time it is needed, so a resized
+    container or a new GPU shows up without an edit. A declared node with the local node's
+    name replaces what was detected (to hold capacity back for other programs).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detect: bool = True
+    name: Name | None = None
+    """Default: the host name, made a valid name."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    cost_per_hour: float = Field(default=0.0, ge=0.0)
+
+
 class ClusterSpec(BaseModel):
     """Declared nodes, for planning now and for the Ray backend later."""
 
@@ -52,6 +69,7 @@ class ClusterSpec(BaseModel):
     kind: Literal["Cluster"] = "Cluster"
     name: Name = "default"
     nodes: tuple[NodeSpec, ...] = ()
+    local: LocalNodeSpec = LocalNodeSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClusterSpec:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -41,6 +42,7 @@ __all__ = [
     "ModelVersionRow",
     "PredictionRow",
     "ResourceRow",
+    "SloIntervalRow",
     "UTCDateTime",
 ]
 
@@ -238,3 +240,21 @@ class PredictionRow(Base):
     batch_size: Mapped[int | None]
     features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """What the feature join fed the model: set versions and value ages (see 0003)."""
+
+
+class SloIntervalRow(Base):
+    """One endpoint's good and total requests over an interval ending at ``at`` (epoch
+    seconds): the SLO recorder's evidence, from which every window's budget is summed.
+    Intervals older than a few hours are merged into hourly rows (``span_s`` 3600)."""
+
+    __tablename__ = "slo_intervals"
+    __table_args__ = (Index(None, "endpoint", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(63))
+    at: Mapped[float] = mapped_column(Float)
+    span_s: Mapped[float] = mapped_column(Float)
+    avail_good: Mapped[int] = mapped_column(BigInteger)
+    avail_total: Mapped[int] = mapped_column(BigInteger)
+    latency_good: Mapped[int] = mapped_column(BigInteger)
+    latency_total: Mapped[int] = mapped_column(BigInteger)
