@@ -64,6 +64,16 @@ def engine(database_url: str) -> Iterator[Engine]:
         spec = {"name": name, "contract": {"name": name},
                 "routes": [{"model": "fraud:1"}]}  # fmt: skip
         resources.apply("Endpoint", name, spec, actor="t")
+    shadowed = {
+        "name": "fraud-score",
+        "contract": {"name": "fraud-score"},
+        "routes": [{"model": "fraud:1"}],
+        "shadows": [{"model": "fraud:2", "percent": 25}],
+    }
+    resources.apply("Endpoint", "fraud-score", shadowed, actor="t")
+    resources.set_status(
+        "Endpoint", "fraud-score", {"serving": {"fraud:1": "fraud:1", "fraud:2": "fraud:2"}}
+    )
     resources.apply("Rollout", "fraud-score", rollout_spec(), actor="t")
     resources.set_status("Rollout", "fraud-score", rollout_state())
     resources.apply("Rollout", "idle", rollout_spec(), actor="t")
@@ -78,6 +88,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 def test_status_carries_rollouts_and_slo_budgets(database_url: str, engine: Engine) -> None:
     endpoints = {e["name"]: e for e in read_status(database_url)}
     assert list(endpoints) == ["fraud-score", "idle", "quiet"]
+    [shadow] = endpoints["fraud-score"]["shadows"]
+    assert (shadow["model"], shadow["percent"], shadow["version"]) == ("fraud:2", 25.0, "fraud:2")
+    assert endpoints["quiet"]["shadows"] == []
     rollout = endpoints["fraud-score"]["rollout"]
     assert rollout == {
         "from": "fraud:1", "to": "fraud:2", "strategy": "canary", "phase": "canary",

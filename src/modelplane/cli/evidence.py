@@ -67,7 +67,7 @@ def _row(endpoint: Mapping[str, Any]) -> list[str]:
         endpoint["team"] or _NONE,
         endpoint["tier"],
         f"{contract['name']} v{contract['version']}",
-        ", ".join(_route(r) for r in endpoint["routes"]),
+        ", ".join([*map(_route, endpoint["routes"]), *map(_shadow, endpoint["shadows"])]),
         _NONE if not replicas else f"{replicas['ready']}/{replicas['total']}",
         _health(endpoint),
         _rollout_cell(endpoint["rollout"]),
@@ -79,6 +79,11 @@ def _route(route: Mapping[str, Any]) -> str:
     served = route["version"] or "unresolved"
     digest = f" {route['short_digest']}" if route["short_digest"] else ""
     return f"{route['weight_percent']:g}% {route['model']} -> {served}{digest}"
+
+
+def _shadow(shadow: Mapping[str, Any]) -> str:
+    served = shadow["version"] or "unresolved"
+    return f"shadow {shadow['percent']:g}% {shadow['model']} -> {served}"
 
 
 def _health(endpoint: Mapping[str, Any]) -> str:

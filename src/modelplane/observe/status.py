@@ -134,6 +134,7 @@ def endpoint_status(
         "generation": generation,
         "observed_generation": status.get("observed_generation"),
         "routes": _routes(spec.get("routes", []), serving, digests),
+        "shadows": _shadows(spec.get("shadows", []), serving, digests),
         "replicas": status.get("replicas"),
         "health": _health(status.get("conditions", [])),
         "rollout": rollout,
@@ -154,6 +155,25 @@ def _routes(
             {
                 "model": route["model"],
                 "weight_percent": round(100.0 * float(route.get("weight", 100.0)) / total, 2),
+                "version": label,
+                "digest": digest,
+                "short_digest": short_digest(digest),
+            }
+        )
+    return out
+
+
+def _shadows(
+    shadows: Iterable[Mapping[str, Any]], serving: Mapping[str, str], digests: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    out = []
+    for shadow in shadows:
+        label = serving.get(shadow["model"])
+        digest = digests.get(label) if label else None
+        out.append(
+            {
+                "model": shadow["model"],
+                "percent": float(shadow.get("percent", 100.0)),
                 "version": label,
                 "digest": digest,
                 "short_digest": short_digest(digest),
