@@ -25,9 +25,13 @@ pytestmark = pytest.mark.timeout(60)
 class FakeGateway:
     def __init__(self) -> None:
         self.loads: dict[str, Load] = {}
+        self.modes: list[tuple[frozenset[str], frozenset[str]]] = []
 
     def load(self, endpoint: str) -> Load | None:
         return self.loads.get(endpoint)
+
+    def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
+        self.modes.append((shed_tiers, fallback_tiers))
 
 
 @pytest.fixture
@@ -123,3 +127,24 @@ def test_overload_is_in_flight_over_ready_capacity() -> None:
     gateway.loads |= {"a": Load(10.0, 1, 1), "b": Load(5.0, 0, 1)}  # c is not served
     assert measure_overload(endpoints, Policy(), gateway) == pytest.approx(15.0 / 20.0)
     assert measure_overload([], Policy(), gateway) == 0.0
+
+
+def test_shedding_and_fallbacks_reach_the_gateway_and_end_with_calm(registry: Registry) -> None:
+    store = ResourceStore(registry.engine)
+    clock, gateway = FakeClock(), FakeGateway()
+    degrader = Degrader(registry, gateway, target=gateway, clock=clock)
+    store.apply("Endpoint", "fraud", endpoint_spec("fraud"), actor="alice")
+    steps = (DegradationStep.FALLBACKS_FOR_STANDARD, DegradationStep.SHED_BATCH)
+    degradation = DegradationPolicy(steps=steps, exit_overload=0.5, min_hold_s=0.0)
+    store.apply("Policy", "default", Policy(degradation=degradation).model_dump(mode="json"),
+                actor="alice")  # fmt: skip
+    gateway.loads["fraud"] = Load(100.0, 1, 1)
+    for _ in range(len(steps)):  # one step per pass
+        clock.advance(1.0)
+        asyncio.run(degrader.reconcile())
+    assert gateway.modes[-1] == (frozenset({"batch"}), frozenset({"standard"}))
+    gateway.loads["fraud"] = Load(0.0, 1, 1)
+    for _ in range(len(steps)):
+        clock.advance(1.0)
+        asyncio.run(degrader.reconcile())
+    assert gateway.modes[-1] == (frozenset(), frozenset())

@@ -219,3 +219,31 @@ def test_replica_changes_resize_in_place_under_load() -> None:
             load.join(timeout=30)
     assert statuses
     assert set(statuses) == {200}
+
+
+def test_degraded_tiers_shed_or_fall_back_until_calm() -> None:
+    batch = kit.EndpointBuilder("echo", "echo").build()
+    batch = EndpointConfig(batch.endpoint.model_copy(update={"tier": "batch"}), batch.models)
+    standard = kit.EndpointBuilder("echo-fb", "echo").static_fallback(kit.ECHO_FALLBACK).build()
+    plain = kit.EndpointBuilder("steady", "steady").build()  # standard, but no fallback
+    with (
+        ServerThread([batch, standard, plain], config=kit.gateway_config()) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as http,
+    ):
+
+        def ask(name: str) -> httpx.Response:
+            return http.post(f"/v1/endpoints/{name}:predict", json=row())
+
+        server.gateway.degrade(frozenset({"batch"}), frozenset({"standard"}))
+        shed = ask("echo")
+        assert shed.status_code == 429
+        assert shed.headers["retry-after"] == "5"
+        assert shed.json()["error"]["code"] == "overloaded"
+        degraded = ask("echo-fb")
+        assert degraded.status_code == 200
+        assert degraded.headers["modelplane-fallback"] == "degraded"
+        assert degraded.json()["predictions"][0]["n1"] == -1  # the static fallback
+        assert ask("steady").headers.get("modelplane-fallback") is None
+        server.gateway.degrade(frozenset(), frozenset())
+        assert ask("echo").status_code == 200
+        assert ask("echo-fb").headers.get("modelplane-fallback") is None

@@ -175,7 +175,7 @@ async def _run(
     )
     rollouts = RolloutController(registry, GatewayEvidence(gateway))
     autoscaler = Autoscaler(registry, GatewayConcurrency(gateway))
-    degrader = Degrader(registry, GatewayConcurrency(gateway))
+    degrader = Degrader(registry, GatewayConcurrency(gateway), target=gateway)
     slo = SloRecorder(registry.engine, GatewaySlo(gateway))
     servers = [
         _server(gateway, host, port, lifespan="on"),

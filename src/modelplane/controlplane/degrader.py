@@ -12,11 +12,13 @@ endpoint's target concurrency; 1.0 means every replica holds its target. Each pa
    records a ``pause`` (actor ``degrader``) on every rollout that is moving, and once the
    step is undone a ``resume`` on each rollout whose last command is that pause. This is
    level-triggered on the store, so a restarted degrader still resumes what it paused.
+   ``shed-batch`` and ``fallbacks-for-standard`` go to the gateway (a
+   :class:`DegradationTarget`) every pass: those tiers answer 429, or their fallback.
 
 Nothing runs unless a policy was applied: the built-in default lists every step, and an
 embedded system nobody configured should not start freezing rollouts by itself. The other
-steps need the gateway (fallbacks, shedding) or a live job queue (admission, preemption),
-which this module cannot reach yet; their effects are in the audit event all the same.
+steps need a live job queue (admission, preemption), which does not exist yet; their
+effects are in the audit event all the same.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from modelplane.controlplane.autoscaler import ConcurrencyEvidence, scale_config
 from modelplane.controlplane.rollouts import KIND as ROLLOUT
@@ -42,12 +44,21 @@ from modelplane.store.db import write_session
 from modelplane.store.resources import Resource, ResourceStore
 from modelplane.types import Clock, SystemClock
 
-__all__ = ["ACTOR", "Degrader", "measure_overload"]
+__all__ = ["ACTOR", "DegradationTarget", "Degrader", "measure_overload"]
 
 log = logging.getLogger(__name__)
 
 ACTOR = "degrader"
 _MOVING = frozenset({Phase.PENDING, Phase.SHADOW, Phase.CANARY})
+
+
+class DegradationTarget(Protocol):
+    """The data plane's side of degradation (the gateway)."""
+
+    def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
+        """Answer 429 for ``shed_tiers`` and the fallback for ``fallback_tiers`` (where
+        there is one) until called again; empty sets end it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +90,17 @@ class Degrader:
     """Runs ``degrade`` over the live system; see the module docstring."""
 
     def __init__(
-        self, registry: Registry, evidence: ConcurrencyEvidence, *, clock: Clock | None = None
+        self,
+        registry: Registry,
+        evidence: ConcurrencyEvidence,
+        *,
+        target: DegradationTarget | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.registry = registry
         self.resources = ResourceStore(registry.engine)
         self.evidence = evidence
+        self.target = target
         self._clock = clock or SystemClock()
         self.state = DegradeState()
 
@@ -104,7 +121,11 @@ class Degrader:
             return None
         applied, endpoints = found
         overload = measure_overload(endpoints, applied.policy, self.evidence)
-        return await asyncio.to_thread(self.reconcile_with, applied, overload)
+        decision = await asyncio.to_thread(self.reconcile_with, applied, overload)
+        if self.target is not None:  # on the loop: the gateway's handler lives there
+            effects = decision.effects
+            self.target.degrade(effects.shed_tiers, effects.fallback_tiers)
+        return decision
 
     def _read(self) -> tuple[_Applied, list[Endpoint]] | None:
         policies = self.resources.list("Policy")

@@ -335,6 +335,10 @@ class EndpointRuntime:
         return any(route.target.ready for route in self.routes)
 
     @property
+    def has_fallback(self) -> bool:
+        return self.fallback.kind is not FallbackKind.NONE
+
+    @property
     def targets(self) -> list[ModelVersionRuntime]:
         """Every model version this endpoint reaches, routes' and shadows', each once."""
         seen: dict[int, ModelVersionRuntime] = {}

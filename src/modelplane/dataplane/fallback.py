@@ -39,6 +39,8 @@ class FallbackReason(StrEnum):
     """The model's answer broke the contract's output schema."""
     FEATURES_UNAVAILABLE = "features_unavailable"
     """Joined features were stale or missing under the ``fallback`` policy."""
+    DEGRADED = "degraded"
+    """The system is overloaded and the endpoint's tier is served by its fallback."""
 
 
 class StaticFallback:

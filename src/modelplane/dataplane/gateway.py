@@ -232,6 +232,12 @@ class Gateway:
             for c in (shadow.comparison,)
         ]  # fmt: skip
 
+    def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
+        """Serve degraded: endpoints of ``shed_tiers`` answer 429, those of
+        ``fallback_tiers`` that have a fallback answer with it; empty sets end it."""
+        self.handler.shed_tiers = frozenset(shed_tiers)
+        self.handler.fallback_tiers = frozenset(fallback_tiers)
+
     def serving(self, endpoint: str) -> bool:
         """True when ``endpoint`` is in the table and has a ready route."""
         runtime = self.handler.endpoints.get(endpoint)

@@ -92,6 +92,10 @@ class InferenceHandler:
         self.online_store = online_store
         """Where bound feature sets are read from (see :mod:`.features_join`)."""
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shed_tiers: frozenset[str] = frozenset()
+        """Tiers answered 429 at once while the system is degraded."""
+        self.fallback_tiers: frozenset[str] = frozenset()
+        """Tiers whose endpoints with a fallback are answered by it while degraded."""
 
     def endpoint(self, name: str) -> EndpointRuntime:
         runtime = self.endpoints.get(name)
@@ -116,6 +120,12 @@ class InferenceHandler:
         timeout when later or absent); see the module docstring. ``trace`` learns the route
         taken, the batch's timing and why a fallback answered."""
         runtime = self.endpoint(endpoint_name)
+        if runtime.endpoint.tier in self.shed_tiers:
+            raise Overloaded(
+                f"tier '{runtime.endpoint.tier}' is shed while the system is degraded",
+                retry_after_s=5.0,
+                details=[{"field": "tier", "problem": "shed under overload"}],
+            )
         if requested_outputs:
             _check_requested(runtime, requested_outputs)
         own = time.monotonic() + runtime.timeout_s
@@ -139,6 +149,9 @@ class InferenceHandler:
                 "a request needs at least one row",
                 details=[{"field": "inputs", "problem": "the batch dimension is 0"}],
             )
+        if runtime.endpoint.tier in self.fallback_tiers and runtime.has_fallback:
+            degraded = Overloaded(f"tier '{runtime.endpoint.tier}' is degraded to its fallback")
+            return await self._fallback(runtime, coerced, _DEGRADED, degraded, 0, trace)
         result = await self._run(runtime, route, coerced, deadline, 0, trace)
         if runtime.shadows and result.fallback_reason is None:
             self._send_shadows(runtime, route, coerced, result.outputs)
@@ -292,6 +305,7 @@ class InferenceHandler:
 _VIOLATION = FallbackReason.CONTRACT_VIOLATION
 _OPEN = FallbackReason.CIRCUIT_OPEN
 _FEATURES = FallbackReason.FEATURES_UNAVAILABLE
+_DEGRADED = FallbackReason.DEGRADED
 
 
 def _key_text(value: Any) -> str:
