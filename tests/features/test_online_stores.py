@@ -1,4 +1,4 @@
-"""One contract suite for every online store: memory, SQLite and real Redis."""
+"""One contract suite for every online store: memory, SQLite, PostgreSQL and real Redis."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ NOW = 1_700_000_000.0
 FEATURES = ("amount", "country", "count")
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[OnlineStore]:
     if request.param == "memory":
         made: OnlineStore = MemoryOnlineStore()
-    elif request.param == "sqlite":
+    elif request.param in ("sqlite", "postgres"):
         from modelplane.features.sqlite import SqliteOnlineStore
 
-        made = SqliteOnlineStore(f"sqlite:///{tmp_path}/online.db")
+        url = f"sqlite:///{tmp_path}/online.db"
+        if request.param == "postgres":
+            url = str(request.getfixturevalue("postgres_url"))
+        made = SqliteOnlineStore(url)
     else:
         from modelplane.features.redis import RedisOnlineStore
 
@@ -123,3 +126,31 @@ def test_concurrent_writers_never_let_an_older_value_win(store: OnlineStore) -> 
     lookups = store.read("tx", 1, keys, ["count"], NOW)
     assert [lookup.values for lookup in lookups] == [{"count": 59}] * len(keys)
     assert {lookup.ages["count"] for lookup in lookups} == {100.0 - 59}
+
+
+def test_a_subset_of_the_stored_features(store: OnlineStore) -> None:
+    store.write("tx", 1, [("c1", NOW - 5, {"amount": 1.0, "country": "FR", "count": 3})])
+    [lookup] = store.read("tx", 1, ["c1"], ["count", "amount"], NOW)
+    assert dict(lookup.values) == {"count": 3, "amount": 1.0}
+    assert dict(lookup.ages) == {"count": 5.0, "amount": 5.0}
+    assert lookup.missing == ()
+
+
+def test_values_and_event_times_round_trip_exactly(store: OnlineStore) -> None:
+    event_time = NOW - 0.123456789
+    values = {"amount": 0.1 + 0.2, "country": "ÉIRE", "count": -(2**53), "tags": ["a", "b"]}
+    store.write("tx", 1, [("c1", event_time, values)])
+    [lookup] = store.read("tx", 1, ["c1"], [*values, "flag"], NOW)
+    assert dict(lookup.values) == values
+    assert set(lookup.event_times.values()) == {event_time}
+    assert lookup.missing == ("flag",)
+
+
+def test_a_large_batch_with_repeated_keys_reads_in_order(store: OnlineStore) -> None:
+    store.write("tx", 1, [(k, NOW - k % 7, {"count": k}) for k in range(0, 2500, 2)])
+    keys = [*range(2500), 4, 4]
+    lookups = store.read("tx", 1, keys, ["count"], NOW)
+    assert [lookup.key for lookup in lookups] == keys
+    assert [lookup.values.get("count") for lookup in lookups[:4]] == [0, None, 2, None]
+    assert [lookup.ages["count"] for lookup in lookups[-2:]] == [4.0, 4.0]
+    assert sum(lookup.found for lookup in lookups) == 1250 + 2

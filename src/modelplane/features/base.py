@@ -11,6 +11,7 @@ so every stored value carries the event time it was true at, and ages are exact.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,18 +69,33 @@ def lookup_from(
     event_time: float | None,
     features: Sequence[str],
     now: float,
+    wanted: AbstractSet[str] | None = None,
 ) -> Lookup:
-    """The :class:`Lookup` for one stored row (``None`` when the key is unknown)."""
+    """The :class:`Lookup` for one stored row (``None`` when the key is unknown).
+
+    ``wanted`` is ``set(features)``; a store reading many rows passes it, built once.
+    """
     if stored is None or event_time is None:
         return Lookup(key=key, missing=tuple(features))
-    values = {name: stored[name] for name in features if stored.get(name) is not None}
+    if wanted is None:
+        wanted = frozenset(features)
+    values: dict[str, Any]
+    missing: tuple[str, ...] = ()
+    # The common case, a row holding exactly the features asked for, costs a few C-level
+    # set and dict operations instead of a Python loop per feature (50 per row, 64 rows).
+    if stored.keys() == wanted and None not in stored.values():
+        values = dict(stored)
+    else:
+        values = {n: v for n in features if (v := stored.get(n)) is not None}
+        if len(values) < len(wanted):
+            missing = tuple(name for name in features if name not in values)
     age = max(0.0, now - event_time)
     return Lookup(
         key=key,
         values=values,
         event_times=dict.fromkeys(values, event_time),
         ages=dict.fromkeys(values, age),
-        missing=tuple(name for name in features if name not in values),
+        missing=missing,
     )
 
 

@@ -100,13 +100,62 @@ class JoinResult:
     use_fallback: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What a join needs of the feature set, looked up once per call, not once per value."""
+
+    names: tuple[str, ...]
+    max_age: dict[str, float]
+    default: dict[str, Any]
+    strictest: float
+    """The smallest max age: a row whose values are all younger is fresh throughout."""
+
+    @classmethod
+    def of(cls, featureset: FeatureSet, names: Sequence[str]) -> _Rules:
+        """Cached per feature set object and names: an endpoint joins the same ones on every
+        request."""
+        key = (id(featureset), tuple(names))
+        cached = _RULES.get(key)
+        if cached is not None and cached[0] is featureset:
+            return cached[1]
+        if len(_RULES) >= _RULES_KEPT:
+            _RULES.clear()
+        rules = cls._build(featureset, names)
+        _RULES[key] = (featureset, rules)
+        return rules
+
+    @classmethod
+    def _build(cls, featureset: FeatureSet, names: Sequence[str]) -> _Rules:
+        by_name = {f.name: f for f in featureset.features}
+        unknown = [name for name in names if name not in by_name]
+        if unknown:
+            raise FeaturesUnavailable(
+                f"feature set {featureset.ref} has no feature {', '.join(map(repr, unknown))}",
+                details=[{"field": f"features.{name}", "problem": "unknown"} for name in unknown],
+            )
+        sla = featureset.freshness.max_age_s
+        overrides = {name: by_name[name].max_age_s for name in names}
+        max_age = {name: sla if own is None else own for name, own in overrides.items()}
+        default = {name: by_name[name].default for name in names}
+        return cls(tuple(names), max_age, default, min(max_age.values(), default=sla))
+
+
+_RULES: dict[tuple[int, tuple[str, ...]], tuple[FeatureSet, _Rules]] = {}
+_RULES_KEPT = 256
+
+
 def classify(lookup: Lookup, featureset: FeatureSet, features: Sequence[str]) -> list[ValueCheck]:
     """A verdict per asked-for feature of one lookup."""
+    return _classify(lookup, _Rules.of(featureset, features))
+
+
+def _classify(lookup: Lookup, rules: _Rules) -> list[ValueCheck]:
     checks = []
-    for name in features:
-        max_age = featureset.max_age_s(name)
-        age = lookup.ages.get(name)
-        if name not in lookup.values or age is None:
+    values, ages = lookup.values, lookup.ages
+    for name in rules.names:
+        max_age = rules.max_age[name]
+        age = ages.get(name)
+        if name not in values or age is None:
             state = State.MISSING
         else:
             state = State.FRESH if age <= max_age else State.STALE
@@ -122,55 +171,54 @@ def apply_policy(
 ) -> JoinResult:
     """Join each lookup into a row under ``policy``; ``features`` defaults to all of them."""
     names = tuple(features) if features is not None else featureset.feature_names
-    _known(featureset, names)
+    rules = _Rules.of(featureset, names)
     rows: list[JoinedRow] = []
     problems: list[ValueCheck] = []
     for lookup in lookups:
-        checks = classify(lookup, featureset, names)
-        bad = [check for check in checks if check.state is not State.FRESH]
+        if _all_fresh(lookup, rules):  # the common case: no verdict objects at all
+            values, ages = lookup.values, lookup.ages
+            rows.append(JoinedRow(lookup.key, {n: values[n] for n in names},
+                                  {n: ages[n] for n in names}))  # fmt: skip
+            continue
+        bad = [check for check in _classify(lookup, rules) if check.state is not State.FRESH]
         problems += bad
-        rows.append(_join(lookup, featureset, names, bad, policy))
+        rows.append(_join(lookup, rules, bad, policy))
     if problems and policy is Policy.FAIL:
         _raise(featureset, problems, "stale or missing")
     if policy is Policy.DEFAULT:
-        undefaultable = [p for p in problems if _default(featureset, p.feature) is None]
+        undefaultable = [p for p in problems if rules.default[p.feature] is None]
         if undefaultable:
             _raise(featureset, undefaultable, "stale or missing, with no default declared")
     use_fallback = bool(problems) and policy is Policy.FALLBACK
     return JoinResult(tuple(rows), tuple(problems), use_fallback)
 
 
-def _join(
-    lookup: Lookup,
-    featureset: FeatureSet,
-    names: Sequence[str],
-    bad: Sequence[ValueCheck],
-    policy: Policy,
-) -> JoinedRow:
+def _all_fresh(lookup: Lookup, rules: _Rules) -> bool:
+    if lookup.missing:
+        return False
+    values, ages = lookup.values, lookup.ages
+    strictest = rules.strictest
+    for name in rules.names:
+        if name not in values:
+            return False
+        age = ages.get(name)
+        if age is None or age > strictest:
+            return False
+    return True
+
+
+def _join(lookup: Lookup, rules: _Rules, bad: Sequence[ValueCheck], policy: Policy) -> JoinedRow:
+    names = rules.names
     values = {name: lookup.values[name] for name in names if name in lookup.values}
     ages: dict[str, float | None] = {name: lookup.ages.get(name) for name in names}
     defaulted: list[str] = []
     for check in bad:
         values.pop(check.feature, None)
-        default = _default(featureset, check.feature)
+        default = rules.default[check.feature]
         if policy is Policy.DEFAULT and default is not None:
             values[check.feature] = default
             defaulted.append(check.feature)
     return JoinedRow(lookup.key, values, ages, tuple(defaulted))
-
-
-def _default(featureset: FeatureSet, name: str) -> Any:
-    feature = featureset.feature(name)
-    return None if feature is None else feature.default
-
-
-def _known(featureset: FeatureSet, names: Sequence[str]) -> None:
-    unknown = [name for name in names if featureset.feature(name) is None]
-    if unknown:
-        raise FeaturesUnavailable(
-            f"feature set {featureset.ref} has no feature {', '.join(map(repr, unknown))}",
-            details=[{"field": f"features.{name}", "problem": "unknown"} for name in unknown],
-        )
 
 
 def _raise(featureset: FeatureSet, problems: Sequence[ValueCheck], what: str) -> None:
