@@ -20,6 +20,7 @@ a shadow), and compare its answers with the primary's in a :class:`ShadowCompari
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -288,6 +289,12 @@ class ShadowRuntime:
     comparison: ShadowComparison
     max_inflight: int
     inflight: int = 0
+    """Copies sent and not yet answered."""
+    buffer: list[tuple[Arrays, Arrays]] = field(default_factory=list)
+    """Copies waiting to go as one batch: (inputs, the answer the caller got)."""
+    buffered_rows: int = 0
+    timer: asyncio.TimerHandle | None = None
+    """When the buffer goes out at the latest."""
 
 
 class EndpointRuntime:

@@ -14,13 +14,12 @@ and records JSON. Steps for one request:
 5. check the outputs against the contract: a wrong answer counts as a failure;
 6. record the outcome in the breaker and the route's evidence (for rollout gates); on a
    failure, serve the fallback when there is one;
-7. copy the request to the endpoint's shadows, sampled, in tasks of their own: the caller
+7. copy the request to the endpoint's shadows, sampled (:mod:`.shadows`): the caller
    never waits for a shadow, and a shadow's answer is only compared with the primary's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -30,13 +29,9 @@ import numpy.typing as npt
 
 from modelplane.core.circuit import BreakerConfig, BreakerState, admit, record
 from modelplane.core.routing import key_point
-from modelplane.dataplane.endpoint_runtime import (
-    EndpointRuntime,
-    OutputViolation,
-    RouteRuntime,
-    ShadowRuntime,
-)
+from modelplane.dataplane.endpoint_runtime import EndpointRuntime, OutputViolation, RouteRuntime
 from modelplane.dataplane.fallback import FallbackReason
+from modelplane.dataplane.shadows import ShadowSender
 from modelplane.errors import (
     ContractViolation,
     DeadlineExceeded,
@@ -91,7 +86,7 @@ class InferenceHandler:
         self.breaker = breaker or BreakerConfig()
         self.online_store = online_store
         """Where bound feature sets are read from (see :mod:`.features_join`)."""
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shadows = ShadowSender()
         self.shed_tiers: frozenset[str] = frozenset()
         """Tiers answered 429 at once while the system is degraded."""
         self.fallback_tiers: frozenset[str] = frozenset()
@@ -154,7 +149,7 @@ class InferenceHandler:
             return await self._fallback(runtime, coerced, _DEGRADED, degraded, 0, trace)
         result = await self._run(runtime, route, coerced, deadline, 0, trace)
         if runtime.shadows and result.fallback_reason is None:
-            self._send_shadows(runtime, route, coerced, result.outputs)
+            self.shadows.send(runtime, route, coerced, result.outputs)
         if requested_outputs:
             result.outputs = {name: result.outputs[name] for name in requested_outputs}
         return result
@@ -180,41 +175,6 @@ class InferenceHandler:
                 return runtime.routes[runtime.chooser.pick_at(point)], "sticky"
         index = runtime.chooser.pick()
         return runtime.routes[index], "stable" if index == 0 else "canary"
-
-    def _send_shadows(
-        self, runtime: EndpointRuntime, route: RouteRuntime, inputs: Arrays, primary: Arrays
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for shadow in runtime.shadows:
-            if shadow.target is route.target:
-                continue  # this request went to the shadowed version itself
-            if shadow.percent < 100.0 and runtime.rng.random() * 100.0 >= shadow.percent:
-                continue
-            if shadow.inflight >= shadow.max_inflight:
-                shadow.comparison.dropped += 1  # shadows never queue behind themselves
-                continue
-            shadow.inflight += 1
-            task = loop.create_task(self._shadow(runtime, shadow, inputs, primary))
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
-
-    async def _shadow(
-        self, runtime: EndpointRuntime, shadow: ShadowRuntime, inputs: Arrays, primary: Arrays
-    ) -> None:
-        target = shadow.target
-        started = time.monotonic()
-        try:
-            outputs = await target.batcher.submit(inputs, deadline=started + runtime.timeout_s)
-        except Overloaded:
-            shadow.comparison.dropped += 1
-        except ModelplaneError:
-            target.stats.failed(time.monotonic() - started)
-            shadow.comparison.failed += 1
-        else:
-            target.stats.ok(time.monotonic() - started, outputs)
-            shadow.comparison.compare(primary, outputs)
-        finally:
-            shadow.inflight -= 1
 
     async def _run(
         self,
