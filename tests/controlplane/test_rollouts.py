@@ -16,9 +16,8 @@ from modelplane.controlplane.apply import Applier
 from modelplane.controlplane.rollouts import (
     KIND,
     RolloutController,
-    Traffic,
-    apply_traffic,
     record_command,
+    rollback_traffic,
     start_rollout,
 )
 from modelplane.core.drift import Histogram
@@ -171,14 +170,15 @@ def test_error_gate_rolls_back_with_readings_in_the_audit_log(registry: Registry
 def test_manual_rollback_moves_traffic_at_once(registry: Registry) -> None:
     clock, evidence = FakeClock(), FakeEvidence()
     controller = started(registry, clock, evidence)
-    record_command(registry, ENDPOINT, Command.ROLLBACK, actor="bob", now=clock.wall())
+    record_command(registry.engine, ENDPOINT, Command.ROLLBACK, actor="bob", now=clock.wall())
     # what the CLI does before returning: traffic on stable without waiting for a pass
-    assert apply_traffic(
-        registry, ENDPOINT, Traffic(((STABLE, 100.0),)), actor="bob", reason="rollback"
-    )
+    assert rollback_traffic(registry.engine, ENDPOINT, actor="bob")
     assert routes(registry) == [(STABLE, 100.0)]
+    assert not rollback_traffic(registry.engine, ENDPOINT, actor="bob")  # already there
+    [moved] = [e for e in registry.audit_events(action="endpoint.apply") if e.actor == "bob"]
+    assert moved.reason == "rollback: all traffic to stable"
     with pytest.raises(Conflict):
-        record_command(registry, ENDPOINT, Command.PROMOTE, actor="bob", now=clock.wall())
+        record_command(registry.engine, ENDPOINT, Command.PROMOTE, actor="bob", now=clock.wall())
     clock.advance(1)
     state = controller.reconcile_one(ENDPOINT)
     assert state.phase is Phase.ROLLED_BACK

@@ -113,13 +113,18 @@ def rollout(
 
 
 def _command(ctx: typer.Context, endpoint: str, cmd: Command, as_json: bool) -> None:
-    from modelplane.controlplane.rollouts import record_command, rollback_traffic
+    # The store alone, not the registry: a rollback is typed in a hurry.
+    from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
     from modelplane.core.rollout import Command
+    from modelplane.store.db import open_engine
 
     cli: CliContext = ctx.obj
-    with registry_from(cli) as registry:
-        state = record_command(registry, endpoint, cmd, actor=cli.actor, now=time.time())
-        moved = cmd is Command.ROLLBACK and rollback_traffic(registry, endpoint, actor=cli.actor)
+    engine = open_engine(cli.settings.resolved_database_url())
+    try:
+        state = record_command(engine, endpoint, cmd, actor=cli.actor, now=time.time())
+        moved = cmd is Command.ROLLBACK and rollback_traffic(engine, endpoint, actor=cli.actor)
+    finally:
+        engine.dispose()
     if as_json:
         emit_json({"endpoint": endpoint, "command": cmd.value, "phase": state.phase.value})
         return

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modelplane.controlplane.autoscaler import ConcurrencyEvidence, scale_config
-from modelplane.controlplane.rollouts import KIND as ROLLOUT
-from modelplane.controlplane.rollouts import record_command
+from modelplane.controlplane.rollout_commands import KIND as ROLLOUT
+from modelplane.controlplane.rollout_commands import record_command
 from modelplane.core.degrade import DegradeDecision, DegradeSnapshot, DegradeState, degrade
 from modelplane.core.rollout import Command, Phase
 from modelplane.errors import Conflict, InvalidSpec, ModelplaneError, NotFound
@@ -183,7 +183,11 @@ class Degrader:
             with contextlib.suppress(Conflict, NotFound):
                 # Conflict: the rollout moved on (promoted, rolled back) since it was read.
                 record_command(
-                    self.registry, rollout.name, command, actor=ACTOR, now=self._clock.wall()
+                    self.registry.engine,
+                    rollout.name,
+                    command,
+                    actor=ACTOR,
+                    now=self._clock.wall(),
                 )
 
 

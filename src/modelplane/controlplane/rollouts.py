@@ -26,10 +26,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelplane.controlplane.apply import Applier
+from modelplane.controlplane.rollout_commands import (
+    KIND,
+    Traffic,
+    record_command,
+    rollback_traffic,
+)
 from modelplane.controlplane.rollout_records import (
     arm_from_dict,
     arm_to_dict,
@@ -73,7 +78,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KIND = "Rollout"
 CONTROLLER = "rollout-controller"
 """The actor of what the controller does by itself."""
 PROMOTED_ALIAS = "champion"
@@ -96,43 +100,6 @@ class RolloutEvidence(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Traffic:
-    """The routes (``model -> weight``) and shadows (``model -> percent``) of an endpoint."""
-
-    routes: tuple[tuple[str, float], ...]
-    shadows: tuple[tuple[str, float], ...] = ()
-
-    @classmethod
-    def of(cls, spec: RolloutSpec, stable: str, state: RolloutState) -> Traffic:
-        """What ``state`` says the endpoint must route; the canary stays routed (weight 0,
-        workers warm) from its first scale request until the rollout ends."""
-        if state.phase is Phase.PROMOTED:
-            return cls(((spec.to, 100.0),))
-        if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
-            return cls(((stable, 100.0),))
-        stable_weight, canary_weight = state.weights
-        routes: tuple[tuple[str, float], ...] = ((stable, stable_weight),)
-        if canary_weight > 0 or state.canary_scaled_for > 0 or state.shadow_percent > 0:
-            routes += ((spec.to, canary_weight),)
-        shadows = ((spec.to, state.shadow_percent),) if state.shadow_percent > 0 else ()
-        return cls(routes, shadows)
-
-    def differs(self, endpoint: Mapping[str, Any]) -> bool:
-        routes = tuple((r["model"], float(r.get("weight", 100.0))) for r in endpoint["routes"])
-        shadows = tuple(
-            (s["model"], float(s.get("percent", 100.0))) for s in endpoint.get("shadows", ())
-        )
-        return (routes, shadows) != (self.routes, self.shadows)
-
-    def document(self, endpoint: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            **endpoint,
-            "routes": [{"model": m, "weight": w} for m, w in self.routes],
-            "shadows": [{"model": m, "percent": p} for m, p in self.shadows],
-        }
-
-
 def apply_traffic(
     registry: Registry, endpoint: str, traffic: Traffic, *, actor: str, reason: str
 ) -> bool:
@@ -144,16 +111,6 @@ def apply_traffic(
     applier = Applier(registry, resources, actor=actor)
     applier.apply_all([traffic.document(current)], reason=reason)
     return True
-
-
-def rollback_traffic(registry: Registry, endpoint: str, *, actor: str) -> bool:
-    """All of ``endpoint``'s traffic on the rollout's stable route, now (what ``rollback``
-    does besides recording the command, so traffic moves before the controller's pass)."""
-    stable = ResourceStore(registry.engine).get(KIND, endpoint).spec["stable"]
-    traffic = Traffic(((stable, 100.0),))
-    return apply_traffic(
-        registry, endpoint, traffic, actor=actor, reason="rollback: all traffic to stable"
-    )
 
 
 def start_rollout(
@@ -185,42 +142,6 @@ def start_rollout(
     status = {"state": RolloutState().to_dict(), "commands_seen": 0}
     resources.set_status(KIND, spec.endpoint, status)
     return applied.resource
-
-
-def record_command(
-    registry: Registry, endpoint: str, cmd: Command, *, actor: str, now: float
-) -> RolloutState:
-    """Record ``cmd`` for the controller; the state it leads to (Conflict if it cannot)."""
-    resources = ResourceStore(registry.engine)
-    for _ in range(3):
-        resource = resources.get(KIND, endpoint)
-        state = _pending_state(resource)
-        after = command(state, cmd, now, by=actor)  # raises Conflict when not allowed
-        commands = [*resource.spec["commands"], {"command": cmd.value, "by": actor, "at": now}]
-        spec = {**resource.spec, "commands": commands}
-        try:
-            resources.apply(
-                KIND,
-                endpoint,
-                spec,
-                actor=actor,
-                reason=f"{cmd.value} rollout",
-                expected_generation=resource.generation,
-            )
-        except Conflict:
-            continue  # the controller or another person wrote meanwhile: reread
-        return after
-    raise Conflict(f"rollout of '{endpoint}' keeps changing; try again")
-
-
-def _pending_state(resource: Resource) -> RolloutState:
-    """The stored state with the commands the controller has not seen yet applied."""
-    status = resource.status or {}
-    state = RolloutState.from_dict(status["state"]) if status.get("state") else RolloutState()
-    for entry in resource.spec["commands"][status.get("commands_seen", 0) :]:
-        with contextlib.suppress(Conflict):
-            state = command(state, Command(entry["command"]), entry["at"], by=entry["by"])
-    return state
 
 
 class RolloutController:
