@@ -91,7 +91,7 @@ def main() -> None:
         env = {**os.environ, "MODELPLANE_HOME": tmp}
         populate(f"sqlite:///{tmp}/state.db", opts.endpoints)
         rows = {
-            "modelplane --version (start-up floor)": time_process(["--version"], env, opts.runs),
+            "modelplane --version (the full CLI's start-up)": time_process(["--version"], env, opts.runs),
             "modelplane status": time_process(["status"], env, opts.runs),
             "modelplane status --json": time_process(["status", "--json"], env, opts.runs),
         }

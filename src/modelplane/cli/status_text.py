@@ -1,0 +1,110 @@
+"""``status`` as text: aligned columns, standard library only (the fast entry uses it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["NO_ENDPOINTS", "status_lines"]
+
+NO_ENDPOINTS = "no endpoints (modelplane apply -f endpoint.yaml)"
+_NONE = "-"
+
+_COLUMNS = ("ENDPOINT", "TEAM", "TIER", "CONTRACT", "ROUTES", "REPLICAS", "HEALTH", "ROLLOUT",
+            "SLO BUDGET")  # fmt: skip
+
+
+def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Aligned columns, one line per endpoint and an indented one under an endpoint whose
+    rollout is in progress: a hundred endpoints fit a screen a person can scan."""
+    rows = [_row(e) for e in endpoints]
+    widths = [max(len(cell) for cell in column) for column in zip(_COLUMNS, *rows, strict=True)]
+    yield _aligned(_COLUMNS, widths)
+    for endpoint, row in zip(endpoints, rows, strict=True):
+        yield _aligned(row, widths)
+        rollout = endpoint["rollout"]
+        if rollout is not None and rollout["in_progress"]:
+            yield "  " + _rollout_line(rollout)
+
+
+def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+
+def _row(endpoint: Mapping[str, Any]) -> list[str]:
+    contract = endpoint["contract"]
+    replicas = endpoint["replicas"]
+    return [
+        endpoint["name"],
+        endpoint["team"] or _NONE,
+        endpoint["tier"],
+        f"{contract['name']} v{contract['version']}",
+        ", ".join([*map(_route, endpoint["routes"]), *map(_shadow, endpoint["shadows"])]),
+        _NONE if not replicas else f"{replicas['ready']}/{replicas['total']}",
+        _health(endpoint),
+        _rollout_cell(endpoint["rollout"]),
+        _budget_cell(endpoint["slo_budget"]),
+    ]
+
+
+def _route(route: Mapping[str, Any]) -> str:
+    served = route["version"] or "unresolved"
+    digest = f" {route['short_digest']}" if route["short_digest"] else ""
+    return f"{route['weight_percent']:g}% {route['model']} -> {served}{digest}"
+
+
+def _shadow(shadow: Mapping[str, Any]) -> str:
+    served = shadow["version"] or "unresolved"
+    return f"shadow {shadow['percent']:g}% {shadow['model']} -> {served}"
+
+
+def _health(endpoint: Mapping[str, Any]) -> str:
+    health = endpoint["health"]
+    if health["ready"] is None:
+        return "unknown"
+    word = "Ready" if health["ready"] else f"NotReady ({health['reason']})"
+    observed = endpoint["observed_generation"]
+    stale = observed is not None and observed != endpoint["generation"]
+    return f"{word}, gen {observed}/{endpoint['generation']}" if stale else word
+
+
+def _rollout_cell(rollout: Mapping[str, Any] | None) -> str:
+    if rollout is None:
+        return _NONE
+    if not rollout["in_progress"]:
+        return f"{rollout['phase']} {rollout['to']}"
+    if rollout["phase"] == "shadow":
+        return f"shadow {rollout['shadow_percent']:g}% -> {rollout['to']}"
+    return f"{rollout['phase']} {rollout['canary_weight']:g}% -> {rollout['to']}"
+
+
+def _rollout_line(rollout: Mapping[str, Any]) -> str:
+    """``rollout fraud:1 -> fraud:2 (canary) step 2/4, canary 25%; gates: ...``."""
+    where = f"step {rollout['step']}/{rollout['steps']}, canary {rollout['canary_weight']:g}%"
+    if rollout["shadow_percent"]:
+        where += f", shadow {rollout['shadow_percent']:g}%"
+    if rollout["paused_from"]:
+        where += f", paused in {rollout['paused_from']}"
+    gates = "; ".join(_gate(g) for g in rollout["gates"]) or "not judged yet"
+    head = f"rollout {rollout['from']} -> {rollout['to']} ({rollout['strategy']})"
+    return f"{head} {where}; gates: {gates}"
+
+
+def _gate(gate: Mapping[str, Any]) -> str:
+    reading = ", ".join(f"{k} {_number(v)}" for k, v in gate["reading"].items())
+    return f"{gate['name']} {gate['outcome']}" + (f" ({reading})" if reading else "")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
+
+
+def _budget_cell(budget: Mapping[str, Any] | None) -> str:
+    """Budget left per objective, and the alerts firing: ``avail 93.1%, latency 99.0%``."""
+    if budget is None:
+        return _NONE
+    availability, latency = budget["availability"], budget["latency"]
+    cell = f"avail {availability['remaining']:.1%}, latency {latency['remaining']:.1%}"
+    firing = [f"{name} {alert}" for name, objective in (("avail", availability),
+              ("latency", latency)) for alert in objective["firing"]]  # fmt: skip
+    return cell + (f" FIRING {', '.join(firing)}" if firing else "")
