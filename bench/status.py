@@ -2,7 +2,7 @@
 
 Creates a temporary store with 100 registered versions and 100 endpoints (valid specs,
 and the status the endpoint controller writes), then times ``modelplane --version`` (the
-start-up floor), ``modelplane status`` and ``modelplane status --json``.
+full CLI's start-up), ``modelplane status`` and ``modelplane status --json``.
 
     .venv/bin/python bench/status.py [--endpoints 100] [--runs 5]
 """
@@ -91,7 +91,7 @@ def main() -> None:
         env = {**os.environ, "MODELPLANE_HOME": tmp}
         populate(f"sqlite:///{tmp}/state.db", opts.endpoints)
         rows = {
-            "modelplane --version (the full CLI's start-up)": time_process(["--version"], env, opts.runs),
+            "modelplane --version (full CLI start-up)": time_process(["--version"], env, opts.runs),
             "modelplane status": time_process(["status"], env, opts.runs),
             "modelplane status --json": time_process(["status", "--json"], env, opts.runs),
         }
