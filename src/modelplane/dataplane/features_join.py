@@ -14,6 +14,7 @@ and the handler never calls into this module for them.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -179,7 +180,7 @@ class FeatureJoin:
         ages = _oldest(featureset.ref, wanted, result)
         if result.use_fallback:
             return _Joined({}, ages, (), from_request, _unavailable(featureset, result.problems))
-        columns = {name: _column(result, name, bound.fields[name]) for name in wanted}
+        columns = _columns(result, wanted, bound.fields)
         defaulted = sorted({name for row in result.rows for name in row.defaulted})
         return _Joined(columns, ages, tuple(defaulted), from_request)
 
@@ -229,6 +230,31 @@ def _int_key(value: Any) -> int:
     return int(value)
 
 
+def _columns(
+    result: JoinResult, names: Sequence[str], fields: Mapping[str, FieldSpec]
+) -> dict[str, Array]:
+    """One array per feature, built one dtype at a time: a (rows, features) block per dtype,
+    transposed once, whose rows are the columns (50 features: one array, not 50)."""
+    by_dtype: dict[DType, list[str]] = {}
+    for name in names:
+        by_dtype.setdefault(fields[name].dtype, []).append(name)
+    rows = result.rows
+    columns: dict[str, Array] = {}
+    for dtype, group in by_dtype.items():
+        try:
+            block = np.array([list(map(row.values.get, group)) for row in rows], dtype.numpy)
+        except (TypeError, ValueError, OverflowError):
+            columns |= {name: _column(result, name, fields[name]) for name in group}  # names it
+            continue
+        if block.ndim != 2:  # values that are themselves arrays: one feature at a time
+            columns |= {name: _column(result, name, fields[name]) for name in group}
+            continue
+        for name, column in zip(group, block.T.copy(), strict=True):
+            shape = fields[name].shape
+            columns[name] = column if len(shape) <= 1 else column.reshape(len(rows), *shape[1:])
+    return columns
+
+
 def _column(result: JoinResult, name: str, spec: FieldSpec) -> Array:
     values = [row.values.get(name) for row in result.rows]
     try:
@@ -243,12 +269,18 @@ def _column(result: JoinResult, name: str, spec: FieldSpec) -> Array:
 
 
 def _oldest(ref: str, names: Sequence[str], result: JoinResult) -> dict[str, float | None]:
-    ages: dict[str, float | None] = {}
-    for name in names:
-        found = [row.ages.get(name) for row in result.rows]
-        present = [age for age in found if age is not None]
-        ages[f"{ref}/{name}"] = max(present) if len(present) == len(found) else None
-    return ages
+    """Per feature, the oldest value's age over the rows; None when a row lacks it."""
+    rows = result.rows
+    if len(rows) == 1:
+        ages = rows[0].ages
+        return {f"{ref}/{name}": ages.get(name) for name in names}
+    # None becomes NaN in a float array, and max propagates NaN: NaN means a row lacks it
+    block = np.array([list(map(row.ages.get, names)) for row in rows], dtype=np.float64)
+    oldest: list[float] = block.max(axis=0).tolist()
+    return {
+        f"{ref}/{name}": None if math.isnan(age) else age
+        for name, age in zip(names, oldest, strict=True)
+    }
 
 
 def _unavailable(featureset: FeatureSet, problems: Sequence[ValueCheck]) -> FeaturesUnavailable:
