@@ -3,7 +3,8 @@
 * p50 / p99 of a 1-row and a 64-row lookup of 50 features, 16 threads at once, against
   10,000 stored entities, on the SQLite and the Redis online store;
   and the same lookups one at a time (what one lookup costs when nothing waits for the GIL);
-* the join overhead: p50 / p99 of a prediction over HTTP on loopback at concurrency 16, on a
+* the join overhead: p50 / p99 of a prediction over HTTP on loopback at concurrency 16 (and
+  1, 1-row requests: the join's own cost with nothing queued behind it), on a
   real gateway (a subprocess per online store) serving two endpoints of one model on 50
   features: ``plain``, whose requests carry the 50 features, and ``joined``, whose requests
   carry only the entity key and join the 50 features from the store. The client is this
@@ -255,16 +256,16 @@ def request_bodies(fs: FeatureSet, rows: int, count: int) -> dict[str, list[byte
 
 
 async def load(
-    port: int, endpoint: str, bodies: Sequence[bytes], per_caller: int
+    port: int, endpoint: str, bodies: Sequence[bytes], per_caller: int, callers: int = CALLERS
 ) -> tuple[list[float], list[str]]:
-    """``CALLERS`` callers, each sending ``per_caller`` requests back to back: the latency
+    """``callers`` callers, each sending ``per_caller`` requests back to back: the latency
     of each answered request, and what each failed one answered."""
     url = f"http://127.0.0.1:{port}/v2/models/{endpoint}/infer"
     headers = {"content-type": "application/json"}
     samples: list[float] = []
     errors: list[str] = []
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    connector = aiohttp.TCPConnector(limit=CALLERS)
+    connector = aiohttp.TCPConnector(limit=callers)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def caller(index: int) -> None:
@@ -279,12 +280,17 @@ async def load(
                     errors.append(f"{response.status}: {answer[:200]!r}")
 
         budget = REQUEST_TIMEOUT_S * per_caller
-        await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(CALLERS))), budget)
+        await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(callers))), budget)
     return samples, errors
 
 
 def join_overhead(
-    store_url: str, prefix: str, work: Path, rows_list: Sequence[int], per_caller: int
+    store_url: str,
+    prefix: str,
+    work: Path,
+    rows_list: Sequence[int],
+    per_caller: int,
+    callers: int = CALLERS,
 ) -> dict[str, Any]:
     fs = featureset("bench50", 50)
     proc, port = start_server(store_url, prefix, work)
@@ -293,14 +299,17 @@ def join_overhead(
         for rows in rows_list:
             bodies = request_bodies(fs, rows, 512)
             for endpoint in ("plain", "joined"):  # warm-up: connections, caches, allocator
-                asyncio.run(load(port, endpoint, bodies[endpoint], max(10, per_caller // 4)))
+                warm = max(10, per_caller // 4)
+                asyncio.run(load(port, endpoint, bodies[endpoint], warm, callers))
             samples: dict[str, list[float]] = {"plain": [], "joined": []}
             errors: dict[str, list[str]] = {"plain": [], "joined": []}
             elapsed = dict.fromkeys(samples, 0.0)
             for _ in range(3):  # alternating rounds: drifting background load hits both
                 for endpoint in samples:
                     started = time.perf_counter()
-                    got, failed = asyncio.run(load(port, endpoint, bodies[endpoint], per_caller))
+                    got, failed = asyncio.run(
+                        load(port, endpoint, bodies[endpoint], per_caller, callers)
+                    )
                     elapsed[endpoint] += time.perf_counter() - started
                     samples[endpoint] += got
                     errors[endpoint] += failed
@@ -421,6 +430,13 @@ def main() -> None:
                     )
                     join[name] = timed(f"join overhead over HTTP, {name}", run)
                 results["join"] = join
+                # one caller: what the join adds to a request when nothing queues behind it
+                alone: dict[str, Any] = {}
+                for name in stores:
+                    run = functools.partial(join_overhead, urls[name], prefix, Path(tmp), [1],
+                                            args.join_requests * 4, callers=1)  # fmt: skip
+                    alone[name] = timed(f"join overhead over HTTP, {name}, one caller", run)
+                results["join_one_caller"] = alone
             results["materialize"] = materialize_ratio(args, stores["redis"], fs20, prefix, tmp)
         finally:
             for store in stores.values():
@@ -483,6 +499,10 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 (f"join overhead p50, {store}, {rows} row(s)", one["overhead_p50_ms"], 1.0)
             )
+    for store, by_rows in results.get("join_one_caller", {}).items():
+        for rows, one in by_rows.items():
+            what = f"join overhead p50, {store}, {rows} row(s), one caller"
+            checks.append((what, one["overhead_p50_ms"], 1.0))
     out = [{"aim": aim, "value": value, "limit": limit, "met": value <= limit}
            for aim, value, limit in checks]  # fmt: skip
     ratio = results["materialize"]["ratio"]
@@ -508,7 +528,9 @@ def show(results: dict[str, Any]) -> None:
         )
     console.print(table)
     if "join" in results:
-        show_join(results["join"])
+        show_join(results["join"], CALLERS)
+    if "join_one_caller" in results:
+        show_join(results["join_one_caller"], 1)
     m = results["materialize"]
     summary = Table(title=f"materialize {results['rows']:,} rows x 20 features into Redis")
     for column in ("modelplane rows/s", "raw HSET rows/s", "ratio", "seconds"):
@@ -531,9 +553,9 @@ def show(results: dict[str, Any]) -> None:
     console.print(f"load average: {before[0]:.2f} before, {after[0]:.2f} after")
 
 
-def show_join(join: dict[str, Any]) -> None:
+def show_join(join: dict[str, Any], callers: int) -> None:
     table = Table(
-        title=f"prediction over HTTP, {CALLERS} callers: features in the request | joined"
+        title=f"prediction over HTTP, {callers} caller(s): features in the request | joined"
     )
     columns = ("store", "rows", "plain p50", "plain p99", "joined p50", "joined p99",
                "+p50 ms", "+p99 ms", "req/s joined/plain", "errors")  # fmt: skip
