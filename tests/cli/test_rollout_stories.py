@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -20,11 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from tests.cli import story_models
-from tests.cli.test_rollout_up import Load, wait_for
+from tests.cli.test_rollout_up import Load, serves, shut_down, wait_for
 from tests.cli.test_up import CLI, ENDPOINT, cli, free_port
 
 from modelplane.registry.build import package
@@ -86,15 +84,6 @@ def roll(env: dict[str, str], tmp_path: Path, to: str, spec: str, end: str) -> s
     return story(env, before)
 
 
-def serves(port: int) -> bool:
-    try:
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict",
-                            json={"instances": [{"a": 1.0, "b": 0.0}]}, timeout=5)  # fmt: skip
-    except httpx.TransportError:
-        return False
-    return answer.status_code == 200
-
-
 def test_four_rollout_stories_under_load(tmp_path: Path) -> None:
     env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
     frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
@@ -124,10 +113,7 @@ def test_four_rollout_stories_under_load(tmp_path: Path) -> None:
         settled = time.monotonic() + 1.5
         wait_for(lambda: load.seen[-1][0] > settled, 30, "traffic after the promotion")
     finally:
-        load.stop.set()
-        load.join(timeout=30)
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=60)
+        output = shut_down(load, server)
     assert server.returncode == 0, output
 
     answered = {v for _, status, v in load.seen if status == 200}

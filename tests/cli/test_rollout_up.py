@@ -66,6 +66,15 @@ def wait_for(check: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def shut_down(load: Load, server: subprocess.Popen[str]) -> str:
+    """Stop the load, then SIGTERM ``modelplane up`` (it drains); what it printed."""
+    load.stop.set()
+    load.join(timeout=30)
+    server.send_signal(signal.SIGTERM)
+    output, _ = server.communicate(timeout=60)
+    return output
+
+
 def phase(env: dict[str, str]) -> str:
     [resource] = json.loads(cli(env, "get", "rollouts", "--json"))
     return str(resource["status"]["state"]["phase"])
@@ -89,7 +98,7 @@ def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
     load = Load(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
     try:
         cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
-        wait_for(lambda: _serves(port), 90, "the endpoint")
+        wait_for(lambda: serves(port), 90, "the endpoint")
         load.start()
         cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "slow.yaml"))
         wait_for(lambda: any(v == "fraud:2" for _, _, v in load.seen), 60, "canary traffic")
@@ -112,10 +121,7 @@ def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
         settled = time.monotonic() + 1.5
         wait_for(lambda: load.seen[-1][0] > settled, 30, "traffic after promotion")
     finally:
-        load.stop.set()
-        load.join(timeout=30)
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=60)
+        output = shut_down(load, server)
     assert server.returncode == 0, output
     assert {status for _, status, _ in load.seen} == {200}, output
     after = {v for t, _, v in load.seen if t > settled}
@@ -125,7 +131,7 @@ def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
     assert {"rollout.set_weights", "rollout.rollback", "rollout.promote", "alias.set"} <= actions
 
 
-def _serves(port: int) -> bool:
+def serves(port: int) -> bool:
     try:
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict",

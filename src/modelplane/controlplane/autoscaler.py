@@ -28,12 +28,12 @@ floor is 1 even where a tier would allow zero.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from modelplane.controlplane.loop import every
 from modelplane.controlplane.why import applied_policy
 from modelplane.core.autoscale import (
     ScaleConfig,
@@ -42,7 +42,7 @@ from modelplane.core.autoscale import (
     ScaleState,
     autoscale,
 )
-from modelplane.errors import Conflict, InvalidSpec, ModelplaneError
+from modelplane.errors import Conflict, InvalidSpec
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.policy import Policy
@@ -137,13 +137,7 @@ class Autoscaler:
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged."""
-        while not stop.is_set():
-            try:
-                await self.reconcile()
-            except ModelplaneError as exc:
-                log.warning("autoscaler pass failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await every(stop, interval_s, self.reconcile, log=log, what="autoscaler pass")
 
     async def reconcile(self) -> None:
         """One pass over every endpoint; the event loop only reads the gateway."""

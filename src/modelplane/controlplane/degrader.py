@@ -31,11 +31,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modelplane.controlplane.autoscaler import ConcurrencyEvidence, scale_config
+from modelplane.controlplane.loop import every
 from modelplane.controlplane.rollout_commands import KIND as ROLLOUT
 from modelplane.controlplane.rollout_commands import record_command
 from modelplane.core.degrade import DegradeDecision, DegradeSnapshot, DegradeState, degrade
 from modelplane.core.rollout import Command, Phase
-from modelplane.errors import Conflict, InvalidSpec, ModelplaneError, NotFound
+from modelplane.errors import Conflict, InvalidSpec, NotFound
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.policy import Policy
@@ -106,13 +107,7 @@ class Degrader:
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged."""
-        while not stop.is_set():
-            try:
-                await self.reconcile()
-            except ModelplaneError as exc:
-                log.warning("degradation pass failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await every(stop, interval_s, self.reconcile, log=log, what="degradation pass")
 
     async def reconcile(self) -> DegradeDecision | None:
         """One pass: measure, decide, act; None when no policy was applied."""

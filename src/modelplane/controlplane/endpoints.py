@@ -10,7 +10,6 @@ differs. A restarted controller simply starts again from the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from modelplane.controlplane.featuresets import resolve_feature_set
+from modelplane.controlplane.loop import every
 from modelplane.errors import ModelplaneError
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
@@ -112,13 +112,7 @@ class EndpointController:
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged, not fatal."""
-        while not stop.is_set():
-            try:
-                await self.reconcile()
-            except ModelplaneError as exc:
-                log.warning("endpoint reconcile failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await every(stop, interval_s, self.reconcile, log=log, what="endpoint reconcile")
 
     def _plans(self, desired: Sequence[Resource]) -> tuple[list[EndpointPlan], dict[str, str]]:
         plans: list[EndpointPlan] = []

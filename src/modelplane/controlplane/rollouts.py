@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from modelplane.controlplane.apply import Applier
+from modelplane.controlplane.loop import every
 from modelplane.controlplane.rollout_commands import (
     KIND,
     Traffic,
@@ -53,7 +54,7 @@ from modelplane.core.rollout import (
     command,
     step,
 )
-from modelplane.errors import Conflict, ModelplaneError, NotFound
+from modelplane.errors import Conflict, NotFound
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.rollout import RolloutSpec
@@ -169,13 +170,7 @@ class RolloutController:
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged."""
-        while not stop.is_set():
-            try:
-                await self.reconcile()
-            except ModelplaneError as exc:
-                log.warning("rollout reconcile failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await every(stop, interval_s, self.reconcile, log=log, what="rollout reconcile")
 
     def reconcile_one(self, name: str) -> RolloutState:
         """Move one rollout as far as it can go now; returns its state."""

@@ -147,39 +147,34 @@ def _routes(
 ) -> list[dict[str, Any]]:
     listed = list(routes)
     total = sum(float(r.get("weight", 100.0)) for r in listed) or 1.0
-    out = []
-    for route in listed:
-        label = serving.get(route["model"])
-        digest = digests.get(label) if label else None
-        out.append(
-            {
-                "model": route["model"],
-                "weight_percent": round(100.0 * float(route.get("weight", 100.0)) / total, 2),
-                "version": label,
-                "digest": digest,
-                "short_digest": short_digest(digest),
-            }
-        )
-    return out
+    return [
+        {
+            "model": route["model"],
+            "weight_percent": round(100.0 * float(route.get("weight", 100.0)) / total, 2),
+            **_served(route["model"], serving, digests),
+        }
+        for route in listed
+    ]
 
 
 def _shadows(
     shadows: Iterable[Mapping[str, Any]], serving: Mapping[str, str], digests: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    out = []
-    for shadow in shadows:
-        label = serving.get(shadow["model"])
-        digest = digests.get(label) if label else None
-        out.append(
-            {
-                "model": shadow["model"],
-                "percent": float(shadow.get("percent", 100.0)),
-                "version": label,
-                "digest": digest,
-                "short_digest": short_digest(digest),
-            }
-        )
-    return out
+    return [
+        {
+            "model": shadow["model"],
+            "percent": float(shadow.get("percent", 100.0)),
+            **_served(shadow["model"], serving, digests),
+        }
+        for shadow in shadows
+    ]
+
+
+def _served(model: str, serving: Mapping[str, str], digests: Mapping[str, str]) -> dict[str, Any]:
+    """The version ``model`` resolved to, as the endpoint controller last served it."""
+    label = serving.get(model)
+    digest = digests.get(label) if label else None
+    return {"version": label, "digest": digest, "short_digest": short_digest(digest)}
 
 
 def _health(conditions: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
