@@ -249,3 +249,18 @@ def test_degraded_tiers_shed_or_fall_back_until_calm() -> None:
         server.gateway.degrade(frozenset(), frozenset())
         assert ask("echo").status_code == 200
         assert ask("echo-fb").headers.get("modelplane-fallback") is None
+
+
+def test_a_retired_version_leaves_the_metrics() -> None:
+    def gauges(server: ServerThread) -> set[str]:
+        text = httpx.get(f"{server.url}/metrics").text
+        return {line.split('model_version="')[1].split('"')[0] for line in text.splitlines()
+                if line.startswith("modelplane_gateway_queue_rows{")}  # fmt: skip
+
+    one = kit.EndpointBuilder("echo", "echo").build()
+    with ServerThread([routed((50, 50))], config=kit.gateway_config()) as server:
+        assert gauges(server) == {"echo:1", "echo:2"}
+        v1 = kit.source("echo", 1)
+        only = one.endpoint.model_copy(update={"routes": (Route(model=v1.label),)})
+        server.update([EndpointConfig(only, {v1.label: v1})])
+        assert gauges(server) == {"echo:1"}

@@ -172,7 +172,7 @@ class ModelVersionRuntime:
             ),
         )
         self._metrics = metrics
-        metrics.add_source(
+        self._metrics_source = metrics.add_source(
             endpoint.name,
             source.label,
             lambda: self.batcher.queued_rows,
@@ -214,6 +214,7 @@ class ModelVersionRuntime:
     async def stop(self, timeout_s: float = 10.0) -> None:
         await self.batcher.stop(timeout_s)
         await self.pool.stop()
+        self._metrics.remove_source(self._metrics_source)
 
 
 @dataclass(slots=True)

@@ -118,9 +118,16 @@ class GatewayMetrics:
         model_version: str,
         queue_rows: Callable[[], int],
         restarts: Callable[[], int],
-    ) -> None:
-        """Read queue depth and worker restarts of one model version at scrape time."""
-        self._sources.append(_Source(endpoint, model_version, queue_rows, restarts))
+    ) -> object:
+        """Read queue depth and worker restarts of one model version at scrape time; the
+        token :meth:`remove_source` takes when the version stops."""
+        source = _Source(endpoint, model_version, queue_rows, restarts)
+        self._sources.append(source)
+        return source
+
+    def remove_source(self, token: object) -> None:
+        """Stop reading a source (a stopped version's gauges would hold its runtime)."""
+        self._sources = [source for source in self._sources if source is not token]
 
     def request(
         self, endpoint: str, model_version: str, route: str, status: int, latency_s: float
