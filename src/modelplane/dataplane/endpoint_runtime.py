@@ -45,7 +45,7 @@ from modelplane.dataplane.loader import LOADER
 from modelplane.dataplane.metrics import GatewayMetrics
 from modelplane.dataplane.pool import PoolConfig, WorkerPool, WorkerSpec
 from modelplane.dataplane.records import RecordsCodec
-from modelplane.dataplane.routestats import RouteStats
+from modelplane.dataplane.routestats import LABEL_KINDS, RouteStats
 from modelplane.errors import InvalidSpec, WorkerFailed
 from modelplane.spec.contract import FallbackKind
 from modelplane.spec.endpoint import Endpoint
@@ -229,9 +229,6 @@ class RouteRuntime:
     flush_at: float = 0.0
 
 
-_LABEL_KINDS = frozenset("biuUSO")
-
-
 class ShadowComparison:
     """Cumulative counts of shadow answers against the primary's, for the same requests.
 
@@ -265,7 +262,7 @@ class ShadowComparison:
             return
         rows = len(ours) if ours.ndim else 1
         self.compared += rows
-        if ours.dtype.kind in _LABEL_KINDS or theirs.dtype.kind in _LABEL_KINDS:
+        if ours.dtype.kind in LABEL_KINDS or theirs.dtype.kind in LABEL_KINDS:
             differ = np.not_equal(ours, theirs).reshape(rows, -1).any(axis=1)
             self.disagreed += int(differ.sum())
             return

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from modelplane.core.drift import Histogram
 from modelplane.core.gates import ArmStats
 
-__all__ = ["LATENCY_BOUNDS_MS", "OUTPUT_BOUNDS", "RouteStats", "latency_bounds"]
+__all__ = ["LABEL_KINDS", "LATENCY_BOUNDS_MS", "OUTPUT_BOUNDS", "RouteStats", "latency_bounds"]
 
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
     0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
@@ -38,7 +38,8 @@ OUTPUT_BOUNDS: tuple[float, ...] = (
 """Fixed bins for numeric outputs: both versions must share bins for PSI, and a score's
 natural range (0 to 1) gets 20 of them."""
 
-_LABEL_KINDS = frozenset("biuUSO")
+LABEL_KINDS = frozenset("biuUSO")
+"""numpy dtype kinds whose values are labels (counted), not numbers (binned)."""
 
 
 def latency_bounds(objective_ms: float | None) -> tuple[float, ...]:
@@ -73,7 +74,7 @@ class RouteStats:
         if array is None or not array.size:
             return
         value = array.item(0)  # a plain Python scalar: cheaper to bin and hash than numpy's
-        if array.dtype.kind in _LABEL_KINDS:
+        if array.dtype.kind in LABEL_KINDS:
             self.labels[value] = self.labels.get(value, 0) + 1
         elif value == value:  # noqa: PLR0124  NaN has no bin, and is the one value unequal to itself
             self.numeric[bisect.bisect_left(OUTPUT_BOUNDS, value)] += 1
