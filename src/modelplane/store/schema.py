@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "AliasHistoryRow",
     "AliasRow",
+    "ApiTokenRow",
     "AuditEventRow",
     "AuditHeadRow",
     "Base",
@@ -44,6 +45,7 @@ __all__ = [
     "ResourceRow",
     "SloIntervalRow",
     "UTCDateTime",
+    "VersionSignatureRow",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -98,6 +100,8 @@ class ModelRow(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     created_at: Mapped[datetime]
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    team: Mapped[str | None] = mapped_column(String(63))
+    """The owning team; ``None`` for models registered before teams (admin-only writes)."""
 
 
 class ModelVersionRow(Base):
@@ -184,6 +188,8 @@ class AuditEventRow(Base):
     after: Mapped[Any | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64))
+    """HMAC of ``hash`` under a key kept outside the database; ``None`` before 0005."""
 
 
 class AuditHeadRow(Base):
@@ -197,6 +203,40 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int]
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiTokenRow(Base):
+    """An API token: a subject in a team with scopes; only the secret's hash is kept."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index(None, "team"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    team: Mapped[str] = mapped_column(String(63))
+    scopes: Mapped[Any] = mapped_column(JSON)
+    endpoints: Mapped[Any | None] = mapped_column(JSON)
+    """Endpoints a ``predict`` scope is limited to; ``None`` for every endpoint of the team."""
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class VersionSignatureRow(Base):
+    """One ed25519 signature of a model version's digest."""
+
+    __tablename__ = "version_signatures"
+    __table_args__ = (UniqueConstraint("version_id", "key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    signed_by: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
 
 
 class ResourceRow(Base):
