@@ -45,7 +45,12 @@ def apply(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create or update resources; every document is checked before any is recorded."""
+    """Create or update resources; every document is checked before any is recorded.
+
+    Kinds: Endpoint, FeatureSet, Policy (rollouts: modelplane rollout -f).
+    Every field, its type, default and meaning: docs/resources.md
+    Examples: examples/endpoint.yaml, featureset.yaml, policy.yaml, rollout.yaml
+    """
     from modelplane.controlplane.apply import Applier, load_documents
     from modelplane.store.resources import ResourceStore
 
