@@ -15,6 +15,7 @@ but not modelplane.
     ├── Conflict                            code=conflict
     ├── QuotaExceeded                       code=quota_exceeded
     ├── Unauthorized (PermissionError)      code=unauthorized
+    ├── Forbidden (PermissionError)         code=forbidden
     ├── Overloaded                          code=overloaded
     ├── DeadlineExceeded (TimeoutError)     code=deadline_exceeded
     ├── WorkerFailed                        code=worker_failed
@@ -32,6 +33,7 @@ __all__ = [
     "ContractViolation",
     "DeadlineExceeded",
     "ErrorDetail",
+    "Forbidden",
     "HTTP_STATUS",
     "Incompatible",
     "IntegrityError",
@@ -54,6 +56,7 @@ HTTP_STATUS: dict[str, int] = {
     "integrity_error": 400,
     "unsafe_format": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
@@ -62,10 +65,12 @@ HTTP_STATUS: dict[str, int] = {
     "features_unavailable": 422,
     "overloaded": 429,
     "quota_exceeded": 429,
+    "rate_limited": 429,
     "output_contract_violation": 500,
     "missing_extra": 501,
     "worker_failed": 503,
     "not_ready": 503,
+    "server_busy": 503,
     "store_unavailable": 503,
     "deadline_exceeded": 504,
 }
@@ -149,9 +154,15 @@ class QuotaExceeded(ModelplaneError):
 
 
 class Unauthorized(ModelplaneError, PermissionError):
-    """The caller has no valid token, or the token lacks the scope."""
+    """The caller has no token, or a token that is unknown, expired or revoked."""
 
     code = "unauthorized"
+
+
+class Forbidden(ModelplaneError, PermissionError):
+    """The caller is known, but its scopes or team do not cover this action."""
+
+    code = "forbidden"
 
 
 class Overloaded(ModelplaneError):

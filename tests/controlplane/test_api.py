@@ -37,7 +37,8 @@ def api_url(tmp_path: Path) -> Iterator[str]:
     registry.push(
         package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head()).path
     )
-    app = create_api(registry, actor_of=lambda request: request.headers.get("x-actor", "anon"))
+    # Without an authenticator every caller is the local operator, named here.
+    app = create_api(registry, actor="alice")
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
@@ -67,7 +68,7 @@ ENDPOINT = {
 
 
 def test_apply_read_delete_and_audit(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=10, headers={"x-actor": "alice"}) as http:
+    with httpx.Client(base_url=api_url, timeout=10) as http:
         assert http.get("/healthz").json()["status"] == "ok"
         applied = http.post("/v1/apply", json={"documents": [ENDPOINT], "reason": "launch"})
         assert applied.status_code == 200, applied.text

@@ -35,6 +35,18 @@ class CliContext:
     def actor(self) -> str:
         return self.settings.actor or getpass.getuser()
 
+    @property
+    def token_path(self) -> Path:
+        """Where ``up`` keeps the local operator's admin token (mode 0600)."""
+        return self.settings.home / "token"
+
+    @property
+    def token(self) -> str | None:
+        """The token this CLI sends to the control API: the local operator's, if kept."""
+        from modelplane.security.tokens import read_token_file
+
+        return read_token_file(self.token_path)
+
 
 @contextmanager
 def registry_from(ctx: CliContext) -> Iterator[Registry]:

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from modelplane import __version__
-from modelplane.cli import audit, contract, evidence, features, models, resources, serve, sim, up
+from modelplane.cli import (
+    audit,
+    contract,
+    evidence,
+    features,
+    models,
+    resources,
+    serve,
+    sim,
+    tokens,
+    up,
+)
 from modelplane.cli.context import CliContext
 from modelplane.cli.policy import register as register_policy
 from modelplane.cli.rollout import register as register_rollout
@@ -55,6 +66,7 @@ app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")
 app.add_typer(features.app, name="features")
+app.add_typer(tokens.app, name="tokens")
 
 
 def main() -> None:

@@ -144,9 +144,17 @@ def _server(
 
 
 async def _run(
-    cli: CliContext, host: str, port: int, api_port: int, evidence: PredictionLogConfig
+    cli: CliContext,
+    host: str,
+    port: int,
+    api_port: int,
+    evidence: PredictionLogConfig,
+    *,
+    auth: bool = True,
+    predict_auth: bool | None = None,
 ) -> None:
     from modelplane.cli.autoscale import GatewayConcurrency
+    from modelplane.cli.tokens import server_auth
     from modelplane.controlplane.api import create_api
     from modelplane.controlplane.autoscaler import Autoscaler
     from modelplane.controlplane.degrader import Degrader
@@ -164,12 +172,15 @@ async def _run(
     )
     # One store for both: the API's push writes what the gateway's join reads.
     online_store = open_online_store(settings.resolved_feature_store_url())
-    gateway = Gateway([], sink=PredictionLog(registry.engine, evidence), online_store=online_store)
-    api = create_api(
-        registry,
-        actor_of=lambda request: request.headers.get("x-actor", cli.actor),
+    # The audit actor is a token's subject (or, without auth, whoever started the server).
+    guard = server_auth(cli, registry.engine, host, auth=auth, predict_auth=predict_auth)
+    gateway = Gateway(
+        [],
+        sink=PredictionLog(registry.engine, evidence),
         online_store=online_store,
+        auth=guard.predict,
     )
+    api = create_api(registry, authenticator=guard.api, actor=cli.actor, online_store=online_store)
     controller = EndpointController(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
     )
@@ -231,16 +242,29 @@ def up(
     log_retain: Annotated[
         int, typer.Option(min=1, help="Prediction log rows kept (the newest).")
     ] = 100_000,
+    auth: Annotated[
+        bool, typer.Option(help="Require API tokens (see 'modelplane tokens').")
+    ] = True,
+    predict_auth: Annotated[
+        bool | None,
+        typer.Option(help="Require tokens on predictions too (default: off on loopback only)."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow --no-auth on a non-loopback address.")
+    ] = False,
 ) -> None:
     """Run the gateway, the control-plane API and the controllers until SIGTERM."""
     import uvloop
 
+    from modelplane.cli.tokens import refuse_insecure
     from modelplane.observe.predlog import PredictionLogConfig
 
     cli: CliContext = ctx.obj
+    refuse_insecure(host, auth=auth, insecure=insecure)
     cli.settings.home.mkdir(parents=True, exist_ok=True)
     evidence = PredictionLogConfig(sample_rate=sample_rate, retain_rows=log_retain)
-    uvloop.run(_run(cli, host, port, api_port, evidence))
+    run = _run(cli, host, port, api_port, evidence, auth=auth, predict_auth=predict_auth)
+    uvloop.run(run)
     console.print("stopped")
 
 

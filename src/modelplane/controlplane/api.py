@@ -3,26 +3,36 @@
 It is a thin edge over the same objects the CLI uses: the registry, the resource store and
 the applier. Errors leave as ``{"error": {"code", "message", "details"}}`` with the status
 from :data:`modelplane.errors.HTTP_STATUS`.
+
+Every route but ``/healthz`` and the API's description runs behind
+:class:`~modelplane.controlplane.limits.ApiGuard`, which names the caller (a token's
+principal, or the local operator when the server runs without authentication); each route
+then asks :func:`~modelplane.security.scopes.authorize` whether that principal may act on
+what it touches, team by team. The audit log records the principal's subject.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from modelplane import __version__
 from modelplane.controlplane.apply import Applier
 from modelplane.controlplane.featuresets import resolve_feature_set
+from modelplane.controlplane.limits import ApiGuard, ApiLimits
 from modelplane.errors import HTTP_STATUS, ModelplaneError, NotFound
 from modelplane.features.base import OnlineStore
 from modelplane.features.ingest import push
+from modelplane.observe.predlog import find_predictions
 from modelplane.registry.records import ModelVersion
 from modelplane.registry.service import Registry
+from modelplane.security.auth import Authenticator
+from modelplane.security.scopes import Action, Principal, Scope, authorize
 from modelplane.store.resources import Resource, ResourceStore
 
 __all__ = ["ApplyRequest", "create_api"]
@@ -75,27 +85,112 @@ async def _modelplane_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=HTTP_STATUS.get(exc.code, 500))
 
 
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+
+_WRITE_SCOPE = {"Endpoint": Scope.DEPLOY, "FeatureSet": Scope.FEATURES_WRITE}
+# Kinds that hang off an endpoint (named after it) are written with the endpoint's rights.
+_ENDPOINT_PARTS = frozenset({"Rollout", "SLOReport"})
+
+
+class _Owners:
+    """Answers "which team owns this?" from the stored resources."""
+
+    def __init__(self, resources: ResourceStore) -> None:
+        self.resources = resources
+
+    def endpoint_team(self, name: str) -> str | None:
+        try:
+            return _team_of(self.resources.get("Endpoint", name).spec)
+        except NotFound:
+            return None
+
+    def feature_set_teams(self, name: str) -> list[str | None]:
+        return [
+            _team_of(r.spec)
+            for r in self.resources.list("FeatureSet")
+            if r.spec.get("name") == name
+        ]
+
+    def apply_action(self, document: Mapping[str, Any]) -> Action:
+        """What applying ``document`` would do: its scope, and the teams of the new spec and
+        of what it replaces. A team that is not a name is left to the applier to refuse."""
+        kind, name = document.get("kind"), document.get("name")
+        what = f"apply {kind}/{name}"
+        scope = _WRITE_SCOPE.get(str(kind))
+        if scope is None:
+            return Action(Scope.ADMIN, what)
+        new_team = document.get("team")
+        teams: list[str | None] = [new_team] if isinstance(new_team, str) else []
+        if isinstance(name, str):
+            if kind == "Endpoint":
+                if self._exists("Endpoint", name):
+                    teams.append(self.endpoint_team(name))
+            else:
+                teams += self.feature_set_teams(name)
+        return Action(scope, what, tuple(teams))
+
+    def delete_action(self, kind: str, name: str) -> Action:
+        what = f"delete {kind}/{name}"
+        if kind in _ENDPOINT_PARTS:
+            return Action(Scope.DEPLOY, what, (self.endpoint_team(name),))
+        scope = _WRITE_SCOPE.get(kind)
+        if scope is None:
+            return Action(Scope.ADMIN, what)
+        return Action(scope, what, (_team_of(self.resources.get(kind, name).spec),))
+
+    def _exists(self, kind: str, name: str) -> bool:
+        try:
+            self.resources.get(kind, name)
+        except NotFound:
+            return False
+        return True
+
+
+def _team_of(spec: Mapping[str, Any]) -> str | None:
+    team = spec.get("team")
+    return team if isinstance(team, str) else None
+
+
 def create_api(
     registry: Registry,
     *,
-    actor_of: Callable[[Request], str],
+    authenticator: Authenticator | None = None,
+    actor: str = "local",
     online_store: OnlineStore | None = None,
+    limits: ApiLimits | None = None,
 ) -> FastAPI:
-    """The API over ``registry`` (and its store); ``actor_of`` names who is calling.
+    """The API over ``registry`` (and its store).
 
-    ``online_store`` enables ``POST /v1/features/{set}:push``.
+    With ``authenticator``, every call but ``/healthz`` needs a token; without one, every
+    caller acts as the local operator ``actor`` with every right (for a server on loopback
+    that only its owner reaches, and for tests). ``online_store`` enables
+    ``POST /v1/features/{set}:push``.
     """
     resources = ResourceStore(registry.engine)
+    owners = _Owners(resources)
     api = FastAPI(title="modelplane control plane", version=__version__)
     api.add_exception_handler(ModelplaneError, _modelplane_error)
+    api.add_middleware(
+        ApiGuard, limits=limits or ApiLimits(), authenticator=authenticator, actor=actor
+    )
+
+    def read(who: Principal, what: str) -> None:
+        authorize(who, Action(Scope.READ, what))
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @api.post("/v1/apply")
-    def apply(body: ApplyRequest, request: Request) -> list[dict[str, Any]]:
-        applier = Applier(registry, resources, actor=actor_of(request))
+    def apply(body: ApplyRequest, who: Caller) -> list[dict[str, Any]]:
+        for document in body.documents:
+            authorize(who, owners.apply_action(document))
+        applier = Applier(registry, resources, actor=who.subject)
         results = applier.apply_all(
             body.documents, reason=body.reason, allow_breaking=body.allow_breaking
         )
@@ -112,20 +207,30 @@ def create_api(
         ]
 
     @api.get("/v1/resources/{kind}")
-    def list_resources(kind: str) -> list[dict[str, Any]]:
+    def list_resources(kind: str, who: Caller) -> list[dict[str, Any]]:
+        read(who, f"list {kind}")
         return [_resource(r) for r in resources.list(kind)]
 
     @api.get("/v1/resources/{kind}/{name}")
-    def get_resource(kind: str, name: str) -> dict[str, Any]:
+    def get_resource(kind: str, name: str, who: Caller) -> dict[str, Any]:
+        read(who, f"read {kind}/{name}")
         return _resource(resources.get(kind, name))
 
     @api.delete("/v1/resources/{kind}/{name}")
-    def delete_resource(kind: str, name: str, request: Request, reason: str = "") -> dict[str, str]:
-        resources.delete(kind, name, actor=actor_of(request), reason=reason)
+    def delete_resource(kind: str, name: str, who: Caller, reason: str = "") -> dict[str, str]:
+        try:
+            action = owners.delete_action(kind, name)
+        except NotFound:
+            # Only a caller who could delete it learns that it is not there.
+            authorize(who, Action(_WRITE_SCOPE.get(kind, Scope.ADMIN), f"delete {kind}/{name}"))
+            raise
+        authorize(who, action)
+        resources.delete(kind, name, actor=who.subject, reason=reason)
         return {"deleted": f"{kind}/{name}"}
 
     @api.get("/v1/models")
-    def models(search: str | None = None) -> list[dict[str, Any]]:
+    def models(who: Caller, search: str | None = None) -> list[dict[str, Any]]:
+        read(who, "list models")
         return [
             {
                 "name": m.name,
@@ -138,16 +243,21 @@ def create_api(
         ]
 
     @api.get("/v1/models/{name}/versions")
-    def versions(name: str) -> list[dict[str, Any]]:
+    def versions(name: str, who: Caller) -> list[dict[str, Any]]:
+        read(who, f"list versions of {name}")
         return [_version(v) for v in registry.list_versions(name)]
 
     @api.get("/v1/versions/{ref}")
-    def version(ref: str) -> dict[str, Any]:
+    def version(ref: str, who: Caller) -> dict[str, Any]:
+        read(who, f"read {ref}")
         found = registry.get(ref)
         return {**_version(found), "manifest": found.manifest.model_dump(mode="json")}
 
     @api.get("/v1/audit")
-    def audit_log(limit: int = 100, subject: str | None = None) -> list[dict[str, Any]]:
+    def audit_log(
+        who: Caller, limit: int = 100, subject: str | None = None
+    ) -> list[dict[str, Any]]:
+        read(who, "read the audit log")
         return [
             {
                 "seq": e.seq,
@@ -162,11 +272,25 @@ def create_api(
             for e in registry.audit_events(subject=subject, limit=min(limit, 1000))
         ]
 
+    @api.get("/v1/predictions/{request_id}")
+    def predictions(request_id: str, who: Caller) -> list[dict[str, Any]]:
+        """The kept prediction-log rows of a request: callers' data, so only the team that
+        owns the endpoint (or admin) reads them."""
+        read(who, f"read the prediction log of {request_id}")
+        rows = find_predictions(registry.engine, request_id)
+        for endpoint in sorted({str(row["endpoint"]) for row in rows}):
+            what = f"read the prediction log of {endpoint}"
+            authorize(who, Action(Scope.READ, what, (owners.endpoint_team(endpoint),)))
+        return [{k: _plain(v) for k, v in row.items()} for row in rows]
+
     @api.post("/v1/features/{ref}:push")
-    def push_features(ref: str, body: PushRequest) -> dict[str, Any]:
+    def push_features(ref: str, body: PushRequest, who: Caller) -> dict[str, Any]:
+        authorize(who, Action(Scope.FEATURES_WRITE, f"push features to {ref}"))
         if online_store is None:
             raise NotFound("this server has no online feature store")
         featureset = resolve_feature_set(resources, ref)
+        what = f"push features to {featureset.ref}"
+        authorize(who, Action(Scope.FEATURES_WRITE, what, (featureset.team,)))
         now = time.time()
         rows = [(r.key, now if r.event_time is None else r.event_time, r.values) for r in body.rows]
         result = push(online_store, featureset, rows)
@@ -177,3 +301,7 @@ def create_api(
         }
 
     return api
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -67,6 +67,9 @@ from modelplane.dataplane.records import encode_predictions
 from modelplane.errors import ContractViolation, InvalidSpec, ModelplaneError
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
+from modelplane.security.auth import Authenticator
+from modelplane.security.scopes import Action, authorize
+from modelplane.security.scopes import Scope as TokenScope
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -120,6 +123,7 @@ class _Request(RequestTrace):
     timeout_ms: float | None = None
     header_length: int | None = None
     content_length: int | None = None
+    authorization: str | None = None
 
 
 class Gateway:
@@ -132,8 +136,11 @@ class Gateway:
         *,
         sink: PredictionSink | None = None,
         online_store: OnlineStore | None = None,
+        auth: Authenticator | None = None,
     ):
         self.config = config or GatewayConfig()
+        self.auth = auth
+        """Checks the token of every predict call; ``None``: predictions need no token."""
         self.sink = sink
         """Where kept predictions go (the prediction log); set it before :meth:`start`."""
         self.metrics = GatewayMetrics()
@@ -295,6 +302,8 @@ class Gateway:
                     request.request_id = value.decode("latin-1")[:200]
                 elif name == b"modelplane-timeout-ms":
                     request.timeout_ms = float(value)
+                elif name == b"authorization":
+                    request.authorization = value.decode("latin-1")
         except ValueError:
             request.request_id = request.request_id or self._new_id()
             raise HttpError("invalid_spec", "a numeric header is not a number") from None
@@ -377,6 +386,8 @@ class Gateway:
         *,
         v2: bool,
     ) -> None:
+        if self.auth is not None:  # before anything is read, counted or logged
+            await self._authorize(name, request)
         started = request.started_at = time.monotonic()
         runtime = self.handler.endpoint(name)
         label = ""
@@ -403,6 +414,12 @@ class Gateway:
                 sink.offer(prediction_record(runtime, request.request_id, request, status=status,
                                              error_code=code, detail=one_line(exc)))  # fmt: skip
             raise
+
+    async def _authorize(self, name: str, request: _Request) -> None:
+        assert self.auth is not None
+        principal = await self.auth.authenticate(request.authorization)
+        team = self.handler.endpoint(name).endpoint.team
+        authorize(principal, Action(TokenScope.PREDICT, f"predict {name}", (team,), name))
 
     async def _v2_infer(
         self, name: str, version: str | None, body: bytes, request: _Request
