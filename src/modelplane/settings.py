@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -29,6 +29,11 @@ class Settings(BaseSettings):
 
     actor: str | None = None
     """Who is acting, recorded in the audit log; default: the OS user."""
+
+    audit_key: SecretStr | None = None
+    """Secret (16+ bytes) that keys the audit log's MACs and anchors; default: the file
+    ``home/audit.key``, created with mode 0600 on first use. Every process writing the same
+    state store needs the same key, so set this where they do not share a home."""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

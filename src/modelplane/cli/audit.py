@@ -1,15 +1,25 @@
-"""``modelplane audit``: read and verify the hash-chained audit log."""
+"""``modelplane audit``: read and verify the hash-chained audit log, anchor its head."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors, table
+from modelplane.errors import NotFound
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from modelplane.store.audit_anchors import Anchor
+
+__all__ = ["DEFAULT_ANCHORS", "app"]
+
+DEFAULT_ANCHORS = "audit-anchors.jsonl"
+"""Where ``audit anchor`` writes when not told, under the home folder."""
 
 app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 
@@ -43,17 +53,80 @@ def log(
     )
 
 
+AnchorPlace = Annotated[
+    str | None,
+    typer.Option(
+        "--anchor",
+        help="Anchor file or fsspec URL to check against (default: home/audit-anchors.jsonl"
+        " when it exists).",
+    ),
+]
+
+
+def _anchor_place(cli: CliContext, given: str | None) -> str:
+    return given if given is not None else str(cli.settings.home / DEFAULT_ANCHORS)
+
+
 @app.command("verify")
 @handle_errors
-def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Recompute the hash chain; name the first edited, deleted or reordered event."""
+def verify(ctx: typer.Context, anchor: AnchorPlace = None, as_json: JsonFlag = False) -> None:
+    """Check the hash chain, each event's MAC and every anchor; name the first edited,
+    deleted, reordered or rewritten event, or a dropped tail."""
+    from modelplane.store.audit_anchors import read_anchors
+
     cli: CliContext = ctx.obj
+    place = _anchor_place(cli, anchor)
+    use = anchor is not None or Path(place).exists()
+    anchors = read_anchors(place) if use else []
     with registry_from(cli) as registry:
-        registry.verify_audit()
-        newest = registry.audit_events(limit=1)
-    last_seq = newest[0].seq if newest else 0
+        report = registry.verify_audit(anchors)
     if as_json:
-        emit_json({"ok": True, "events": last_seq})
+        emit_json({"ok": True, **asdict(report), "anchor": place if use else None})
+        return
+    if report.events == 0:
+        console.print("audit log is empty")
+        return
+    console.print(f"[green]audit log intact[/]: {report.events} events")
+    if report.unkeyed:
+        console.print(
+            f"[yellow]{report.unkeyed} events have no MAC[/] (written before the audit key"
+            " existed: checked by hash only)"
+        )
+    if anchors:
+        console.print(f"consistent with {report.anchors} anchors in {place}")
     else:
-        intact = f"[green]audit log intact[/]: {last_seq} events"
-        console.print(intact if newest else "audit log is empty")
+        console.print("[yellow]no anchors checked[/]: a dropped tail would go unseen")
+
+
+@app.command("anchor")
+@handle_errors
+def anchor(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None,
+        typer.Option(help="Append-only file or fsspec URL (default: home/audit-anchors.jsonl)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify the chain, then append its signed head to an anchor file kept apart from
+    the database."""
+    from modelplane.store.audit_anchors import append_anchor, read_anchors
+
+    cli: CliContext = ctx.obj
+    place = _anchor_place(cli, to)
+    earlier = _existing(place, read_anchors)
+    with registry_from(cli) as registry:
+        made = registry.anchor_audit(earlier)
+    append_anchor(place, made)
+    if as_json:
+        emit_json({"seq": made.seq, "hash": made.hash, "at": made.at, "to": place})
+        return
+    console.print(f"anchored seq {made.seq} ({made.hash[:16]}…) to {place}")
+
+
+def _existing(place: str, read: Callable[[str], list[Anchor]]) -> list[Anchor]:
+    # A place not written yet has no anchors; any other read error stops the anchoring.
+    try:
+        return read(place)
+    except NotFound:
+        return []

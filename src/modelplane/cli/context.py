@@ -52,11 +52,13 @@ class CliContext:
 def registry_from(ctx: CliContext) -> Iterator[Registry]:
     # Imported here: the store pulls in SQLAlchemy, which commands like --version never need.
     from modelplane.registry.service import open_registry
+    from modelplane.security.keys import audit_key_from
 
     registry = open_registry(
         ctx.settings.resolved_database_url(),
         ctx.settings.resolved_artifact_url(),
         actor=ctx.actor,
+        audit_key=audit_key_from(ctx.settings),
     )
     try:
         yield registry

@@ -116,10 +116,13 @@ def _command(ctx: typer.Context, endpoint: str, cmd: Command, as_json: bool) -> 
     # The store alone, not the registry: a rollback is typed in a hurry.
     from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
     from modelplane.core.rollout import Command
+    from modelplane.security.keys import audit_key_from
+    from modelplane.store.audit import bind_key
     from modelplane.store.db import open_engine
 
     cli: CliContext = ctx.obj
     engine = open_engine(cli.settings.resolved_database_url())
+    bind_key(engine, audit_key_from(cli.settings))
     try:
         state = record_command(engine, endpoint, cmd, actor=cli.actor, now=time.time())
         moved = cmd is Command.ROLLBACK and rollback_traffic(engine, endpoint, actor=cli.actor)

@@ -165,10 +165,14 @@ async def _run(
     from modelplane.features.stores import open_online_store
     from modelplane.observe.predlog import PredictionLog
     from modelplane.registry.service import open_registry
+    from modelplane.security.keys import audit_key_from
 
     settings = cli.settings
     registry = open_registry(
-        settings.resolved_database_url(), settings.resolved_artifact_url(), actor=cli.actor
+        settings.resolved_database_url(),
+        settings.resolved_artifact_url(),
+        actor=cli.actor,
+        audit_key=audit_key_from(settings),
     )
     # One store for both: the API's push writes what the gateway's join reads.
     online_store = open_online_store(settings.resolved_feature_store_url())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from modelplane.registry.refs import Ref, check_alias, check_model_name, parse_r
 from modelplane.spec.manifest import Manifest
 from modelplane.store import audit
 from modelplane.store.artifacts import open_artifact_store
+from modelplane.store.audit_anchors import Anchor
 from modelplane.store.base import ArtifactStore
 from modelplane.store.db import lost_race, open_engine, read_session, write_session
 from modelplane.store.schema import (
@@ -71,11 +72,19 @@ def verify_digest(directory: Path, expected: Digest | None = None) -> Digest:
 
 
 def open_registry(
-    database_url: str, artifact_url: str, *, actor: str, clock: Clock | None = None
+    database_url: str,
+    artifact_url: str,
+    *,
+    actor: str,
+    clock: Clock | None = None,
+    audit_key: audit.AuditKey | None = None,
 ) -> Registry:
     """A registry over the state store at ``database_url`` (migrated) and the artifacts at
-    ``artifact_url`` (a folder, or any fsspec URL); :meth:`Registry.close` when done."""
+    ``artifact_url`` (a folder, or any fsspec URL); :meth:`Registry.close` when done.
+    ``audit_key`` keys the audit events written through it (see :func:`audit.bind_key`)."""
     engine = open_engine(database_url)
+    if audit_key is not None:
+        audit.bind_key(engine, audit_key)
     artifacts = open_artifact_store(artifact_url, verify=verify_digest)
     return Registry(engine, artifacts, actor=actor, clock=clock)
 
@@ -368,10 +377,16 @@ class Registry:
                 session, subject=subject, action=action, actor=actor, limit=limit
             )
 
-    def verify_audit(self) -> None:
-        """Raise :class:`IntegrityError` naming the first audit event that was tampered with."""
+    def verify_audit(self, anchors: Sequence[Anchor] = ()) -> audit.AuditReport:
+        """Raise :class:`IntegrityError` naming the first audit event that was tampered with,
+        checking the chain against ``anchors`` too."""
         with read_session(self.engine) as session:
-            audit.verify(session)
+            return audit.verify(session, anchors=anchors)
+
+    def anchor_audit(self, anchors: Sequence[Anchor] = ()) -> Anchor:
+        """Verify the audit chain, then sign its head as a new anchor (not yet stored)."""
+        with read_session(self.engine) as session:
+            return audit.anchor_head(session, at=self._now(), anchors=anchors)
 
     # -- helpers --------------------------------------------------------------------
 

@@ -310,9 +310,10 @@ def _check_anchors(
         if not hmac.compare_digest(key.sign_anchor(anchor.body()), anchor.signature):
             raise _bad_anchor(number, f"{where} has an invalid signature: forged or edited")
         if anchor.seq > last:
+            missing = f"{last + 1}..{anchor.seq}" if anchor.seq > last + 1 else str(last + 1)
             raise _broken(
                 last + 1,
-                f"events {last + 1}..{anchor.seq} are missing: the chain ends at seq {last},"
+                f"events {missing} are missing: the chain ends at seq {last},"
                 f" but {where} saw it reach seq {anchor.seq} (a dropped tail)",
             )
         if hashes[anchor.seq] != anchor.hash:
