@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_HOME ?= $(CURDIR)/run-home
 
-.PHONY: run test lint typecheck layers check bench clean lock
+.PHONY: run tour test lint typecheck layers check bench clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,torch]'
 	touch $(STAMP)
 
+# A model answering requests, a rollout promoted and one rolled back; serves until Ctrl-C.
 run: $(STAMP)
-	MODELPLANE_HOME=$(RUN_HOME) $(PY) examples/quickstart.py
+	MODELPLANE_HOME=$(RUN_HOME)/first-run $(PY) examples/first_run.py
+
+# The registry tour: package, push, alias, inspect, verify, lineage and audit.
+tour: $(STAMP)
+	MODELPLANE_HOME=$(RUN_HOME)/tour $(PY) examples/quickstart.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

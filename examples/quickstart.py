@@ -1,4 +1,4 @@
-"""`make run`: train a small fraud model, then package, push, alias and inspect it.
+"""`make tour`: train a small fraud model, then package, push, alias and inspect it.
 
 Every step is a real `modelplane` command, printed before it runs, so what you see is
 what you would type.
@@ -59,7 +59,7 @@ def sh(*args: str, check: bool = True) -> None:
 
 
 def main() -> None:
-    home = Path(os.environ.setdefault("MODELPLANE_HOME", str(HERE.parent / "run-home")))
+    home = Path(os.environ.setdefault("MODELPLANE_HOME", str(HERE.parent / "run-home" / "tour")))
     work = home / "quickstart"
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
