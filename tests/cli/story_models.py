@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Contrarian", "Drifted", "Flaky", "Healthy", "Threshold"]
+__all__ = ["BrokenInWorker", "Contrarian", "Drifted", "Flaky", "Healthy", "Threshold"]
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -53,3 +53,15 @@ class Contrarian(Threshold):
 
 class Healthy(Threshold):
     """A new version that answers as stable does (its own package: another entrypoint)."""
+
+
+class BrokenInWorker(Threshold):
+    """Loads where it is built, fails to load in every serving worker (a missing GPU, a
+    library that differs on the serving machine): it passes every check made at apply."""
+
+    def load(self, path: Any) -> None:
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            raise RuntimeError("this model cannot load on a serving worker")
+        super().load(path)

@@ -55,11 +55,27 @@ def test_apply_pins_aliases_and_is_idempotent(registry: Registry) -> None:
     [created] = applier(registry).apply_all([endpoint()], reason="launch")
     assert (created.outcome, created.generation) == ("created", 1)
     assert created.resolved["fraud@champion"]["ref"] == "fraud:1"
-    status = ResourceStore(registry.engine).get("Endpoint", "fraud-score").status
-    assert status is not None
-    assert status["resolved"]["fraud@champion"]["ref"] == "fraud:1"
+    stored = ResourceStore(registry.engine).get("Endpoint", "fraud-score")
+    assert stored.spec["pins"] == {"fraud@champion": "fraud:1"}
+    assert stored.status is None  # status is written by controllers only
     [again] = applier(registry).apply_all([endpoint()])
     assert again.outcome == "unchanged"
+
+
+def test_moving_an_alias_changes_the_endpoint_only_when_applied_again(
+    registry: Registry, tmp_path: Path
+) -> None:
+    applier(registry).apply_all([endpoint()])
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(40, 2)), columns=["amount", "age"])
+    model = LogisticRegression(C=0.1).fit(frame, (frame["age"] > 0).astype(int))
+    registry.push(package(model, name="fraud", output_dir=tmp_path / "p2", sample_input=frame).path)
+    registry.set_alias("fraud", "champion", 2)
+    stored = ResourceStore(registry.engine).get("Endpoint", "fraud-score")
+    assert stored.spec["pins"] == {"fraud@champion": "fraud:1"}
+    [again] = applier(registry).apply_all([endpoint()])
+    assert (again.outcome, again.generation) == ("configured", 2)
+    stored = ResourceStore(registry.engine).get("Endpoint", "fraud-score")
+    assert stored.spec["pins"] == {"fraud@champion": "fraud:2"}
 
 
 def test_unknown_model_names_the_route(registry: Registry) -> None:

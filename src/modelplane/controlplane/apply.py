@@ -3,7 +3,7 @@
 An endpoint is accepted only when every model it routes to exists and its signature
 satisfies the endpoint's contract, and when a changed contract is a new contract version
 that existing callers can still use (breaking changes need ``allow_breaking``). Aliases in
-routes are resolved once, here, and pinned in the resource's status: moving an alias later
+routes are resolved once, here, and pinned in the spec (``pins``): moving an alias later
 does not silently change what an endpoint runs; applying it again (or a rollout) does.
 """
 
@@ -182,20 +182,14 @@ class Applier:
     ) -> ApplyResult:
         # Feature set versions are separate resources: readers pin one (``customer:3``).
         name = spec.ref if isinstance(spec, FeatureSet) else spec.name
+        if isinstance(spec, Endpoint):
+            # Pins are desired state, so they live in the spec; status is the controllers'.
+            pins = {ref: target["ref"] for ref, target in resolved.items()}
+            spec = spec.model_copy(update={"pins": pins})
         applied: Applied = self.resources.apply(
             spec.kind, name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
         )
         resource = applied.resource
-        if isinstance(spec, Endpoint) and applied.outcome != "unchanged":
-            self.resources.set_status(
-                spec.kind,
-                spec.name,
-                {
-                    "generation": resource.generation,
-                    "resolved": resolved,
-                    "conditions": [],
-                },
-            )
         return ApplyResult(
             spec.kind, name, applied.outcome, resource.generation, warnings, resolved
         )

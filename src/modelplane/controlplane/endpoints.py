@@ -1,26 +1,38 @@
 """The endpoint controller: make what is served match the endpoints in the store.
 
-Level-triggered: each pass reads every ``Endpoint`` resource, resolves its routes to
-verified packages in a local cache, hands the whole desired set to the serving target (the
-gateway, behind :class:`ServingTarget`) when anything changed, and writes each endpoint's
-status (observed generation, resolved versions, a ``Ready`` condition) only when it
-differs. A restarted controller simply starts again from the store.
+Each endpoint is reconciled on its own, as Kubernetes reconciles each object: a pass reads
+every ``Endpoint`` resource and, for each one whose generation the serving target does not
+serve yet, starts one task that resolves its routes to verified packages in a local cache
+and puts it on the target (the gateway, behind :class:`ServingTarget`). The pass waits for
+those tasks only up to its interval: an endpoint that warms up for a minute, or fails,
+holds up no other endpoint's change, weight move or rollback. A failed endpoint keeps
+serving what it served, shows the failure as a typed condition, and is retried with capped
+exponential backoff (a new generation is tried at once).
+
+Status is written by this controller only, and only what the target really serves: the
+generation it serves (``observed_generation``), its routes, weights and versions, and two
+conditions (``Ready``: does it answer; ``Synced``: does it serve the latest generation, and
+if not, why). A restarted controller starts again from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.controlplane.loop import every
-from modelplane.errors import ModelplaneError
+from modelplane.errors import IntegrityError, ModelplaneError
+from modelplane.registry.digest import verify_package
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.featureset import FeatureSet
@@ -29,14 +41,44 @@ from modelplane.store.resources import Resource, ResourceStore
 from modelplane.types import Clock, Digest, SystemClock
 
 __all__ = [
+    "ConditionType",
     "EndpointController",
     "EndpointPlan",
+    "Reason",
     "ReplicaCounter",
     "ResolvedModel",
+    "ServedEndpoint",
     "ServingTarget",
 ]
 
 log = logging.getLogger(__name__)
+
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 60.0
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    """The endpoint answers: it is served and every route has a ready replica."""
+    SYNCED = "Synced"
+    """The target serves the endpoint's latest generation."""
+
+
+class Reason(StrEnum):
+    SERVING = "Serving"
+    """Ready: every route has a ready replica."""
+    NO_READY_REPLICA = "NoReadyReplica"
+    """Not ready: served, but a route has no ready replica (workers died or restart)."""
+    STARTING = "Starting"
+    """Not ready or not synced: its model versions are starting and warming up."""
+    RESOLVE_FAILED = "ResolveFailed"
+    """A route's model version or a bound feature set could not be found or fetched."""
+    START_FAILED = "StartFailed"
+    """The target could not start it (a model that fails to load, a bad fallback, ...)."""
+    CURRENT = "Current"
+    """Synced: the target serves the latest generation."""
+    NOT_SERVED = "NotServed"
+    """Not ready: no generation of it has been served yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +102,34 @@ class EndpointPlan:
     featuresets: Mapping[str, FeatureSet] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ServedEndpoint:
+    """What the target serves for one endpoint now, as callers see it."""
+
+    routes: tuple[tuple[str, str, float], ...]
+    """``(model ref, version label, weight)`` per route."""
+    shadows: tuple[tuple[str, str, float], ...] = ()
+    """``(model ref, version label, percent)`` per shadow."""
+    ready: bool = False
+    """Every route has a ready replica."""
+
+
 class ServingTarget(Protocol):
     """Where endpoints are served; the gateway implements this through an adapter."""
 
-    async def serve(self, plans: Sequence[EndpointPlan]) -> None:
-        """Serve exactly ``plans`` (start new, replace changed, stop removed)."""
+    def expect(self, endpoints: Collection[str]) -> None:
+        """The endpoints that should be served (those not running yet answer 503)."""
         ...
 
-    def ready(self, endpoint: str) -> bool: ...
+    async def put(self, plan: EndpointPlan) -> None:
+        """Serve ``plan``'s endpoint, touching no other; raise if it cannot start."""
+        ...
+
+    async def remove(self, endpoint: str) -> None: ...
+
+    def served(self, endpoint: str) -> ServedEndpoint | None:
+        """What is served for ``endpoint`` now; ``None`` when nothing is."""
+        ...
 
 
 @runtime_checkable
@@ -80,8 +142,23 @@ class ReplicaCounter(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Track:
+    """The controller's memory of one endpoint (observation, rebuilt after a restart)."""
+
+    served_generation: int | None = None
+    task: asyncio.Task[None] | None = None
+    failed_generation: int | None = None
+    reason: Reason | None = None
+    message: str = ""
+    failures: int = 0
+    retry_at: float = 0.0
+    verify_cache: bool = False
+    """Check cached packages byte by byte before the next try (a start failed)."""
+
+
 class EndpointController:
-    """Reconciles ``Endpoint`` resources onto a :class:`ServingTarget`."""
+    """Reconciles ``Endpoint`` resources onto a :class:`ServingTarget`, one by one."""
 
     def __init__(
         self,
@@ -90,106 +167,246 @@ class EndpointController:
         cache_dir: Path,
         *,
         clock: Clock | None = None,
+        pass_budget_s: float = 1.0,
     ) -> None:
         self.registry = registry
         self.resources = ResourceStore(registry.engine)
         self.target = target
         self.cache_dir = cache_dir
+        self.pass_budget_s = pass_budget_s
+        """How long a pass waits for the endpoints it started before writing status."""
         self._clock = clock or SystemClock()
-        self._served: tuple[tuple[str, int], ...] | None = None
-        self._errors: dict[str, str] = {}
+        self._tracks: dict[str, _Track] = {}
+        self._removing: dict[str, asyncio.Task[None]] = {}
+        self._fetch_locks: dict[str, threading.Lock] = {}
         self._counter = target if isinstance(target, ReplicaCounter) else None
+
+    async def prime(self) -> None:
+        """Tell the target what the store says to serve, before the first pass: requests
+        for those endpoints then answer 503 (retry) rather than 404 while they start."""
+        desired = await asyncio.to_thread(self.resources.list, "Endpoint")
+        self.target.expect([r.name for r in desired])
 
     async def reconcile(self) -> None:
         """One pass; safe to run at any time, any number of times."""
-        desired = await asyncio.to_thread(self.resources.list, "Endpoint")
-        plans, self._errors = await asyncio.to_thread(self._plans, desired)
-        key = tuple(sorted((p.endpoint.name, p.generation) for p in plans))
-        if key != self._served:
-            await self.target.serve(plans)
-            self._served = key
-        await asyncio.to_thread(self._write_status, desired, plans)
+        desired = {r.name: r for r in await asyncio.to_thread(self.resources.list, "Endpoint")}
+        self.target.expect(list(desired))
+        now = self._clock.monotonic()
+        started = [
+            task
+            for resource in desired.values()
+            if (task := self._converge_if_due(resource, now)) is not None
+        ]
+        started += self._remove_unwanted(desired)
+        if started:
+            await asyncio.wait(started, timeout=self.pass_budget_s)
+        await asyncio.to_thread(self._write_status, list(desired.values()))
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged, not fatal."""
-        await every(stop, interval_s, self.reconcile, log=log, what="endpoint reconcile")
+        try:
+            await every(stop, interval_s, self.reconcile, log=log, what="endpoint reconcile")
+        finally:
+            await self.cancel()
 
-    def _plans(self, desired: Sequence[Resource]) -> tuple[list[EndpointPlan], dict[str, str]]:
-        plans: list[EndpointPlan] = []
-        errors: dict[str, str] = {}
-        for resource in desired:
-            try:
-                plans.append(self._plan(resource))
-            except ModelplaneError as exc:
-                errors[resource.name] = exc.message
-        return plans, errors
+    async def cancel(self) -> None:
+        """Cancel the endpoint starts still running (the controller is stopping)."""
+        tasks = [t.task for t in self._tracks.values() if t.task is not None]
+        tasks += list(self._removing.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
-    def _plan(self, resource: Resource) -> EndpointPlan:
+    # ------------------------------------------------------------------ one endpoint
+
+    def _converge_if_due(self, resource: Resource, now: float) -> asyncio.Task[None] | None:
+        track = self._tracks.setdefault(resource.name, _Track())
+        if track.task is not None and not track.task.done():
+            return None  # still starting: its result is taken by a later pass
+        if track.served_generation == resource.generation:
+            return None
+        if track.failed_generation == resource.generation and now < track.retry_at:
+            return None
+        track.task = asyncio.create_task(
+            self._converge(resource, track), name=f"reconcile-{resource.name}"
+        )
+        return track.task
+
+    async def _converge(self, resource: Resource, track: _Track) -> None:
+        try:
+            plan = await asyncio.to_thread(self._plan, resource, track.verify_cache)
+        except Exception as exc:  # a bad ref, a store error: this endpoint only
+            self._failed(resource, track, Reason.RESOLVE_FAILED, exc)
+            return
+        try:
+            await self.target.put(plan)
+        except Exception as exc:  # the target keeps serving what it served
+            self._failed(resource, track, Reason.START_FAILED, exc)
+            return
+        track.served_generation = resource.generation
+        track.failed_generation, track.reason, track.message = None, None, ""
+        track.failures, track.verify_cache = 0, False
+
+    def _failed(self, resource: Resource, track: _Track, reason: Reason, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, ModelplaneError) else f"{exc!r}"
+        delay = min(_BACKOFF_FIRST_S * 2**track.failures, _BACKOFF_MAX_S)
+        track.failed_generation, track.reason, track.message = resource.generation, reason, message
+        track.failures += 1
+        track.retry_at = self._clock.monotonic() + delay
+        track.verify_cache = True
+        log.warning(
+            "endpoint %s generation %d: %s: %s (retry in %.0f s)",
+            resource.name, resource.generation, reason.value, message, delay,
+        )  # fmt: skip
+
+    def _remove_unwanted(self, desired: Mapping[str, Resource]) -> list[asyncio.Task[None]]:
+        started = []
+        for name in [n for n in self._tracks if n not in desired]:
+            track = self._tracks[name]
+            if track.task is not None and not track.task.done():
+                continue  # removed once its start has ended
+            del self._tracks[name]
+            task = asyncio.create_task(self.target.remove(name), name=f"remove-{name}")
+            self._removing[name] = task
+            task.add_done_callback(self._forget_removal)
+            started.append(task)
+        return started
+
+    def _forget_removal(self, task: asyncio.Task[None]) -> None:
+        for name, running in list(self._removing.items()):
+            if running is task:
+                del self._removing[name]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("removing an endpoint failed: %r", task.exception())
+
+    def _plan(self, resource: Resource, verify_cache: bool) -> EndpointPlan:
         endpoint = Endpoint.model_validate(resource.spec)
-        pinned = (resource.status or {}).get("resolved", {})
+        legacy = (resource.status or {}).get("resolved", {})  # pins before they moved to spec
         models: dict[str, ResolvedModel] = {}
         refs = [r.model for r in endpoint.routes]
         refs += [s.model for s in endpoint.shadows if s.model not in refs]
         for ref in refs:
-            target = pinned.get(ref, {}).get("ref", ref)
-            models[ref] = self._fetch(target)
+            target = endpoint.pins.get(ref) or legacy.get(ref, {}).get("ref", ref)
+            models[ref] = self._fetch(target, verify_cache)
         featuresets = {
             b.feature_set: resolve_feature_set(self.resources, b.feature_set)
             for b in endpoint.features
         }
         return EndpointPlan(endpoint, models, resource.generation, featuresets)
 
-    def _fetch(self, ref: str) -> ResolvedModel:
+    def _fetch(self, ref: str, verify_cache: bool) -> ResolvedModel:
         version = self.registry.get(ref)
-        folder = self.cache_dir / version.digest.removeprefix("sha256:")
+        # Endpoints are planned in parallel threads; two may need the same package.
+        with self._fetch_locks.setdefault(version.digest, threading.Lock()):
+            return self._fetch_locked(version.ref, version.manifest, version.digest, verify_cache)
+
+    def _fetch_locked(
+        self, ref: str, manifest: Manifest, digest: Digest, verify_cache: bool
+    ) -> ResolvedModel:
+        folder = self.cache_dir / digest.removeprefix("sha256:")
+        if folder.is_dir() and verify_cache:
+            try:
+                verify_package(folder, digest)
+            except (IntegrityError, OSError) as exc:
+                log.warning("cached package of %s is damaged, fetching it again: %s", ref, exc)
+                shutil.rmtree(folder)
         if not folder.is_dir():
             staging = folder.with_name(folder.name + ".partial")
             if staging.exists():
                 shutil.rmtree(staging)
-            self.registry.fetch(version.ref, staging)
+            self.registry.fetch(ref, staging)
             staging.rename(folder)
-        return ResolvedModel(version.ref, folder, version.manifest, version.digest)
+        return ResolvedModel(ref, folder, manifest, digest)
 
-    def _write_status(self, desired: Sequence[Resource], plans: Sequence[EndpointPlan]) -> None:
-        planned = {p.endpoint.name: p for p in plans}
+    # ------------------------------------------------------------------ status
+
+    def _write_status(self, desired: Sequence[Resource]) -> None:
         for resource in desired:
-            status = self._status(resource, planned.get(resource.name))
-            self.resources.set_status("Endpoint", resource.name, status)
+            status = self._status(resource)
+            if status != resource.status:
+                self.resources.set_status("Endpoint", resource.name, status)
 
-    def _status(self, resource: Resource, plan: EndpointPlan | None) -> dict[str, Any]:
+    def _status(self, resource: Resource) -> dict[str, Any]:
+        track = self._tracks.get(resource.name, _Track())
+        served = self.target.served(resource.name)
         previous = resource.status or {}
-        ready = plan is not None and self.target.ready(resource.name)
-        if plan is None:
-            reason, message = "ResolveFailed", self._errors.get(resource.name, "")
-        elif ready:
-            reason, message = "Serving", "every route has a ready replica"
-        else:
-            reason, message = "Starting", "waiting for replicas to pass warmup"
-        condition: dict[str, Any] = {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": reason,
-            "message": message,
-            "observed_generation": resource.generation,
-        }
-        old: dict[str, Any] = next(
-            (c for c in previous.get("conditions", []) if c.get("type") == "Ready"), {}
-        )
-        unchanged = {k: v for k, v in old.items() if k != "last_transition_time"} == condition
-        condition["last_transition_time"] = (
-            old.get("last_transition_time") if unchanged else self._now()
-        )
-        served = {} if plan is None else {ref: m.label for ref, m in plan.models.items()}
-        status = {
-            **previous,
-            "observed_generation": resource.generation,
-            "serving": served,
-            "conditions": [condition],
-        }
+        conditions = [
+            self._condition(previous, ConditionType.READY, *_ready(served, track)),
+            self._condition(previous, ConditionType.SYNCED, *_synced(resource, track)),
+        ]
+        status: dict[str, Any] = {
+            "observed_generation": track.served_generation if served is not None else None,
+            "serving": {} if served is None else _serving(served),
+            "routes": [] if served is None else [
+                {"model": ref, "version": label, "weight": weight}
+                for ref, label, weight in served.routes
+            ],
+            "shadows": [] if served is None else [
+                {"model": ref, "version": label, "percent": percent}
+                for ref, label, percent in served.shadows
+            ],
+            "conditions": conditions,
+        }  # fmt: skip
         if self._counter is not None:
-            ready_count, total = self._counter.replica_counts(resource.name) if plan else (0, 0)
+            ready_count, total = self._counter.replica_counts(resource.name)
             status["replicas"] = {"ready": ready_count, "total": total}
         return status
 
+    def _condition(
+        self,
+        previous: Mapping[str, Any],
+        kind: ConditionType,
+        ok: bool,
+        reason: Reason,
+        message: str,
+        generation: int | None,
+    ) -> dict[str, Any]:
+        condition: dict[str, Any] = {
+            "type": kind.value,
+            "status": "True" if ok else "False",
+            "reason": reason.value,
+            "message": message,
+            "observed_generation": generation,
+        }
+        old: dict[str, Any] = next(
+            (c for c in previous.get("conditions", []) if c.get("type") == kind.value), {}
+        )
+        same = old.get("status") == condition["status"] and old.get("reason") == reason.value
+        condition["last_transition_time"] = (
+            old.get("last_transition_time") if same and old else self._now()
+        )
+        return condition
+
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.wall(), UTC).isoformat()
+
+
+def _serving(served: ServedEndpoint) -> dict[str, str]:
+    serving = {ref: label for ref, label, _ in served.routes}
+    serving |= {ref: label for ref, label, _ in served.shadows}
+    return serving
+
+
+def _ready(served: ServedEndpoint | None, track: _Track) -> tuple[bool, Reason, str, int | None]:
+    generation = track.served_generation
+    if served is None:
+        if track.reason is not None:
+            return False, track.reason, track.message, generation
+        return False, Reason.NOT_SERVED, "its model versions are starting", generation
+    if served.ready:
+        return True, Reason.SERVING, "every route has a ready replica", generation
+    return False, Reason.NO_READY_REPLICA, "a route has no ready replica", generation
+
+
+def _synced(resource: Resource, track: _Track) -> tuple[bool, Reason, str, int | None]:
+    generation = resource.generation
+    if track.served_generation == generation:
+        return True, Reason.CURRENT, f"generation {generation} is served", generation
+    if track.failed_generation == generation and track.reason is not None:
+        served = track.served_generation
+        keeps = f"; generation {served} is still served" if served is not None else ""
+        tries = f" (tried {track.failures} times, retried with backoff)"
+        return False, track.reason, f"{track.message}{keeps}{tries}", generation
+    return False, Reason.STARTING, f"generation {generation} is starting", generation

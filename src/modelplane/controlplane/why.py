@@ -71,7 +71,7 @@ def applied_policy(store: ResourceStore) -> Policy:
 
 
 def _route_demand(registry: Registry, resource: Resource, model: str) -> Demand:
-    pinned = (resource.status or {}).get("resolved", {}).get(model, {}).get("ref", model)
+    pinned = Endpoint.model_validate(resource.spec).pinned(model)
     try:
         return demand_of(registry.get(pinned).manifest.resources)
     except ModelplaneError:

@@ -132,6 +132,10 @@ class Endpoint(BaseModel):
     sticky_key: str | None = Field(default=None, min_length=1, max_length=200)
     """A request field (a contract input or a bound feature set's entity key) whose value
     picks the route by its hash, so one caller stays on one version while weights hold."""
+    pins: dict[str, str] = {}
+    """Written by ``apply``, not by hand: each route's or shadow's model ref (an alias such
+    as ``fraud@champion``) → the version it resolved to then (``fraud:3``). Serving follows
+    the pin, so moving an alias changes no endpoint until it is applied again."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Endpoint:
@@ -178,6 +182,10 @@ class Endpoint(BaseModel):
                     "feature '{name}' of {ref} is not an input of the contract",
                     {"name": unknown[0], "ref": binding.feature_set},
                 )
+
+    def pinned(self, ref: str) -> str:
+        """The version ``ref`` was pinned to at apply, else ``ref`` itself."""
+        return self.pins.get(ref, ref)
 
     @property
     def effective_timeout_ms(self) -> int:
