@@ -17,6 +17,7 @@ but not modelplane.
     ├── Unauthorized (PermissionError)      code=unauthorized
     ├── Forbidden (PermissionError)         code=forbidden
     ├── Overloaded                          code=overloaded
+    ├── PayloadTooLarge (ValueError)        code=payload_too_large
     ├── DeadlineExceeded (TimeoutError)     code=deadline_exceeded
     ├── WorkerFailed                        code=worker_failed
     ├── MissingExtra (ImportError)          code=missing_extra
@@ -41,7 +42,9 @@ __all__ = [
     "MissingExtra",
     "ModelplaneError",
     "NotFound",
+    "NotReady",
     "Overloaded",
+    "PayloadTooLarge",
     "QuotaExceeded",
     "StoreUnavailable",
     "Unauthorized",
@@ -60,6 +63,7 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "features_unavailable": 422,
@@ -175,6 +179,27 @@ class Overloaded(ModelplaneError):
     ) -> None:
         super().__init__(message, details=details)
         self.retry_after_s = retry_after_s
+
+
+class NotReady(ModelplaneError):
+    """The endpoint is one the server was told to serve, but it cannot answer yet (its
+    workers are starting, or its last start failed and is retried): retry after
+    ``retry_after_s``. Unlike ``not_found``, it tells clients and load balancers to retry."""
+
+    code = "not_ready"
+
+    def __init__(
+        self, message: str, *, retry_after_s: float = 1.0, details: Sequence[ErrorDetail] = ()
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(ModelplaneError, ValueError):
+    """A request is over a size limit (its body's bytes, or its rows); ``details`` name the
+    limit and the field or setting that sets it."""
+
+    code = "payload_too_large"
 
 
 class DeadlineExceeded(ModelplaneError, TimeoutError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -25,7 +25,7 @@ from modelplane.cli.rollout import GatewayEvidence
 if TYPE_CHECKING:
     import uvicorn
 
-    from modelplane.controlplane.endpoints import EndpointPlan
+    from modelplane.controlplane.endpoints import EndpointPlan, ServedEndpoint
     from modelplane.controlplane.slo import EndpointCounters
     from modelplane.dataplane.gateway import Gateway
     from modelplane.observe.predlog import PredictionLogConfig
@@ -34,29 +34,42 @@ __all__ = ["GatewaySlo", "GatewayTarget", "register", "up"]
 
 
 class GatewayTarget:
-    """Adapts the endpoint controller's plans to the gateway's configs."""
+    """Adapts the endpoint controller's plans to the gateway, one endpoint at a time."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    async def serve(self, plans: Sequence[EndpointPlan]) -> None:
+    def expect(self, endpoints: Collection[str]) -> None:
+        self.gateway.expect(endpoints)
+
+    async def put(self, plan: EndpointPlan) -> None:
         from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
 
-        configs = [
-            EndpointConfig(
-                plan.endpoint,
-                {
-                    ref: ModelSource(m.label, m.directory, m.manifest, m.digest)
-                    for ref, m in plan.models.items()
-                },
-                plan.featuresets,
-            )
-            for plan in plans
-        ]
-        await self.gateway.update(configs)
+        models = {
+            ref: ModelSource(m.label, m.directory, m.manifest, m.digest)
+            for ref, m in plan.models.items()
+        }
+        await self.gateway.put(EndpointConfig(plan.endpoint, models, plan.featuresets))
 
-    def ready(self, endpoint: str) -> bool:
-        return self.gateway.serving(endpoint)
+    async def remove(self, endpoint: str) -> None:
+        await self.gateway.remove(endpoint)
+
+    def served(self, endpoint: str) -> ServedEndpoint | None:
+        from modelplane.controlplane.endpoints import ServedEndpoint
+
+        runtime = self.gateway.handler.endpoints.get(endpoint)
+        if runtime is None:
+            return None
+        weights = [route.weight for route in runtime.endpoint.routes]
+        return ServedEndpoint(
+            routes=tuple(
+                (r.ref, r.target.label, w) for r, w in zip(runtime.routes, weights, strict=True)
+            ),
+            shadows=tuple((s.ref, s.target.label, s.percent) for s in runtime.shadows),
+            ready=all(
+                r.target.ready for r, w in zip(runtime.routes, weights, strict=True) if w > 0
+            ),
+        )
 
     def replica_counts(self, endpoint: str) -> tuple[int, int]:
         """``(ready, total)`` worker processes over the endpoint's routes."""
@@ -125,8 +138,14 @@ class GatewaySlo:
 def _server(
     app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
 ) -> uvicorn.Server:
+    """A uvicorn server under the edge's limits: the gateway's own, or the API's."""
     import uvicorn
 
+    from modelplane.dataplane.edge import API_EDGE, raise_fd_limit, server_options
+    from modelplane.dataplane.gateway import Gateway
+
+    raise_fd_limit()
+    edge = app.config.edge if isinstance(app, Gateway) else API_EDGE
     config = uvicorn.Config(
         app,
         host=host,
@@ -134,8 +153,7 @@ def _server(
         lifespan=lifespan,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_graceful_shutdown=30,
+        **server_options(edge),
     )
     config.load()
     server = uvicorn.Server(config)
@@ -201,6 +219,9 @@ async def _run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Before the gateway listens: endpoints in the store answer 503 (retry) while they
+        # start, never 404, and /v2/health/ready waits until each has started or failed.
+        await controller.prime()
         for server in servers:
             await server.startup()
             if server.should_exit:

@@ -148,8 +148,16 @@ class ModelVersionRuntime:
             else None
         )
         timeout_s = endpoint.effective_timeout_ms / 1000
+        resources = source.manifest.resources
+        sandbox = pool.sandbox and pool.sandbox.for_package(
+            source.directory, memory_mb=resources.memory_mb, gpus=resources.gpus,
+            labels=source.manifest.labels,
+        )  # fmt: skip
         spec = WorkerSpec(
-            LOADER, args=(str(source.directory), str(source.digest)), paths=source.paths
+            LOADER,
+            args=(str(source.directory), str(source.digest)),
+            paths=source.paths,
+            sandbox=sandbox,
         )
         config = replace(
             pool,
@@ -172,12 +180,8 @@ class ModelVersionRuntime:
             ),
         )
         self._metrics = metrics
-        self._metrics_source = metrics.add_source(
-            endpoint.name,
-            source.label,
-            lambda: self.batcher.queued_rows,
-            lambda: self.pool.restarts,
-        )
+        self._endpoint_name = endpoint.name
+        self._metrics_source: object | None = None
 
     async def _predict_batch(self, arrays: Arrays, timeout_s: float) -> Arrays:
         rows = len(next(iter(arrays.values())))
@@ -208,13 +212,24 @@ class ModelVersionRuntime:
         self.batcher.config = replace(self.batcher.config, max_inflight_batches=replicas)
 
     async def start(self) -> None:
+        # Registered here, not when built: a runtime whose endpoint fails to build or start
+        # must leave no series behind (a duplicate series makes Prometheus reject a scrape).
+        if self._metrics_source is None:
+            self._metrics_source = self._metrics.add_source(
+                self._endpoint_name,
+                self.label,
+                lambda: self.batcher.queued_rows,
+                lambda: self.pool.restarts,
+            )
         await self.pool.start()
         self.batcher.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         await self.batcher.stop(timeout_s)
         await self.pool.stop()
-        self._metrics.remove_source(self._metrics_source)
+        if self._metrics_source is not None:
+            self._metrics.remove_source(self._metrics_source)
+            self._metrics_source = None
 
 
 @dataclass(slots=True)

@@ -20,13 +20,14 @@ and, when a model answered, ``modelplane-model-version``; a fallback answer carr
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import multiprocessing
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,8 @@ import msgspec
 
 from modelplane import __version__
 from modelplane.core.circuit import BreakerConfig
-from modelplane.dataplane.codec_v2 import InferResponse, decode_request, encode_response
+from modelplane.dataplane.codec_v2 import InferResponse, encode_response
+from modelplane.dataplane.edge import EdgeConfig
 from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
     ModelVersionRuntime,
@@ -61,6 +63,7 @@ from modelplane.dataplane.http import (
     status_of,
 )
 from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics, ShadowReading
+from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig
 from modelplane.dataplane.records import encode_predictions
@@ -109,6 +112,8 @@ class GatewayConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     """Defaults for every model version's pool; replicas come from each endpoint."""
     max_body_bytes: int = 64 * 1024 * 1024
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    """Limits of the HTTP edge: deadlines, connections, rows per request, large bodies."""
     seed: int | None = None
     """Seed of the route choice; ``None`` draws one."""
     name: str = "modelplane"
@@ -148,6 +153,8 @@ class Gateway:
         self._update_lock = asyncio.Lock()
         runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
         self.handler = InferenceHandler(runtimes, self.config.breaker, online_store)
+        self.handler.max_rows = self.config.edge.max_rows
+        self.bodies = LargeBodies(self.config.edge, self.config.pool.start_method)
         self.metrics.shadows = self._shadow_readings
         self.versions: list[ModelVersionRuntime] = versions
         self.started = False
@@ -155,6 +162,13 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop serving requests, once started: other threads submit updates to it."""
         self.startup_error: BaseException | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._desired: frozenset[str] | None = None
+        self._initial: frozenset[str] | None = None
+        self._settled: set[str] = set()
+        self._failures: dict[str, str] = {}
+        self._starting: list[ModelVersionRuntime] = []
+        """Versions warming up for a :meth:`put`, not routed yet (stopped with the gateway)."""
         self._next_log_at = 0.0
         self._quiet_failures = 0
         self._ids = itertools.count(1)
@@ -169,7 +183,7 @@ class Gateway:
     async def start(self) -> None:
         """Start every model version's workers; return once all are ready."""
         self.loop = asyncio.get_running_loop()
-        self._preload_workers()
+        self._preload_workers(self.versions)
         results = await asyncio.gather(*(v.start() for v in self.versions), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -179,54 +193,147 @@ class Gateway:
             await self.sink.start()
         self.started = True
 
-    def _preload_workers(self) -> None:
+    def _preload_workers(self, versions: Sequence[ModelVersionRuntime]) -> None:
         """Have the forkserver import what every worker imports (the loader, and the engines
         of the runtimes served) once, so each worker, and each restart, starts warm."""
         if self.config.pool.start_method != "forkserver":
             return
         modules = [*_WORKER_PRELOAD]
-        runtimes = {v.source.manifest.runtime.value for v in self.versions}
+        runtimes = {v.source.manifest.runtime.value for v in versions}
         modules += [m for runtime, m in _ENGINE_PRELOAD.items() if runtime in runtimes]
         multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
 
-    async def update(self, configs: Sequence[EndpointConfig], timeout_s: float = 10.0) -> None:
-        """Serve exactly ``configs`` while requests keep flowing.
+    def expect(self, names: Collection[str]) -> None:
+        """Tell the gateway which endpoints it should serve, before they all run.
 
-        New and changed endpoints are built first, keeping the running model versions of
-        routes whose version and settings did not change (a weight change restarts nothing);
-        new versions start and warm up; then the routing table is swapped in one assignment;
-        then versions no longer routed to drain and stop. If a start fails, nothing changes
-        and the error is raised.
+        Until one of them runs, its requests answer 503 ``not_ready`` with ``Retry-After``
+        (never 404, which tells clients and load balancers not to retry). The first set it is
+        told is what gateway-wide readiness waits for: ``/v2/health/ready`` answers 200 once
+        each of those endpoints has been started or has failed to start. Endpoints added
+        later have their own readiness (``/v2/models/{name}/ready``) and never take the
+        whole gateway out of a load balancer.
         """
-        async with self._update_lock:
-            current = self.handler.endpoints
-            kept = {
-                c.endpoint.name: current[c.endpoint.name]
-                for c in configs
-                if c.endpoint.name in current and serves_same(current[c.endpoint.name], c)
-            }
-            fresh_configs = [c for c in configs if c.endpoint.name not in kept]
-            fresh, versions = build_endpoints(
-                fresh_configs,
-                self.config.pool,
-                self.metrics,
-                self._rng,
-                also_served=kept,
-                reuse=current,
-            )
-            results = await asyncio.gather(*(v.start() for v in versions), return_exceptions=True)
+        desired = frozenset(names)
+        if self._initial is None:
+            self._initial = desired
+        self._desired = desired
+        self._refresh_pending()
+
+    def start_failure(self, endpoint: str) -> str | None:
+        """Why the last start of ``endpoint`` failed; ``None`` when it did not."""
+        return self._failures.get(endpoint)
+
+    async def put(self, config: EndpointConfig, timeout_s: float = 10.0) -> None:
+        """Serve ``config``'s endpoint, changing no other endpoint.
+
+        Its new model versions start and warm up while the endpoint keeps serving what it
+        served (model versions whose version and settings did not change are kept, so a
+        weight change restarts nothing); then its entry in the routing table is swapped in
+        one assignment and the versions it no longer reaches drain and stop. Endpoints are
+        independent: one that warms up for a minute, or fails, holds up no other. If a
+        start fails, the endpoint keeps serving what it served and the error is raised.
+        """
+        name = config.endpoint.name
+        async with self._lock(name):
+            current = self.handler.endpoints.get(name)
+            if current is not None and serves_same(current, config):
+                self._settle(name, None)
+                return
+            known = set(self.handler.endpoints) | set(self._desired or ())
+            try:
+                fresh, versions = build_endpoints(
+                    [config],
+                    self.config.pool,
+                    self.metrics,
+                    self._rng,
+                    also_served=known - {name},
+                    reuse={name: current} if current is not None else None,
+                )
+            except ModelplaneError as exc:
+                self._settle(name, one_line(exc))
+                raise
+            self._preload_workers(versions)
+            self._starting.extend(versions)
+            try:
+                results = await asyncio.gather(
+                    *(v.start() for v in versions), return_exceptions=True
+                )
+            finally:
+                started = {id(v) for v in versions}
+                self._starting = [v for v in self._starting if id(v) not in started]
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 await asyncio.gather(*(v.stop(timeout_s) for v in versions))
-                raise failures[0]
-            table = {**kept, **fresh}
+                failure = failures[0]
+                why = one_line(failure) if isinstance(failure, ModelplaneError) else repr(failure)
+                self._settle(name, why)
+                raise failure
+            runtime = fresh[name]
             for target, replicas in resize_kept(fresh, versions):
                 await target.resize(replicas)
-            routed = {id(target) for e in table.values() for target in e.targets}
-            retired = [v for v in self.versions if id(v) not in routed]
-            self.handler.endpoints = table
-            self.versions = [v for v in self.versions if id(v) in routed] + versions
+            reached = {id(t) for t in runtime.targets}
+            retired = [t for t in current.targets if id(t) not in reached] if current else []
+            # one assignment: a request sees the old table or the new one, never a mix
+            self.handler.endpoints = {**self.handler.endpoints, name: runtime}
+            gone = {id(t) for t in retired}
+            self.versions = [v for v in self.versions if id(v) not in gone] + versions
+            self._settle(name, None)
             await asyncio.gather(*(v.stop(timeout_s) for v in retired))
+
+    async def remove(self, name: str, timeout_s: float = 10.0) -> None:
+        """Stop serving ``name``: it leaves the routing table, then its versions drain."""
+        async with self._lock(name):
+            table = dict(self.handler.endpoints)
+            runtime = table.pop(name, None)
+            self._failures.pop(name, None)
+            if runtime is None:
+                return
+            self.handler.endpoints = table
+            gone = {id(t) for t in runtime.targets}
+            self.versions = [v for v in self.versions if id(v) not in gone]
+            self._refresh_pending()
+            await asyncio.gather(*(t.stop(timeout_s) for t in runtime.targets))
+
+    async def update(self, configs: Sequence[EndpointConfig], timeout_s: float = 10.0) -> None:
+        """Serve exactly ``configs``: each endpoint is put (see :meth:`put`) on its own and
+        those not listed are removed. One endpoint's failure changes nothing for the others;
+        the first failure is raised once every endpoint has been handled."""
+        names = [c.endpoint.name for c in configs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidSpec(f"endpoint '{twice[0]}' is configured twice")
+        self.expect(names)
+        results = await asyncio.gather(
+            *(self.put(c, timeout_s) for c in configs), return_exceptions=True
+        )
+        unwanted = set(self.handler.endpoints) - set(names)
+        await asyncio.gather(*(self.remove(n, timeout_s) for n in unwanted))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    def _lock(self, endpoint: str) -> asyncio.Lock:
+        lock = self._locks.get(endpoint)
+        if lock is None:
+            lock = self._locks[endpoint] = asyncio.Lock()
+        return lock
+
+    def _settle(self, endpoint: str, failure: str | None) -> None:
+        """Record how the latest start of ``endpoint`` ended (``None``: it serves)."""
+        self._settled.add(endpoint)
+        if failure is None:
+            self._failures.pop(endpoint, None)
+        else:
+            self._failures[endpoint] = failure
+        self._refresh_pending()
+
+    def _refresh_pending(self) -> None:
+        served = self.handler.endpoints
+        self.handler.pending = {
+            name: self._failures.get(name, "it is starting")
+            for name in self._desired or ()
+            if name not in served
+        }
 
     def _shadow_readings(self) -> list[ShadowReading]:
         return [
@@ -253,17 +360,20 @@ class Gateway:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, wait for running batches, stop the workers."""
         self.draining = True
-        await asyncio.gather(*(v.stop(timeout_s) for v in self.versions))
+        await asyncio.gather(*(v.stop(timeout_s) for v in [*self.versions, *self._starting]))
         if self.sink is not None:
             await self.sink.stop()
+        self.bodies.close()
 
     @property
     def ready(self) -> bool:
-        return (
-            self.started
-            and not self.draining
-            and all(e.ready for e in self.handler.endpoints.values())
-        )
+        """Able to serve what it has been told to serve: started, not draining, and every
+        endpoint of the first set it was told (see :meth:`expect`) started or failed. One
+        endpoint down answers 503 on its own ``/v2/models/{name}/ready``, not here."""
+        if not self.started or self.draining:
+            return False
+        initial = self._initial
+        return initial is None or initial <= self._settled
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -393,11 +503,10 @@ class Gateway:
         label = ""
         sink = self.sink
         try:
-            body = await self._body(receive, request)
             if v2:
-                result, payload, headers = await self._v2_infer(name, version, body, request)
+                result, payload, headers = await self._v2_infer(name, version, receive, request)
             else:
-                result, payload, headers = await self._records_infer(name, body, request)
+                result, payload, headers = await self._records_infer(name, receive, request)
             label = result.model_version or ""
             await _respond(send, 200, payload, headers)
             if result.fallback_reason is not None:
@@ -422,9 +531,12 @@ class Gateway:
         authorize(principal, Action(TokenScope.PREDICT, f"predict {name}", (team,), name))
 
     async def _v2_infer(
-        self, name: str, version: str | None, body: bytes, request: _Request
+        self, name: str, version: str | None, receive: Receive, request: _Request
     ) -> tuple[Result, bytes, Headers]:
-        decoded = decode_request(body, request.header_length)
+        decode = functools.partial(decode_v2, request.header_length)
+        decoded = await self.bodies.decode(
+            request.content_length, lambda: self._body(receive, request), decode
+        )
         timeout_ms = request.timeout_ms
         params = decoded.parameters
         if params and "timeout" in params:
@@ -454,11 +566,16 @@ class Gateway:
         return result, encoded.body, headers
 
     async def _records_infer(
-        self, name: str, body: bytes, request: _Request
+        self, name: str, receive: Receive, request: _Request
     ) -> tuple[Result, bytes, Headers]:
         runtime = self.handler.endpoint(name)
         try:
-            columns = runtime.records.decode(body)
+            columns = await self.bodies.decode(
+                request.content_length,
+                lambda: self._body(receive, request),
+                runtime.records.decode,
+                functools.partial(decode_records, runtime.records.fields),
+            )
         except InvalidSpec as exc:
             # the record schema is the contract's: a mistyped field breaks the contract
             raise ContractViolation(exc.message, details=exc.details) from None

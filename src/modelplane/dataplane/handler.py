@@ -38,12 +38,14 @@ from modelplane.errors import (
     InvalidSpec,
     ModelplaneError,
     NotFound,
+    NotReady,
     Overloaded,
+    PayloadTooLarge,
     WorkerFailed,
 )
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
-from modelplane.spec.contract import FallbackKind
+from modelplane.spec.contract import DEFAULT_MAX_ROWS, FallbackKind
 
 __all__ = ["InferenceHandler", "OutputViolation", "Result", "one_line"]
 
@@ -91,10 +93,21 @@ class InferenceHandler:
         """Tiers answered 429 at once while the system is degraded."""
         self.fallback_tiers: frozenset[str] = frozenset()
         """Tiers whose endpoints with a fallback are answered by it while degraded."""
+        self.max_rows = DEFAULT_MAX_ROWS
+        """Rows per request for endpoints whose contract sets no ``max_rows``."""
+        self.pending: Mapping[str, str] = {}
+        """Endpoints the server was told to serve that have no runtime yet, with why (still
+        starting, or the last start's failure): answered 503 with ``Retry-After``, not 404."""
 
     def endpoint(self, name: str) -> EndpointRuntime:
         runtime = self.endpoints.get(name)
         if runtime is None:
+            why = self.pending.get(name)
+            if why is not None:
+                raise NotReady(
+                    f"endpoint '{name}' is not serving yet: {why}",
+                    details=[{"field": "model", "problem": why}],
+                )
             raise NotFound(
                 f"unknown model '{name}'", details=[{"field": "model", "problem": "not served"}]
             )
@@ -121,6 +134,7 @@ class InferenceHandler:
                 retry_after_s=5.0,
                 details=[{"field": "tier", "problem": "shed under overload"}],
             )
+        _check_rows(runtime, inputs, self.max_rows)
         if requested_outputs:
             _check_requested(runtime, requested_outputs)
         own = time.monotonic() + runtime.timeout_s
@@ -277,6 +291,21 @@ def _key_text(value: Any) -> str:
 
 def _has_rows(inputs: Arrays) -> bool:
     return all(array.ndim == 0 or array.shape[0] > 0 for array in inputs.values())
+
+
+def _check_rows(runtime: EndpointRuntime, inputs: Mapping[str, Array], default: int) -> None:
+    """Refuse a request of more rows than the contract's ``max_rows`` (else ``default``)
+    before any work scales with its rows: one request is one batch on one worker."""
+    rows = max((len(a) for a in inputs.values() if a.ndim > 0), default=0)
+    declared = runtime.endpoint.contract.max_rows
+    limit = default if declared is None else declared
+    if rows > limit:
+        setting = "contract max_rows" if declared is not None else "the platform's max_rows"
+        raise PayloadTooLarge(
+            f"the request has {rows} rows; endpoint '{runtime.name}' takes at most {limit}"
+            f" ({setting})",
+            details=[{"field": "inputs", "problem": f"{rows} rows, over {setting} ({limit})"}],
+        )
 
 
 def _check_requested(runtime: EndpointRuntime, requested: Collection[str]) -> None:

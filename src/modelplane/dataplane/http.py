@@ -10,11 +10,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
-from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, Overloaded
+from modelplane.errors import (
+    HTTP_STATUS,
+    InvalidSpec,
+    ModelplaneError,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+)
 
 __all__ = [
     "STATUS_BY_CODE",
@@ -69,9 +76,13 @@ def error_body(exc: ModelplaneError, *, v2: bool) -> bytes:
 
 
 def error_headers(exc: ModelplaneError) -> list[tuple[bytes, bytes]]:
-    """Extra headers an error brings: ``Retry-After`` (whole seconds, at least 1) on 429."""
-    if isinstance(exc, Overloaded):
+    """Extra headers an error brings: ``Retry-After`` (whole seconds, at least 1) on 429 and
+    on 503 for an endpoint that is not ready yet; ``connection: close`` on 413."""
+    if isinstance(exc, Overloaded | NotReady):
         return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
+    if isinstance(exc, PayloadTooLarge):
+        # the body may be partly unread: close rather than read it only to drop it
+        return [(b"connection", b"close")]
     return []
 
 
@@ -111,13 +122,18 @@ def deadline_of(timeout_ms: float | None) -> float | None:
 
 
 async def read_body(receive: Receive, content_length: int | None, limit: int) -> bytes:
-    """The whole request body, refused past ``limit`` bytes (before reading when declared)."""
+    """The whole request body, refused past ``limit`` bytes (before reading when declared).
+
+    A declared length is read into one buffer of that size, so a large body is held once,
+    not once in pieces and again joined."""
     if content_length is not None and content_length > limit:
-        raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+        raise _too_large(limit)
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body
+    if content_length is not None and len(body) <= content_length:
+        return await _read_into(receive, body, content_length)
     chunks = [body]
     size = len(body)
     while message.get("more_body", False):
@@ -127,6 +143,38 @@ async def read_body(receive: Receive, content_length: int | None, limit: int) ->
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise HttpError("payload_too_large", f"the body is over {limit} bytes")
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_into(receive: Receive, first: bytes, length: int) -> bytes:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    size = len(first)
+    view[:size] = first
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError("invalid_spec", "the client went away mid-body")
+        chunk: bytes = message.get("body", b"")
+        end = size + len(chunk)
+        if end > length:  # the parser holds to the declared length; never trust it blindly
+            raise HttpError("invalid_spec", "the body is longer than its content-length")
+        view[size:end] = chunk
+        size = end
+        more = message.get("more_body", False)
+    view.release()
+    if size != length:
+        raise HttpError("invalid_spec", "the body is shorter than its content-length")
+    # Every reader of a body (msgspec, memoryview, numpy, pickle) takes a bytearray as it
+    # takes bytes; converting would hold the body twice.
+    return cast(bytes, buffer)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body is over the limit of {limit} bytes",
+        details=[{"field": "body", "problem": f"over max_body_bytes ({limit} bytes)"}],
+    )
