@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from modelplane.errors import InvalidSpec
+from modelplane.security.sandbox import probe as probe_sandbox
 from modelplane.spec.cluster import MAX_GPUS_PER_NODE, ClusterSpec, GPUs, LocalNodeSpec, NodeSpec
 from modelplane.spec.io import load_yaml
 from modelplane.spec.names import NAME_PATTERN
@@ -42,6 +43,7 @@ __all__ = [
     "node_name",
     "parse_gpus",
     "query_nvidia_smi",
+    "sandbox_labels",
 ]
 
 GpuQuery = Callable[[], str | None]
@@ -173,6 +175,15 @@ def node_name(hostname: str) -> str:
     return name if NAME_PATTERN.fullmatch(name) else "local"
 
 
+def sandbox_labels() -> dict[str, str]:
+    """What a model worker on this node gives up (``modelplane.io/sandbox``) and what it
+    cannot (``modelplane.io/sandbox-missing``, absent when nothing is)."""
+    caps = probe_sandbox()
+    missing = "-".join(f.value.replace("_", "") for f, why in caps.available().items() if why)
+    labels = {"modelplane.io/sandbox": caps.label()}
+    return labels | ({"modelplane.io/sandbox-missing": missing} if missing else {})
+
+
 def detect_local_node(
     root: Path = Path("/"),
     *,
@@ -190,6 +201,7 @@ def detect_local_node(
         "modelplane.io/arch": arch if arch is not None else platform.machine(),
         "modelplane.io/os": platform.system().lower(),
         "modelplane.io/local": "true",
+        **sandbox_labels(),
         **local.labels,
     }
     return NodeSpec(

@@ -39,7 +39,8 @@ class Op(IntEnum):
     """What a message asks or answers."""
 
     READY = 1
-    """worker → gateway: the model is loaded (``pid`` set), or failed to load (``error``)."""
+    """worker → gateway: the model is loaded (``pid`` set), or failed to load (``error``);
+    ``sandbox`` says what the worker gave up before loading (and what it could not)."""
     PREDICT = 2
     """gateway → worker: run the model on ``arrays``."""
     RESULT = 3
@@ -69,6 +70,7 @@ class _Header(msgspec.Struct, array_like=True, omit_defaults=True):
     error: str = ""
     error_type: str = ""
     pid: int = 0
+    sandbox: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Message:
     error: str = ""
     error_type: str = ""
     pid: int = 0
+    sandbox: str = ""
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -99,6 +102,7 @@ def encode(
     error: str = "",
     error_type: str = "",
     pid: int = 0,
+    sandbox: str = "",
 ) -> list[bytes | memoryview]:
     """The parts of one message, to be joined or written in order (no tensor is copied)."""
     tensors: list[_Tensor] = []
@@ -110,7 +114,7 @@ def encode(
         contiguous = np.ascontiguousarray(array)
         tensors.append(_Tensor(name, contiguous.dtype.str, contiguous.shape, contiguous.nbytes))
         buffers.append(contiguous.data.cast("B"))
-    header = _ENCODER.encode(_Header(op, id, tensors, error, error_type, pid))
+    header = _ENCODER.encode(_Header(op, id, tensors, error, error_type, pid, sandbox))
     return [_U32.pack(len(header)) + header, *buffers]
 
 
@@ -137,7 +141,9 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         chunk = view[offset : offset + t.nbytes]
         offset += t.nbytes
         arrays[t.name] = np.frombuffer(chunk, dtype=np.dtype(t.dtype)).reshape(t.shape)
-    return Message(header.op, header.id, arrays, header.error, header.error_type, header.pid)
+    return Message(
+        header.op, header.id, arrays, header.error, header.error_type, header.pid, header.sandbox
+    )
 
 
 class FrameReader:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from modelplane.dataplane.pool.replica import Replica, ReplicaDied, ReplicaState
 from modelplane.dataplane.pool.sample import sample_inputs
 from modelplane.dataplane.pool.worker import WorkerSpec
 from modelplane.errors import DeadlineExceeded, WorkerFailed
+from modelplane.security.sandbox import SandboxPolicy
 from modelplane.spec.fields import Signature
 
 __all__ = ["PoolConfig", "ReplicaInfo", "WorkerPool", "least_outstanding"]
@@ -53,6 +54,8 @@ class PoolConfig:
     stable_after_s: float = 30.0
     """A replica up this long resets its restart backoff."""
     warmup_rows: int = 1
+    sandbox: SandboxPolicy | None = field(default_factory=SandboxPolicy)
+    """The node's sandbox for package workers (each narrowed to its package); ``None``: off."""
 
     def __post_init__(self) -> None:
         if self.replicas < 1:

@@ -8,11 +8,12 @@ which treats the worker as something that may die or hang at any moment.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelplane.dataplane.pool.messages import Message, Op, decode, encode
+from modelplane.security.sandbox import SandboxPolicy, apply_sandbox
 
 if TYPE_CHECKING:
     # only for typing: importing modelplane.runtime at run time pulls in every runtime's
@@ -44,6 +46,8 @@ class WorkerSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
     """Folders put first on the worker's ``sys.path`` before the import (a package's code)."""
+    sandbox: SandboxPolicy | None = None
+    """What the worker gives up before it imports the loader (``None``: nothing)."""
 
 
 def _resolve(path: str) -> Callable[..., LoadedModel]:
@@ -73,14 +77,28 @@ def worker_main(spec: WorkerSpec, inbox: Connection, outbox: Connection) -> None
     """Entry point of a worker process."""
     # Ctrl-C reaches the whole process group; the gateway decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sandbox = ""
     try:
+        if spec.sandbox is not None:
+            sandbox = _enter_sandbox(spec)
         model = load_model(spec)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        outbox.send_bytes(_join(encode(Op.READY, 0, error=error, error_type=type(exc).__name__)))
+        failed = encode(Op.READY, 0, error=error, error_type=type(exc).__name__, sandbox=sandbox)
+        outbox.send_bytes(_join(failed))
         return
-    outbox.send_bytes(_join(encode(Op.READY, 0, pid=os.getpid())))
+    outbox.send_bytes(_join(encode(Op.READY, 0, pid=os.getpid(), sandbox=sandbox)))
     _serve(model, inbox, outbox)
+
+
+def _enter_sandbox(spec: WorkerSpec) -> str:
+    """Apply the sandbox before any model code runs; log what it could not take away."""
+    policy = spec.sandbox
+    assert policy is not None
+    report = apply_sandbox(replace(policy, read_paths=(*policy.read_paths, *spec.paths)))
+    level = logging.WARNING if report.degraded else logging.INFO
+    logging.getLogger("modelplane.worker").log(level, "pid %d %s", os.getpid(), report.summary())
+    return report.summary()
 
 
 def _serve(model: LoadedModel, inbox: Connection, outbox: Connection) -> None:

@@ -1,0 +1,372 @@
+"""Sandboxed workers: real worker processes running python-runtime packages that try to escape.
+
+Each attack runs once while the package loads (the worker must be reported failed, with the
+reason) and once inside ``predict`` (the request fails with the model's error, the worker
+lives on); a neighbouring pool answers every request meanwhile. The uid drop, the mount and
+network namespaces need root: CI runs the tests as root, elsewhere they skip without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import os
+import re
+import signal
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from modelplane.dataplane.loader import LOADER
+from modelplane.dataplane.pool import ModelRaised, PoolConfig, WorkerPool, WorkerSpec
+from modelplane.dataplane.pool.messages import Op, decode
+from modelplane.dataplane.pool.worker import worker_main
+from modelplane.errors import WorkerFailed
+from modelplane.registry.build import BuiltPackage, package
+from modelplane.security.sandbox import (
+    NETWORK_LABEL,
+    UID_BASE,
+    Feature,
+    SandboxPolicy,
+    probe,
+    scrub_environment,
+    seccomp_program,
+)
+
+from .sandbox_models import SOURCE
+
+T = TypeVar("T")
+Arrays = dict[str, npt.NDArray[Any]]
+
+CAPS = probe()
+REQUIRED = frozenset(f for f, why in CAPS.available().items() if not why)
+"""Whatever this machine can enforce must be enforced: a silent degrade fails the test."""
+PROCESSES = 32
+FAST = PoolConfig(start_timeout_s=30.0, backoff_base_s=0.05, backoff_max_s=0.2, stop_timeout_s=2.0)
+TRIGGER = 7.0
+
+root_only = pytest.mark.skipif(
+    not CAPS.root and os.environ.get("CI") != "true",
+    reason="the uid drop and the namespaces need root (CI runs as root)",
+)
+
+ESCAPES: dict[str, str] = {
+    "read_shadow": r"PermissionError",
+    "write_outside": r"Read-only file system|Permission denied",
+    "connect_database": r"Operation not permitted|Network is unreachable",
+    "fork_many": r"BlockingIOError|Resource temporarily unavailable",
+    "allocate": r"Unable to allocate|MemoryError",
+    "signal_parent": r"PermissionError",
+    "signal_gateway": r"PermissionError",
+}
+"""Attack → what its failure must say (never ``refusing``: that is the model's own guard)."""
+
+_names = itertools.count()
+
+
+def run(scenario: Callable[[], Awaitable[T]], timeout_s: float = 60.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario(), timeout_s)
+
+    return asyncio.run(bounded())
+
+
+def build(folder: Path, attack: str, when: str) -> BuiltPackage:
+    """A python-runtime package whose model runs ``attack`` at ``when`` (load or predict)."""
+    name = f"sandbox_model_{next(_names)}"
+    source = folder / "src" / f"{name}.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        textwrap.dedent(SOURCE).format(
+            builder_pid=os.getpid(), gateway_pid=os.getpid(), attack=attack, when=when
+        )
+    )
+    spec = importlib.util.spec_from_file_location(name, source)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the python runtime finds a class's source through its module
+    try:
+        spec.loader.exec_module(module)
+        sample = {"x": np.zeros((2, 4), dtype=np.float32)}
+        return package(module.Model, name="sandboxed", output_dir=folder / "pkg",
+                       runtime="python", sample_input=sample)  # fmt: skip
+    finally:
+        sys.modules.pop(name, None)
+
+
+def policy_for(built: BuiltPackage, **overrides: Any) -> SandboxPolicy:
+    base = SandboxPolicy(processes=PROCESSES, required=REQUIRED, **overrides)
+    resources = built.manifest.resources
+    return base.for_package(built.path, memory_mb=resources.memory_mb, gpus=resources.gpus)
+
+
+def pool_for(built: BuiltPackage, name: str) -> WorkerPool:
+    spec = WorkerSpec(LOADER, args=(str(built.path), str(built.digest)), sandbox=policy_for(built))
+    return WorkerPool(spec, built.manifest.signature, FAST, name=name)
+
+
+def rows(first: float = 1.0) -> Arrays:
+    x = np.ones((2, 4), dtype=np.float32)
+    x.flat[0] = first
+    return {"x": x}
+
+
+@dataclass
+class Neighbour:
+    """Another endpoint's pool, asked continuously while an attack runs next door."""
+
+    pool: WorkerPool
+    answered: int = 0
+    failed: int = 0
+
+    async def keep_asking(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                out = await self.pool.predict(rows(), 5.0)
+                assert out["y"].shape == (2, 4)
+                self.answered += 1
+            except Exception:
+                self.failed += 1
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Whatever an escaped model wrote into the Python installation goes, pass or fail."""
+    yield
+    for leftover in Path(sys.prefix).glob("escaped-*"):
+        leftover.unlink()
+
+
+@pytest.fixture
+def sigterm_seen() -> Iterator[list[int]]:
+    """SIGTERMs this (the gateway's) process receives; an escaped model would send one."""
+    seen: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, record)
+    yield seen
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _assert_reason(message: str, attack: str) -> None:
+    assert "refusing" not in message, message
+    assert re.search(ESCAPES[attack], message), message
+
+
+@root_only
+@pytest.mark.parametrize("attack", sorted(ESCAPES))
+def test_an_escape_at_load_fails_the_worker_with_the_reason(
+    tmp_path: Path, attack: str, sigterm_seen: list[int]
+) -> None:
+    evil = pool_for(build(tmp_path / "evil", attack, "load"), "evil")
+    neighbour = Neighbour(pool_for(build(tmp_path / "good", "none", "never"), "good"))
+
+    async def scenario() -> str:
+        await neighbour.pool.start()
+        stop = asyncio.Event()
+        asking = asyncio.create_task(neighbour.keep_asking(stop))
+        try:
+            with pytest.raises(WorkerFailed) as failed:
+                await evil.start()
+            await asyncio.sleep(0.05)  # the neighbour answers after the attack too
+        finally:
+            stop.set()
+            await asking
+            await neighbour.pool.stop()
+        return failed.value.message
+
+    message = run(scenario)
+    _assert_reason(message, attack)
+    assert "could not load its model" in message
+    assert neighbour.answered > 0
+    assert neighbour.failed == 0
+    assert sigterm_seen == []
+    assert not list(tmp_path.glob("evil/pkg/escaped-*"))
+    assert not list(Path(sys.prefix).glob("escaped-*"))
+
+
+@root_only
+@pytest.mark.parametrize("attack", sorted(ESCAPES))
+def test_an_escape_at_predict_fails_the_request_and_the_worker_lives_on(
+    tmp_path: Path, attack: str, sigterm_seen: list[int]
+) -> None:
+    evil = pool_for(build(tmp_path / "evil", attack, "predict"), "evil")
+    neighbour = Neighbour(pool_for(build(tmp_path / "good", "none", "never"), "good"))
+
+    async def scenario() -> tuple[str, Arrays]:
+        await asyncio.gather(neighbour.pool.start(), evil.start())
+        stop = asyncio.Event()
+        asking = asyncio.create_task(neighbour.keep_asking(stop))
+        try:
+            with pytest.raises(ModelRaised) as raised:
+                await evil.predict(rows(TRIGGER), 20.0)
+            after = await evil.predict(rows(), 5.0)
+        finally:
+            stop.set()
+            await asking
+            await asyncio.gather(neighbour.pool.stop(), evil.stop())
+        return raised.value.message, after
+
+    message, after = run(scenario)
+    _assert_reason(message, attack)
+    assert after["y"].shape == (2, 4)
+    assert evil.restarts == 0
+    assert neighbour.answered > 0
+    assert neighbour.failed == 0
+    assert sigterm_seen == []
+    assert not list(Path(sys.prefix).glob("escaped-*"))
+
+
+@root_only
+def test_the_worker_sees_only_what_the_sandbox_leaves(tmp_path: Path) -> None:
+    marker = Path(f"/tmp/modelplane-sandbox-marker-{os.getpid()}")
+    marker.write_text("the host's /tmp")
+    built = build(tmp_path, "probe", "predict")
+    pool = pool_for(built, "probe")
+
+    async def scenario() -> Arrays:
+        await pool.start()
+        try:
+            return await pool.predict(rows(TRIGGER), 10.0)
+        finally:
+            await pool.stop()
+
+    try:
+        seen = run(scenario)
+    finally:
+        marker.unlink()
+    assert int(seen["uid"][0]) >= UID_BASE
+    assert int(seen["no_new_privs"][0]) == 1
+    assert int(seen["core"][0]) == 0
+    assert int(seen["open_files"][0]) == 256
+    assert int(seen["processes"][0]) == PROCESSES
+    assert int(seen["address_space"][0]) == (built.manifest.resources.memory_mb + 4096) << 20
+    if Feature.SECCOMP in REQUIRED:
+        assert int(seen["seccomp"][0]) == 2
+    env = str(seen["env"][0]).split(",")
+    assert set(env) >= {"HOME", "TMPDIR", "PATH"}
+    assert not [k for k in env if k.startswith(("MODELPLANE_", "AWS_", "PG", "REDIS"))]
+    assert marker.name not in str(seen["tmp_files"][0]).split(",")
+
+
+@root_only
+def test_the_ready_message_carries_the_sandbox_report(tmp_path: Path) -> None:
+    import multiprocessing
+
+    built = build(tmp_path, "none", "never")
+    spec = WorkerSpec(LOADER, args=(str(built.path), str(built.digest)), sandbox=policy_for(built))
+    context = multiprocessing.get_context("spawn")
+    inbox_r, inbox_w = context.Pipe(duplex=False)
+    outbox_r, outbox_w = context.Pipe(duplex=False)
+    process = context.Process(target=worker_main, args=(spec, inbox_r, outbox_w), daemon=True)
+    process.start()
+    try:
+        assert outbox_r.poll(60.0), "the worker sent no READY"
+        hello = decode(outbox_r.recv_bytes())
+    finally:
+        inbox_w.close()  # end of file: the worker stops
+        process.join(10.0)
+        if process.exitcode is None:
+            process.kill()
+    assert hello.op is Op.READY
+    assert not hello.error
+    for feature in REQUIRED:
+        assert feature.value in hello.sandbox
+    assert "missing" not in hello.sandbox
+
+
+@root_only
+def test_a_required_feature_that_is_missing_fails_the_worker(tmp_path: Path) -> None:
+    built = build(tmp_path, "none", "never")
+    # network asked for and allowed: no network namespace, so requiring one cannot be met
+    policy = SandboxPolicy(
+        processes=PROCESSES, network=True, required=frozenset({Feature.NET_NS})
+    ).for_package(built.path, labels={NETWORK_LABEL: "true"})
+    spec = WorkerSpec(LOADER, args=(str(built.path), str(built.digest)), sandbox=policy)
+    pool = WorkerPool(spec, built.manifest.signature, FAST, name="strict")
+    with pytest.raises(WorkerFailed, match="required sandbox features unavailable: net_ns"):
+        run(pool.start)
+
+
+# ---------------------------------------------------------------------------- pure parts
+
+
+def test_the_environment_keeps_what_runtimes_need_and_nothing_secret() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MODELPLANE_DATABASE_URL": "postgresql://u:p@db/mp",
+        "MODELPLANE_HOME": "/root/.modelplane",
+        "GITHUB_TOKEN": "t",
+        "API_KEY": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/creds.json",
+        "AZURE_CLIENT_SECRET": "s",
+        "PGPASSWORD": "p",
+        "REDIS_URL": "redis://x",
+        "OMP_AUTH_TOKEN": "looks like a setting, is a secret",
+        "HOME": "/root",
+    }
+    kept = scrub_environment(environ, "/tmp")
+    assert kept == {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "TMP": "/tmp",
+        "TEMP": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def test_a_package_gets_network_only_when_it_asks_and_the_node_allows() -> None:
+    labels = {NETWORK_LABEL: "true"}
+    assert not SandboxPolicy().for_package("/p", labels=labels).network
+    assert not SandboxPolicy(network=True).for_package("/p").network
+    assert SandboxPolicy(network=True).for_package("/p", labels=labels).network
+
+
+def test_address_space_is_the_declared_memory_plus_headroom() -> None:
+    policy = SandboxPolicy().for_package("/p", memory_mb=1024)
+    assert policy.address_space_bytes == (1024 + 4096) << 20
+    assert SandboxPolicy().for_package("/p", memory_mb=1024, gpus=1).address_space_bytes is None
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_seccomp_program_checks_the_arch_and_ends_allowing(arch: str) -> None:
+    program = seccomp_program(arch, network=False)
+    assert program[0] == (0x20, 0, 0, 4)  # load the arch first
+    assert program[-1] == (0x06, 0, 0, 0x7FFF0000)
+    for i, (code, jt, jf, _k) in enumerate(program):
+        assert code in (0x20, 0x15, 0x35, 0x06)
+        if code != 0x06:  # every jump lands inside the program
+            assert i + 1 + max(jt, jf) < len(program)
+    assert len(seccomp_program(arch, network=True)) < len(program)
+
+
+def test_the_node_says_what_sandbox_it_offers() -> None:
+    from modelplane.controlplane.nodes import detect_local_node
+
+    labels = detect_local_node().labels
+    assert labels["modelplane.io/sandbox"] == CAPS.label()
+    missing = [f.value for f, why in CAPS.available().items() if why]
+    assert labels.get("modelplane.io/sandbox-missing", "") == "-".join(
+        m.replace("_", "") for m in missing
+    )
