@@ -152,6 +152,10 @@ def push(
         list[str] | None, typer.Option(help="Point this alias at it (repeat).")
     ] = None,
     reason: Reason = "",
+    team: Annotated[
+        str | None,
+        typer.Option(help="Team pushing: a new model becomes theirs; others' are refused."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store a package and register it as the next version (idempotent per digest)."""
@@ -163,7 +167,7 @@ def push(
         if package.suffix == ".tar":
             folder = Path(tmp) / "pkg"
             import_tar(package, folder)
-        version = registry.push(folder, reason=reason)
+        version = registry.push(folder, reason=reason, team=team)
         for name in alias or []:
             registry.set_alias(version.name, name, version.version, reason=reason)
         if alias:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
-from modelplane.errors import Conflict, IntegrityError, InvalidSpec, NotFound
+from modelplane.errors import Conflict, Forbidden, IntegrityError, InvalidSpec, NotFound
 from modelplane.registry.digest import digest_of_manifest, read_manifest, verify_package
 from modelplane.registry.records import (
     AliasChange,
@@ -34,6 +34,7 @@ from modelplane.registry.records import (
 )
 from modelplane.registry.refs import Ref, check_alias, check_model_name, parse_ref
 from modelplane.spec.manifest import Manifest
+from modelplane.spec.names import check_name
 from modelplane.store import audit
 from modelplane.store.artifacts import open_artifact_store
 from modelplane.store.audit_anchors import Anchor
@@ -127,26 +128,43 @@ class Registry:
     # -- mutations ------------------------------------------------------------------
 
     def push(
-        self, package_dir: Path, *, actor: str | None = None, reason: str = ""
+        self,
+        package_dir: Path,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+        team: str | None = None,
     ) -> ModelVersion:
-        """Register a sealed package folder; pushing the same digest again returns its version."""
+        """Register a sealed package folder; pushing the same digest again returns its version.
+
+        ``team`` is the team the pusher acts for: a new model becomes that team's, and an
+        existing model takes versions only from its own team (:class:`Forbidden` otherwise;
+        a model of no team, from before teams, only from ``team=None``, the administrator).
+        """
         digest = self.artifacts.put_package(package_dir)
         manifest = read_manifest(package_dir)
         if digest_of_manifest(manifest) != digest:
             raise IntegrityError(f"{package_dir}: the package changed while it was being pushed")
         who = _check_actor(actor or self._actor)
-        row_id = self._write(lambda s: self._register(s, manifest, digest, who, reason))
+        row_id = self._write(lambda s: self._register(s, manifest, digest, who, reason, team))
         with read_session(self.engine) as session:
             row = session.get_one(ModelVersionRow, row_id)
             return versions_of(session, [row])[0]
 
     def _register(
-        self, session: Session, manifest: Manifest, digest: Digest, actor: str, reason: str
+        self,
+        session: Session,
+        manifest: Manifest,
+        digest: Digest,
+        actor: str,
+        reason: str,
+        team: str | None = None,
     ) -> int:
         now = self._now()
         model = lock_model(session, manifest.name, create_at=now)
         if model.archived:
             raise Conflict(f"model '{model.name}' is archived; it takes no new versions")
+        _claim(session, model, team)
         existing = session.scalars(
             select(ModelVersionRow.id).where(
                 ModelVersionRow.model_name == model.name, ModelVersionRow.digest == digest
@@ -326,6 +344,14 @@ class Registry:
             models = session.scalars(query).all()
             return [model_info(session, model) for model in models]
 
+    def model_team(self, name: str) -> str | None:
+        """The team that owns model ``name``; ``None`` for a model from before teams."""
+        with read_session(self.engine) as session:
+            model = session.get(ModelRow, check_model_name(name))
+            if model is None:
+                raise NotFound(f"model '{name}' not found")
+            return model.team
+
     def list_versions(self, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
         check_model_name(name)
         query = select(ModelVersionRow).where(ModelVersionRow.model_name == name)
@@ -425,6 +451,34 @@ class Registry:
         query = query.order_by(ModelVersionRow.model_name, ModelVersionRow.version)
         with read_session(self.engine) as session:
             return versions_of(session, session.scalars(query))
+
+
+def _claim(session: Session, model: ModelRow, team: str | None) -> None:
+    """Give a new model to ``team``; refuse a push to another team's model."""
+    if team is None:
+        return
+    if model.team is None:
+        has_versions = session.scalar(
+            select(func.count()).where(ModelVersionRow.model_name == model.name)
+        )
+        if has_versions:
+            raise Forbidden(
+                f"model '{model.name}' belongs to no team (it predates teams): only admin may"
+                " push to it"
+            )
+        model.team = _check_team(team)
+        return
+    if model.team != team:
+        raise Forbidden(f"model '{model.name}' belongs to team '{model.team}', not '{team}'")
+
+
+def _check_team(team: str) -> str:
+    try:
+        return check_name(team)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"team: {exc}", details=[{"field": "team", "problem": str(exc)}]
+        ) from None
 
 
 def _check_actor(actor: str) -> str:
