@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelplane.cli.main import app
+from modelplane.controlplane.endpoints import write_heartbeat
 from modelplane.controlplane.slo import EndpointCounters, SloRecorder, Tally
 from modelplane.core.gates import GateResult, Outcome
 from modelplane.core.rollout import Phase, RolloutState
@@ -70,6 +72,7 @@ def home(tmp_path: Path) -> Path:
     }  # fmt: skip
     resources.apply("Endpoint", "split", split, actor="t")
     resources.set_status("Endpoint", "split", ready_status({"echo:1": "echo:1"}, 0, 2))
+    write_heartbeat(resources, time.time())  # a gateway reports these statuses
     registry.close()
     return home
 
@@ -145,6 +148,20 @@ def test_status_text_and_json(home: Path) -> None:
     for expected in ("echo-fb", "split", "critical", "echo-fb v1", digest[:19], "1/1", "0/2",
                      "Ready", "NotReady (Starting)", "75% echo:1", "unresolved"):  # fmt: skip
         assert expected in text.stdout, expected
+
+
+def test_status_says_when_no_gateway_reports(home: Path) -> None:
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
+    write_heartbeat(ResourceStore(registry.engine), time.time() - 600)  # up stopped long ago
+    registry.close()
+    done = run(home, "status", "--json")
+    echo = next(e for e in json.loads(done.stdout)["endpoints"] if e["name"] == "echo-fb")
+    assert echo["stale"] is True
+    assert echo["health"]["reason"] == "NotReporting"
+    assert "last seen: Ready" in echo["health"]["message"]
+    text = run(home, "status").stdout
+    assert "1/1 (stale)" in text
+    assert "no gateway reporting" in text
 
 
 def test_status_of_an_empty_home(tmp_path: Path) -> None:

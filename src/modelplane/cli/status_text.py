@@ -40,7 +40,7 @@ def _row(endpoint: Mapping[str, Any]) -> list[str]:
         endpoint["tier"],
         f"{contract['name']} v{contract['version']}",
         ", ".join([*map(_route, endpoint["routes"]), *map(_shadow, endpoint["shadows"])]),
-        _NONE if not replicas else f"{replicas['ready']}/{replicas['total']}",
+        _replicas_cell(replicas, stale=bool(endpoint.get("stale"))),
         _health(endpoint),
         _rollout_cell(endpoint["rollout"]),
         _budget_cell(endpoint["slo_budget"]),
@@ -58,14 +58,29 @@ def _shadow(shadow: Mapping[str, Any]) -> str:
     return f"shadow {shadow['percent']:g}% {shadow['model']} -> {served}"
 
 
+def _replicas_cell(replicas: Mapping[str, Any] | None, *, stale: bool) -> str:
+    if not replicas:
+        return _NONE
+    cell = f"{replicas['ready']}/{replicas['total']}"
+    return f"{cell} (stale)" if stale else cell
+
+
 def _health(endpoint: Mapping[str, Any]) -> str:
+    """``Ready``, ``NotReady (reason)``, and while the latest generation is not served,
+    what is (``gen 1/2``) and why not (``StartFailed``)."""
     health = endpoint["health"]
+    if health["reason"] == "NotReporting":
+        return "unknown: no gateway reporting (is modelplane up running?)"
     if health["ready"] is None:
         return "unknown"
     word = "Ready" if health["ready"] else f"NotReady ({health['reason']})"
     observed = endpoint["observed_generation"]
-    stale = observed is not None and observed != endpoint["generation"]
-    return f"{word}, gen {observed}/{endpoint['generation']}" if stale else word
+    pending = endpoint.get("pending")
+    if observed != endpoint["generation"] or pending:
+        word += f", gen {observed or '-'}/{endpoint['generation']}"
+        if pending and pending["reason"] not in ("Starting", health["reason"]):
+            word += f" {pending['reason']}"
+    return word
 
 
 def _rollout_cell(rollout: Mapping[str, Any] | None) -> str:

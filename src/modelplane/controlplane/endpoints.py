@@ -41,6 +41,9 @@ from modelplane.store.resources import Resource, ResourceStore
 from modelplane.types import Clock, Digest, SystemClock
 
 __all__ = [
+    "GATEWAY_KIND",
+    "GATEWAY_NAME",
+    "HEARTBEAT_EVERY_S",
     "ConditionType",
     "EndpointController",
     "EndpointPlan",
@@ -49,10 +52,14 @@ __all__ = [
     "ResolvedModel",
     "ServedEndpoint",
     "ServingTarget",
+    "write_heartbeat",
 ]
 
 log = logging.getLogger(__name__)
 
+GATEWAY_KIND, GATEWAY_NAME = "Gateway", "local"
+"""The resource whose status carries the serving gateway's heartbeat."""
+HEARTBEAT_EVERY_S = 5.0
 _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 60.0
 
@@ -179,6 +186,7 @@ class EndpointController:
         self._tracks: dict[str, _Track] = {}
         self._removing: dict[str, asyncio.Task[None]] = {}
         self._fetch_locks: dict[str, threading.Lock] = {}
+        self._next_heartbeat = float("-inf")
         self._counter = target if isinstance(target, ReplicaCounter) else None
 
     async def prime(self) -> None:
@@ -186,6 +194,12 @@ class EndpointController:
         for those endpoints then answer 503 (retry) rather than 404 while they start."""
         desired = await asyncio.to_thread(self.resources.list, "Endpoint")
         self.target.expect([r.name for r in desired])
+
+    def _heartbeat(self) -> None:
+        now = self._clock.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_EVERY_S
+            write_heartbeat(self.resources, self._clock.wall())
 
     async def reconcile(self) -> None:
         """One pass; safe to run at any time, any number of times."""
@@ -201,6 +215,7 @@ class EndpointController:
         if started:
             await asyncio.wait(started, timeout=self.pass_budget_s)
         await asyncio.to_thread(self._write_status, list(desired.values()))
+        await asyncio.to_thread(self._heartbeat)
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged, not fatal."""
@@ -381,6 +396,21 @@ class EndpointController:
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.wall(), UTC).isoformat()
+
+
+def write_heartbeat(resources: ResourceStore, wall: float) -> None:
+    """Say that a gateway reports for the endpoints' statuses (at ``wall``, epoch seconds):
+    once it stops, readers mark replica counts and health stale instead of trusting them."""
+    status = {"heartbeat_at": wall, "every_s": HEARTBEAT_EVERY_S}
+    if not resources.set_status(GATEWAY_KIND, GATEWAY_NAME, status):
+        resources.apply(
+            GATEWAY_KIND,
+            GATEWAY_NAME,
+            {"kind": GATEWAY_KIND, "name": GATEWAY_NAME},
+            actor="endpoint-controller",
+            reason="a gateway reports endpoint status",
+        )
+        resources.set_status(GATEWAY_KIND, GATEWAY_NAME, status)
 
 
 def _serving(served: ServedEndpoint) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ __all__ = [
 
 _RESOURCES = (
     "SELECT kind, name, generation, spec, status FROM resources"
-    " WHERE kind IN ('Endpoint', 'Rollout', 'SLOReport') ORDER BY name"
+    " WHERE kind IN ('Endpoint', 'Rollout', 'SLOReport', 'Gateway') ORDER BY name"
 )
 _DIGESTS = "SELECT model_name, version, digest FROM model_versions"
 _SQLITE = "sqlite:///"
@@ -49,6 +50,7 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             endpoints.append(row)
         else:
             others[row[0], row[1]] = row
+    reporting = _gateway_reporting(others.get(("Gateway", "local")))
     return [
         endpoint_status(
             name,
@@ -58,9 +60,18 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             digests,
             rollout=_rollout(others.get(("Rollout", name))),
             slo=_slo(others.get(("SLOReport", name))),
+            gateway_reporting=reporting,
         )
         for _, name, gen, spec, status in endpoints
     ]
+
+
+def _gateway_reporting(row: Row | None) -> bool:
+    """Whether a gateway reported lately (three heartbeats); ``False`` when none ever did."""
+    status = _json(row[4]) if row is not None else None
+    if not status or "heartbeat_at" not in status:
+        return False
+    return bool(time.time() - float(status["heartbeat_at"]) <= 3 * float(status["every_s"]))
 
 
 def _rollout(row: Row | None) -> dict[str, Any] | None:
@@ -120,12 +131,32 @@ def endpoint_status(
     *,
     rollout: dict[str, Any] | None = None,
     slo: dict[str, Any] | None = None,
+    gateway_reporting: bool = True,
 ) -> dict[str, Any]:
-    """One endpoint: team, tier, contract, routes (weights, versions, digests), replicas,
-    health, its latest rollout (:func:`rollout_status`) and SLO budget (:func:`slo_budget`)."""
+    """One endpoint: team, tier, contract, routes (weights, versions, digests) as the
+    gateway serves them, replicas, health, its latest rollout (:func:`rollout_status`) and
+    SLO budget (:func:`slo_budget`).
+
+    Routes and shadows are what the gateway serves (written by the endpoint controller),
+    not what was applied: while a change has not taken effect, ``pending`` says so. When no
+    gateway has reported lately, ``stale`` is true: the replica counts and health are the
+    last ones seen, not the present.
+    """
     status = status or {}
     contract = spec.get("contract", {})
     serving: Mapping[str, str] = status.get("serving", {})
+    served_routes = status.get("routes")
+    routes = spec.get("routes", []) if served_routes is None else served_routes
+    shadows = status.get("shadows", spec.get("shadows", []))
+    stale = not gateway_reporting
+    health = _health(status.get("conditions", []))
+    if stale and health["ready"] is not None:
+        health = {
+            "ready": None,
+            "reason": "NotReporting",
+            "message": "no gateway has reported lately; last seen: "
+            + ("Ready" if health["ready"] else f"NotReady ({health['reason']})"),
+        }
     return {
         "name": name,
         "team": spec.get("team"),
@@ -133,13 +164,23 @@ def endpoint_status(
         "contract": {"name": contract.get("name"), "version": contract.get("version", 1)},
         "generation": generation,
         "observed_generation": status.get("observed_generation"),
-        "routes": _routes(spec.get("routes", []), serving, digests),
-        "shadows": _shadows(spec.get("shadows", []), serving, digests),
+        "routes": _routes(routes, serving, digests),
+        "shadows": _shadows(shadows, serving, digests),
+        "pending": _pending(status.get("conditions", [])),
         "replicas": status.get("replicas"),
-        "health": _health(status.get("conditions", [])),
+        "stale": stale,
+        "health": health,
         "rollout": rollout,
         "slo_budget": slo,
     }
+
+
+def _pending(conditions: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The latest generation when it is not served yet: why (starting, or a failure)."""
+    synced = next((c for c in conditions if c.get("type") == "Synced"), None)
+    if synced is None or synced.get("status") == "True":
+        return None
+    return {"reason": synced.get("reason", ""), "message": synced.get("message", "")}
 
 
 def _routes(
