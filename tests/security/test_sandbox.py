@@ -237,17 +237,21 @@ def test_the_worker_sees_only_what_the_sandbox_leaves(tmp_path: Path) -> None:
     built = build(tmp_path, "probe", "predict")
     pool = pool_for(built, "probe")
 
-    async def scenario() -> Arrays:
+    async def scenario() -> tuple[Arrays, bytes]:
         await pool.start()
         try:
-            return await pool.predict(rows(TRIGGER), 10.0)
+            pid = pool.replicas()[0].pid
+            # what the gateway (root) sees of the worker's original environment block
+            original = Path(f"/proc/{pid}/environ").read_bytes()
+            return await pool.predict(rows(TRIGGER), 10.0), original
         finally:
             await pool.stop()
 
     try:
-        seen = run(scenario)
+        seen, original = run(scenario)
     finally:
         marker.unlink()
+    assert original.strip(b"\0") == b""
     assert int(seen["uid"][0]) >= UID_BASE
     assert int(seen["no_new_privs"][0]) == 1
     assert int(seen["core"][0]) == 0
