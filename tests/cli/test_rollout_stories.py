@@ -84,14 +84,32 @@ def roll(env: dict[str, str], tmp_path: Path, to: str, spec: str, end: str) -> s
     return story(env, before)
 
 
+def trust_a_signing_key(env: dict[str, str], tmp_path: Path) -> str:
+    """Python-runtime models run code on load: they serve only when signed by a key the
+    policy trusts for code. The policy changes nothing else (no degradation steps)."""
+    public = json.loads(cli(env, "keys", "create", "ci", "--json"))["public_key"]
+    (tmp_path / "policy.yaml").write_text(
+        "kind: Policy\ndegradation: {steps: []}\n"
+        f"trusted_keys: [{{name: ci, public_key: '{public}', trusted_for: [code]}}]\n"
+    )
+    cli(env, "apply", "-f", str(tmp_path / "policy.yaml"))
+    return "ci"
+
+
 def test_four_rollout_stories_under_load(tmp_path: Path) -> None:
     env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
     frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    key = trust_a_signing_key(env, tmp_path)
     for ref, model in MODELS:
         built = package(model, name="fraud", output_dir=tmp_path / ref.replace(":", "-"),
                         runtime="python", sample_input=frame.head())  # fmt: skip
         pushed = cli(
-            env, "push", str(built.path), *(("--alias", "champion") if ref == "fraud:1" else ())
+            env,
+            "push",
+            str(built.path),
+            "--sign",
+            key,
+            *(("--alias", "champion") if ref == "fraud:1" else ()),
         )
         assert ref in pushed
     (tmp_path / "endpoint.yaml").write_text(ENDPOINT)

@@ -13,6 +13,7 @@ from modelplane.cli import (
     contract,
     evidence,
     features,
+    keys,
     models,
     resources,
     serve,
@@ -61,6 +62,7 @@ serve.register(app)
 up.register(app)
 register_rollout(app)
 evidence.register(app)
+keys.register(app)
 register_policy(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")

@@ -156,6 +156,10 @@ def push(
         str | None,
         typer.Option(help="Team pushing: a new model becomes theirs; others' are refused."),
     ] = None,
+    sign: Annotated[
+        str | None,
+        typer.Option("--sign", help="Sign it with this key (a name under home/keys, or a file)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store a package and register it as the next version (idempotent per digest)."""
@@ -172,9 +176,15 @@ def push(
             registry.set_alias(version.name, name, version.version, reason=reason)
         if alias:
             version = registry.get(version.ref)
+        if sign:
+            from modelplane.cli.keys import sign_version
+
+            signed = sign_version(cli, registry, version.ref, sign).key_id
     if as_json:
-        emit_json(_version_json(version))
+        emit_json({**_version_json(version), **({"signed_with": signed} if sign else {})})
         return
+    if sign:
+        console.print(f"signed {version.ref} with key {signed}")
     console.print(
         f"pushed [bold]{version.ref}[/]  {version.digest}"
         + (f"  aliases: {', '.join(version.aliases)}" if version.aliases else "")
@@ -402,15 +412,26 @@ def verify(
             raise InvalidSpec(f"{ref}: digest {checked.digest} != expected {expected}")
         _print_verified(checked.manifest.name, checked.digest, as_json)
         return
+    from modelplane.cli.keys import describe, signature_report
+
     with tempfile.TemporaryDirectory() as tmp, registry_from(cli) as registry:
         version = registry.get(ref)
         registry.fetch(ref, Path(tmp) / "pkg")
-    _print_verified(version.ref, version.digest, as_json)
+        signatures = signature_report(registry, version)
+    _print_verified(version.ref, version.digest, as_json, signatures)
+    if not as_json:
+        for signature in signatures:
+            console.print(f"  {describe(signature)}")
+        if not signatures:
+            console.print("  unsigned")
 
 
-def _print_verified(subject: str, digest: str, as_json: bool) -> None:
+def _print_verified(
+    subject: str, digest: str, as_json: bool, signatures: list[dict[str, Any]] | None = None
+) -> None:
     if as_json:
-        emit_json({"ok": True, "subject": subject, "digest": digest})
+        extra = {} if signatures is None else {"signatures": signatures}
+        emit_json({"ok": True, "subject": subject, "digest": digest, **extra})
     else:
         console.print(f"[green]ok[/] {subject} {digest}")
 

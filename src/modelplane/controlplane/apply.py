@@ -25,6 +25,7 @@ from modelplane.core.compat import (
 from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
 from modelplane.features.compat import check_revision
 from modelplane.registry.service import Registry
+from modelplane.security.signing import require_trusted_refs
 from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint, FeatureBinding
 from modelplane.spec.featureset import FeatureSet
@@ -148,6 +149,9 @@ class Applier:
             )
             _check_lineage(f"{path}.model {version.ref}", version.manifest, endpoint.features)
             resolved[ref] = {"ref": version.ref, "digest": version.digest}
+        # Trust is the policy's, never the manifest's (code and release signatures).
+        pinned = {f"{path}.model": resolved[ref]["ref"] for path, ref in targets}
+        require_trusted_refs(self.registry, self.resources, endpoint.tier, pinned)
         warnings += self._check_contract_change(endpoint, allow_breaking)
         return resolved, tuple(warnings)
 

@@ -33,6 +33,7 @@ from modelplane.registry.records import (
     versions_of,
 )
 from modelplane.registry.refs import Ref, check_alias, check_model_name, parse_ref
+from modelplane.registry.signatures import VersionSignature, add_signature, signatures_of
 from modelplane.spec.manifest import Manifest
 from modelplane.spec.names import check_name
 from modelplane.store import audit
@@ -413,6 +414,42 @@ class Registry:
         """Verify the audit chain, then sign its head as a new anchor (not yet stored)."""
         with read_session(self.engine) as session:
             return audit.anchor_head(session, at=self._now(), anchors=anchors)
+
+    # -- signatures -----------------------------------------------------------------
+
+    def add_signature(
+        self,
+        ref: str,
+        *,
+        key_id: str,
+        public_key: str,
+        signature: str,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> bool:
+        """Store a signature of version ``ref`` (audited); False if that key already signed.
+
+        The registry does not judge signatures: :mod:`modelplane.security.signing` checks
+        each one against the version and the policy wherever it matters.
+        """
+        who = _check_actor(actor or self._actor)
+        stored = VersionSignature(key_id, public_key, signature, who, self._now())
+
+        def change(session: Session) -> bool:
+            row = version_row(session, parse_ref(ref))
+            added = add_signature(session, row.id, stored)
+            if added:
+                subject = f"{row.model_name}:{row.version}"
+                after = {"key_id": key_id, "digest": row.digest}
+                self._audit(session, who, "model.sign", subject, reason=reason, after=after)
+            return added
+
+        return self._write(change)
+
+    def signatures(self, ref: str) -> list[VersionSignature]:
+        """The signatures stored for version ``ref``, oldest first, unchecked."""
+        with read_session(self.engine) as session:
+            return signatures_of(session, version_row(session, parse_ref(ref)).id)
 
     # -- helpers --------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ limit* (how much of its nominal it lets the cohort use). Resources are named ``c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -34,6 +36,9 @@ __all__ = [
     "ResourceName",
     "Team",
     "TierRule",
+    "TrustedKey",
+    "TrustedFor",
+    "check_public_key",
     "check_resource_name",
 ]
 
@@ -67,6 +72,9 @@ class TierRule(BaseModel):
     degradation_rank: int = Field(
         default=0, ge=0, description="tiers with a lower rank degrade first"
     )
+    require_signature: bool = False
+    """Every model version served in this tier needs a signature by a key trusted for
+    ``release``."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TierRule:
@@ -89,6 +97,44 @@ DEFAULT_TIERS: tuple[TierRule, ...] = (
     TierRule(name=Tier.STANDARD, priority=500, preemptible=True, degradation_rank=1),
     TierRule(name=Tier.BATCH, priority=100, preemptible=True, degradation_rank=0),
 )
+
+
+class TrustedFor(StrEnum):
+    """What a signature by a trusted key vouches for."""
+
+    CODE = "code"
+    """Packages that run code when loaded (pickle, joblib, the python runtime) may run."""
+    RELEASE = "release"
+    """The version may serve in tiers that ``require_signature``."""
+
+
+def check_public_key(value: str) -> str:
+    """``ed25519:`` followed by the 32-byte public key in base64."""
+    prefix, _, encoded = value.partition(":")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if prefix != "ed25519" or len(raw) != 32:
+        raise PydanticCustomError(
+            "public_key",
+            "'{value}' is not an ed25519 public key (ed25519:BASE64)",
+            {"value": value},
+        )
+    return value
+
+
+class TrustedKey(BaseModel):
+    """A signing key the policy trusts, and for what."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Name
+    """Who holds the key, as people call it (``release-bot``)."""
+    public_key: Annotated[str, AfterValidator(check_public_key)]
+    """``ed25519:BASE64``, as ``modelplane keys create`` prints it."""
+    trusted_for: tuple[TrustedFor, ...] = Field(min_length=1)
+    """``code``, ``release`` or both."""
 
 
 class Quota(BaseModel):
@@ -240,11 +286,15 @@ class Policy(BaseModel):
     preemption: PreemptionPolicy = PreemptionPolicy()
     autoscaling: AutoscalingDefaults = AutoscalingDefaults()
     degradation: DegradationPolicy = DegradationPolicy()
+    trusted_keys: tuple[TrustedKey, ...] = ()
+    """Signing keys whose signatures count; packages that run code on load need one
+    trusted for ``code``."""
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
         tiers = _unique("tier", [t.name for t in self.tiers])
         teams = _unique("team", [t.name for t in self.teams])
+        _unique("trusted key", [k.name for k in self.trusted_keys])
         for floor in self.floors:
             if floor.tier is not None and floor.tier not in tiers:
                 raise PydanticCustomError("floor", "unknown tier '{t}'", {"t": floor.tier})
