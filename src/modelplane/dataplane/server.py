@@ -6,7 +6,9 @@ answers is a port that can predict. Only loopback unless told otherwise.
 
 Stop (SIGTERM or SIGINT): uvicorn stops accepting, lets every request already read finish
 its response (connections with nothing in flight close at once), then the lifespan sends
-what batchers still hold and stops the workers. No accepted request goes unanswered.
+what batchers still hold and stops the workers. No accepted request goes unanswered: one
+still unanswered after the edge's drain timeout (a body still trickling in, say) is
+answered 503 and its connection closed (see :mod:`.edge`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
 
+from modelplane.dataplane.edge import raise_fd_limit, server_options
 from modelplane.dataplane.endpoint_runtime import EndpointConfig
 from modelplane.dataplane.gateway import Gateway, GatewayConfig
 from modelplane.errors import WorkerFailed
@@ -60,26 +63,24 @@ def uvicorn_server(
     port: int = 8000,
     *,
     on_ready: OnReady | None = None,
-    graceful_timeout_s: float = 30.0,
     freeze_gc: bool = False,
 ) -> uvicorn.Server:
     """A uvicorn server for ``gateway``, tuned for the hot path: no access log, no proxy
-    header rewriting (it listens on loopback by default; put a proxy's trust in the proxy).
-    ``freeze_gc`` moves everything alive at startup out of the collector's reach; use it
-    when the server owns its process."""
+    header rewriting (it listens on loopback by default; put a proxy's trust in the proxy),
+    and the limits of ``gateway.config.edge``. ``freeze_gc`` moves everything alive at
+    startup out of the collector's reach; use it when the server owns its process."""
     config = uvicorn.Config(
         gateway,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(graceful_timeout_s),
         server_header=False,
         date_header=False,
         proxy_headers=False,
+        **server_options(gateway.config.edge),
     )
     return _Server(config, on_ready, freeze_gc)
 
@@ -116,6 +117,7 @@ def serve_endpoints(
     on_ready: OnReady | None = None,
 ) -> None:
     """Serve ``endpoints`` until SIGTERM or SIGINT, then drain; raises if startup fails."""
+    raise_fd_limit()
     gateway = Gateway(endpoints, config)
     server = uvicorn_server(gateway, host, port, on_ready=on_ready, freeze_gc=True)
     # uvicorn raises SystemExit when the lifespan startup failed: the error is the gateway's
@@ -154,6 +156,16 @@ class ServerThread:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def server(self) -> uvicorn.Server:
+        """The uvicorn server: its ``server_state`` holds the open connections."""
+        return self._server
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests whose headers have arrived and that are not answered yet."""
+        return len(self._server.server_state.tasks)
 
     def start(self, timeout_s: float = 60.0) -> ServerThread:
         """Start serving; return once the port answers (or raise why it cannot)."""
