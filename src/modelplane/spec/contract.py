@@ -11,7 +11,12 @@ from pydantic_core import PydanticCustomError
 from modelplane.spec.fields import FieldSpec
 from modelplane.spec.names import Name
 
-__all__ = ["SLO", "Contract", "Fallback", "FallbackKind"]
+__all__ = ["DEFAULT_MAX_ROWS", "SLO", "Contract", "Fallback", "FallbackKind"]
+
+DEFAULT_MAX_ROWS = 10_000
+"""Rows per request when a contract sets no ``max_rows``. At the widths of tabular models
+(4-50 features) that is 0.2-3 MB of JSON, decoded in well under the default 100 ms latency
+objective, and one worker round trip; more rows is batch work, for a ``batch-score`` job."""
 
 
 class FallbackKind(StrEnum):
@@ -64,6 +69,9 @@ class Contract(BaseModel):
     inputs: tuple[FieldSpec, ...] = Field(min_length=1)
     outputs: tuple[FieldSpec, ...] = ()
     timeout_ms: int = Field(default=1000, ge=1, le=3_600_000)
+    max_rows: int | None = Field(default=None, ge=1)
+    """Rows one request may carry; more are answered 413 before any model sees them.
+    Unset: the gateway's default (10,000 rows unless its edge config says otherwise)."""
     fallback: Fallback = Fallback()
     slo: SLO = SLO()
     description: str = ""
