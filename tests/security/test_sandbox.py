@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +40,7 @@ from modelplane.security.sandbox import (
     UID_BASE,
     Feature,
     SandboxPolicy,
+    apply_sandbox,
     probe,
     scrub_environment,
     seccomp_program,
@@ -303,6 +307,53 @@ def test_a_required_feature_that_is_missing_fails_the_worker(tmp_path: Path) -> 
     pool = WorkerPool(spec, built.manifest.signature, FAST, name="strict")
     with pytest.raises(WorkerFailed, match="required sandbox features unavailable: net_ns"):
         run(pool.start)
+
+
+@root_only
+def test_an_unprivileged_server_still_gets_landlock_and_seccomp(tmp_path: Path) -> None:
+    """What a worker keeps when the server is not root: the child drops to ``nobody``
+    itself, then sandboxes; files outside and TCP must still be out of reach."""
+    if Feature.LANDLOCK not in REQUIRED or Feature.SECCOMP not in REQUIRED:
+        pytest.skip("this kernel has no Landlock or no seccomp filter")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for the model")
+    outside.chmod(0o644)
+    tmp_path.chmod(0o755)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            report = apply_sandbox(SandboxPolicy(package_dir=str(tmp_path / "pkg")))
+            outcome = {"summary": report.summary(), "tmp": report.tmp_dir}
+            for name, attempt in (
+                ("read", outside.read_text),
+                ("tcp", lambda: socket.create_connection(("127.0.0.1", 5432), timeout=2)),
+                ("tmp", lambda: Path(report.tmp_dir, "ok").write_text("ok")),
+            ):
+                try:
+                    attempt()
+                    outcome[name] = "ok"
+                except OSError as exc:
+                    outcome[name] = type(exc).__name__
+            os.write(write_end, json.dumps(outcome).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        outcome = json.loads(reader.read() or "{}")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, outcome
+    shutil.rmtree(outcome["tmp"], ignore_errors=True)  # os._exit ran no finalizer
+    assert outcome["read"] == "PermissionError"
+    assert outcome["tcp"] == "PermissionError"
+    assert outcome["tmp"] == "ok"
+    assert "missing: mount_ns" in outcome["summary"]
+    assert "uid (the server does not run as root)" in outcome["summary"]
 
 
 # ---------------------------------------------------------------------------- pure parts

@@ -31,6 +31,7 @@ import ctypes
 import os
 import platform
 import resource
+import shutil
 import stat
 import struct
 import sys
@@ -38,6 +39,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from multiprocessing.util import Finalize
 from pathlib import Path
 
 from modelplane.errors import WorkerFailed
@@ -389,6 +391,14 @@ def _bind_back(handle: int, path: str) -> None:
     _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
+def _own_tmp() -> str:
+    """Without a mount namespace: a folder of its own, removed when the worker exits."""
+    folder = tempfile.mkdtemp(prefix="modelplane-worker-")
+    # multiprocessing runs its finalizers when a worker returns; a killed one leaves it
+    Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True}, exitpriority=0)
+    return folder
+
+
 # ---------------------------------------------------------------------------- limits and user
 
 
@@ -553,7 +563,7 @@ def apply_sandbox(policy: SandboxPolicy) -> SandboxReport:
 
     tmp_dir = step(Feature.MOUNT_NS, lambda: _private_view(policy, uid, gid, home))
     if not isinstance(tmp_dir, str):
-        tmp_dir = tempfile.mkdtemp(prefix="modelplane-worker-")
+        tmp_dir = _own_tmp()
     os.chdir(tmp_dir)
     step(Feature.ENV, lambda: _replace_environment(tmp_dir))
     if policy.network:
