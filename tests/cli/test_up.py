@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.kit import wait_for
 
 from modelplane.registry.build import package
 
@@ -82,11 +84,16 @@ def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
         assert response.json()["predictions"] == [1]
         health = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=5)
         assert health.json()["status"] == "ok"
-        time.sleep(1.5)  # one controller pass writes the Ready condition
-        [resource] = json.loads(cli(env, "get", "endpoints", "--json"))
-        ready = resource["status"]["conditions"][0]
-        assert (ready["type"], ready["status"]) == ("Ready", "True")
-        assert resource["status"]["serving"] == {"fraud@champion": "fraud:1"}
+
+        def ready_condition() -> dict[str, Any] | None:
+            [resource] = json.loads(cli(env, "get", "endpoints", "--json"))
+            status = resource["status"] or {}
+            found = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+            return status if found and found[0]["status"] == "True" else None
+
+        # a controller pass writes the Ready condition
+        status = wait_for(ready_condition, 30, "the Ready condition")
+        assert status["serving"] == {"fraud@champion": "fraud:1"}
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)

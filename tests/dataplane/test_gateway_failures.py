@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +10,18 @@ import httpx
 import numpy as np
 import pytest
 from tests.dataplane import gateway_kit as kit
+from tests.kit import wait_for
 
 from modelplane.dataplane.codec_v2 import decode_response, encode_request
 from modelplane.dataplane.server import ServerThread
+from modelplane.types import FakeClock
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models
+
+
+CLOCK = FakeClock()
+"""What the breakers read: the cool-down passes when a test moves it, not by sleeping."""
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def server() -> Iterator[ServerThread]:
         kit.EndpointBuilder("echo-a", "echo").endpoint_fallback("echo-backup").build(),
         kit.EndpointBuilder("echo-backup", "steady").build(),
     ]
-    with ServerThread(endpoints, config=kit.gateway_config()) as running:
+    with ServerThread(endpoints, config=kit.gateway_config(clock=CLOCK)) as running:
         yield running
 
 
@@ -69,17 +74,16 @@ def test_wrong_output_shape_serves_the_fallback(client: httpx.Client) -> None:
 
 
 def test_deadline_serves_the_fallback(client: httpx.Client) -> None:
-    started = time.monotonic()
+    # the model takes 1.5 s; without the endpoint's 400 ms deadline it would answer itself
     response = post(client, "echo-fb", fm.VERY_SLOW)
     assert response.headers["modelplane-fallback"] == "timeout"
-    assert time.monotonic() - started < 1.4  # the endpoint's 400 ms, not the model's 1.5 s
+
     # the hung worker was killed; the pool brings a fresh one up and answers again
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        healthy = post(client, "echo-fb", 1.0)
-        if "modelplane-fallback" not in healthy.headers:
-            break
-        time.sleep(0.1)
+    def answered_by_the_model() -> httpx.Response | None:
+        again = post(client, "echo-fb", 1.0)
+        return None if "modelplane-fallback" in again.headers else again
+
+    healthy = wait_for(answered_by_the_model, 10, "a fresh worker to answer")
     assert healthy.headers["modelplane-model-version"] == "echo:1"
 
 
@@ -108,7 +112,7 @@ def test_circuit_opens_then_half_opens_and_recovers(client: httpx.Client) -> Non
     # open: even a good request is answered by the fallback, without reaching the model
     response = post(client, "echo-cb", 1.0)
     assert response.headers["modelplane-fallback"] == "circuit_open"
-    time.sleep(0.6)  # the cool-down: the next request is a probe
+    CLOCK.advance(0.6)  # past the cool-down: the next request is a probe
     probe = post(client, "echo-cb", 1.0)
     assert "modelplane-fallback" not in probe.headers
     assert probe.headers["modelplane-model-version"] == "echo:1"

@@ -73,6 +73,7 @@ from modelplane.observe.records import RequestTrace
 from modelplane.security.auth import Authenticator
 from modelplane.security.scopes import Action, authorize
 from modelplane.security.scopes import Scope as TokenScope
+from modelplane.types import Clock, SystemClock
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -117,6 +118,8 @@ class GatewayConfig:
     seed: int | None = None
     """Seed of the route choice; ``None`` draws one."""
     name: str = "modelplane"
+    clock: Clock = field(default_factory=SystemClock)
+    """What circuit breakers read (windows, cool-downs); deadlines use the monotonic clock."""
 
 
 @dataclass(slots=True)
@@ -152,7 +155,9 @@ class Gateway:
         self._rng = random.Random(self.config.seed)
         self._update_lock = asyncio.Lock()
         runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
-        self.handler = InferenceHandler(runtimes, self.config.breaker, online_store)
+        self.handler = InferenceHandler(
+            runtimes, self.config.breaker, online_store, clock=self.config.clock
+        )
         self.handler.max_rows = self.config.edge.max_rows
         self.bodies = LargeBodies(self.config.edge, self.config.pool.start_method)
         self.metrics.shadows = self._shadow_readings

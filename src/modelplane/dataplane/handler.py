@@ -46,6 +46,7 @@ from modelplane.errors import (
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
 from modelplane.spec.contract import DEFAULT_MAX_ROWS, FallbackKind
+from modelplane.types import Clock, SystemClock
 
 __all__ = ["InferenceHandler", "OutputViolation", "Result", "one_line"]
 
@@ -83,8 +84,13 @@ class InferenceHandler:
         endpoints: Mapping[str, EndpointRuntime],
         breaker: BreakerConfig | None = None,
         online_store: OnlineStore | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.endpoints = dict(endpoints)
+        # Breaker windows and cool-downs read this clock (tests move it by hand); deadlines
+        # stay on time.monotonic, which the gateway, batchers and pools share.
+        self._monotonic = (clock or SystemClock()).monotonic
         self.breaker = breaker or BreakerConfig()
         self.online_store = online_store
         """Where bound feature sets are read from (see :mod:`.features_join`)."""
@@ -137,7 +143,7 @@ class InferenceHandler:
         _check_rows(runtime, inputs, self.max_rows)
         if requested_outputs:
             _check_requested(runtime, requested_outputs)
-        own = time.monotonic() + runtime.timeout_s
+        own = time.monotonic() + runtime.timeout_s  # deadlines: the clock batchers share
         deadline = own if deadline is None or deadline > own else deadline
         route, kind = self._route(runtime, version, inputs)
         if trace is not None:
@@ -202,7 +208,7 @@ class InferenceHandler:
         config = self.breaker
         if trace is not None:
             trace.route = route
-        now = time.monotonic()
+        now = self._monotonic()
         allowed, route.breaker = admit(route.breaker, config, now)
         if not allowed:
             error: ModelplaneError = WorkerFailed(
@@ -223,12 +229,12 @@ class InferenceHandler:
         except WorkerFailed as exc:
             error, reason = exc, FallbackReason.WORKER_FAILED
         else:
-            target.stats.ok(time.monotonic() - now, outputs)
+            target.stats.ok(self._monotonic() - now, outputs)
             self._succeeded(route)
             return Result(outputs, target.label, None, route.ref)
-        target.stats.failed(time.monotonic() - now)
+        target.stats.failed(self._monotonic() - now)
         route.breaker = record(
-            route.breaker, config, time.monotonic(), successes=route.pending_ok, failures=1
+            route.breaker, config, self._monotonic(), successes=route.pending_ok, failures=1
         )
         route.pending_ok = 0
         return await self._fallback(runtime, inputs, reason, error, depth, trace)
@@ -236,7 +242,7 @@ class InferenceHandler:
     def _succeeded(self, route: RouteRuntime) -> None:
         """Count a success; while closed, successes are folded in every quarter bucket only,
         since a closed breaker needs them only as the denominator of the next failure."""
-        now = time.monotonic()
+        now = self._monotonic()
         if route.breaker.state is _CLOSED:
             route.pending_ok += 1
             if now < route.flush_at:
