@@ -9,12 +9,18 @@
   ready replica, then raises :class:`WorkerFailed`. A worker that holds a request past its
   deadline is killed (:class:`DeadlineExceeded`). Either way the supervisor restarts it after
   an exponential backoff, capped, and reset once a replica has stayed up ``stable_after_s``.
+- Supervision cannot die: whatever a start or a restart raises (the forkserver gone, file
+  descriptors exhausted, a bug) is logged with the pool's name, thinned to the 1st, 2nd,
+  4th... failure in a row, and retried after the backoff; only cancellation ends it. The
+  forkserver itself is relaunched when it died (:mod:`.forkserver`).
 - Every wait is bounded: starts, warmups, predictions and the stop drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from modelplane.dataplane.pool import forkserver
 from modelplane.dataplane.pool.replica import Replica, ReplicaDied, ReplicaState
 from modelplane.dataplane.pool.sample import sample_inputs
 from modelplane.dataplane.pool.worker import WorkerSpec
@@ -34,6 +41,8 @@ __all__ = ["PoolConfig", "ReplicaInfo", "WorkerPool", "least_outstanding"]
 Arrays = dict[str, npt.NDArray[Any]]
 
 _PRELOAD = ["numpy", "msgspec", "modelplane.dataplane.pool.worker"]
+
+log = logging.getLogger("modelplane.dataplane.pool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +109,12 @@ class WorkerPool:
         self.name = name
         self.restarts = 0
         """Worker restarts so far (a counter for metrics)."""
+        self.revivals = 0
+        """Times the pool went from no ready replica to one, its first start included: a
+        circuit breaker lets traffic back at once when this moves (see ``core.circuit``)."""
         self._context = multiprocessing.get_context(self.config.start_method)
         if self.config.start_method == "forkserver":
-            self._context.set_forkserver_preload(_PRELOAD)
+            forkserver.preload(_PRELOAD)
         self._slots: list[Replica | None] = [None] * self.config.replicas
         self._supervisors: list[asyncio.Task[None]] = []
         self._any_ready: asyncio.Event | None = None
@@ -244,23 +256,41 @@ class WorkerPool:
 
     async def _supervise(self, index: int) -> None:
         failures = 0
-        loop = asyncio.get_running_loop()
         while not self._stopping and index < len(self._slots):
-            replica = Replica(index, self.spec, self._context, self.name)
-            self._slots[index] = replica
-            if not await self._bring_up(replica):
-                self._start_failures[index] += 1
+            try:
+                failures = await self._one_life(index, failures)
+            except Exception as exc:  # supervision must outlive anything one life raises
                 failures += 1
+                self._last_error = exc
+                self._report(index, "supervision failed", exc, failures)
                 await asyncio.sleep(self._backoff(failures))
-                continue
-            up_at = loop.time()
-            await replica.dead
-            await replica.close(grace_s=1.0)
-            if self.stopping or index >= len(self._slots):
-                return
-            self.restarts += 1
-            failures = 0 if loop.time() - up_at >= self.config.stable_after_s else failures + 1
+
+    async def _one_life(self, index: int, failures: int) -> int:
+        """Start one replica in slot ``index``, serve until it dies, wait out the backoff;
+        the consecutive failures after it."""
+        loop = asyncio.get_running_loop()
+        replica = Replica(index, self.spec, self._context, self.name)
+        self._slots[index] = replica
+        if not await self._bring_up(replica):
+            if replica.started:
+                # its model failed to load or warm up; a process that never started (the
+                # forkserver gone, descriptors short) says nothing about the model
+                self._start_failures[index] += 1
+            failures += 1
+            if not self._stopping:
+                self._report(index, "could not start", self._last_error, failures)
             await asyncio.sleep(self._backoff(failures))
+            return failures
+        up_at = loop.time()
+        reason = await replica.dead
+        await replica.close(grace_s=1.0)
+        if self.stopping or index >= len(self._slots):
+            return failures
+        self.restarts += 1
+        failures = 0 if loop.time() - up_at >= self.config.stable_after_s else failures + 1
+        self._report(index, f"worker (pid {replica.pid}) died: {reason}", None, max(failures, 1))
+        await asyncio.sleep(self._backoff(failures))
+        return failures
 
     async def _bring_up(self, replica: Replica) -> bool:
         """Start, load and warm up one replica; False (and cleaned up) if any step fails."""
@@ -269,16 +299,36 @@ class WorkerPool:
             await replica.launch(timeout)
             sample = sample_inputs(self.signature, rows=self.config.warmup_rows)
             await replica.call(sample, timeout)
-        except (WorkerFailed, DeadlineExceeded, OSError) as exc:
+        except Exception as exc:  # an unexpected one too (EOFError: the forkserver died)
             self._last_error = exc
-            await replica.close(grace_s=0.5)
+            with contextlib.suppress(Exception):
+                await replica.close(grace_s=0.5)
             return False
         if self._stopping:
             return False
+        if not any(r is not None and r.state is ReplicaState.READY for r in self._slots):
+            self.revivals += 1
         replica.state = ReplicaState.READY
         assert self._any_ready is not None
         self._any_ready.set()
         return True
+
+    def _report(self, index: int, what: str, exc: BaseException | None, failures: int) -> None:
+        """Log a failure of slot ``index``, thinned to the 1st, 2nd, 4th... in a row."""
+        if failures & (failures - 1):
+            return
+        cause = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        expected = exc is None or isinstance(exc, WorkerFailed | DeadlineExceeded | OSError)
+        log.warning(
+            "%s replica %d %s%s (%d in a row, next try in %.3gs)",
+            self.name,
+            index,
+            what,
+            cause,
+            failures,
+            self._backoff(failures),
+            exc_info=None if expected else exc,
+        )
 
     def _backoff(self, failures: int) -> float:
         if failures <= 0:

@@ -3,6 +3,10 @@
 A replica owns a future per request id. When the worker process dies, for whatever reason,
 the read pipe reaches end of file, and every future still held fails with
 :class:`ReplicaDied`: no request waits on a dead worker.
+
+That end of file is also how the replica knows its worker is gone, rather than
+``Process.exitcode``: a forkserver worker's exit code comes through the forkserver, which
+may itself have died (then every worker it forked reads as exited, running or not).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from modelplane.dataplane.pool import forkserver
 from modelplane.dataplane.pool.messages import FrameReader, Message, Op, decode, encode, frame
 from modelplane.dataplane.pool.worker import WorkerSpec, worker_main
 from modelplane.errors import DeadlineExceeded, WorkerFailed
@@ -56,6 +61,7 @@ class _Reader(asyncio.Protocol):
             self._replica.on_message(decode(raw))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._replica.exited = True
         self._replica.on_lost("the worker's pipe closed")
 
 
@@ -80,6 +86,8 @@ class Replica:
         self._context = context
         self._ids = itertools.count(1)
         self._process: Any = None
+        self.exited = False
+        """The worker's pipe reached end of file: the process is gone."""
         self._reader: asyncio.ReadTransport | None = None
         self._writer: asyncio.WriteTransport | None = None
         loop = asyncio.get_running_loop()
@@ -91,6 +99,11 @@ class Replica:
     def outstanding(self) -> int:
         return len(self.pending)
 
+    @property
+    def started(self) -> bool:
+        """A process was started (whatever became of it since)."""
+        return self._process is not None and self._process.pid is not None
+
     async def launch(self, timeout_s: float) -> None:
         """Start the process and wait until it has loaded its model (or failed to)."""
         inbox_r, inbox_w = self._context.Pipe(duplex=False)
@@ -99,9 +112,17 @@ class Replica:
             target=worker_main, args=(self._spec, inbox_r, outbox_w), name=self.name, daemon=True
         )
         self._process = process
+        # forking blocks for milliseconds: keep the loop serving other models meanwhile
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start, process))
         try:
-            # forking blocks for milliseconds: keep the loop serving other models meanwhile
-            await asyncio.to_thread(process.start)
+            await asyncio.wait_for(asyncio.shield(starting), timeout_s)
+        except TimeoutError:
+            # the forkserver took the request and never answered: replace it, which also
+            # ends the blocked start, and only then let go of the pipes it may still send
+            forkserver.kill_hung()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(starting, 5.0)
+            raise WorkerFailed(f"{self.name}: no process started in {timeout_s:g}s") from None
         finally:
             # the child holds its own copies; ours must go so a dead child means EOF here
             inbox_r.close()
@@ -118,6 +139,11 @@ class Replica:
         if hello.error:
             raise WorkerFailed(f"{self.name} could not load its model: {hello.error}")
         self.pid = hello.pid
+
+    def _start(self, process: Any) -> None:
+        if self._context.get_start_method() == "forkserver":
+            forkserver.prepare()
+        process.start()
 
     async def call(self, arrays: Arrays, timeout_s: float) -> Arrays:
         """Send one PREDICT and wait at most ``timeout_s`` for its answer.
@@ -184,7 +210,7 @@ class Replica:
     def kill(self, reason: str) -> None:
         """SIGKILL the worker; the pipe's end of file then fails what it held."""
         pid = self._process.pid if self._process is not None else None
-        if pid is not None and self._process.exitcode is None:
+        if pid is not None and not self.exited:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.on_lost(reason)
@@ -192,16 +218,20 @@ class Replica:
     async def close(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for the process to exit, kill it if not, release pipes."""
         process = self._process
-        if process is not None:
+        # a process whose start failed has no pid, nothing to wait for and must not be joined
+        if process is not None and process.pid is not None:
             loop = asyncio.get_running_loop()
+            watched = self._reader is not None
             end = loop.time() + grace_s
-            while process.exitcode is None and loop.time() < end:
+            while watched and not self.exited and loop.time() < end:
                 await asyncio.sleep(0.01)
-            if process.exitcode is None:
+            if not self.exited:
                 self.kill("did not exit in time")
-                await asyncio.to_thread(process.join, 5.0)
-            else:
-                process.join(0)
+                end = loop.time() + 5.0
+                while watched and not self.exited and loop.time() < end:
+                    await asyncio.sleep(0.01)
+            # reaped by the forkserver (or, for spawn, by this join); never blocks for long
+            await asyncio.to_thread(process.join, 1.0)
         for transport in (self._writer, self._reader):
             if transport is not None:
                 transport.close()

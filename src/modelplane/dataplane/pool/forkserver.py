@@ -1,0 +1,155 @@
+"""The process that starts workers: multiprocessing's forkserver, kept alive and warm.
+
+Workers fork from one template process, the forkserver, which imports once what every worker
+needs (the loader, and the engines of the runtimes served: onnxruntime, scikit-learn,
+xgboost, lightgbm). A worker, and every restart of one, then starts in milliseconds with its
+engine already imported, and shares those pages with its siblings.
+
+multiprocessing relaunches a forkserver that has exited, but not in every case, and never a
+stale one. :func:`prepare`, called before each worker start, covers the rest:
+
+- **dead**: the forkserver exited or was killed (file descriptors ran out, SIGKILL). Its
+  state is dropped, also when someone else already reaped it (where multiprocessing would
+  raise ``ChildProcessError`` on every start from then on); the start relaunches it.
+- **stale**: the gateway now serves a runtime whose engine the running forkserver did not
+  import. It is *retired*, not killed: it keeps reporting the exit codes of the workers it
+  forked, and exits by itself once they all have (each holds its "alive" pipe); a fresh one
+  is launched with the larger preload.
+- **hung**: a start that gets no answer in time calls :func:`kill_hung`.
+
+This reaches into ``multiprocessing.forkserver``'s private state (the pid, the "alive" pipe
+and the listener's address of its one global server, CPython 3.11 to 3.13); every access is
+in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.forkserver as mp_forkserver
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["kill_hung", "pid", "preload", "preloaded", "prepare"]
+
+log = logging.getLogger("modelplane.dataplane.pool")
+
+
+class _State:
+    """This process's view of its forkserver, behind one lock."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.wanted: list[str] = []
+        self.launched: frozenset[str] | None = None
+        """What the running forkserver imported; ``None`` when none runs (or not ours)."""
+        self.retired: list[int] = []
+        """Retired forkservers, reaped once they exit."""
+
+
+_state = _State()
+
+
+def _server() -> Any:
+    return mp_forkserver._forkserver
+
+
+def preload(modules: Iterable[str]) -> None:
+    """Have the forkserver import ``modules`` too (added to what earlier calls asked for).
+
+    Cheap; takes effect at the next worker start (:func:`prepare`)."""
+    with _state.guard:
+        fresh = [m for m in modules if m not in _state.wanted]
+        if not fresh:
+            return
+        _state.wanted.extend(fresh)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(_state.wanted))
+
+
+def preloaded() -> tuple[str, ...]:
+    """Every module asked for so far, in order."""
+    with _state.guard:
+        return tuple(_state.wanted)
+
+
+def pid() -> int | None:
+    """The running forkserver's process id, if one was launched."""
+    found = getattr(_server(), "_forkserver_pid", None)
+    return int(found) if found is not None else None
+
+
+def prepare() -> None:
+    """Make sure a forkserver runs and has imported everything asked for; blocking (it may
+    launch one), so call it from a worker thread, as ``Process.start`` is."""
+    server = _server()
+    with _state.guard:
+        _reap_retired()
+        with server._lock:
+            running = server._forkserver_pid
+            launched = _state.launched
+            if running is not None:
+                if _exited(running):
+                    log.warning("the forkserver (pid %d) died; starting a new one", running)
+                    _forget(server)
+                elif launched is None or not launched.issuperset(_state.wanted):
+                    _retire(server)
+        if server._forkserver_pid is None:
+            _state.launched = frozenset(_state.wanted)
+        server.ensure_running()
+
+
+def kill_hung() -> None:
+    """SIGKILL the forkserver: it did not answer a start in time. Starts blocked on it then
+    fail at once, and the next start launches a new one."""
+    server = _server()
+    with _state.guard, server._lock:
+        running = server._forkserver_pid
+        if running is None:
+            return
+        log.warning("the forkserver (pid %d) did not answer in time; replacing it", running)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running, signal.SIGKILL)
+        _retire(server)
+        _state.launched = None
+
+
+def _exited(running: int) -> bool:
+    try:
+        done, _ = os.waitpid(running, os.WNOHANG)
+    except ChildProcessError:
+        return True  # reaped by someone else: gone all the same
+    return done != 0
+
+
+def _retire(server: Any) -> None:
+    """Stop using the running forkserver without stopping it."""
+    running = server._forkserver_pid
+    if running is not None:
+        _state.retired.append(running)
+    _forget(server)
+
+
+def _forget(server: Any) -> None:
+    """Drop multiprocessing's record of the forkserver, so the next start launches one."""
+    if server._forkserver_alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+    address = server._forkserver_address
+    if isinstance(address, str) and not address.startswith("\0"):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+    server._forkserver_alive_fd = None
+    server._forkserver_address = None
+    server._forkserver_pid = None
+    if hasattr(server, "_forkserver_authkey"):
+        server._forkserver_authkey = None
+
+
+def _reap_retired() -> None:
+    for old in list(_state.retired):
+        if _exited(old):
+            _state.retired.remove(old)
