@@ -12,6 +12,7 @@ gateway: accepted requests are answered before the workers stop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from modelplane.observe.predlog import PredictionLogConfig
 
 __all__ = ["GatewaySlo", "GatewayTarget", "register", "up"]
+
+log = logging.getLogger("modelplane.up")
 
 
 class GatewayTarget:
@@ -177,6 +180,7 @@ async def _run(
     from modelplane.controlplane.autoscaler import Autoscaler
     from modelplane.controlplane.degrader import Degrader
     from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.controlplane.loop import keep_running
     from modelplane.controlplane.rollouts import RolloutController
     from modelplane.controlplane.slo import SloRecorder
     from modelplane.dataplane.gateway import Gateway
@@ -230,12 +234,19 @@ async def _run(
         console.print(f"control  http://{host}:{api_port}  (API, docs at /docs)")
         console.print(f"state    {settings.resolved_database_url()}")
         loops = [asyncio.create_task(server.main_loop()) for server in servers]
+        # Each controller on its own: one that fails is logged and restarted, and neither
+        # the gateway nor the other controllers stop with it.
         await asyncio.gather(
-            controller.run(stop),
-            rollouts.run(stop),
-            slo.run(stop),
-            autoscaler.run(stop),
-            degrader.run(stop),
+            *(
+                keep_running(stop, run, log=log, what=what)
+                for what, run in (
+                    ("endpoint controller", controller.run),
+                    ("rollout controller", rollouts.run),
+                    ("SLO recorder", slo.run),
+                    ("autoscaler", autoscaler.run),
+                    ("degrader", degrader.run),
+                )
+            )
         )
         for server in reversed(servers):
             server.should_exit = True
