@@ -12,7 +12,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import text
 
-from modelplane.controlplane.loop import backoff_s, every
+from modelplane.controlplane.loop import backoff_s, every, keep_running
 from modelplane.errors import StoreUnavailable
 from modelplane.store.db import open_engine, read_session
 from modelplane.store.resources import ResourceStore
@@ -199,3 +199,51 @@ def test_a_controller_keeps_reconciling_after_postgres_drops_its_connections(
         assert status == {"observed_generation": 2}
     finally:
         engine.dispose()
+
+
+def test_keep_running_restarts_a_controller_that_raises_or_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ends: list[BaseException | None] = [OSError(5, "I/O error"), None, RuntimeError("bug")]
+    runs = 0
+    steady_passes = 0
+
+    async def flaky(stop: asyncio.Event) -> None:
+        nonlocal runs
+        runs += 1
+        if ends:
+            end = ends.pop(0)
+            if end is not None:
+                raise end
+            return
+        await stop.wait()
+
+    async def steady(stop: asyncio.Event) -> None:
+        nonlocal steady_passes
+        while not stop.is_set():
+            steady_passes += 1
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        both = asyncio.gather(
+            keep_running(stop, flaky, log=log, what="flaky", retry_s=0.001, max_backoff_s=0.004),
+            keep_running(stop, steady, log=log, what="steady"),
+        )
+        await wait_until(lambda: runs == 4)
+        before = steady_passes
+        await wait_until(lambda: steady_passes > before)  # the other one never stopped
+        stop.set()
+        await asyncio.wait_for(both, 5.0)
+
+    with caplog.at_level(logging.ERROR, logger="test.loop"):
+        run(scenario)
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        messages[0]
+        == "flaky ended (1 in a row), restarting in 0.001s: OSError: [Errno 5] I/O error"
+    )
+    assert messages[1] == (
+        "flaky ended (2 in a row), restarting in 0.002s: returned before it was asked to stop"
+    )
+    assert len(messages) == 2  # the 3rd in a row is thinned out

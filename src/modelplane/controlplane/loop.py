@@ -11,6 +11,10 @@ level-triggered, so a later pass redoes what a failed one left. Only cancellatio
 Logs are thinned so a long outage does not flood them: the 1st, 2nd, 4th, 8th... failure of
 a streak is logged (the first with its traceback when it is not a
 :class:`~modelplane.errors.ModelplaneError`), and the pass that ends a streak says so.
+
+:func:`keep_running` guards a whole controller the same way, for a process that runs several
+(``modelplane up``): one that raises or returns before it was asked to stop is logged and
+started again after a backoff, and the others, and the gateway, never notice.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from modelplane.errors import ModelplaneError
 
-__all__ = ["backoff_s", "every"]
+__all__ = ["backoff_s", "every", "keep_running"]
 
 DEFAULT_MAX_BACKOFF_S = 10.0
 
@@ -75,3 +79,43 @@ async def every(
             await asyncio.wait_for(
                 stop.wait(), timeout=backoff_s(interval_s, failures, max_backoff_s)
             )
+
+
+async def keep_running(
+    stop: asyncio.Event,
+    run: Callable[[asyncio.Event], Awaitable[Any]],
+    *,
+    log: logging.Logger,
+    what: str,
+    retry_s: float = 1.0,
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+) -> None:
+    """Await ``run(stop)`` until ``stop`` is set, starting it again (after a backoff) each
+    time it raises an :class:`Exception` or returns early. Never raises but cancellation."""
+    loop = asyncio.get_running_loop()
+    failures = 0
+    while not stop.is_set():
+        began = loop.time()
+        try:
+            await run(stop)
+        except Exception as exc:  # one controller's end must not end the process
+            problem: str = f"{type(exc).__name__}: {exc}"
+            error: BaseException | None = exc
+        else:
+            if stop.is_set():
+                return
+            problem, error = "returned before it was asked to stop", None
+        # a run that lasted well past the longest backoff was a success, then a new failure
+        failures = 1 if loop.time() - began > 6 * max_backoff_s else failures + 1
+        delay = backoff_s(retry_s, failures, max_backoff_s)
+        if _worth_logging(failures):
+            log.error(
+                "%s ended (%d in a row), restarting in %.3gs: %s",
+                what,
+                failures,
+                delay,
+                problem,
+                exc_info=error if failures == 1 else None,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
