@@ -206,7 +206,13 @@ async def _run(
         online_store=online_store,
         auth=guard.predict,
     )
-    api = create_api(registry, authenticator=guard.api, actor=cli.actor, online_store=online_store)
+    api = create_api(
+        registry,
+        authenticator=guard.api,
+        actor=cli.actor,
+        online_store=online_store,
+        gateway_url=f"http://{host}:{port}",
+    )
     controller = EndpointController(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
     )
@@ -231,7 +237,7 @@ async def _run(
             if server.should_exit:
                 raise typer.Exit(1)
         console.print(f"gateway  http://{host}:{port}  (Open Inference Protocol v2, records)")
-        console.print(f"control  http://{host}:{api_port}  (API, docs at /docs)")
+        console.print(f"control  http://{host}:{api_port}  (console at /, API docs at /docs)")
         console.print(f"state    {settings.resolved_database_url()}")
         loops = [asyncio.create_task(server.main_loop()) for server in servers]
         # Each controller on its own: one that fails is logged and restarted, and neither

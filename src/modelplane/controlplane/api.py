@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from modelplane import __version__
 from modelplane.controlplane.apply import Applier
+from modelplane.controlplane.console import register_console
 from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.controlplane.limits import ApiGuard, ApiLimits
 from modelplane.errors import HTTP_STATUS, ModelplaneError, NotFound
@@ -163,17 +164,26 @@ def create_api(
     actor: str = "local",
     online_store: OnlineStore | None = None,
     limits: ApiLimits | None = None,
+    gateway_url: str | None = None,
 ) -> FastAPI:
     """The API over ``registry`` (and its store).
 
     With ``authenticator``, every call but ``/healthz`` needs a token; without one, every
     caller acts as the local operator ``actor`` with every right (for a server on loopback
     that only its owner reaches, and for tests). ``online_store`` enables
-    ``POST /v1/features/{set}:push``.
+    ``POST /v1/features/{set}:push``. ``gateway_url`` is where the console at ``/`` links
+    for the gateway's metrics.
     """
     resources = ResourceStore(registry.engine)
     owners = _Owners(resources)
-    api = FastAPI(title="modelplane control plane", version=__version__)
+    # /docs comes from register_console: FastAPI's own loads Swagger UI from a CDN.
+    api = register_console(
+        FastAPI(
+            title="modelplane control plane", version=__version__, docs_url=None, redoc_url=None
+        ),
+        registry.engine,
+        gateway_url=gateway_url,
+    )
     api.add_exception_handler(ModelplaneError, _modelplane_error)
     api.add_middleware(
         ApiGuard, limits=limits or ApiLimits(), authenticator=authenticator, actor=actor

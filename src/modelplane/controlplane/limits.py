@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelplane.controlplane.console import CONSOLE_PATHS
 from modelplane.errors import HTTP_STATUS, ModelplaneError, Unauthorized
 from modelplane.security.auth import Authenticator
 from modelplane.security.scopes import Principal, local_operator
@@ -38,8 +39,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
-"""Paths anyone may read: liveness and the API's own description, nothing stored."""
+OPEN_PATHS = (
+    frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"}) | CONSOLE_PATHS
+)
+"""Paths anyone may read: liveness, the API's own description and the console's page and
+assets, nothing stored (the console's data comes from guarded routes)."""
 
 
 @dataclass(frozen=True, slots=True)
