@@ -59,3 +59,18 @@ def test_anchor_then_a_dropped_tail_is_named(
     assert "dropped tail" in out
     # Nor will it anchor the shortened chain.
     assert "seq 3" in run("audit", "anchor", "--to", str(anchors), code=4)
+
+
+def test_the_default_anchor_file_is_checked_once_it_exists(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    change(0)
+    assert "no anchors checked" in run("audit", "verify")
+    run("audit", "anchor")
+    assert (home / "audit-anchors.jsonl").is_file()
+    change(1)
+    assert "consistent with 1 anchor in" in run("audit", "verify")
+    assert "anchored seq 2" in run("audit", "anchor")
+    out = json.loads(run("audit", "verify", "--json"))
+    assert (out["events"], out["anchors"]) == (2, 2)

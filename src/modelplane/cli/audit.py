@@ -93,7 +93,8 @@ def verify(ctx: typer.Context, anchor: AnchorPlace = None, as_json: JsonFlag = F
             " existed: checked by hash only)"
         )
     if anchors:
-        console.print(f"consistent with {report.anchors} anchors in {place}")
+        plural = "" if report.anchors == 1 else "s"
+        console.print(f"consistent with {report.anchors} anchor{plural} in {place}")
     else:
         console.print("[yellow]no anchors checked[/]: a dropped tail would go unseen")
 
