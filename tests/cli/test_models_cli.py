@@ -183,3 +183,12 @@ def test_contract_check(workdir: Path) -> None:
     )
     assert report["compatible"] is False
     assert any("churn" in f["field"] for f in report["findings"])
+
+
+def test_contract_check_refuses_a_fallback_that_cannot_be_served(workdir: Path) -> None:
+    package("fraud")
+    run("push", "fraud.mpkg")
+    unservable = CONTRACT + "fallback: {kind: static, value: {label: not-a-number}}\n"
+    (workdir / "fallback.yaml").write_text(unservable)
+    out = run("contract", "check", "fallback.yaml", "fraud:1", code=2)
+    assert "fallback.value.label" in out

@@ -92,9 +92,15 @@ def test_signature_must_satisfy_the_contract(registry: Registry) -> None:
     assert ResourceStore(registry.engine).list("Endpoint") == []
 
 
+def served(registry: Registry) -> None:
+    """What the endpoint controller records once callers got answers."""
+    ResourceStore(registry.engine).set_status("Endpoint", "fraud-score", {"served_ever": True})
+
+
 def test_contract_changes_need_a_new_compatible_version(registry: Registry) -> None:
     apply = applier(registry).apply_all
     apply([endpoint()])
+    served(registry)
     more: list[dict[str, Any]] = [
         {"name": "label", "dtype": "int64"},
         {"name": "probabilities", "dtype": "float64", "shape": [-1, 2]},
@@ -110,6 +116,36 @@ def test_contract_changes_need_a_new_compatible_version(registry: Registry) -> N
         [endpoint(version=3, outputs=fewer)], allow_breaking=True
     )
     assert forced.generation == 3
+
+
+def test_a_contract_that_never_served_may_change_without_a_new_version(
+    registry: Registry,
+) -> None:
+    apply = applier(registry).apply_all
+    apply([endpoint()])
+    fewer = [{"name": "probabilities", "dtype": "float64", "shape": [-1, 2]}]
+    [changed] = apply([endpoint(version=1, outputs=fewer)])
+    assert changed.generation == 2
+
+
+def test_a_static_fallback_that_does_not_fit_the_contract_is_refused_at_apply(
+    registry: Registry,
+) -> None:
+    document = endpoint(
+        outputs=[
+            {"name": "label", "dtype": "int64"},
+            {"name": "probabilities", "dtype": "float64", "shape": [-1, 2]},
+        ]
+    )
+    document["contract"]["fallback"] = {"kind": "static", "value": {"label": 0}}
+    with pytest.raises(InvalidSpec) as info:
+        applier(registry).apply_all([document])
+    assert info.value.details[0]["field"] == "contract.fallback.value.probabilities"
+    assert "contract.fallback" in info.value.message
+    assert ResourceStore(registry.engine).list("Endpoint") == []
+    document["contract"]["fallback"]["value"] = {"label": 0, "probabilities": [1.0, 0.0]}
+    [created] = applier(registry).apply_all([document])
+    assert created.outcome == "created"
 
 
 def test_a_bad_document_records_nothing(registry: Registry, tmp_path: Path) -> None:

@@ -49,11 +49,13 @@ def check(
 ) -> None:
     """May this model serve an endpoint with this contract? Exits non-zero if not."""
     from modelplane.core.compat import check_signature
+    from modelplane.core.fallback import check_fallback
     from modelplane.spec.contract import Contract
     from modelplane.spec.io import load_yaml
 
     cli: CliContext = ctx.obj
     contract = load_yaml(Contract, contract_file)
+    check_fallback(contract.fallback, contract.outputs, field="fallback")
     manifest = resolve_manifest(cli, model)
     findings = check_signature(manifest.signature, contract)
     _report(findings, f"{model} against contract {contract.name} v{contract.version}", as_json)

@@ -22,6 +22,7 @@ from modelplane.core.compat import (
     compare_contracts,
     ensure_compatible,
 )
+from modelplane.core.fallback import check_fallback
 from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
 from modelplane.features.compat import check_revision
 from modelplane.registry.service import Registry
@@ -152,6 +153,12 @@ class Applier:
         # Trust is the policy's, never the manifest's (code and release signatures).
         pinned = {f"{path}.model": resolved[ref]["ref"] for path, ref in targets}
         require_trusted_refs(self.registry, self.resources, endpoint.tier, pinned)
+        # What the gateway would refuse at start is refused here, naming the field.
+        outputs = endpoint.contract.outputs
+        if endpoint.fallback is not None:
+            check_fallback(endpoint.fallback, outputs, field="fallback")
+        else:
+            check_fallback(endpoint.contract.fallback, outputs, field="contract.fallback")
         warnings += self._check_contract_change(endpoint, allow_breaking)
         return resolved, tuple(warnings)
 
@@ -166,6 +173,8 @@ class Applier:
         new = endpoint.contract
         if old == new:
             return []
+        if not (previous.status or {}).get("served_ever"):
+            return []  # no caller ever got an answer under the old one: nothing to break
         subject = f"contract {new.name} v{old.version} -> v{new.version}"
         if new.version <= old.version:
             raise Incompatible(

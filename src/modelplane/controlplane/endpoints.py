@@ -363,6 +363,8 @@ class EndpointController:
                 for ref, label, percent in served.shadows
             ],
             "conditions": conditions,
+            # whether callers ever got answers: until then a contract may change freely
+            "served_ever": bool(previous.get("served_ever")) or served is not None,
         }  # fmt: skip
         if self._counter is not None:
             ready_count, total = self._counter.replica_counts(resource.name)

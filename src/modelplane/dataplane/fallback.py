@@ -1,29 +1,13 @@
-"""Static fallbacks: a contract's declared value, turned into output arrays of any row count.
-
-The value is read once, when the endpoint is built, and checked against the contract's
-outputs, so a fallback that could not be served is an error at start, never at 3 a.m.
-
-How a value maps to outputs: a mapping keyed by output names gives each output's value per
-row; any other value is the per-row value of the contract's only output (or of an output
-named ``prediction`` when the contract declares none).
-"""
+"""Why a fallback answered; static fallback values are built by
+:class:`modelplane.core.fallback.StaticFallback` (checked at apply, read once at build)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from modelplane.core.validate import CompiledContract
-from modelplane.errors import InvalidSpec
-from modelplane.spec.fields import FieldSpec
+from modelplane.core.fallback import StaticFallback
 
 __all__ = ["FallbackReason", "StaticFallback"]
-
-Array = npt.NDArray[Any]
 
 
 class FallbackReason(StrEnum):
@@ -41,53 +25,3 @@ class FallbackReason(StrEnum):
     """Joined features were stale or missing under the ``fallback`` policy."""
     DEGRADED = "degraded"
     """The system is overloaded and the endpoint's tier is served by its fallback."""
-
-
-class StaticFallback:
-    """Arrays of the declared value, ``rows`` long, in the contract's output dtypes."""
-
-    __slots__ = ("_templates",)
-
-    def __init__(self, value: Any, outputs: Sequence[FieldSpec]) -> None:
-        by_name = _per_output(value, outputs)
-        specs = {spec.name: spec for spec in outputs}
-        self._templates: dict[str, Array] = {}
-        problems: list[dict[str, str]] = []
-        for name, item in by_name.items():
-            spec = specs.get(name)
-            try:
-                dtype = np.dtype(spec.dtype.numpy) if spec is not None else None
-                self._templates[name] = np.asarray(item, dtype=dtype)
-            except (TypeError, ValueError) as exc:
-                problems.append({"field": f"fallback.value.{name}", "problem": str(exc)})
-        if not problems and outputs:
-            violations = CompiledContract((), outputs).validate_outputs(
-                self.outputs(1), batch_size=1
-            )
-            problems = [
-                {"field": f"fallback.value.{v.field}", "problem": v.problem} for v in violations
-            ]
-        if problems:
-            raise InvalidSpec("the static fallback does not fit the contract", details=problems)
-
-    def outputs(self, rows: int) -> dict[str, Array]:
-        return {
-            name: np.repeat(template[np.newaxis], rows, axis=0)
-            for name, template in self._templates.items()
-        }
-
-
-def _per_output(value: Any, outputs: Sequence[FieldSpec]) -> Mapping[str, Any]:
-    names = [spec.name for spec in outputs]
-    if isinstance(value, Mapping) and value and all(key in names for key in value):
-        return value
-    if isinstance(value, Mapping) and not names:
-        return value
-    if not names:
-        return {"prediction": value}
-    if len(names) == 1:
-        return {names[0]: value}
-    raise InvalidSpec(
-        "a static fallback for several outputs must map output names to values",
-        details=[{"field": "fallback.value", "problem": f"expected keys among {names}"}],
-    )
