@@ -22,13 +22,15 @@ class Step:
     ask: bool = False
     allowed: bool = True
     state: BreakerState = CLOSED
+    ready: int | None = None
+    """The route's ready epoch given to ``admit`` (``None``: not given)."""
 
 
 def run(steps: list[Step], config: BreakerConfig = CONFIG) -> None:
     breaker = CircuitBreaker()
     for i, step in enumerate(steps):
         if step.ask:
-            allowed, breaker = admit(breaker, config, step.at)
+            allowed, breaker = admit(breaker, config, step.at, step.ready)
             assert allowed is step.allowed, f"step {i}: admitted {allowed}"
         else:
             breaker = record(breaker, config, step.at, successes=step.ok, failures=step.fail)
@@ -65,6 +67,33 @@ CASES: dict[str, list[Step]] = {
     ],
     "outcomes while open are ignored": [
         Step(0, fail=4, state=OPEN), Step(1, ok=50, state=OPEN), Step(2, fail=5, state=OPEN),
+    ],
+    "a route whose replicas come back is probed at once, not after the cool-down": [
+        Step(0, ask=True, ready=1), Step(0.5, fail=4, state=OPEN),
+        Step(1, ask=True, ready=1, allowed=False, state=OPEN),
+        Step(1.2, ask=True, ready=2, state=HALF),
+        Step(1.3, ask=True, ready=2, allowed=False, state=HALF),
+        Step(1.4, ok=1), Step(1.5, ask=True, ready=2),
+    ],
+    "replicas back before the failures that open it are counted still probe at once": [
+        Step(0, ask=True, ready=1), Step(1, ask=True, ready=1),
+        Step(2.1, fail=4, state=OPEN),  # answers to requests held while no replica was up
+        Step(2.2, ask=True, ready=2, state=HALF),
+    ],
+    "a return seen while closed does not shorten a later cool-down": [
+        Step(0, ask=True, ready=1), Step(0.1, ask=True, ready=2), Step(1, fail=4, state=OPEN),
+        Step(2, ask=True, ready=2, allowed=False, state=OPEN),
+        Step(6, ask=True, ready=2, state=HALF),
+    ],
+    "a probe that fails after a return opens for a full cool-down": [
+        Step(0, ask=True, ready=1), Step(0.5, fail=4, state=OPEN),
+        Step(1, ask=True, ready=2, state=HALF), Step(1.1, fail=1, state=OPEN),
+        Step(5.9, ask=True, ready=2, allowed=False, state=OPEN),
+        Step(6.1, ask=True, ready=2, state=HALF),
+    ],
+    "without a ready epoch the cool-down alone decides": [
+        Step(0, ask=True, ready=1), Step(0.5, fail=4, state=OPEN),
+        Step(1, ask=True, allowed=False, state=OPEN), Step(5.5, ask=True, state=HALF),
     ],
 }  # fmt: skip
 

@@ -8,6 +8,10 @@ States and moves:
   share of errors reaches ``error_rate``, the breaker **opens**.
 * **open**: nothing is admitted (callers get the fallback) until ``cool_down_s`` has passed
   since it opened; the next request then moves it to **half-open** and is admitted as a probe.
+  Sooner when the route came back: a caller passes ``ready_epoch``, a count its pool moves
+  each time it goes from no ready replica to one. A move seen while open means the replicas
+  whose loss opened the breaker (or some of them) are warm again, so the breaker goes
+  half-open at once instead of refusing traffic to a route that can serve it.
 * **half-open**: at most ``probes`` requests are in flight as probes. A probe that succeeds
   closes the breaker with an empty window; one that fails opens it again. A probe whose
   outcome never comes (its caller went away) is replaced after another ``cool_down_s``.
@@ -73,6 +77,8 @@ class CircuitBreaker:
     since: float = -math.inf
     """When it last opened, or when the current probes were let through."""
     probes_out: int = 0
+    ready_epoch: int = 0
+    """The route's ``ready_epoch`` when last asked (see :func:`admit`)."""
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -81,9 +87,14 @@ class CircuitBreaker:
 
 
 def admit(
-    breaker: CircuitBreaker, config: BreakerConfig, now: float
+    breaker: CircuitBreaker, config: BreakerConfig, now: float, ready_epoch: int | None = None
 ) -> tuple[bool, CircuitBreaker]:
-    """May a request go to the route now? And the breaker after letting it (or not)."""
+    """May a request go to the route now? And the breaker after letting it (or not).
+
+    ``ready_epoch``, when given, is the route's count of returns from no ready replica to
+    one; a breaker that is open when it moves goes half-open now (see the module doc)."""
+    if ready_epoch is not None and ready_epoch != breaker.ready_epoch:
+        breaker = _revived(breaker, ready_epoch, now)
     state = breaker.state
     if state is BreakerState.CLOSED:
         return True, breaker
@@ -98,6 +109,14 @@ def admit(
         # the probes' outcomes never came: their callers went away; try a fresh one
         return True, replace(breaker, since=now, probes_out=1)
     return False, breaker
+
+
+def _revived(breaker: CircuitBreaker, ready_epoch: int, now: float) -> CircuitBreaker:
+    if breaker.state is BreakerState.OPEN:
+        return replace(
+            breaker, state=BreakerState.HALF_OPEN, since=now, probes_out=0, ready_epoch=ready_epoch
+        )
+    return replace(breaker, ready_epoch=ready_epoch)
 
 
 def record(
@@ -116,20 +135,21 @@ def record(
     state = breaker.state
     if state is BreakerState.OPEN or (successes <= 0 and failures <= 0):
         return breaker
+    seen = breaker.ready_epoch
     if state is BreakerState.HALF_OPEN:
         if failures:
-            return CircuitBreaker(state=BreakerState.OPEN, since=now)
-        return CircuitBreaker()
+            return CircuitBreaker(state=BreakerState.OPEN, since=now, ready_epoch=seen)
+        return CircuitBreaker(ready_epoch=seen)
     ok, errors, epoch = _roll(breaker, config, now)
     ok = (*ok[:-1], ok[-1] + successes)
     if not failures:
-        return CircuitBreaker(epoch=epoch, ok=ok, errors=errors)
+        return CircuitBreaker(epoch=epoch, ok=ok, errors=errors, ready_epoch=seen)
     errors = (*errors[:-1], errors[-1] + failures)
     bad = sum(errors)
     total = bad + sum(ok)
     if total >= config.min_requests and bad >= config.error_rate * total:
-        return CircuitBreaker(state=BreakerState.OPEN, since=now)
-    return CircuitBreaker(epoch=epoch, ok=ok, errors=errors)
+        return CircuitBreaker(state=BreakerState.OPEN, since=now, ready_epoch=seen)
+    return CircuitBreaker(epoch=epoch, ok=ok, errors=errors, ready_epoch=seen)
 
 
 def _roll(

@@ -8,7 +8,8 @@ and records JSON. Steps for one request:
    (:class:`~modelplane.errors.ContractViolation` names every bad field);
 2. choose a route: the one serving the version the caller named, else by the hash of the
    endpoint's sticky key, else by weight;
-3. ask the route's breaker; while it is open the fallback answers;
+3. ask the route's breaker; while it is open the fallback answers (it probes again as soon
+   as the route's pool has a warm replica after having none);
 4. submit to the version's batcher with the deadline (the batcher sheds with
    :class:`~modelplane.errors.Overloaded` and cancels work not started by the deadline);
 5. check the outputs against the contract: a wrong answer counts as a failure;
@@ -209,7 +210,8 @@ class InferenceHandler:
         if trace is not None:
             trace.route = route
         now = self._monotonic()
-        allowed, route.breaker = admit(route.breaker, config, now)
+        # the pool's revivals let an open breaker probe as soon as a replica is warm again
+        allowed, route.breaker = admit(route.breaker, config, now, route.target.pool.revivals)
         if not allowed:
             error: ModelplaneError = WorkerFailed(
                 f"the circuit of route '{route.ref}' is open",
