@@ -205,3 +205,29 @@ def test_restart_mid_step_repeats_nothing_and_continues(registry: Registry) -> N
     assert restarted.reconcile_one(ENDPOINT).step == 1  # the window survived the restart
     weights = registry.audit_events(action="rollout.set_weights", limit=100)
     assert [e.after["canary_weight"] for e in reversed(weights)] == [10.0, 100.0]
+
+
+def test_commands_say_when_they_change_nothing_and_how_to_go_back(registry: Registry) -> None:
+    clock, evidence = FakeClock(), FakeEvidence()
+    controller = started(registry, clock, evidence)
+    # a second rollout while one runs names the one in progress and what to do
+    with pytest.raises(Conflict, match=r"in progress \(fraud@champion -> fraud:2, canary\)"):
+        start_rollout(registry, spec(), actor="alice", now=clock.wall())
+    engine = registry.engine
+    resumed = record_command(engine, ENDPOINT, Command.RESUME, actor="bob", now=clock.wall())
+    assert not resumed.changed  # not paused: nothing to resume, nothing recorded
+    assert "resume rollout" not in [e.reason for e in registry.audit_events()]
+    paused = record_command(
+        engine, ENDPOINT, Command.PAUSE, actor="bob", now=clock.wall(), reason="incident 42"
+    )
+    assert paused.changed
+    assert paused.state.phase is Phase.PAUSED
+    assert any(e.reason == "pause rollout: incident 42" for e in registry.audit_events())
+    record_command(engine, ENDPOINT, Command.PROMOTE, actor="bob", now=clock.wall())
+    clock.advance(1)
+    controller.reconcile_one(ENDPOINT)
+    clock.advance(1)
+    assert controller.reconcile_one(ENDPOINT).phase is Phase.PROMOTED
+    with pytest.raises(Conflict) as info:
+        record_command(engine, ENDPOINT, Command.ROLLBACK, actor="bob", now=clock.wall())
+    assert "modelplane rollout fraud-score --to fraud@champion" in info.value.message

@@ -112,7 +112,7 @@ def rollout(
     )
 
 
-def _command(ctx: typer.Context, endpoint: str, cmd: Command, as_json: bool) -> None:
+def _command(ctx: typer.Context, endpoint: str, cmd: Command, reason: str, as_json: bool) -> None:
     # The store alone, not the registry: a rollback is typed in a hurry.
     from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
     from modelplane.core.rollout import Command
@@ -124,23 +124,44 @@ def _command(ctx: typer.Context, endpoint: str, cmd: Command, as_json: bool) -> 
     engine = open_engine(cli.settings.resolved_database_url())
     bind_key(engine, audit_key_from(cli.settings))
     try:
-        state = record_command(engine, endpoint, cmd, actor=cli.actor, now=time.time())
-        moved = cmd is Command.ROLLBACK and rollback_traffic(engine, endpoint, actor=cli.actor)
+        done = record_command(
+            engine, endpoint, cmd, actor=cli.actor, now=time.time(), reason=reason
+        )
+        moved = cmd is Command.ROLLBACK and rollback_traffic(
+            engine, endpoint, actor=cli.actor, reason=reason
+        )
     finally:
         engine.dispose()
+    phase = done.state.phase.value
     if as_json:
-        emit_json({"endpoint": endpoint, "command": cmd.value, "phase": state.phase.value})
+        emit_json(
+            {"endpoint": endpoint, "command": cmd.value, "phase": phase, "changed": done.changed}
+        )
+        return
+    if not done.changed:
+        console.print(f"rollout/{endpoint}: {_unchanged(cmd, phase)}; nothing recorded")
         return
     note = "; all traffic back on stable" if moved else ""
-    console.print(f"rollout/{endpoint}: {cmd.value} recorded (now {state.phase.value}){note}")
+    console.print(f"rollout/{endpoint}: {cmd.value} recorded (now {phase}){note}")
+
+
+def _unchanged(cmd: Command, phase: str) -> str:
+    if cmd.value == "resume":
+        return f"not paused (it is {phase}), nothing to resume"
+    return f"already {phase}"
 
 
 def _command_for(name: str, help_text: str) -> Any:
     @handle_errors
-    def run(ctx: typer.Context, endpoint: EndpointArg, as_json: JsonFlag = False) -> None:
+    def run(
+        ctx: typer.Context,
+        endpoint: EndpointArg,
+        reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+        as_json: JsonFlag = False,
+    ) -> None:
         from modelplane.core.rollout import Command
 
-        _command(ctx, endpoint, Command(name), as_json)
+        _command(ctx, endpoint, Command(name), reason, as_json)
 
     run.__doc__ = help_text
     run.__name__ = name

@@ -22,7 +22,7 @@ from modelplane.errors import Conflict
 from modelplane.spec.rollout import RolloutSpec
 from modelplane.store.resources import Resource, ResourceStore
 
-__all__ = ["KIND", "Traffic", "pending_state", "record_command", "rollback_traffic"]
+__all__ = ["KIND", "Recorded", "Traffic", "pending_state", "record_command", "rollback_traffic"]
 
 KIND = "Rollout"
 
@@ -64,30 +64,68 @@ class Traffic:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a command did: the state it leads to, and whether it changed anything (a
+    repeated command, or ``resume`` of a rollout that is not paused, changes nothing)."""
+
+    state: RolloutState
+    changed: bool
+
+
 def record_command(
-    engine: Engine, endpoint: str, cmd: Command, *, actor: str, now: float
-) -> RolloutState:
-    """Record ``cmd`` for the controller; the state it leads to (Conflict if it cannot)."""
+    engine: Engine,
+    endpoint: str,
+    cmd: Command,
+    *,
+    actor: str,
+    now: float,
+    reason: str = "",
+) -> Recorded:
+    """Record ``cmd`` for the controller; what it leads to (Conflict if it cannot, with a
+    hint of what to do instead). A command that changes nothing is not recorded."""
     resources = ResourceStore(engine)
     for _ in range(3):
         resource = resources.get(KIND, endpoint)
         state = pending_state(resource)
-        after = command(state, cmd, now, by=actor)  # raises Conflict when not allowed
+        try:
+            after = command(state, cmd, now, by=actor)
+        except Conflict as exc:
+            raise Conflict(f"{exc.message}{_hint(resource, state, cmd)}") from None
+        if after == state:
+            return Recorded(state, changed=False)
         commands = [*resource.spec["commands"], {"command": cmd.value, "by": actor, "at": now}]
         spec = {**resource.spec, "commands": commands}
+        why = f"{cmd.value} rollout" + (f": {reason}" if reason else "")
         try:
             resources.apply(
                 KIND,
                 endpoint,
                 spec,
                 actor=actor,
-                reason=f"{cmd.value} rollout",
+                reason=why,
                 expected_generation=resource.generation,
             )
         except Conflict:
             continue  # the controller or another person wrote meanwhile: reread
-        return after
+        return Recorded(after, changed=True)
     raise Conflict(f"rollout of '{endpoint}' keeps changing; try again")
+
+
+def _hint(resource: Resource, state: RolloutState, cmd: Command) -> str:
+    """What to do instead of a command the rollout's phase refuses."""
+    endpoint, stable = resource.name, resource.spec.get("stable", "")
+    to = resource.spec.get("rollout", {}).get("to", "")
+    if state.phase is Phase.PROMOTED and cmd is Command.ROLLBACK:
+        return (
+            f"; it already moved all traffic to {to}. To go back, roll out the previous"
+            f" version: modelplane rollout {endpoint} --to {stable}"
+        )
+    if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
+        return f"; it ended and {stable} serves. Start a new one: modelplane rollout {endpoint}"
+    if state.phase is Phase.PROMOTED:
+        return f"; it ended and {to} serves. Start a new one: modelplane rollout {endpoint}"
+    return ""
 
 
 def pending_state(resource: Resource) -> RolloutState:
@@ -100,7 +138,7 @@ def pending_state(resource: Resource) -> RolloutState:
     return state
 
 
-def rollback_traffic(engine: Engine, endpoint: str, *, actor: str) -> bool:
+def rollback_traffic(engine: Engine, endpoint: str, *, actor: str, reason: str = "") -> bool:
     """All of ``endpoint``'s traffic on the rollout's stable route, now; False when it
     already was. Retried when the endpoint changes under it (the controller, an autoscaler)."""
     resources = ResourceStore(engine)
@@ -115,7 +153,7 @@ def rollback_traffic(engine: Engine, endpoint: str, *, actor: str) -> bool:
                 endpoint,
                 traffic.document(current.spec),
                 actor=actor,
-                reason="rollback: all traffic to stable",
+                reason="rollback: all traffic to stable" + (f": {reason}" if reason else ""),
                 expected_generation=current.generation,
             )
         except Conflict:

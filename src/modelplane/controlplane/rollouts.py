@@ -120,19 +120,24 @@ def start_rollout(
     """Record a new rollout of ``spec.endpoint``; Conflict while another one is running."""
     resources = ResourceStore(registry.engine)
     endpoint = Endpoint.model_validate(resources.get("Endpoint", spec.endpoint).spec)
-    live = [r.model for r in endpoint.routes if r.weight > 0]
-    if len(live) != 1:
-        raise Conflict(
-            f"endpoint '{spec.endpoint}' routes to {len(live)} versions; a rollout starts"
-            " from exactly one"
-        )
-    if live[0] == spec.to or registry.get(live[0]).ref == registry.get(spec.to).ref:
-        raise Conflict(f"endpoint '{spec.endpoint}' already serves {spec.to}")
     with contextlib.suppress(NotFound):
         previous = resources.get(KIND, spec.endpoint)
         phase = (previous.status or {}).get("state", {}).get("phase", Phase.PENDING.value)
         if Phase(phase) not in TERMINAL:
-            raise Conflict(f"a rollout of '{spec.endpoint}' is {phase}; finish it first")
+            going = f"{previous.spec.get('stable')} -> {previous.spec['rollout'].get('to')}"
+            raise Conflict(
+                f"a rollout of '{spec.endpoint}' is in progress ({going}, {phase}); finish"
+                f" it first: modelplane promote|rollback {spec.endpoint}"
+            )
+    live = [r.model for r in endpoint.routes if r.weight > 0]
+    if len(live) != 1:
+        raise Conflict(
+            f"endpoint '{spec.endpoint}' routes to {len(live)} versions"
+            f" ({', '.join(live)}); a rollout starts from exactly one: apply the endpoint"
+            " with all weight on one route first"
+        )
+    if live[0] == spec.to or registry.get(live[0]).ref == registry.get(spec.to).ref:
+        raise Conflict(f"endpoint '{spec.endpoint}' already serves {spec.to}")
     document = {
         "rollout": spec.model_dump(mode="json"),
         "stable": live[0],
