@@ -281,7 +281,8 @@ def demo(args: argparse.Namespace, started: float) -> int:
         sh("explain", headers.get("modelplane-request-id", ""))
         heading("serving")
         say(f"gateway   http://127.0.0.1:{port}   (POST {PREDICT}, /metrics)")
-        say(f"console   http://127.0.0.1:{api_port}/   (API docs at /docs)")
+        say(f"console   http://127.0.0.1:{api_port}/   (API docs at /docs); with the local token:")
+        say(f'          open "http://127.0.0.1:{api_port}/#token=$(cat {home}/token)"')
         say(f"state     export MODELPLANE_HOME={home}   (then modelplane status, ...)")
         say(f"first answered prediction: {first_answer_s:.1f} s after start")
         outcome = {"first_answer_s": round(first_answer_s, 2), "v2": v2, "v3": v3}

@@ -234,7 +234,9 @@ function health(status) {
 }
 
 function routes(spec, status) {
-  const shown = (status && status.routes) || spec.routes.map(r => ({...r, version: r.model}));
+  // before a controller has resolved them, the routes as applied
+  const resolved = (status && status.routes) || [];
+  const shown = resolved.length ? resolved : spec.routes.map(r => ({...r, version: r.model}));
   const total = shown.reduce((sum, r) => sum + r.weight, 0) || 1;
   const lines = shown.map(r => el("div", {},
     el("span", {class: "bar", style: "width:" + Math.round(60 * r.weight / total) + "px"}),
