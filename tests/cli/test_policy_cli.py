@@ -135,3 +135,23 @@ def test_why_places_replicas_or_says_why_they_wait(home: Path) -> None:
     ResourceStore(registry.engine).set_status("Endpoint", "pay", {"conditions": [ready]})
     registry.close()
     assert run("why", "pay", "--cluster", cluster).strip().endswith("; endpoint Ready: Serving")
+
+
+def test_one_policy_is_in_force_and_diff_compares_with_it(home: Path) -> None:
+    named = POLICY.format(gpu=4000, cpu=8000, other="ads") + "name: prod\n"
+    run("apply", "-f", write(home / "prod.yaml", named))
+    # a second policy under another name is refused, naming the one in force
+    out = run("apply", "-f", write(home / "other.yaml", POLICY.format(gpu=1, cpu=1, other="x")),
+              code=7)  # fmt: skip
+    assert "policy 'prod' is already applied" in out
+    # diff FILE compares with the policy in force, not one called 'default'
+    changed = named.replace("nominal: 4000", "nominal: 8000")
+    out = run("policy", "diff", write(home / "prod2.yaml", changed), code=1)
+    assert "policy/prod generation 1" in out
+    assert "~ teams.fraud.quotas.gpu.nominal: 4000 -> 8000" in out
+    assert "policies" in run("get", "policies")
+
+
+def test_apply_of_an_empty_file_says_so(home: Path) -> None:
+    out = run("apply", "-f", write(home / "empty.yaml", "# nothing yet\n"), code=2)
+    assert "no documents" in out

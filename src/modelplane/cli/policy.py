@@ -33,7 +33,9 @@ ClusterOption = Annotated[
         "--cluster", help="Declared nodes (default: $MODELPLANE_HOME/cluster.yaml if present)."
     ),
 ]
-NameOption = Annotated[str, typer.Option("--name", help="Which policy.")]
+NameOption = Annotated[
+    str | None, typer.Option("--name", help="Which policy (default: the one applied).")
+]
 
 
 def _cluster(cli: CliContext, path: Path | None) -> ClusterSpec:
@@ -138,7 +140,7 @@ def diff(
     to_gen: Annotated[
         int | None, typer.Option("--to", help="Generation to compare to (default: current).")
     ] = None,
-    name: NameOption = "default",
+    name: NameOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """What changed, one line per path; exits 0 when equal, 1 when different."""
@@ -147,6 +149,7 @@ def diff(
 
     cli: CliContext = ctx.obj
     with registry_from(cli) as registry:
+        name = name or _applied_name(registry)
         if file is not None:
             old = generation(registry, "Policy", name, -1 if from_gen is None else from_gen)
             before, after = old.spec, _spec_from(file)
@@ -165,13 +168,14 @@ def diff(
 
 @app.command("history")
 @handle_errors
-def history(ctx: typer.Context, name: NameOption = "default", as_json: JsonFlag = False) -> None:
+def history(ctx: typer.Context, name: NameOption = None, as_json: JsonFlag = False) -> None:
     """Every generation of the policy: when, who, why, and how many paths changed."""
     from modelplane.controlplane.history import generations
     from modelplane.core.diff import diff as semantic_diff
 
     cli: CliContext = ctx.obj
     with registry_from(cli) as registry:
+        name = name or _applied_name(registry)
         found = generations(registry, "Policy", name)
     rows: list[dict[str, Any]] = []
     previous: dict[str, Any] = {}
@@ -190,6 +194,14 @@ def history(ctx: typer.Context, name: NameOption = "default", as_json: JsonFlag 
             for r in rows
         ],
     )
+
+
+def _applied_name(registry: Any) -> str:
+    """The policy in force: the one applied (apply keeps at most one), else ``default``."""
+    from modelplane.store.resources import ResourceStore
+
+    found = ResourceStore(registry.engine).list("Policy")
+    return found[0].name if found else "default"
 
 
 def _row(gen: Any) -> dict[str, Any]:

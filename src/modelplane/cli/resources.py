@@ -28,6 +28,9 @@ KIND_ALIASES = {
 }
 
 
+_PLURALS = {"Policy": "policies", "FeatureSet": "feature sets"}
+
+
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
     if kind is None:
@@ -56,6 +59,9 @@ def apply(
 
     cli: CliContext = ctx.obj
     documents = [doc for path in files for doc in load_documents(path)]
+    if cli.remote is not None:
+        _apply_remote(cli, documents, reason=reason, allow_breaking=allow_breaking, as_json=as_json)
+        return
     with registry_from(cli) as registry:
         applier = Applier(registry, ResourceStore(registry.engine), actor=cli.actor)
         results = applier.apply_all(documents, reason=reason, allow_breaking=allow_breaking)
@@ -73,6 +79,34 @@ def apply(
             console.print(f"  [yellow]warning[/] {warning.field}: {warning.problem}")
 
 
+def _apply_remote(
+    cli: CliContext,
+    documents: list[dict[str, Any]],
+    *,
+    reason: str,
+    allow_breaking: bool,
+    as_json: bool,
+) -> None:
+    from modelplane.cli.remote import Remote
+
+    assert cli.remote is not None
+    with Remote(cli.remote) as remote:
+        results = remote.apply(documents, reason=reason, allow_breaking=allow_breaking)
+    if as_json:
+        emit_json(results)
+        return
+    for result in results:
+        console.print(
+            f"{result['kind'].lower()}/{result['name']} {result['outcome']}"
+            f" (generation {result['generation']})"
+        )
+        for ref, target in result["resolved"].items():
+            if ref != target["ref"]:
+                console.print(f"  {ref} -> {target['ref']}")
+        for warning in result["warnings"]:
+            console.print(f"  [yellow]warning[/] {warning['field']}: {warning['problem']}")
+
+
 def get(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="endpoints or policies")],
@@ -84,9 +118,15 @@ def get(
 
     cli: CliContext = ctx.obj
     resolved_kind = _kind(kind)
-    with registry_from(cli) as registry:
-        store = ResourceStore(registry.engine)
-        found = [store.get(resolved_kind, name)] if name else store.list(resolved_kind)
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            found = remote.resources(resolved_kind, name)
+    else:
+        with registry_from(cli) as registry:
+            store = ResourceStore(registry.engine)
+            found = [store.get(resolved_kind, name)] if name else store.list(resolved_kind)
     if as_json:
         emit_json(
             [
@@ -103,7 +143,7 @@ def get(
         )
         return
     table(
-        f"{resolved_kind.lower()}s",
+        _PLURALS.get(resolved_kind, f"{resolved_kind.lower()}s"),
         ["name", "generation", "summary", "updated"],
         [
             (r.name, r.generation, _summary(r.spec), f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
@@ -134,8 +174,15 @@ def delete(
 
     cli: CliContext = ctx.obj
     resolved_kind = _kind(kind)
-    with registry_from(cli) as registry:
-        ResourceStore(registry.engine).delete(resolved_kind, name, actor=cli.actor, reason=reason)
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            remote.delete(resolved_kind, name, reason=reason)
+    else:
+        with registry_from(cli) as registry:
+            store = ResourceStore(registry.engine)
+            store.delete(resolved_kind, name, actor=cli.actor, reason=reason)
     console.print(f"{resolved_kind.lower()}/{name} deleted")
 
 

@@ -61,6 +61,11 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise InvalidSpec(f"{path}: not valid YAML: {exc}") from None
+    if not documents:
+        raise InvalidSpec(
+            f"{path}: no documents (the file is empty or only comments)",
+            details=[{"field": "file", "problem": "no YAML document"}],
+        )
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise InvalidSpec(f"{path}: document {index + 1} is not a mapping")
@@ -105,7 +110,21 @@ class Applier:
             return spec, resolved, warnings
         if isinstance(spec, FeatureSet):
             return spec, {}, self._check_feature_set(spec)
+        if isinstance(spec, Policy):
+            self._check_one_policy(spec)
         return spec, {}, ()
+
+    def _check_one_policy(self, policy: Policy) -> None:
+        """One policy is in force: a second one under another name would leave which rules
+        apply to a guess."""
+        others = [r.name for r in self.resources.list("Policy") if r.name != policy.name]
+        if others:
+            raise Conflict(
+                f"policy '{others[0]}' is already applied and one policy is in force at a"
+                f" time: apply this one as name: {others[0]}, or delete policy/{others[0]}"
+                " first",
+                details=[{"field": "name", "problem": f"another policy, '{others[0]}', applies"}],
+            )
 
     def _check_feature_set(self, featureset: FeatureSet) -> tuple[Incompatibility, ...]:
         """Versions are immutable: a breaking change needs a higher version."""
