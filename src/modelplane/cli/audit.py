@@ -38,8 +38,14 @@ def log(
 ) -> None:
     """List recorded changes, newest first."""
     cli: CliContext = ctx.obj
-    with registry_from(cli) as registry:
-        events = registry.audit_events(subject=subject, action=action, actor=actor, limit=limit)
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            events = remote.audit_events(subject=subject, action=action, actor=actor, limit=limit)
+    else:
+        with registry_from(cli) as registry:
+            events = registry.audit_events(subject=subject, action=action, actor=actor, limit=limit)
     if as_json:
         emit_json(events)
         return

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modelplane.cli.remote import RemoteConfig
     from modelplane.registry.service import Registry
     from modelplane.settings import Settings
 
@@ -40,6 +41,13 @@ class CliContext:
         """Where ``up`` keeps the local operator's admin token (mode 0600)."""
         return self.settings.home / "token"
 
+    @cached_property
+    def remote(self) -> RemoteConfig | None:
+        """The control API that ``modelplane login`` chose, if any."""
+        from modelplane.cli.remote import read_remote
+
+        return read_remote(self.settings.home)
+
     @property
     def token(self) -> str | None:
         """The token this CLI sends to the control API: the local operator's, if kept."""
@@ -50,6 +58,14 @@ class CliContext:
 
 @contextmanager
 def registry_from(ctx: CliContext) -> Iterator[Registry]:
+    if ctx.remote is not None:
+        from modelplane.cli.remote import RemoteUnsupported
+
+        # A local database is not the server's: reading it would answer the wrong question.
+        raise RemoteUnsupported(
+            f"this command does not go through the control API ({ctx.remote.url}) yet; run it"
+            " where the state store is, or 'modelplane logout' to use the local one"
+        )
     # Imported here: the store pulls in SQLAlchemy, which commands like --version never need.
     from modelplane.registry.service import open_registry
     from modelplane.security.keys import audit_key_from

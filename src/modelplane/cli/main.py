@@ -15,6 +15,7 @@ from modelplane.cli import (
     features,
     keys,
     models,
+    remote,
     resources,
     serve,
     sim,
@@ -60,6 +61,7 @@ models.register(app)
 resources.register(app)
 serve.register(app)
 up.register(app)
+remote.register(app)
 register_rollout(app)
 evidence.register(app)
 keys.register(app)

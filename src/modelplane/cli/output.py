@@ -42,6 +42,8 @@ EXIT_CODES: dict[str, int] = {
     "conflict": 7,
     "missing_extra": 8,
     "store_unavailable": 9,
+    "unauthorized": 10,
+    "forbidden": 11,
 }
 """Exit code per error code; anything else exits 1."""
 

@@ -263,11 +263,29 @@ def create_api(
         found = registry.get(ref)
         return {**_version(found), "manifest": found.manifest.model_dump(mode="json")}
 
+    @api.get("/v1/whoami")
+    def whoami(who: Caller) -> dict[str, Any]:
+        """Who the token speaks for: any valid token may ask."""
+        return {
+            "subject": who.subject,
+            "team": who.team,
+            "scopes": sorted(who.scopes),
+            "endpoints": None if who.endpoints is None else sorted(who.endpoints),
+            "token_id": who.token_id,
+        }
+
     @api.get("/v1/audit")
     def audit_log(
-        who: Caller, limit: int = 100, subject: str | None = None
+        who: Caller,
+        limit: int = 100,
+        subject: str | None = None,
+        action: str | None = None,
+        actor: str | None = None,
     ) -> list[dict[str, Any]]:
         read(who, "read the audit log")
+        found = registry.audit_events(
+            subject=subject, action=action, actor=actor, limit=min(limit, 1000)
+        )
         return [
             {
                 "seq": e.seq,
@@ -278,8 +296,11 @@ def create_api(
                 "reason": e.reason,
                 "before": e.before,
                 "after": e.after,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+                "mac": e.mac,
             }
-            for e in registry.audit_events(subject=subject, limit=min(limit, 1000))
+            for e in found
         ]
 
     @api.get("/v1/predictions/{request_id}")

@@ -1,0 +1,136 @@
+"""``modelplane login URL``: the same commands through the control API, same output and exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from modelplane.controlplane.api import create_api
+from modelplane.registry.build import package
+from modelplane.registry.service import open_registry
+from modelplane.security.auth import CachedAuthenticator
+from modelplane.security.tokens import TokenStore
+
+pd = pytest.importorskip("pandas")
+pytestmark = pytest.mark.timeout(180)
+CLI = str(Path(sys.executable).with_name("modelplane"))
+
+ENDPOINT = {
+    "kind": "Endpoint",
+    "name": "risk-score",
+    "team": "risk",
+    "contract": {
+        "name": "risk-score",
+        "inputs": [{"name": "a", "dtype": "float64"}, {"name": "b", "dtype": "float64"}],
+    },
+    "routes": [{"model": "fraud:1"}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    """The environment of a CLI on the server's own machine (its home)."""
+    deployer: str
+    reader: str
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    home = tmp_path / "server-home"
+    env = {**os.environ, "MODELPLANE_HOME": str(home), "MODELPLANE_ACTOR": "root"}
+    home.mkdir()
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="root")
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    model = LogisticRegression().fit(frame, (frame["a"] > 0).astype(int))
+    built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
+    registry.push(built.path, team="risk")
+    store = TokenStore(registry.engine)
+    deployer = store.create(subject="dana", team="risk", scopes=["deploy", "read"], actor="root")
+    reader = store.create(subject="rex", team="growth", scopes=["read"], actor="root")
+    app = create_api(registry, authenticator=CachedAuthenticator(store.verify))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running.started
+    yield Server(f"http://127.0.0.1:{port}", env, deployer.token, reader.token)
+    running.should_exit = True
+    thread.join(timeout=10)
+    registry.close()
+
+
+def run(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    return done
+
+
+def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_path: Path) -> None:
+    laptop = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "laptop")}
+    login = run(laptop, "login", server.url, "--token", server.deployer)
+    assert "as dana (team risk" in login.stdout
+    remote_file = tmp_path / "laptop" / "remote.json"
+    assert stat.S_IMODE(remote_file.stat().st_mode) == 0o600
+    spec = tmp_path / "endpoint.yaml"
+    spec.write_text(yaml.safe_dump(ENDPOINT))
+
+    applied = run(laptop, "apply", "-f", str(spec), "--reason", "launch")
+    assert "endpoint/risk-score created (generation 1)" in applied.stdout
+    for args in (["get", "endpoints", "--json"], ["get", "endpoints"], ["audit", "log", "--json"]):
+        assert run(laptop, *args).stdout == run(server.env, *args).stdout, args
+    [event] = json.loads(run(laptop, "audit", "log", "--action", "endpoint.apply", "--json").stdout)
+    assert (event["actor"], event["reason"]) == ("dana", "launch")
+
+    # the same errors and exit codes as a local command
+    missing = run(laptop, "get", "endpoints", "nope", code=6)
+    assert "Endpoint/nope not found" in missing.stderr
+    assert run(server.env, "get", "endpoints", "nope", code=6).stderr == missing.stderr
+    # commands the API does not serve refuse, rather than read the laptop's own database
+    refused = run(laptop, "versions", "fraud", code=1)
+    assert "logout" in refused.stderr
+
+    run(laptop, "login", server.url, "--token", server.reader)
+    forbidden = run(laptop, "delete", "endpoint", "risk-score", code=11)
+    assert "'deploy' scope" in forbidden.stderr
+    run(laptop, "login", server.url, "--token", server.deployer)
+    assert "deleted" in run(laptop, "delete", "endpoint", "risk-score").stdout
+
+    run(laptop, "logout")
+    assert not remote_file.exists()
+    assert json.loads(run(laptop, "get", "endpoints", "--json").stdout) == []
+
+
+def test_a_bad_token_is_refused_at_login(server: Server, tmp_path: Path) -> None:
+    laptop = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "laptop")}
+    done = run(laptop, "login", server.url, "--token", "mp_0123456789abcdef_" + "x" * 43, code=10)
+    assert "not valid" in done.stderr
+    assert not (tmp_path / "laptop" / "remote.json").exists()
