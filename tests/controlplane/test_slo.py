@@ -142,15 +142,40 @@ def test_intervals_are_deltas_and_the_report_sums_them(engine: Engine) -> None:
     assert stored.status == report
 
 
-def test_a_fast_burn_fires_the_page_alerts(engine: Engine) -> None:
+def test_a_fast_burn_fires_each_alert_once_its_windows_hold_enough(engine: Engine) -> None:
     clock, serving = FakeClock(START), FakeServing()
     recorder = SloRecorder(engine, serving, clock=clock)
     serving.serve(ok=800, failed=200)  # 20 % errors against a 1 % budget: 20x
     clock.advance(10)
-    availability = record(recorder)[ENDPOINT]["availability"]
-    assert availability["firing"] == ["page-1h", "page-6h", "ticket-72h"]
+    first = record(recorder)[ENDPOINT]
+    # ten seconds of data: burning fast, but no window is judged on that
+    assert first["availability"]["firing"] == []
+    assert first["availability"]["not_judged"] == ["page-1h", "page-6h", "ticket-72h"]
+    assert (first["data_span_s"], first["min_requests"]) == (10.0, 100)
+    seen = {}
+    for _ in range(6 * 6):  # six hours of 10-minute intervals
+        serving.serve(ok=800, failed=200)
+        clock.advance(600)
+        availability = record(recorder)[ENDPOINT]["availability"]
+        seen.setdefault(tuple(availability["firing"]), clock.wall() - START)
+    assert list(seen) == [("page-1h",), ("page-1h", "page-6h"),
+                          ("page-1h", "page-6h", "ticket-72h")]  # fmt: skip
+    assert seen[("page-1h", "page-6h")] >= 1800  # the short window of the 6-hour pair
+    assert seen[("page-1h", "page-6h", "ticket-72h")] >= 6 * HOUR_S
     assert availability["severity"] == "page"
     assert availability["remaining"] < 0
+
+
+def test_too_few_requests_fire_nothing(engine: Engine) -> None:
+    clock, serving = FakeClock(START), FakeServing()
+    recorder = SloRecorder(engine, serving, clock=clock, min_requests=50)
+    for _ in range(6):  # an hour with a request or two every 10 minutes, half failing
+        serving.serve(ok=4, failed=4)
+        clock.advance(600)
+        report = record(recorder)[ENDPOINT]["availability"]
+    assert report["burn_rates"]["1h"] == pytest.approx(50.0)
+    assert report["firing"] == []
+    assert report["not_judged"] == ["page-1h", "page-6h", "ticket-72h"]
 
 
 def test_the_budget_survives_a_restart_of_recorder_and_counters(engine: Engine) -> None:

@@ -13,6 +13,7 @@ from modelplane.core.slo import (
     DAY_S,
     DEFAULT_ALERTS,
     HOUR_S,
+    MIN_REQUESTS,
     BurnAlert,
     Counts,
     Severity,
@@ -153,7 +154,9 @@ def test_a_report_from_summed_windows_is_the_report_from_the_series(
 ) -> None:
     window_s = 28 * DAY_S
     totals = _totals(series, {window_s, *alert_windows()})
-    assert report_from_totals(totals, OBJECTIVE, window_s) == slo_report(
+    ends = [c.at for c in series if c.at <= NOW]
+    span = NOW - min(ends) if ends else 0.0
+    assert report_from_totals(totals, OBJECTIVE, window_s, data_span_s=span) == slo_report(
         series, OBJECTIVE, NOW, window_s
     )
 
@@ -161,9 +164,49 @@ def test_a_report_from_summed_windows_is_the_report_from_the_series(
 def test_both_objectives_from_summed_windows() -> None:
     slo = SLO(availability=0.999, latency_quantile=0.99, window_days=28)
     totals = _totals(series(), {28 * DAY_S, *alert_windows()})
-    reports = reports_from_totals(totals, totals, slo)
+    # the series reaches 40 days back, as slo_report sees it
+    reports = reports_from_totals(totals, totals, slo, data_span_s=40 * DAY_S)
     assert reports["availability"] == slo_report(series(), 0.999, NOW, 28 * DAY_S)
     assert reports["latency"] == slo_report(series(), 0.99, NOW, 28 * DAY_S)
     assert alert_windows() == (300.0, 1800.0, HOUR_S, 6 * HOUR_S, 3 * DAY_S)
     with pytest.raises(ValueError, match="objective"):
         report_from_totals(totals, 0.0, 28 * DAY_S)
+
+
+# Ten minutes after a start: a burn rate far above every factor, judged or not by the data.
+_PAGE = BurnAlert(Severity.PAGE, HOUR_S, 300.0, 14.4)
+_TICKET = BurnAlert(Severity.TICKET, 3 * DAY_S, 6 * HOUR_S, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("alert", "requests", "span_s", "min_requests", "fires"),
+    [
+        (_PAGE, 99, 600.0, MIN_REQUESTS, False),  # too few requests in the long window
+        (_PAGE, 100, 600.0, MIN_REQUESTS, True),  # enough, spanning the short window
+        (_PAGE, 100, 299.0, MIN_REQUESTS, False),  # the data does not reach 5 minutes back
+        (_TICKET, 10_000, 600.0, MIN_REQUESTS, False),  # nor 6 hours back: no ticket yet
+        (_TICKET, 10_000, 6 * HOUR_S, MIN_REQUESTS, True),
+        (_PAGE, 20, 600.0, 10, True),  # the minimum is configurable
+    ],
+)
+def test_an_alert_fires_only_once_its_windows_hold_enough(
+    alert: BurnAlert, requests: int, span_s: float, min_requests: int, fires: bool
+) -> None:
+    bad = requests // 2  # 50 % errors: a burn rate of 500 against a 0.1 % budget
+    inside = (requests - bad, requests)
+    totals = dict.fromkeys({28 * DAY_S, alert.long_s, alert.short_s}, inside)
+    report = report_from_totals(totals, OBJECTIVE, 28 * DAY_S, (alert,), data_span_s=span_s,
+                                min_requests=min_requests)  # fmt: skip
+    state = report.alerts[0]
+    assert state.long_burn > alert.factor
+    assert state.short_burn > alert.factor
+    assert state.firing is fires
+    assert report.not_judged == (() if fires else (alert,))
+
+
+def test_a_series_minutes_old_fires_no_ticket() -> None:
+    # what status showed minutes after start: "latency ... FIRING ticket-72h"
+    young = [Counts(NOW - m * 60, 50, 100) for m in range(10)]
+    report = slo_report(young, OBJECTIVE, NOW, 28 * DAY_S)
+    assert [a.name for a in report.firing] == ["page-1h"]  # 5 min of data, 1 000 requests
+    assert [a.name for a in report.not_judged] == ["page-6h", "ticket-72h"]

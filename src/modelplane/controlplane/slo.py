@@ -13,10 +13,12 @@ Every ``interval_s`` (and once more when it stops) the recorder inside ``modelpl
 3. appends the interval to ``slo_intervals`` (skipped when nothing was served). Now and
    then it merges intervals older than :data:`FINE_S` into hourly rows, so the long windows
    sum a few hundred rows per endpoint, and drops rows no window needs any more;
-4. sums every window in one aggregate query (``SUM(CASE WHEN at > now - w ...)``) and
-   writes each endpoint's report (:func:`report_document`) as the status of an
-   ``SLOReport`` resource named after it, which ``modelplane status`` reads with the
-   endpoints. The budget so survives restarts: only the counters are in memory.
+4. sums every window in one aggregate query (``SUM(CASE WHEN at > now - w ...)``, and
+   ``MIN(at - span_s)``: how far back the data reaches, so an alert fires only once its
+   windows hold enough, see :mod:`modelplane.core.slo`) and writes each endpoint's
+   report (:func:`report_document`) as the status of an ``SLOReport`` resource named
+   after it, which ``modelplane status`` reads with the endpoints. The budget so
+   survives restarts: only the counters are in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from modelplane.core.slo import (
     DAY_S,
     DEFAULT_ALERTS,
     HOUR_S,
+    MIN_REQUESTS,
     BurnAlert,
     SLOReport,
     alert_windows,
@@ -143,12 +146,21 @@ def window_label(window_s: float) -> str:
     return f"{window_s:g}s"
 
 
-def report_document(reports: Mapping[str, SLOReport], slo: SLO, now: float) -> dict[str, Any]:
+def report_document(
+    reports: Mapping[str, SLOReport],
+    slo: SLO,
+    now: float,
+    *,
+    data_span_s: float | None = None,
+    min_requests: int = MIN_REQUESTS,
+) -> dict[str, Any]:
     """The JSON ``status`` shows: per objective its budget left over the SLO window, burn
-    rates by window and the alerts firing."""
+    rates by window, the alerts firing and those without enough data to judge yet."""
     return {
         "at": now,
         "window_days": slo.window_days,
+        "data_span_s": None if data_span_s is None else round(data_span_s, 3),
+        "min_requests": min_requests,
         "availability": _objective(reports["availability"]),
         "latency": {**_objective(reports["latency"]), "threshold_ms": slo.latency_ms},
     }
@@ -164,6 +176,7 @@ def _objective(report: SLOReport) -> dict[str, Any]:
         "remaining": round(spent.remaining, 6),
         "burn_rates": {window_label(w): round(rate, 4) for w, rate in report.burn_rates},
         "firing": [alert.name for alert in report.firing],
+        "not_judged": [alert.name for alert in report.not_judged],
         "severity": None if report.severity is None else report.severity.value,
     }
 
@@ -180,8 +193,10 @@ class SloRecorder:
         interval_s: float = 10.0,
         compact_every_s: float = 600.0,
         alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+        min_requests: int = MIN_REQUESTS,
     ) -> None:
         self.engine = engine
+        self.min_requests = min_requests
         self.evidence = evidence
         self.interval_s = interval_s
         self.compact_every_s = compact_every_s
@@ -264,12 +279,18 @@ class SloRecorder:
             sums = _window_sums(session, list(slos), windows, now)
         documents: dict[str, dict[str, Any]] = {}
         for name, slo in slos.items():
-            found = sums.get(name, {})
+            found, since = sums.get(name, ({}, None))
             empty = Tally()
             availability = {w: _pair(found.get(w, empty), 0) for w in windows}
             latency = {w: _pair(found.get(w, empty), 2) for w in windows}
-            reports = reports_from_totals(availability, latency, slo, self.alerts)
-            documents[name] = report_document(reports, slo, now)
+            span = 0.0 if since is None else now - since
+            least = self.min_requests
+            reports = reports_from_totals(
+                availability, latency, slo, self.alerts, data_span_s=span, min_requests=least
+            )
+            documents[name] = report_document(
+                reports, slo, now, data_span_s=span, min_requests=least
+            )
         self._write_reports(documents, now)
         return documents
 
@@ -302,15 +323,17 @@ def _pair(tally: Tally, offset: int) -> tuple[int, int]:
 
 def _window_sums(
     session: Session, endpoints: Sequence[str], windows: Sequence[float], now: float
-) -> dict[str, dict[float, Tally]]:
-    """Each endpoint's counts over each window, in one aggregate query."""
+) -> dict[str, tuple[dict[float, Tally], float | None]]:
+    """Each endpoint's counts over each window, and when its earliest interval inside the
+    longest window began, in one aggregate query."""
     columns = [
         func.coalesce(func.sum(case((_TABLE.c.at > now - w, _TABLE.c[name]), else_=0)), 0)
         for w in windows
         for name in _COUNTS
     ]
+    since = func.min(_TABLE.c.at - _TABLE.c.span_s)
     query = (
-        select(_TABLE.c.endpoint, *columns)
+        select(_TABLE.c.endpoint, since, *columns)
         .where(
             _TABLE.c.endpoint.in_(list(endpoints)),
             _TABLE.c.at > now - max(windows),
@@ -318,13 +341,12 @@ def _window_sums(
         )
         .group_by(_TABLE.c.endpoint)
     )
-    sums: dict[str, dict[float, Tally]] = {}
+    sums: dict[str, tuple[dict[float, Tally], float | None]] = {}
     width = len(_COUNTS)
-    for endpoint, *values in session.execute(query):
+    for endpoint, began, *values in session.execute(query):
         counts = [int(v) for v in values]
-        sums[endpoint] = {
-            w: Tally(*counts[i * width : (i + 1) * width]) for i, w in enumerate(windows)
-        }
+        tallies = {w: Tally(*counts[i * width : (i + 1) * width]) for i, w in enumerate(windows)}
+        sums[endpoint] = (tallies, None if began is None else float(began))
     return sums
 
 

@@ -10,10 +10,15 @@ Series are counts per interval ``(at, good, total)``, ``at`` the interval's end;
 ``w`` seconds at ``now`` holds the intervals with ``now - w < at <= now``. Latency objectives
 count a request as good when it falls in a histogram bucket whose upper bound is at most the
 SLO's ``latency_ms`` (give the histogram a bound there, or the count is conservative).
+
+An alert judges only once its windows hold enough to judge: at least ``min_requests`` in the
+long window, and data reaching back at least the short window. Minutes after a start, one
+slow request among ten would otherwise read as a budget burning a hundred times too fast.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +30,7 @@ __all__ = [
     "DAY_S",
     "DEFAULT_ALERTS",
     "HOUR_S",
+    "MIN_REQUESTS",
     "Budget",
     "BurnAlert",
     "Counts",
@@ -43,6 +49,8 @@ __all__ = [
 
 HOUR_S = 3600.0
 DAY_S = 24 * HOUR_S
+MIN_REQUESTS = 100
+"""Requests an alert's long window must hold before the alert may fire."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +121,26 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class FiringState:
+    """An alert's standing: its windows' burn rates, and whether they hold enough to judge."""
+
     alert: BurnAlert
     long_burn: float
     short_burn: float
+    long_requests: int = MIN_REQUESTS
+    """Requests in the long window."""
+    data_span_s: float = math.inf
+    """How far back the recorded data reaches from ``now``."""
+    min_requests: int = MIN_REQUESTS
+
+    @property
+    def judged(self) -> bool:
+        """Enough data: ``min_requests`` in the long window, spanning the short window."""
+        return self.long_requests >= self.min_requests and self.data_span_s >= self.alert.short_s
 
     @property
     def firing(self) -> bool:
-        return self.long_burn > self.alert.factor and self.short_burn > self.alert.factor
+        burning = self.long_burn > self.alert.factor and self.short_burn > self.alert.factor
+        return burning and self.judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +156,11 @@ class SLOReport:
     @property
     def firing(self) -> tuple[BurnAlert, ...]:
         return tuple(a.alert for a in self.alerts if a.firing)
+
+    @property
+    def not_judged(self) -> tuple[BurnAlert, ...]:
+        """Alerts whose windows do not hold enough data yet to fire."""
+        return tuple(a.alert for a in self.alerts if not a.judged)
 
     @property
     def severity(self) -> Severity | None:
@@ -172,13 +198,22 @@ def report_from_totals(
     objective: float,
     window_s: float,
     alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+    *,
+    data_span_s: float = math.inf,
+    min_requests: int = MIN_REQUESTS,
 ) -> SLOReport:
     """:func:`slo_report` from counts already summed per window (what one database
-    aggregate returns); ``totals`` holds ``window_s`` and every window of ``alerts``."""
+    aggregate returns); ``totals`` holds ``window_s`` and every window of ``alerts``;
+    ``data_span_s`` is how far back the data reaches (from its earliest interval's start)."""
     if not 0.0 < objective < 1.0:
         raise ValueError("an objective is a share in (0, 1)")
     rates = {w: Budget(objective, *totals[w]).burn_rate for w in alert_windows(alerts)}
-    states = tuple(FiringState(a, rates[a.long_s], rates[a.short_s]) for a in alerts)
+    states = tuple(
+        FiringState(
+            a, rates[a.long_s], rates[a.short_s], totals[a.long_s][1], data_span_s, min_requests
+        )
+        for a in alerts
+    )
     return SLOReport(
         budget=Budget(objective, *totals[window_s]),
         window_s=window_s,
@@ -193,13 +228,20 @@ def slo_report(
     now: float,
     window_s: float,
     alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+    *,
+    min_requests: int = MIN_REQUESTS,
 ) -> SLOReport:
-    """Budget left over the SLO window, burn rates, and which alerts fire."""
+    """Budget left over the SLO window, burn rates, and which alerts fire. Counts carry
+    only their interval's end, so the data is taken to reach back to the earliest end."""
     totals: dict[float, tuple[int, int]] = {}
     for w in {window_s, *alert_windows(alerts)}:
         inside = budget(series, objective, now, w)
         totals[w] = (inside.good, inside.total)
-    return report_from_totals(totals, objective, window_s, alerts)
+    ends = [c.at for c in series if c.at <= now]
+    span = now - min(ends) if ends else 0.0
+    return report_from_totals(
+        totals, objective, window_s, alerts, data_span_s=span, min_requests=min_requests
+    )
 
 
 def slo_reports(
@@ -223,11 +265,19 @@ def reports_from_totals(
     latency: Totals,
     slo: SLO,
     alerts: Sequence[BurnAlert] = DEFAULT_ALERTS,
+    *,
+    data_span_s: float = math.inf,
+    min_requests: int = MIN_REQUESTS,
 ) -> dict[str, SLOReport]:
     """:func:`slo_reports` from counts summed per window (see :func:`report_from_totals`);
     both hold ``slo.window_days`` in seconds and every window of ``alerts``."""
     window_s = slo.window_days * DAY_S
     return {
-        "availability": report_from_totals(availability, slo.availability, window_s, alerts),
-        "latency": report_from_totals(latency, slo.latency_quantile, window_s, alerts),
+        objective: report_from_totals(
+            totals, share, window_s, alerts, data_span_s=data_span_s, min_requests=min_requests
+        )
+        for objective, totals, share in (
+            ("availability", availability, slo.availability),
+            ("latency", latency, slo.latency_quantile),
+        )
     }
