@@ -136,6 +136,11 @@ def test_up_keeps_an_admin_token_and_the_api_needs_one(tmp_path: Path) -> None:
             )
             assert taken.status_code == 403
             assert taken.json()["error"]["code"] == "forbidden"
+        # on the server's machine, login takes the token up keeps: no token to type
+        assert "as alice (team local" in run(env, "login", api).stdout
+        [served] = json.loads(run(env, "get", "endpoints", "--json").stdout)
+        assert served["name"] == "risk-score"
+        run(env, "logout")
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)

@@ -179,7 +179,8 @@ def login(
     token: Annotated[
         str | None,
         typer.Option(
-            envvar="MODELPLANE_TOKEN", help="API token (default: $MODELPLANE_TOKEN, or ask)."
+            envvar="MODELPLANE_TOKEN",
+            help="API token (default: $MODELPLANE_TOKEN, the token 'up' keeps here, or ask).",
         ),
     ] = None,
 ) -> None:
@@ -191,7 +192,8 @@ def login(
     if not url.startswith(("http://", "https://")):
         raise ModelplaneError(f"'{url}' is not an http(s) URL")
     if token is None:
-        token = typer.prompt("token", hide_input=True)
+        # On the server's own machine, the admin token that ``up`` keeps will do.
+        token = cli.token or typer.prompt("token", hide_input=True)
     with Remote(RemoteConfig(url, token)) as remote:
         who = remote.whoami()
     # The file holds a secret: written 0600 like the local admin token.
