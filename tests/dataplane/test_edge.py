@@ -25,7 +25,11 @@ pytestmark = pytest.mark.timeout(180)
 
 PLATFORM_ROWS = 8
 EDGE = EdgeConfig(
-    header_timeout_s=60.0, max_connections=50, keep_alive_requests=3, max_rows=PLATFORM_ROWS
+    header_timeout_s=60.0,
+    max_connections=50,
+    keep_alive_requests=3,
+    max_rows=PLATFORM_ROWS,
+    offload_idle_s=0.5,
 )
 """Deadlines long enough never to be what closes a socket in these tests."""
 STRICT = EdgeConfig(header_timeout_s=0.5, body_timeout_s=0.5)
@@ -251,8 +255,14 @@ def test_another_endpoint_answers_while_a_large_body_decodes(server: ServerThrea
         assert small_sock.recv(65536).startswith(b"HTTP/1.1 200")
         # the big one was decoded in full, away from the loop, then refused for its rows
         assert big_sock.recv(65536).startswith(b"HTTP/1.1 413")
-    assert server.gateway.bodies.offloaded == before + 1
-    assert server.gateway.bodies.in_flight == 0
+    bodies = server.gateway.bodies
+    assert bodies.offloaded == before + 1
+    assert bodies.in_flight == 0
+    # once no large body comes, the helpers stop and what they held goes with them
+    deadline = time.monotonic() + 20.0
+    while bodies.helpers_running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not bodies.helpers_running
 
 
 def _bodies_received(server: ServerThread) -> int:

@@ -74,9 +74,12 @@ class EdgeConfig:
     max_large_bodies: int = 2
     """Large bodies read and decoded at once; others wait unread (TCP pushes back on their
     clients), which bounds the memory a burst of large requests can take."""
+    offload_idle_s: float = 5.0
+    """Decode helpers are stopped after this long without a large body, and what they hold
+    with them; the next large body starts them again (tens of milliseconds)."""
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout_s", "body_timeout_s", "drain_timeout_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "drain_timeout_s", "offload_idle_s"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"EdgeConfig.{name} must be a positive number, got {value!r}")

@@ -10,7 +10,8 @@ At most ``EdgeConfig.max_large_bodies`` large bodies are read and decoded at onc
 wait before their first byte is read, so TCP pushes back on their clients instead of the
 gateway buffering them all. When the last large body of a burst is done, freed memory is
 handed back to the OS (:func:`~modelplane.dataplane.edge.trim_memory`); helpers do the same
-after each decode and are replaced after a number of them.
+after each decode, and are stopped once no large body has come for a few seconds (what
+Python's allocator keeps of a decode's objects goes with them).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class LargeBodies:
         """Large bodies being read or decoded now."""
         self.offloaded = 0
         """Large bodies decoded in a helper since start (a counter, for tests and metrics)."""
+        self._last_done = 0.0
 
     def large(self, content_length: int | None) -> bool:
         return content_length is not None and content_length >= self.edge.offload_bytes
@@ -105,8 +107,11 @@ class LargeBodies:
             finally:
                 self.in_flight -= 1
                 if self.in_flight == 0:
+                    loop = asyncio.get_running_loop()
                     # after this task's frames (and the body they hold) are gone
-                    asyncio.get_running_loop().call_soon(_trim_if_idle, self)
+                    loop.call_soon(_trim_if_idle, self)
+                    self._last_done = loop.time()
+                    loop.call_later(self.edge.offload_idle_s, self._stop_idle_helpers)
 
     async def _offload(self, decode: Callable[[bytes], T], body: bytes) -> T:
         loop = asyncio.get_running_loop()
@@ -128,6 +133,17 @@ class LargeBodies:
                 max_tasks_per_child=_DECODES_PER_HELPER,
             )
         return self._executor
+
+    def _stop_idle_helpers(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle_s = loop.time() - self._last_done
+        if self.in_flight == 0 and idle_s >= self.edge.offload_idle_s * 0.99:
+            self._drop_pool()
+
+    @property
+    def helpers_running(self) -> bool:
+        """Whether decode helpers are up (or would be reused by the next large body)."""
+        return self._executor is not None
 
     def _drop_pool(self) -> None:
         executor, self._executor = self._executor, None
