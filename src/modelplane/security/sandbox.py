@@ -313,13 +313,21 @@ def _wipe_original_block() -> None:
 
 
 def _code_paths(policy: SandboxPolicy) -> list[str]:
-    """What the worker must read: the package, the Python installation and ``sys.path``."""
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  *sys.path, *policy.read_paths]  # fmt: skip
+    """What the worker must read: the package, the Python installation and ``sys.path``.
+
+    Not the working folder, which ``sys.path`` holds when the server was started with
+    ``python -m`` (a home folder, say), unless the installation itself is there.
+    """
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    cwd = os.path.realpath(os.getcwd())
+    inside = any(_under(os.path.realpath(p), cwd) for p in prefixes)
+    candidates = [*prefixes, *sys.path, *policy.read_paths]
     if policy.package_dir:
         candidates.append(policy.package_dir)
     found: list[str] = []
     for candidate in candidates:
+        if candidate in sys.path and os.path.realpath(candidate) == cwd and not inside:
+            continue
         if candidate and os.path.exists(candidate):
             real = os.path.realpath(candidate)
             if real not in found:
@@ -350,9 +358,11 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _private_view(policy: SandboxPolicy, uid: int, gid: int, home: str | None) -> str:
+def _private_view(
+    policy: SandboxPolicy, code: list[str], uid: int, gid: int, home: str | None
+) -> str:
     """A mount namespace where only what the worker needs is visible; returns its tmp."""
-    needed = _outermost(_code_paths(policy))
+    needed = _outermost(code)
     _check(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     try:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
@@ -449,7 +459,9 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
 
 
-def _landlock(policy: SandboxPolicy, abi: int, tmp_dir: str, private_shm: bool) -> None:
+def _landlock(
+    policy: SandboxPolicy, code: list[str], abi: int, tmp_dir: str, private_shm: bool
+) -> None:
     handled_fs = _FS_BY_ABI[max(k for k in _FS_BY_ABI if k <= abi)]
     handled_net = _NET_TCP if abi >= 4 and not policy.network else 0
     scoped = _SCOPES if abi >= 6 else 0
@@ -458,7 +470,7 @@ def _landlock(policy: SandboxPolicy, abi: int, tmp_dir: str, private_shm: bool) 
     buffer = ctypes.create_string_buffer(attr, len(attr))
     ruleset = _check(_syscall(_NR_LANDLOCK_CREATE, buffer, ctypes.c_size_t(size), 0), "landlock")
     try:
-        rules = [(p, _FS_READ) for p in (*_code_paths(policy), *_SYSTEM_READ)]
+        rules = [(p, _FS_READ) for p in (*code, *_SYSTEM_READ)]
         rules += [(tmp_dir, handled_fs), ("/dev/null", handled_fs)]
         rules += [("/dev/shm", handled_fs)] if private_shm else []
         rules += [(p, _FS_READ) for p in _NETWORK_READ] if policy.network else []
@@ -561,7 +573,8 @@ def apply_sandbox(policy: SandboxPolicy) -> SandboxReport:
         applied.append(feature)
         return result
 
-    tmp_dir = step(Feature.MOUNT_NS, lambda: _private_view(policy, uid, gid, home))
+    code = _code_paths(policy)
+    tmp_dir = step(Feature.MOUNT_NS, lambda: _private_view(policy, code, uid, gid, home))
     if not isinstance(tmp_dir, str):
         tmp_dir = _own_tmp()
     os.chdir(tmp_dir)
@@ -573,7 +586,7 @@ def apply_sandbox(policy: SandboxPolicy) -> SandboxReport:
     step(Feature.UID, lambda: _drop_user(uid, gid))
     step(Feature.NO_NEW_PRIVS, lambda: _check(_LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "nnp"))
     shm = Feature.MOUNT_NS in applied
-    step(Feature.LANDLOCK, lambda: _landlock(policy, caps.landlock_abi, tmp_dir, shm))
+    step(Feature.LANDLOCK, lambda: _landlock(policy, code, caps.landlock_abi, tmp_dir, shm))
     step(Feature.SECCOMP, lambda: _seccomp(policy.network))
     report = SandboxReport(tuple(applied), missing, os.getuid(), tmp_dir, caps.landlock_abi)
     lacking = sorted(f.value for f in policy.required if f not in applied)
