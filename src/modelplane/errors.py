@@ -7,7 +7,8 @@ but not modelplane.
 
     ModelplaneError
     ├── InvalidSpec (ValueError)            code=invalid_spec
-    │   └── ContractViolation               code=contract_violation
+    │   ├── ContractViolation               code=contract_violation
+    │   └── MalformedRequest                code=malformed_request
     ├── Incompatible (ValueError)           code=incompatible
     ├── IntegrityError (ValueError)         code=integrity_error
     ├── UnsafeFormat (PermissionError)      code=unsafe_format
@@ -17,6 +18,7 @@ but not modelplane.
     ├── Unauthorized (PermissionError)      code=unauthorized
     ├── Forbidden (PermissionError)         code=forbidden
     ├── Overloaded                          code=overloaded
+    ├── NotReady                            code=not_ready
     ├── PayloadTooLarge (ValueError)        code=payload_too_large
     ├── DeadlineExceeded (TimeoutError)     code=deadline_exceeded
     ├── WorkerFailed                        code=worker_failed
@@ -39,6 +41,7 @@ __all__ = [
     "Incompatible",
     "IntegrityError",
     "InvalidSpec",
+    "MalformedRequest",
     "MissingExtra",
     "ModelplaneError",
     "NotFound",
@@ -55,6 +58,7 @@ __all__ = [
 HTTP_STATUS: dict[str, int] = {
     "invalid_spec": 400,
     "contract_violation": 400,
+    "malformed_request": 400,
     "incompatible": 400,
     "integrity_error": 400,
     "unsafe_format": 400,
@@ -119,6 +123,13 @@ class ContractViolation(InvalidSpec):
     """A request or a model output broke the endpoint's contract."""
 
     code = "contract_violation"
+
+
+class MalformedRequest(InvalidSpec):
+    """The request body could not be parsed at all (not JSON, truncated): no contract was
+    even consulted."""
+
+    code = "malformed_request"
 
 
 class Incompatible(ModelplaneError, ValueError):

@@ -223,3 +223,34 @@ def test_a_request_without_rows_is_400(client: httpx.Client) -> None:
     response = client.post("/v2/models/lr/infer", content=body)
     assert response.status_code == 400
     assert "at least one row" in response.json()["error"]
+
+
+def test_a_body_that_is_not_json_is_malformed_not_a_contract_violation(
+    client: httpx.Client,
+) -> None:
+    for path in ("/v1/endpoints/echo:predict", "/v2/models/echo/infer"):
+        response = client.post(path, content=b'{"instances": [')
+        assert response.status_code == 400
+        error = response.json()["error"]
+        code = error["code"] if isinstance(error, dict) else None
+        message = error["message"] if isinstance(error, dict) else error
+        assert code in ("malformed_request", None), path
+        assert "not valid JSON" in message, path
+
+
+def test_v2_datatype_other_than_the_contracts_is_refused(client: httpx.Client) -> None:
+    inputs = kit.echo_inputs(1)
+    inputs["n"] = inputs["n"].astype(np.float64)  # the contract takes INT64
+    body, headers = infer_body(inputs)
+    response = client.post("/v2/models/echo/infer", content=body, headers=headers)
+    assert response.status_code == 400
+    assert "inputs.n.datatype: FP64 sent, the contract takes INT64" in response.json()["error"]
+
+
+def test_v2_tensor_problems_are_in_the_message(client: httpx.Client) -> None:
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}'
+    response = client.post("/v2/models/echo/infer", content=body)
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "inputs[0] 'x': " in message
+    assert "3" in message.split("inputs[0] 'x': ", 1)[1]

@@ -45,7 +45,8 @@ from modelplane.dataplane._v2_wire import (
     numpy_dtype,
     v2_datatype,
 )
-from modelplane.errors import InvalidSpec
+from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest
+from modelplane.spec.fields import FieldSpec
 
 __all__ = [
     "HEADER_LENGTH",
@@ -53,6 +54,7 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
+    "check_datatypes",
     "decode_request",
     "decode_response",
     "element_type",
@@ -164,9 +166,14 @@ def _decode_json(
     head = view if header_length is None else view[:header_length]
     try:
         return decoder.decode(head), view
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
         raise InvalidSpec(
-            f"malformed {what}: {exc}", details=[{"field": "body", "problem": str(exc)}]
+            f"invalid {what}: {exc}", details=[{"field": "body", "problem": str(exc)}]
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(
+            f"malformed {what}: not valid JSON: {exc}",
+            details=[{"field": "body", "problem": str(exc)}],
         ) from None
 
 
@@ -196,8 +203,8 @@ def _decode_tensors(
         extra = len(view) - offset
         problems.append({"field": "body", "problem": f"{extra} bytes after the last tensor"})
     if problems:
-        names = ", ".join(p["field"] for p in problems)
-        raise InvalidSpec(f"invalid tensors: {names}", details=problems)
+        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise InvalidSpec(f"invalid tensors: {listed}", details=problems)
     return arrays
 
 
@@ -416,3 +423,23 @@ def _assemble(header: bytes, chunks: list[bytes]) -> EncodedBody:
     if not chunks:
         return EncodedBody(header)
     return EncodedBody(b"".join([header, *chunks]), header_length=len(header))
+
+
+def check_datatypes(fields: Sequence[FieldSpec], inputs: Mapping[str, Array]) -> None:
+    """Refuse tensors whose declared datatype differs from the contract's input, as Triton
+    does: a caller who names ``INT64`` for an ``FP64`` input has a bug worth hearing about,
+    not a silent cast. Text tensors (``BYTES``) are checked by the contract itself."""
+    problems: list[dict[str, str]] = []
+    for spec in fields:
+        array = inputs.get(spec.name)
+        if array is None or array.dtype.kind in "OUS" or spec.dtype.v2 == "BYTES":
+            continue
+        sent = v2_datatype(array.dtype)
+        if sent != spec.dtype.v2:
+            problems.append(
+                {"field": f"inputs.{spec.name}.datatype",
+                 "problem": f"{sent} sent, the contract takes {spec.dtype.v2}"}
+            )  # fmt: skip
+    if problems:
+        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise ContractViolation(f"wrong datatypes: {listed}", details=problems)

@@ -23,7 +23,6 @@ import asyncio
 import functools
 import itertools
 import logging
-import multiprocessing
 import os
 import random
 import time
@@ -35,7 +34,7 @@ import msgspec
 
 from modelplane import __version__
 from modelplane.core.circuit import BreakerConfig
-from modelplane.dataplane.codec_v2 import InferResponse, encode_response
+from modelplane.dataplane.codec_v2 import InferResponse, check_datatypes, encode_response
 from modelplane.dataplane.edge import EdgeConfig
 from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
@@ -65,9 +64,9 @@ from modelplane.dataplane.http import (
 from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics, ShadowReading
 from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
-from modelplane.dataplane.pool import PoolConfig
+from modelplane.dataplane.pool import PoolConfig, forkserver
 from modelplane.dataplane.records import encode_predictions
-from modelplane.errors import ContractViolation, InvalidSpec, ModelplaneError
+from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
 from modelplane.security.auth import Authenticator
@@ -99,8 +98,15 @@ _WORKER_PRELOAD = (
     "modelplane.dataplane.pool.worker",
     "modelplane.dataplane.loader",
 )
-# Engines cheap and safe to import before forking (no threads at import).
-_ENGINE_PRELOAD = {"onnx": "onnxruntime"}
+# What a runtime's workers import, imported once by the forkserver instead (the warm
+# template; see modelplane.dataplane.pool.forkserver). The threads these imports start are
+# fork-aware (BLAS pools, jemalloc; see pool.warm_sklearn); torch's are not, so it is left out.
+_ENGINE_PRELOAD: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxruntime", "modelplane.runtime.onnx"),
+    "sklearn": ("modelplane.dataplane.pool.warm_sklearn", "modelplane.runtime.sklearn"),
+    "xgboost": ("xgboost", "modelplane.runtime.xgboost"),
+    "lightgbm": ("lightgbm", "modelplane.runtime.lightgbm"),
+}
 _V1_ENDPOINTS = "/v1/endpoints/"
 _PREDICT = ":predict"
 
@@ -200,13 +206,15 @@ class Gateway:
 
     def _preload_workers(self, versions: Sequence[ModelVersionRuntime]) -> None:
         """Have the forkserver import what every worker imports (the loader, and the engines
-        of the runtimes served) once, so each worker, and each restart, starts warm."""
+        of the runtimes served) once, so each worker, and each restart, starts warm. Called
+        for every version started, at start and on every put: a runtime new to this gateway
+        gets a fresh forkserver that imports it too."""
         if self.config.pool.start_method != "forkserver":
             return
         modules = [*_WORKER_PRELOAD]
-        runtimes = {v.source.manifest.runtime.value for v in versions}
-        modules += [m for runtime, m in _ENGINE_PRELOAD.items() if runtime in runtimes]
-        multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+        runtimes = sorted({v.source.manifest.runtime.value for v in versions})
+        modules += [m for runtime in runtimes for m in _ENGINE_PRELOAD.get(runtime, ())]
+        forkserver.preload(modules)
 
     def expect(self, names: Collection[str]) -> None:
         """Tell the gateway which endpoints it should serve, before they all run.
@@ -542,6 +550,7 @@ class Gateway:
         decoded = await self.bodies.decode(
             request.content_length, lambda: self._body(receive, request), decode
         )
+        check_datatypes(self.handler.endpoint(name).endpoint.contract.inputs, decoded.inputs)
         timeout_ms = request.timeout_ms
         params = decoded.parameters
         if params and "timeout" in params:
@@ -581,6 +590,8 @@ class Gateway:
                 runtime.records.decode,
                 functools.partial(decode_records, runtime.records.fields),
             )
+        except MalformedRequest:
+            raise  # not JSON at all: no contract was consulted
         except InvalidSpec as exc:
             # the record schema is the contract's: a mistyped field breaks the contract
             raise ContractViolation(exc.message, details=exc.details) from None

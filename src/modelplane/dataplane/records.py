@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelplane.dataplane.codec_v2 import element_type
-from modelplane.errors import InvalidSpec
+from modelplane.errors import InvalidSpec, MalformedRequest
 from modelplane.spec.fields import FieldSpec
 
 __all__ = ["RecordsCodec", "encode_predictions"]
@@ -83,10 +83,15 @@ class RecordsCodec:
         """Columns keyed by field name, one row per instance, typed by the fields' dtypes."""
         try:
             rows = self._decoder.decode(body).instances
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except msgspec.ValidationError as exc:
             raise InvalidSpec(
                 f"invalid records request: {exc}",
                 details=[{"field": _path(exc), "problem": str(exc)}],
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise MalformedRequest(
+                f"the request body is not valid JSON: {exc}",
+                details=[{"field": "body", "problem": str(exc)}],
             ) from None
         columns = zip(*map(self._row_values, rows), strict=True)
         problems: list[dict[str, str]] = []
@@ -97,8 +102,8 @@ class RecordsCodec:
             except ValueError as exc:
                 problems.append({"field": spec.name, "problem": str(exc)})
         if problems:
-            names = ", ".join(p["field"] for p in problems)
-            raise InvalidSpec(f"invalid records request: {names}", details=problems)
+            listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+            raise InvalidSpec(f"invalid records request: {listed}", details=problems)
         return out
 
 
