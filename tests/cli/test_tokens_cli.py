@@ -82,6 +82,11 @@ def test_up_refuses_an_open_non_loopback_address(tmp_path: Path) -> None:
     assert "--insecure" in done.stdout + done.stderr
 
 
+def test_up_checks_the_oidc_issuer(tmp_path: Path) -> None:
+    done = run(home_env(tmp_path), "up", "--oidc-issuer", "not-a-url", code=2)
+    assert "oidc issuer" in done.stdout + done.stderr
+
+
 def _wait_for_token(path: Path, server: subprocess.Popen[str]) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.poll() is None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from modelplane.security.auth import CachedAuthenticator
+    from modelplane.security.oidc import OidcConfig
     from modelplane.security.tokens import TokenStore
 
 __all__ = ["ServerAuth", "app", "is_loopback", "refuse_insecure", "server_auth"]
@@ -159,14 +160,22 @@ def refuse_insecure(host: str, *, auth: bool, insecure: bool) -> None:
 
 
 def server_auth(
-    cli: CliContext, engine: Engine, host: str, *, auth: bool, predict_auth: bool | None
+    cli: CliContext,
+    engine: Engine,
+    host: str,
+    *,
+    auth: bool,
+    predict_auth: bool | None,
+    oidc: OidcConfig | None = None,
 ) -> ServerAuth:
     """The authenticators ``up`` serves with, announcing the choice on every start.
 
     On loopback with the embedded state store, an admin token for the owner is kept in
-    ``MODELPLANE_HOME/token`` (mode 0600), so the first run needs no setup.
+    ``MODELPLANE_HOME/token`` (mode 0600), so the first run needs no setup. With ``oidc``,
+    the issuer's JWTs are accepted beside modelplane's own tokens.
     """
     from modelplane.security.auth import CachedAuthenticator
+    from modelplane.security.oidc import OidcVerifier, either
     from modelplane.security.tokens import TokenStore
 
     if not auth:
@@ -177,13 +186,15 @@ def server_auth(
         )
         return ServerAuth(None, None)
     store = TokenStore(engine)
-    authenticator = CachedAuthenticator(store.verify)
+    issuer = None if oidc is None else OidcVerifier(oidc)
+    authenticator = CachedAuthenticator(either(store.verify, issuer))
     if is_loopback(host) and cli.settings.database_url is None:
         _ensure_local_token(cli, store)
     predict = not is_loopback(host) if predict_auth is None else predict_auth
     console.print(
         "auth     tokens required on the control API"
         + (" and on predictions" if predict else " (predictions on loopback need none)")
+        + ("" if oidc is None else f"; JWTs from {oidc.issuer} accepted")
     )
     return ServerAuth(authenticator, authenticator if predict else None)
 

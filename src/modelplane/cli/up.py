@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from modelplane.controlplane.slo import EndpointCounters
     from modelplane.dataplane.gateway import Gateway
     from modelplane.observe.predlog import PredictionLogConfig
+    from modelplane.security.oidc import OidcConfig
 
 __all__ = ["GatewaySlo", "GatewayTarget", "register", "up"]
 
@@ -173,6 +174,7 @@ async def _run(
     *,
     auth: bool = True,
     predict_auth: bool | None = None,
+    oidc: OidcConfig | None = None,
 ) -> None:
     from modelplane.cli.autoscale import GatewayConcurrency
     from modelplane.cli.tokens import server_auth
@@ -199,7 +201,7 @@ async def _run(
     # One store for both: the API's push writes what the gateway's join reads.
     online_store = open_online_store(settings.resolved_feature_store_url())
     # The audit actor is a token's subject (or, without auth, whoever started the server).
-    guard = server_auth(cli, registry.engine, host, auth=auth, predict_auth=predict_auth)
+    guard = server_auth(cli, registry.engine, host, auth=auth, predict_auth=predict_auth, oidc=oidc)
     gateway = Gateway(
         [],
         sink=PredictionLog(registry.engine, evidence),
@@ -294,18 +296,27 @@ def up(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow --no-auth on a non-loopback address.")
     ] = False,
+    oidc_issuer: Annotated[
+        str | None,
+        typer.Option(envvar="MODELPLANE_OIDC_ISSUER", help="Also accept this issuer's JWTs."),
+    ] = None,
+    oidc_audience: Annotated[
+        str, typer.Option(envvar="MODELPLANE_OIDC_AUDIENCE", help="The JWTs' audience.")
+    ] = "modelplane",
 ) -> None:
     """Run the gateway, the control-plane API and the controllers until SIGTERM."""
     import uvloop
 
     from modelplane.cli.tokens import refuse_insecure
     from modelplane.observe.predlog import PredictionLogConfig
+    from modelplane.security.oidc import OidcConfig
 
     cli: CliContext = ctx.obj
     refuse_insecure(host, auth=auth, insecure=insecure)
     cli.settings.home.mkdir(parents=True, exist_ok=True)
     evidence = PredictionLogConfig(sample_rate=sample_rate, retain_rows=log_retain)
-    run = _run(cli, host, port, api_port, evidence, auth=auth, predict_auth=predict_auth)
+    oidc = None if oidc_issuer is None else OidcConfig(oidc_issuer, oidc_audience)
+    run = _run(cli, host, port, api_port, evidence, auth=auth, predict_auth=predict_auth, oidc=oidc)
     uvloop.run(run)
     console.print("stopped")
 
