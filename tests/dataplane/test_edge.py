@@ -5,11 +5,14 @@ cleanly."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 import httpx
 import msgspec
@@ -18,7 +21,9 @@ from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.edge import EdgeConfig, edge_protocol, server_options
+from modelplane.dataplane.offload import LargeBodies, decode_v2
 from modelplane.dataplane.server import ServerThread
+from modelplane.errors import InvalidSpec
 from modelplane.spec.contract import Contract
 
 pytestmark = pytest.mark.timeout(180)
@@ -296,3 +301,42 @@ def test_shutdown_cuts_a_slow_body_cleanly() -> None:
     assert received.startswith(b"HTTP/1.1 503"), received
     assert b"connection: close" in received
     assert b"500" not in received.split(b"\r\n", 1)[0]
+
+
+# ---------------------------------------------------------------- decode helpers
+
+
+def test_a_bad_large_body_fails_with_its_own_error_from_the_helper() -> None:
+    async def scenario() -> None:
+        bodies = LargeBodies(EdgeConfig(offload_bytes=16), "spawn")
+        body = b'{"inputs": [' + b" " * 64
+
+        async def read() -> bytes:
+            return body
+
+        try:
+            with pytest.raises(InvalidSpec):
+                await bodies.decode(len(body), read, functools.partial(decode_v2, None))
+            assert bodies.helpers_running  # a bad body says nothing about the helpers
+        finally:
+            bodies.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_large_body_is_decoded_in_place_when_the_helpers_are_gone() -> None:
+    async def scenario() -> None:
+        bodies = LargeBodies(EdgeConfig(offload_bytes=16), "spawn")
+        gone = ProcessPoolExecutor(1)
+        gone.shutdown()
+        bodies._executor = gone  # as after the forkserver died
+        body = encode_request(kit.echo_inputs(3)).body
+
+        async def read() -> bytes:
+            return body
+
+        decoded = await bodies.decode(len(body), read, functools.partial(decode_v2, None))
+        assert decoded.inputs["x"].shape == (3, 4)
+        assert not bodies.helpers_running  # dropped: the next large body starts fresh ones
+
+    asyncio.run(scenario())

@@ -21,12 +21,12 @@ import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from modelplane.dataplane.codec_v2 import InferRequest, decode_request
 from modelplane.dataplane.edge import EdgeConfig, trim_memory
 from modelplane.dataplane.records import RecordsCodec
+from modelplane.errors import ModelplaneError
 from modelplane.spec.fields import FieldSpec
 
 __all__ = ["LargeBodies", "decode_records", "decode_v2"]
@@ -118,9 +118,11 @@ class LargeBodies:
         self.offloaded += 1
         try:
             return await loop.run_in_executor(self._pool(), _in_helper, decode, body)
-        except (BrokenProcessPool, OSError, EOFError) as exc:
-            # helpers could not start or died (the forkserver gone, memory short): this body
-            # is decoded here, the next large one gets a fresh pool
+        except ModelplaneError:
+            raise  # the body's own fault (malformed, invalid), decoded fine in the helper
+        except Exception as exc:
+            # helpers could not start or died (BrokenProcessPool: the forkserver gone, memory
+            # short, killed): this body is decoded here, the next large one gets a fresh pool
             log.warning("decode helper failed (%r); decoding in the gateway", exc)
             self._drop_pool()
             return await asyncio.to_thread(decode, body)
