@@ -3,9 +3,11 @@ its open breaker lets traffic back at once, without waiting out the cool-down.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
 
 from modelplane.dataplane.codec_v2 import encode_request
-from modelplane.dataplane.pool import ReplicaState, WorkerPool
+from modelplane.dataplane.pool import ReplicaState, WorkerPool, forkserver
 from modelplane.dataplane.server import ServerThread
 from modelplane.types import FakeClock
 
@@ -67,3 +69,25 @@ def test_an_open_breaker_probes_as_soon_as_a_replica_is_warm_again(server: Serve
         assert "modelplane-fallback" not in probe.headers
         assert probe.headers["modelplane-model-version"] == "echo:1"
         assert "modelplane-fallback" not in post(client, 1.0).headers
+
+
+@pytest.mark.slow
+def test_a_runtime_put_later_gets_a_warm_template() -> None:
+    """The forkserver of a gateway started with nothing is replaced by one that imported
+    scikit-learn (without torch) once an sklearn endpoint is put; its worker serves."""
+    config = kit.EndpointBuilder("sk", "sklearn").build()
+    with ServerThread([], config=kit.gateway_config()) as running:
+        assert running.gateway.loop is not None
+        update = running.gateway.update([config])
+        asyncio.run_coroutine_threadsafe(update, running.gateway.loop).result(timeout=90)
+        assert "modelplane.dataplane.pool.warm_sklearn" in forkserver.preloaded()
+        template = forkserver.pid()
+        assert template is not None
+        maps = Path(f"/proc/{template}/maps").read_text()
+        assert "/sklearn/" in maps
+        assert "/torch/lib/" not in maps
+        (route,) = running.gateway.handler.endpoints["sk"].routes
+        (worker,) = ready_pids(route.target.pool)
+        assert Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()[1] == str(
+            template
+        )

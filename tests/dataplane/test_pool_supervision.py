@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
+import multiprocessing.forkserver as mp_forkserver
 import multiprocessing.process
 import os
 import signal
@@ -215,3 +217,33 @@ def test_a_larger_preload_replaces_the_template_but_not_the_workers_it_forked() 
         await asyncio.gather(old.stop(), new.stop())
 
     run(scenario)
+
+
+def test_a_preload_that_crashes_the_forkserver_is_given_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: Any = mp_forkserver._forkserver
+    # this test's forkserver state and preload only; the session's come back afterwards
+    forkserver.kill_hung()
+    monkeypatch.setattr(forkserver, "_state", forkserver._State())
+    monkeypatch.setattr(server, "_preload_modules", list(server._preload_modules))
+    forkserver.preload(["numpy", "tests.dataplane.broken_preload"])
+
+    async def scenario() -> None:
+        p = pool()
+        try:
+            await p.start()
+            assert len(ready_pids(p)) == 1
+            await p.predict(rows(), 5.0)
+        finally:
+            await p.stop()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="modelplane.dataplane.pool"):
+            run(scenario)
+    finally:
+        forkserver.kill_hung()  # leave no bare forkserver to the tests after this one
+    assert any(
+        "tests.dataplane.broken_preload" in r.getMessage() and r.levelno == logging.ERROR
+        for r in caplog.records
+    )

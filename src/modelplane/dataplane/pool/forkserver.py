@@ -16,6 +16,10 @@ stale one. :func:`prepare`, called before each worker start, covers the rest:
   forked, and exits by itself once they all have (each holds its "alive" pipe); a fresh one
   is launched with the larger preload.
 - **hung**: a start that gets no answer in time calls :func:`kill_hung`.
+- **poisoned**: a module in the preload that crashes on import (not with ``ImportError``,
+  which multiprocessing skips) kills every forkserver at launch. After two that died before
+  starting a single worker, the forkserver is launched bare from then on (workers import
+  their engine themselves: slower, never stuck), and the error log names the preload.
 
 This reaches into ``multiprocessing.forkserver``'s private state (the pid, the "alive" pipe
 and the listener's address of its one global server, CPython 3.11 to 3.13); every access is
@@ -34,7 +38,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["kill_hung", "pid", "preload", "preloaded", "prepare"]
+__all__ = ["forked", "kill_hung", "pid", "preload", "preloaded", "prepare"]
 
 log = logging.getLogger("modelplane.dataplane.pool")
 
@@ -49,6 +53,12 @@ class _State:
         """What the running forkserver imported; ``None`` when none runs (or not ours)."""
         self.retired: list[int] = []
         """Retired forkservers, reaped once they exit."""
+        self.forked = False
+        """The running forkserver started at least one process."""
+        self.barren_deaths = 0
+        """Forkservers in a row that died before starting a single process."""
+        self.bare = False
+        """The preload was given up (see the module doc): launch with none."""
 
 
 _state = _State()
@@ -67,7 +77,8 @@ def preload(modules: Iterable[str]) -> None:
         if not fresh:
             return
         _state.wanted.extend(fresh)
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(_state.wanted))
+        if not _state.bare:
+            multiprocessing.get_context("forkserver").set_forkserver_preload(list(_state.wanted))
 
 
 def preloaded() -> tuple[str, ...]:
@@ -95,11 +106,28 @@ def prepare() -> None:
                 if _exited(running):
                     log.warning("the forkserver (pid %d) died; starting a new one", running)
                     _forget(server)
-                elif launched is None or not launched.issuperset(_state.wanted):
+                    _state.barren_deaths = 0 if _state.forked else _state.barren_deaths + 1
+                elif not _state.bare and (
+                    launched is None or not launched.issuperset(_state.wanted)
+                ):
                     _retire(server)
+        if _state.barren_deaths >= 2 and not _state.bare:
+            log.error(
+                "forkservers died before starting any worker; launching them without "
+                "preloading %s from now on (one of these crashes on import)",
+                ", ".join(_state.wanted),
+            )
+            _state.bare = True
+            multiprocessing.get_context("forkserver").set_forkserver_preload([])
         if server._forkserver_pid is None:
             _state.launched = frozenset(_state.wanted)
+            _state.forked = False
         server.ensure_running()
+
+
+def forked() -> None:
+    """Note that the running forkserver started a process (it survived its preload)."""
+    _state.forked = True
 
 
 def kill_hung() -> None:

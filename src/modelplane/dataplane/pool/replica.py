@@ -141,9 +141,12 @@ class Replica:
         self.pid = hello.pid
 
     def _start(self, process: Any) -> None:
-        if self._context.get_start_method() == "forkserver":
-            forkserver.prepare()
+        if self._context.get_start_method() != "forkserver":
+            process.start()
+            return
+        forkserver.prepare()
         process.start()
+        forkserver.forked()
 
     async def call(self, arrays: Arrays, timeout_s: float) -> Arrays:
         """Send one PREDICT and wait at most ``timeout_s`` for its answer.
