@@ -262,6 +262,7 @@ def demo(args: argparse.Namespace, started: float) -> int:
     work.mkdir(parents=True, exist_ok=True)
     port, api_port = port_or_free(args.port), port_or_free(args.api_port)
     heading("1. the platform: gateway, control API and controllers in one process")
+    # --sample-rate 1 keeps every request in the prediction log: any id can be explained.
     up_args = ["up", "--port", str(port), "--api-port", str(api_port), "--sample-rate", "1"]
     say(f"\033[36m$ modelplane {shlex.join(up_args)} &\033[0m   (its log: {home}/up.log)")
     log = (home / "up.log").open("wb")
