@@ -280,13 +280,19 @@ def _bodies_received(server: ServerThread) -> int:
 # ---------------------------------------------------------------- shutdown
 
 
-def test_shutdown_cuts_a_slow_body_cleanly() -> None:
+@pytest.mark.parametrize("slow", ["body", "model"])
+def test_shutdown_cuts_a_slow_request_cleanly(slow: str) -> None:
     edge = EdgeConfig(drain_timeout_s=0.5, body_timeout_s=120.0)
-    endpoints = [kit.EndpointBuilder("echo-a", "echo").build()]
+    endpoints = [kit.EndpointBuilder("echo-a", "echo").timeout(30_000).build()]
     running = ServerThread(endpoints, config=kit.gateway_config(edge=edge)).start()
+    if slow == "body":  # a client trickling its body
+        sent = _infer_request("echo-a", b"x" * 1000)[:-990]
+    else:  # a model that takes 1.5 s, three times the drain timeout
+        inputs = kit.echo_inputs(1, first=kit.fake_models.VERY_SLOW)
+        sent = _infer_request("echo-a", encode_request(inputs).body)
     try:
         with _connect(running) as sock:
-            sock.sendall(_infer_request("echo-a", b"x" * 1000)[:-990])
+            sock.sendall(sent)
             deadline = time.monotonic() + 20.0
             while running.requests_in_flight == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -22,7 +22,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -131,7 +130,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._due = math.inf
+        self._drain: asyncio.TimerHandle | None = None
         self._served = 0
         self._reading = False
         """True from a request's first byte until its headers are complete."""
@@ -150,6 +149,9 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.idle.pop(self, None)
         self._disarm()
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
         super().connection_lost(exc)
 
     def _evict_idle(self) -> bool:
@@ -192,24 +194,20 @@ class EdgeProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            self._arm(self.edge.drain_timeout_s, self._drain_timeout, earlier_only=True)
+            # its own timer: the request may be reading its body or computing its answer
+            self._drain = self.loop.call_later(self.edge.drain_timeout_s, self._drain_timeout)
         super().shutdown()
 
     # ------------------------------------------------------------ deadlines
 
-    def _arm(self, delay_s: float, then: Callable[[], None], *, earlier_only: bool = False) -> None:
-        due = time.monotonic() + delay_s
-        if earlier_only and due >= self._due:
-            return
+    def _arm(self, delay_s: float, then: Callable[[], None]) -> None:
         self._disarm()
-        self._due = due
         self._deadline = self.loop.call_later(delay_s, then)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-            self._due = math.inf
 
     def _header_timeout(self) -> None:
         self._deadline = None
@@ -224,7 +222,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._cut(_BODY_TIMEOUT)
 
     def _drain_timeout(self) -> None:
-        self._deadline = None
+        self._drain = None
         self._cut(_SHUTTING_DOWN)
 
     def _cut(self, response: bytes) -> None:
