@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelplane.cli.main import app
+from modelplane.cli.status_text import status_lines
 from modelplane.controlplane.endpoints import write_heartbeat
 from modelplane.controlplane.slo import EndpointCounters, SloRecorder, Tally
 from modelplane.core.gates import GateResult, Outcome
@@ -186,7 +187,10 @@ def test_status_shows_the_slo_budget_and_a_rollout_in_progress(home: Path) -> No
     resources.apply("Rollout", "split", document, actor="t")
     gate = GateResult("error_rate", Outcome.PASS, {"error_rate": 0.001, "stable": 0.0})
     state = RolloutState(phase=Phase.CANARY, step=1, weights=(75.0, 25.0), gates=(gate,))
-    resources.set_status("Rollout", "split", {"state": state.to_dict()})
+    # the controller's readings on the running step's window so far, 40 s into it
+    waiting = GateResult("samples", Outcome.INCONCLUSIVE, {"requests": 12.0}, "12 of 100")
+    readings = {"step": 2, "since": 100.0, "at": 140.0, "gates": [waiting.to_dict()]}
+    resources.set_status("Rollout", "split", {"state": state.to_dict(), "readings": readings})
     asyncio.run(SloRecorder(registry.engine, Serving()).record())
     registry.close()
 
@@ -195,7 +199,9 @@ def test_status_shows_the_slo_budget_and_a_rollout_in_progress(home: Path) -> No
     endpoints = {e["name"]: e for e in json.loads(done.stdout)["endpoints"]}
     budget = endpoints["echo-fb"]["slo_budget"]
     assert budget["availability"]["remaining"] == pytest.approx(-1.0)  # 2 % of a 1 % budget
-    assert budget["availability"]["firing"] == ["ticket-72h"]  # burning 2x: no page
+    # burning 2x, but ten seconds of data judge no alert: none fires, and status says why
+    assert budget["availability"]["firing"] == []
+    assert budget["availability"]["not_judged"] == ["page-1h", "page-6h", "ticket-72h"]
     assert set(budget["availability"]["burn_rates"]) == {"5m", "30m", "1h", "6h", "3d"}
     assert budget["latency"]["remaining"] == pytest.approx(0.5)  # 0.5 % slow, 1 % allowed
     rollout = endpoints["split"]["rollout"]
@@ -203,6 +209,8 @@ def test_status_shows_the_slo_budget_and_a_rollout_in_progress(home: Path) -> No
         "echo:2", "canary", 2, 4
     )  # fmt: skip
     assert rollout["canary_weight"] == 25.0
+    assert rollout["readings"]["gates"] == [waiting.to_dict()]
+    assert rollout["gates"] == [gate.to_dict()]
     assert endpoints["split"]["slo_budget"] is None
 
     text = run(home, "status")
@@ -210,8 +218,49 @@ def test_status_shows_the_slo_budget_and_a_rollout_in_progress(home: Path) -> No
     lines = text.stdout.splitlines()
     assert len(lines) == 4, text.stdout  # header, two endpoints, one rollout line
     header, echo, split, detail = lines
-    assert header.split()[-3:] == ["ROLLOUT", "SLO", "BUDGET"]
-    assert echo.endswith("avail -100.0%, latency 50.0% FIRING avail ticket-72h")
+    assert header.split()[-4:] == ["ROLLOUT", "ERROR", "BUDGET", "LEFT"]
+    assert "REPLICAS (READY/TOTAL)" in header
+    assert echo.endswith("avail -100.0% left, latency 50.0% left (too little data for alerts)")
     assert "canary 25% -> echo:2" in split
     assert detail.startswith("  rollout echo:1 -> echo:2 (canary) step 2/4, canary 25%")
-    assert "gates: error_rate pass (error_rate 0.001, stable 0)" in detail
+    assert detail.endswith("; gates on 40s of step 2: samples inconclusive (requests 12)")
+
+
+def _endpoint(budget: dict[str, Any] | None, rollout: dict[str, Any] | None) -> dict[str, Any]:
+    return {"name": "e", "team": None, "tier": "standard", "contract": {"name": "c", "version": 1},
+            "routes": [], "shadows": [], "replicas": None, "health": {"ready": True, "reason": ""},
+            "observed_generation": 1, "generation": 1, "rollout": rollout,
+            "slo_budget": budget}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("firing", "not_judged", "cell"),
+    [
+        ([], ["page-1h", "ticket-72h"], "avail 44.4% left, latency 99.0% left (too little data"
+         " for alerts)"),
+        ([], ["ticket-72h"], "avail 44.4% left, latency 99.0% left"),
+        (["page-1h"], ["ticket-72h"], "avail 44.4% left, latency 99.0% left FIRING avail page-1h"),
+    ],
+)  # fmt: skip
+def test_the_budget_cell_says_left_and_whether_alerts_judge(
+    firing: list[str], not_judged: list[str], cell: str
+) -> None:
+    alerts = ["page-1h", "ticket-72h"]
+    availability = {"remaining": 0.444, "alerts": alerts, "firing": firing,
+                    "not_judged": not_judged}  # fmt: skip
+    latency = {"remaining": 0.99, "alerts": alerts, "firing": [], "not_judged": not_judged}
+    budget = {"availability": availability, "latency": latency}
+    _, row = status_lines([_endpoint(budget, None)])
+    assert row.endswith(cell)
+
+
+def test_without_readings_the_last_judgement_shows() -> None:
+    rollout = {"from": "m:1", "to": "m:2", "strategy": "canary", "phase": "canary",
+               "in_progress": True, "step": 1, "steps": 2, "canary_weight": 5.0,
+               "shadow_percent": 0.0, "paused_from": None, "gates": [],
+               "readings": None}  # fmt: skip
+    *_, detail = status_lines([_endpoint(None, rollout)])
+    assert detail.endswith("gates: not judged yet")
+    judged = GateResult("error_rate", Outcome.FAIL, {"error_rate": 0.2}).to_dict()
+    *_, detail = status_lines([_endpoint(None, rollout | {"gates": [judged]})])
+    assert detail.endswith("gates: error_rate fail (error_rate 0.2)")

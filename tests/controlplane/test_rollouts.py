@@ -167,6 +167,29 @@ def test_error_gate_rolls_back_with_readings_in_the_audit_log(registry: Registry
     assert "rollout.rollback" in actions(registry)
 
 
+def test_the_running_steps_readings_are_kept_in_the_status(registry: Registry) -> None:
+    clock, evidence = FakeClock(), FakeEvidence()
+    controller = started(registry, clock, evidence)
+    evidence.serve(STABLE, 90)
+    evidence.serve(CANARY, 4)
+    clock.advance(4)  # inside the 10 s hold: not judged, but read
+    controller.reconcile_one(ENDPOINT)
+    status = ResourceStore(registry.engine).get(KIND, ENDPOINT).status
+    assert status is not None
+    assert status["state"]["gates"] == []
+    readings = status["readings"]
+    assert (readings["step"], readings["at"] - readings["since"]) == (1, 4.0)
+    gates = {g["name"]: g for g in readings["gates"]}
+    assert gates["samples"]["outcome"] == "inconclusive"
+    assert gates["samples"]["reading"]["requests"] == 4
+    evidence.serve(CANARY, 20)
+    clock.advance(7)  # the hold ends: judged, passed, on to step 2 with no readings yet
+    assert controller.reconcile_one(ENDPOINT).step == 1
+    status = ResourceStore(registry.engine).get(KIND, ENDPOINT).status
+    assert status is not None
+    assert status["readings"] is None
+
+
 def test_manual_rollback_moves_traffic_at_once(registry: Registry) -> None:
     clock, evidence = FakeClock(), FakeEvidence()
     controller = started(registry, clock, evidence)

@@ -101,6 +101,7 @@ def test_status_carries_rollouts_and_slo_budgets(database_url: str, engine: Engi
             {"name": "error_rate", "outcome": "inconclusive",
              "reading": {"error_rate": 0.004}, "reason": "too few"},
         ],
+        "readings": None,
         "last_event": "step 2 of 3: canary 25% for 60s", "requested_at": 5.0,
     }  # fmt: skip
     budget = endpoints["fraud-score"]["slo_budget"]
@@ -130,6 +131,13 @@ def test_a_rollout_not_yet_reconciled_is_pending_at_its_first_step() -> None:
     rollout = rollout_status(rollout_spec(), None)
     assert (rollout["phase"], rollout["step"], rollout["steps"]) == ("pending", 1, 3)
     assert (rollout["canary_weight"], rollout["gates"], rollout["in_progress"]) == (0.0, [], True)
+
+
+def test_the_running_steps_readings_are_shown_with_the_rollout() -> None:
+    gate = GateResult("samples", Outcome.INCONCLUSIVE, {"requests": 12.0}, "12 of 100")
+    readings = {"step": 2, "since": 100.0, "at": 130.0, "gates": [gate.to_dict()]}
+    rollout = rollout_status(rollout_spec(), {**rollout_state(), "readings": readings})
+    assert rollout["readings"] == readings
 
 
 def test_an_empty_report_is_no_budget() -> None:

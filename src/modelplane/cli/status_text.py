@@ -10,8 +10,9 @@ __all__ = ["NO_ENDPOINTS", "status_lines"]
 NO_ENDPOINTS = "no endpoints (modelplane apply -f endpoint.yaml)"
 _NONE = "-"
 
-_COLUMNS = ("ENDPOINT", "TEAM", "TIER", "CONTRACT", "ROUTES", "REPLICAS", "HEALTH", "ROLLOUT",
-            "SLO BUDGET")  # fmt: skip
+# Each header says what its cells hold, so a person reading it at 3 a.m. needs no manual.
+_COLUMNS = ("ENDPOINT", "TEAM", "TIER", "CONTRACT", "ROUTES (WEIGHT MODEL -> VERSION)",
+            "REPLICAS (READY/TOTAL)", "HEALTH", "ROLLOUT", "ERROR BUDGET LEFT")  # fmt: skip
 
 
 def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
@@ -100,9 +101,18 @@ def _rollout_line(rollout: Mapping[str, Any]) -> str:
         where += f", shadow {rollout['shadow_percent']:g}%"
     if rollout["paused_from"]:
         where += f", paused in {rollout['paused_from']}"
-    gates = "; ".join(_gate(g) for g in rollout["gates"]) or "not judged yet"
     head = f"rollout {rollout['from']} -> {rollout['to']} ({rollout['strategy']})"
-    return f"{head} {where}; gates: {gates}"
+    return f"{head} {where}; {_gates(rollout)}"
+
+
+def _gates(rollout: Mapping[str, Any]) -> str:
+    """The readings on the running step's window so far, else the last judgement."""
+    readings = rollout.get("readings")
+    if readings and readings["gates"]:
+        held = float(readings["at"]) - float(readings["since"])
+        head = f"gates on {held:.0f}s of step {readings['step']}"
+        return f"{head}: " + "; ".join(_gate(g) for g in readings["gates"])
+    return "gates: " + ("; ".join(_gate(g) for g in rollout["gates"]) or "not judged yet")
 
 
 def _gate(gate: Mapping[str, Any]) -> str:
@@ -115,11 +125,19 @@ def _number(value: Any) -> str:
 
 
 def _budget_cell(budget: Mapping[str, Any] | None) -> str:
-    """Budget left per objective, and the alerts firing: ``avail 93.1%, latency 99.0%``."""
+    """Error budget left per objective over the SLO window, and the burn alerts firing:
+    ``avail 93.1% left, latency 99.0% left``; while no alert has enough data to judge,
+    it says so rather than let a young budget's big numbers pass for a verdict."""
     if budget is None:
         return _NONE
     availability, latency = budget["availability"], budget["latency"]
-    cell = f"avail {availability['remaining']:.1%}, latency {latency['remaining']:.1%}"
-    firing = [f"{name} {alert}" for name, objective in (("avail", availability),
-              ("latency", latency)) for alert in objective["firing"]]  # fmt: skip
-    return cell + (f" FIRING {', '.join(firing)}" if firing else "")
+    cell = f"avail {availability['remaining']:.1%} left, latency {latency['remaining']:.1%} left"
+    objectives = (("avail", availability), ("latency", latency))
+    firing = [f"{name} {alert}" for name, objective in objectives for alert in objective["firing"]]
+    if firing:
+        return f"{cell} FIRING {', '.join(firing)}"
+    waiting = all(
+        objective.get("alerts") and objective.get("not_judged") == objective["alerts"]
+        for _, objective in objectives
+    )
+    return f"{cell} (too little data for alerts)" if waiting else cell

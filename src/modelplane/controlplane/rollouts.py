@@ -12,7 +12,8 @@ pass, per rollout that is not settled:
    what it answered since the rollout's first step: without it the relative gates could
    never conclude and a canary rollout could never promote;
 3. call ``step``; persist the new state and an audit event per action and per decision (with
-   the gate readings) in one transaction, *before* acting;
+   the gate readings) in one transaction, *before* acting. While a step holds, its gates'
+   readings on the window so far are kept in the status too (``readings``), for ``status``;
 4. make the endpoint's routes what the state says (level-triggered: re-applying the same
    routes records nothing, so a restarted controller repeats nothing), and after a promotion
    move the ``champion`` alias once.
@@ -44,7 +45,13 @@ from modelplane.controlplane.rollout_records import (
     shadow_to_dict,
     window,
 )
-from modelplane.core.gates import ArmStats, CustomResolver, ShadowStats
+from modelplane.core.gates import (
+    ArmStats,
+    CustomResolver,
+    GateResult,
+    ShadowStats,
+    evaluate_gates,
+)
 from modelplane.core.rollout import (
     TERMINAL,
     Command,
@@ -57,7 +64,7 @@ from modelplane.core.rollout import (
 from modelplane.errors import Conflict, NotFound
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
-from modelplane.spec.rollout import RolloutSpec
+from modelplane.spec.rollout import RolloutSpec, ShadowStep
 from modelplane.store import audit
 from modelplane.store.db import write_session
 from modelplane.store.resources import Resource, ResourceStore
@@ -201,6 +208,7 @@ class RolloutController:
             }
             status.setdefault("reference", status["baseline"])
         status |= {"state": new.to_dict(), "commands_seen": len(commands)}
+        status["readings"] = self._readings(spec, snapshot, state, new, decision.gates, now)
         events = audit_events(name, before, new, decision, actor=CONTROLLER, now=now)
         if not self._persist(name, resource.generation, status, events):
             return state  # the resource changed under this pass; the next pass redoes it
@@ -252,6 +260,32 @@ class RolloutController:
             stats=stats,
             slo=endpoint.contract.slo,
         )
+
+    def _readings(
+        self,
+        spec: RolloutSpec,
+        snapshot: RolloutSnapshot,
+        before: RolloutState,
+        new: RolloutState,
+        judged: Sequence[GateResult],
+        now: float,
+    ) -> dict[str, Any] | None:
+        """The gates' readings on the current step's window so far, for ``status``: a step
+        is judged only when its hold ends, and people want to see it coming."""
+        same_step = new.step == before.step and new.step_started_at == before.step_started_at
+        if new.phase not in (Phase.SHADOW, Phase.CANARY) or not same_step:
+            return None
+        if new.step_started_at is None or snapshot.stats is None:
+            return None
+        results = tuple(judged) or evaluate_gates(
+            spec.gates,
+            snapshot.stats,
+            shadow_step=isinstance(spec.steps[new.step], ShadowStep),
+            slo=snapshot.slo,
+            resolver=self._resolver,
+        )
+        return {"step": new.step + 1, "at": now, "since": new.step_started_at,
+                "gates": [result.to_dict() for result in results]}  # fmt: skip
 
     def _persist(
         self, name: str, generation: int, status: dict[str, Any], events: Sequence[audit.AuditEvent]

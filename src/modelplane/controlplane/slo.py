@@ -175,6 +175,7 @@ def _objective(report: SLOReport) -> dict[str, Any]:
         "total": spent.total,
         "remaining": round(spent.remaining, 6),
         "burn_rates": {window_label(w): round(rate, 4) for w, rate in report.burn_rates},
+        "alerts": [state.alert.name for state in report.alerts],
         "firing": [alert.name for alert in report.firing],
         "not_judged": [alert.name for alert in report.not_judged],
         "severity": None if report.severity is None else report.severity.value,

@@ -231,8 +231,9 @@ def _health(conditions: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def rollout_status(spec: Mapping[str, Any], status: Mapping[str, Any] | None) -> dict[str, Any]:
     """A ``Rollout`` resource as people read it: from and to which version, by which
-    strategy, where it stands (phase, step ``i`` of ``n``, weights) and its gates' last
-    outcomes and readings. ``in_progress`` is false once it promoted, rolled back or failed."""
+    strategy, where it stands (phase, step ``i`` of ``n``, weights), its gates' outcomes when
+    a step was last judged (``gates``) and their readings on the running step's window so far
+    (``readings``). ``in_progress`` is false once it promoted, rolled back or failed."""
     rollout: Mapping[str, Any] = spec.get("rollout", {})
     state: Mapping[str, Any] = (status or {}).get("state") or {}
     phase = str(state.get("phase", "pending"))
@@ -250,17 +251,35 @@ def rollout_status(spec: Mapping[str, Any], status: Mapping[str, Any] | None) ->
         "canary_weight": float(canary_weight),
         "shadow_percent": float(state.get("shadow_percent", 0.0)),
         "paused_from": state.get("paused_from"),
-        "gates": [
-            {
-                "name": gate.get("name"),
-                "outcome": gate.get("outcome"),
-                "reading": gate.get("reading", {}),
-                "reason": gate.get("reason", ""),
-            }
-            for gate in state.get("gates", ())
-        ],
+        "gates": _gates(state.get("gates", ())),
+        "readings": _readings((status or {}).get("readings")),
         "last_event": history[-1].get("message") if history else None,
         "requested_at": spec.get("requested_at"),
+    }
+
+
+def _gates(gates: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": gate.get("name"),
+            "outcome": gate.get("outcome"),
+            "reading": gate.get("reading", {}),
+            "reason": gate.get("reason", ""),
+        }
+        for gate in gates
+    ]
+
+
+def _readings(readings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The gates' readings on the running step's window so far (the controller keeps them
+    each pass while the step holds); ``None`` between steps and once it ended."""
+    if not readings:
+        return None
+    return {
+        "step": readings.get("step"),
+        "since": readings.get("since"),
+        "at": readings.get("at"),
+        "gates": _gates(readings.get("gates", ())),
     }
 
 
