@@ -24,6 +24,7 @@ import pytest
 from tests.cli import story_models
 from tests.cli.test_rollout_up import Load, serves, shut_down, wait_for
 from tests.cli.test_up import CLI, ENDPOINT, cli, free_port
+from tests.kit import trust_a_signing_key
 
 from modelplane.registry.build import package
 
@@ -82,18 +83,6 @@ def roll(env: dict[str, str], tmp_path: Path, to: str, spec: str, end: str) -> s
     cli(env, "rollout", "fraud-score", "--to", to, "-f", str(tmp_path / "rollout.yaml"))
     wait_for(lambda: phase(env) == end, 90, f"{to} to be {end}")
     return story(env, before)
-
-
-def trust_a_signing_key(env: dict[str, str], tmp_path: Path) -> str:
-    """Python-runtime models run code on load: they serve only when signed by a key the
-    policy trusts for code. The policy changes nothing else (no degradation steps)."""
-    public = json.loads(cli(env, "keys", "create", "ci", "--json"))["public_key"]
-    (tmp_path / "policy.yaml").write_text(
-        "kind: Policy\ndegradation: {steps: []}\n"
-        f"trusted_keys: [{{name: ci, public_key: '{public}', trusted_for: [code]}}]\n"
-    )
-    cli(env, "apply", "-f", str(tmp_path / "policy.yaml"))
-    return "ci"
 
 
 def test_four_rollout_stories_under_load(tmp_path: Path) -> None:

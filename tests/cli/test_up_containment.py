@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.cli import story_models
-from tests.kit import cli, home_env, running_up, wait_for
+from tests.kit import cli, home_env, running_up, trust_a_signing_key, wait_for
 
 from modelplane.registry.build import package
 
@@ -61,12 +61,13 @@ def test_a_broken_endpoint_blocks_no_change_and_a_restart_never_answers_404(
 ) -> None:
     env = home_env(tmp_path / "home")
     frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    key = trust_a_signing_key(env, tmp_path)
     models = (("fraud", story_models.Threshold()), ("fraud", story_models.Healthy()),
               ("broken", story_models.BrokenInWorker()))  # fmt: skip
     for index, (name, model) in enumerate(models):
         built = package(model, name=name, output_dir=tmp_path / f"pkg{index}",
                         runtime="python", sample_input=frame.head())  # fmt: skip
-        cli(env, "push", str(built.path))
+        cli(env, "push", str(built.path), "--sign", key)
     with running_up(env) as up:
         apply(env, tmp_path, "broken-score", "ads", "broken:1")
         apply(env, tmp_path, "fraud-score", "risk", "fraud:1")

@@ -264,3 +264,24 @@ def test_a_damaged_cached_package_is_fetched_again_after_a_failed_start(
     run(controller.reconcile())
     assert verify_package(target.calls[-1].models["fraud:1"].directory)
     assert target.served("fraud-score") is not None
+
+
+def test_a_code_running_package_without_a_trusted_signature_never_starts(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from tests.cli.story_models import Threshold
+
+    frame = pd.DataFrame(np.random.default_rng(3).normal(size=(10, 2)), columns=["a", "b"])
+    built = package(Threshold(), name="code", output_dir=tmp_path / "code", runtime="python",
+                    sample_input=frame)  # fmt: skip
+    registry.push(built.path)
+    # written past apply (as a store edit would be): the controller checks again
+    document = {**endpoint_doc("code:1"), "name": "code-score"}
+    ResourceStore(registry.engine).apply("Endpoint", "code-score", document, actor="mallory")
+    target = RecordingTarget()
+    controller = EndpointController(registry, target, tmp_path / "cache")
+    run(controller.reconcile())
+    assert target.calls == []
+    ready = conditions(registry, "code-score")["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ResolveFailed")
+    assert "signature" in str(ready["message"])

@@ -3,6 +3,7 @@ runs it, and ``modelplane up`` as a process. Tests poll; they never sleep to wai
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["CLI", "UpProcess", "cli", "free_port", "home_env", "running_up", "wait_for"]
+__all__ = [
+    "CLI",
+    "UpProcess",
+    "cli",
+    "free_port",
+    "home_env",
+    "running_up",
+    "trust_a_signing_key",
+    "wait_for",
+]
 
 T = TypeVar("T")
 
@@ -95,3 +105,17 @@ def running_up(env: dict[str, str], *extra: str) -> Iterator[UpProcess]:
 def home_env(home: Path) -> dict[str, str]:
     """The environment of a user whose state lives in ``home``."""
     return {**os.environ, "MODELPLANE_HOME": str(home)}
+
+
+def trust_a_signing_key(env: dict[str, str], folder: Path, name: str = "ci") -> str:
+    """Create a signing key and apply a policy that trusts it for code: python-runtime and
+    pickle packages serve only when signed so. The policy changes nothing else (no
+    degradation steps). The key's name, for ``push --sign``."""
+    public = json.loads(cli(env, "keys", "create", name, "--json"))["public_key"]
+    path = folder / "trust-policy.yaml"
+    path.write_text(
+        "kind: Policy\ndegradation: {steps: []}\n"
+        f"trusted_keys: [{{name: {name}, public_key: '{public}', trusted_for: [code]}}]\n"
+    )
+    cli(env, "apply", "-f", str(path))
+    return name

@@ -34,6 +34,7 @@ from modelplane.controlplane.loop import every
 from modelplane.errors import IntegrityError, ModelplaneError
 from modelplane.registry.digest import verify_package
 from modelplane.registry.service import Registry
+from modelplane.security.signing import require_trusted_refs
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.manifest import Manifest
@@ -302,8 +303,13 @@ class EndpointController:
         models: dict[str, ResolvedModel] = {}
         refs = [r.model for r in endpoint.routes]
         refs += [s.model for s in endpoint.shadows if s.model not in refs]
-        for ref in refs:
-            target = endpoint.pins.get(ref) or legacy.get(ref, {}).get("ref", ref)
+        pinned = {
+            ref: endpoint.pins.get(ref) or legacy.get(ref, {}).get("ref", ref) for ref in refs
+        }
+        # Before any package is fetched or loaded: trusted signatures, under the policy now
+        # (a rollout changes routes without apply).
+        require_trusted_refs(self.registry, self.resources, endpoint.tier, pinned)
+        for ref, target in pinned.items():
             models[ref] = self._fetch(target, verify_cache)
         featuresets = {
             b.feature_set: resolve_feature_set(self.resources, b.feature_set)
