@@ -80,6 +80,9 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         assert " sha256:" in line
         url = line.rsplit(" on ", 1)[1].strip()
         assert url.startswith("http://127.0.0.1:")
+        # the URLs to paste, with the endpoint's name in them
+        assert lines.get(timeout=10).strip() == f"records  POST {url}/v1/endpoints/echo:predict"
+        assert lines.get(timeout=10).strip() == f"v2       POST {url}/v2/models/echo/infer"
         yield process, url
     finally:
         if process.poll() is None:

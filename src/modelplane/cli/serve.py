@@ -152,6 +152,9 @@ def serve(
     def announce(server: uvicorn.Server) -> None:
         url = f"http://{host}:{bound_port(server)}"
         typer.echo(f"serving {endpoint.name} ({source.label} {source.digest}) on {url}")
+        # the URLs a person pastes: the endpoint is named after the model unless --name says
+        typer.echo(f"  records  POST {url}/v1/endpoints/{endpoint.name}:predict")
+        typer.echo(f"  v2       POST {url}/v2/models/{endpoint.name}/infer")
 
     serve_endpoints([EndpointConfig(endpoint, {route: source})], host, port, on_ready=announce)
 
