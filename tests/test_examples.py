@@ -3,7 +3,7 @@
 Each file goes to a fresh embedded store holding the models the examples name (``fraud:1``
 and ``fraud:2``, built here as ``make run`` builds them): resources with ``apply``,
 rollouts with ``rollout -f`` (after the endpoint they move), contracts with
-``contract check``.
+``contract check``, clusters with ``nodes --cluster``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def mp(home: Path, *args: str) -> str:
 
 def test_every_kind_has_an_example() -> None:
     kinds = {kind_of(path) for path in FILES}
-    assert {"Endpoint", "FeatureSet", "Rollout", "Policy", "Contract"} <= kinds
+    assert {"Endpoint", "FeatureSet", "Rollout", "Policy", "Contract", "Cluster"} <= kinds
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
@@ -71,6 +71,11 @@ def test_example_applies_as_shipped(path: Path, tmp_path: Path, packages: list[P
     for built in packages:
         mp(home, "push", str(built))
     kind = kind_of(path)
+    if kind == "Cluster":
+        shown = mp(home, "nodes", "--cluster", str(path))
+        for node in yaml.safe_load(path.read_text())["nodes"]:
+            assert node["name"] in shown
+        return
     if kind == "Contract":
         assert "compatible" in mp(home, "contract", "check", str(path), "fraud:1")
         return

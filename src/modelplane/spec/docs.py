@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from modelplane.spec.cluster import ClusterSpec
 from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.featureset import FeatureSet
@@ -73,6 +74,14 @@ KINDS: tuple[Kind, ...] = (
         "The rules of sharing: tiers, team quotas, floors, placement, preemption, "
         "autoscaling defaults, degradation. `modelplane apply -f policy.yaml`.",
         "examples/policy.yaml",
+    ),
+    Kind(
+        ClusterSpec,
+        "Cluster",
+        "Declared nodes beside this machine (whose capacity is detected), for placement and "
+        "`modelplane why`. Read from `$MODELPLANE_HOME/cluster.yaml`, or `--cluster FILE` of "
+        "`modelplane nodes`, `why` and `policy diff`. Units: CPU millicores, memory MiB.",
+        "examples/cluster.yaml",
     ),
     Kind(
         Contract,
@@ -239,6 +248,20 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("AutoscalingDefaults", "max_scale_down_rate"): "Most a replica count may divide by "
     "in one decision.",
     ("AutoscalingDefaults", "scale_to_zero_grace_s"): "Idle time before the last replica stops.",
+    ("ClusterSpec", "name"): "The cluster's name.",
+    ("ClusterSpec", "nodes"): "Machines declared by people.",
+    ("ClusterSpec", "local"): "This machine, detected.",
+    ("NodeSpec", "name"): "The node's name; one named like this machine replaces it.",
+    ("NodeSpec", "cpu_milli"): "CPU, in millicores.",
+    ("NodeSpec", "memory_mib"): "Memory, in MiB.",
+    ("NodeSpec", "gpus"): "Its accelerators, all of one model.",
+    ("NodeSpec", "labels"): "Labels placement may match.",
+    ("NodeSpec", "cost_per_hour"): "What an hour of the node costs, for cost reports.",
+    ("GPUs", "model"): "The GPU model, e.g. `A10`.",
+    ("GPUs", "count"): "How many devices.",
+    ("LocalNodeSpec", "detect"): "Whether this machine is a node at all.",
+    ("LocalNodeSpec", "labels"): "Labels placement may match.",
+    ("LocalNodeSpec", "cost_per_hour"): "What an hour of this machine costs.",
     ("Manifest", "name"): "The model's name in the registry.",
     ("Manifest", "runtime"): "What loads it: `onnx`, `sklearn`, `xgboost`, `lightgbm`, "
     "`torch`, `python`.",
@@ -451,8 +474,8 @@ def render() -> str:
         "and a `kind`. `modelplane apply -f FILE` takes any number of Endpoint, FeatureSet "
         "and Policy documents (`---` separated) and checks them all before recording any; "
         "a bad field is named by its path (`routes[0].model`). Rollouts are started with "
-        "`modelplane rollout`. A working example of each kind is in `examples/` "
-        "(tests/test_examples.py applies every one).",
+        "`modelplane rollout`; a Cluster is a file the scheduler reads. A working example "
+        "of each kind is in `examples/` (tests/test_examples.py applies every one).",
         "",
         "| kind | example |",
         "| --- | --- |",
