@@ -122,7 +122,8 @@ def test_explain_an_unsampled_request_says_why_it_is_missing(home: Path) -> None
     serve_requests(home)  # sample rate 0: the plain success was not kept
     done = run(home, "explain", "plain-1")
     assert done.exit_code == 6
-    assert "only sampled requests, errors and fallbacks are kept" in done.output
+    assert "only a sample of successful requests is kept" in done.output
+    assert "modelplane up --sample-rate" in done.output  # how to keep more
 
 
 def test_status_text_and_json(home: Path) -> None:

@@ -6,19 +6,18 @@ only what it reads with (see :mod:`modelplane.observe.status`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from modelplane.cli.context import CliContext
+from modelplane.cli.explain_text import explain_lines
 from modelplane.cli.output import console, emit_json, handle_errors
 from modelplane.cli.status_text import NO_ENDPOINTS, status_lines
 
 __all__ = ["explain", "register", "status"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-_NONE = "-"
 
 
 @handle_errors
@@ -55,43 +54,8 @@ def explain(
     if as_json:
         emit_json(found)
         return
-    for label, value in _lines(found):
-        console.print(f"{label:<14} {value}", markup=False)
-
-
-def _lines(found: Mapping[str, Any]) -> list[tuple[str, str]]:
-    registry = found["registry"]
-    spec = found["endpoint_spec"]
-    fallback = found["fallback"]
-    error = found["error"]
-    latency = found["latency_ms"]
-    verified = (
-        "not in the registry"
-        if registry is None
-        else ("matches the registry" if registry["digest"] == found["digest"] else "DIFFERS")
-    )
-    return [
-        ("request", f"{found['request_id']} at {found['at']}"),
-        ("endpoint", found["endpoint"] + (_spec_note(spec))),
-        (
-            "status",
-            str(found["status"]) + (f" {error['code']}: {error['message']}" if error else ""),
-        ),
-        ("model version", str(found["model_version"] or _NONE)),
-        ("digest", f"{found['digest'] or _NONE} ({verified})"),
-        ("contract", f"{found['contract']['name']} v{found['contract']['version']}"),
-        ("route", f"{found['route']['kind']} ({found['route']['ref'] or _NONE})"),
-        ("fallback", f"{fallback['reason']}: {fallback['why']}" if fallback["used"] else "no"),
-        ("latency ms", " ".join(f"{k} {latency[k]:.3f}" for k in latency)),
-        ("batch size", str(found["batch_size"] or _NONE)),
-    ]
-
-
-def _spec_note(spec: Mapping[str, Any] | None) -> str:
-    if spec is None:
-        return " (deleted since)"
-    changed = ", changed since" if spec["changed_since"] else ""
-    return f" (spec generation {spec['generation']}{changed})"
+    for line in explain_lines(found):
+        console.print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,39 +1,132 @@
 """``explain``: one kept request, joined with what the store knows about what served it.
 
 Two reads: the request's rows in the prediction log, then, in one session, the endpoint's
-resource row and the registry's row of the version that answered.
+resource row and the registry's row of the version that answered. The joined document is
+built by :func:`explain_document` from plain rows, so the embedded store can be read with
+the standard library's ``sqlite3`` (:func:`explain_sqlite`, what the fast entry uses: the
+command is mostly process start-up, and SQLAlchemy's import alone would double it) and any
+store through SQLAlchemy (:func:`explain`), with the same answer.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Engine, select
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from modelplane.errors import NotFound
-from modelplane.observe.predlog import find_predictions
-from modelplane.store.db import read_session
-from modelplane.store.schema import ModelVersionRow, ResourceRow
 
-__all__ = ["NOT_KEPT", "explain"]
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-NOT_KEPT = "only sampled requests, errors and fallbacks are kept"
+__all__ = ["NOT_KEPT", "explain", "explain_document", "explain_sqlite", "not_kept"]
+
+NOT_KEPT = (
+    "only a sample of successful requests is kept (modelplane up --sample-rate, default 0.01;"
+    " 1.0 keeps every one), with every error and fallback, up to the newest --log-retain rows"
+)
+
+_LIMIT = 10
+_PREDICTIONS = "SELECT * FROM prediction_log WHERE request_id = ? ORDER BY id DESC LIMIT ?"
+_ENDPOINT = (
+    "SELECT generation, spec, updated_at FROM resources WHERE kind = 'Endpoint' AND name = ?"
+)
+_VERSION = (
+    "SELECT digest, runtime, created_at FROM model_versions WHERE model_name = ? AND version = ?"
+)
+
+
+def not_kept(request_id: str) -> NotFound:
+    """The error for a request the prediction log does not hold, saying how to keep more."""
+    return NotFound(
+        f"request '{request_id}' is not in the prediction log: {NOT_KEPT}",
+        details=[{"field": "request_id", "problem": "not sampled, or trimmed since"}],
+    )
 
 
 def explain(engine: Engine, request_id: str) -> dict[str, Any]:
     """What served ``request_id`` and how; :class:`NotFound` when it was not kept."""
-    rows = find_predictions(engine, request_id)
+    from sqlalchemy import select
+
+    from modelplane.observe.predlog import find_predictions
+    from modelplane.store.db import read_session
+    from modelplane.store.schema import ModelVersionRow, ResourceRow
+
+    rows = find_predictions(engine, request_id, _LIMIT)
     if not rows:
-        raise NotFound(
-            f"request '{request_id}' is not in the prediction log: {NOT_KEPT}",
-            details=[{"field": "request_id", "problem": "not sampled, or trimmed since"}],
-        )
+        raise not_kept(request_id)
     row = rows[0]
+    registered: tuple[str, str, datetime] | None = None
     with read_session(engine) as session:
         resource = session.get(ResourceRow, ("Endpoint", row["endpoint"]))
-        registered = _registered(session, row["model_version"])
-        spec = None if resource is None else _spec_of(resource, row["at"])
+        endpoint = (
+            None
+            if resource is None
+            else (resource.generation, dict(resource.spec), resource.updated_at)
+        )
+        found = _version_key(row["model_version"])
+        if found is not None:
+            query = select(
+                ModelVersionRow.digest, ModelVersionRow.runtime, ModelVersionRow.created_at
+            ).where(ModelVersionRow.model_name == found[0], ModelVersionRow.version == found[1])
+            version = session.execute(query).first()
+            registered = None if version is None else (version[0], version[1], version[2])
+    return explain_document(request_id, rows, endpoint, registered)
+
+
+def explain_sqlite(path: str, request_id: str) -> dict[str, Any]:
+    """:func:`explain` over an embedded store's file, with ``sqlite3`` alone (read-only)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = [_prediction(dict(r)) for r in conn.execute(_PREDICTIONS, (request_id, _LIMIT))]
+        if not rows:
+            raise not_kept(request_id)
+        row = rows[0]
+        endpoint = conn.execute(_ENDPOINT, (row["endpoint"],)).fetchone()
+        found = _version_key(row["model_version"])
+        registered = None if found is None else conn.execute(_VERSION, found).fetchone()
+    return explain_document(
+        request_id,
+        rows,
+        None if endpoint is None else (endpoint[0], json.loads(endpoint[1]), _utc(endpoint[2])),
+        None if registered is None else (registered[0], registered[1], _utc(registered[2])),
+    )
+
+
+def _prediction(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``prediction_log`` row as SQLAlchemy hands it back: times aware, JSON parsed."""
+    row["at"] = _utc(row["at"])
+    if isinstance(row.get("features"), str):
+        row["features"] = json.loads(row["features"])
+    return row
+
+
+def _utc(value: str) -> datetime:
+    # SQLite keeps naive UTC text (see store.schema.UTCDateTime)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _version_key(label: str | None) -> tuple[str, int] | None:
+    """``name:version`` as a registry key; None for a package served from a folder."""
+    name, _, version = (label or "").rpartition(":")
+    if not name or not version.isdigit():
+        return None
+    return name, int(version)
+
+
+def explain_document(
+    request_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    endpoint: tuple[int, Mapping[str, Any], datetime] | None,
+    registered: tuple[str, str, datetime] | None,
+) -> dict[str, Any]:
+    """The answer, from the request's kept rows (newest first), the endpoint's resource
+    (generation, spec, updated) and the registry's row of the version (digest, runtime,
+    registered), each ``None`` when gone or never there."""
+    row = rows[0]
     return {
         "request_id": request_id,
         "at": row["at"].isoformat(),
@@ -45,9 +138,11 @@ def explain(engine: Engine, request_id: str) -> dict[str, Any]:
         else {"code": row["error_code"], "message": row["detail"]},
         "model_version": row["model_version"],
         "digest": row["digest"],
-        "registry": registered,
+        "registry": None
+        if registered is None
+        else {"digest": registered[0], "runtime": registered[1], "registered_at": registered[2]},
         "contract": {"name": row["contract"], "version": row["contract_version"]},
-        "endpoint_spec": spec,
+        "endpoint_spec": None if endpoint is None else _spec_of(endpoint, row["at"]),
         "route": {"ref": row["route"], "kind": row["route_kind"]},
         "fallback": _fallback(row),
         "latency_ms": {k: row[f"{k}_ms"] for k in ("queue", "batch", "compute", "total")},
@@ -56,30 +151,18 @@ def explain(engine: Engine, request_id: str) -> dict[str, Any]:
     }
 
 
-def _registered(session: Any, label: str | None) -> dict[str, Any] | None:
-    """The registry's row of ``name:version``, if it is a registered version."""
-    name, _, version = (label or "").rpartition(":")
-    if not name or not version.isdigit():
-        return None  # a package served from a folder: not in the registry
-    query = select(ModelVersionRow.digest, ModelVersionRow.runtime, ModelVersionRow.created_at)
-    query = query.where(ModelVersionRow.model_name == name, ModelVersionRow.version == int(version))
-    found = session.execute(query).first()
-    if found is None:
-        return None
-    return {"digest": found.digest, "runtime": found.runtime, "registered_at": found.created_at}
-
-
-def _spec_of(resource: ResourceRow, at: datetime) -> dict[str, Any]:
-    contract = resource.spec.get("contract", {})
+def _spec_of(endpoint: tuple[int, Mapping[str, Any], datetime], at: datetime) -> dict[str, Any]:
+    generation, spec, updated_at = endpoint
+    contract = spec.get("contract", {})
     return {
-        "generation": resource.generation,
-        "updated_at": resource.updated_at.isoformat(),
-        "changed_since": resource.updated_at > at,
+        "generation": generation,
+        "updated_at": updated_at.isoformat(),
+        "changed_since": updated_at > at,
         "contract_version_now": contract.get("version", 1),
     }
 
 
-def _fallback(row: dict[str, Any]) -> dict[str, Any]:
+def _fallback(row: Mapping[str, Any]) -> dict[str, Any]:
     reason = row["fallback_reason"]
     if reason is None:
         return {"used": False, "reason": None, "why": None}
