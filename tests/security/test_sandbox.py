@@ -9,6 +9,7 @@ network namespaces need root: CI runs the tests as root, elsewhere they skip wit
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.util
 import itertools
 import json
@@ -354,6 +355,85 @@ def test_an_unprivileged_server_still_gets_landlock_and_seccomp(tmp_path: Path) 
     assert outcome["tmp"] == "ok"
     assert "missing: mount_ns" in outcome["summary"]
     assert "uid (the server does not run as root)" in outcome["summary"]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def _without_sys_admin() -> None:
+    """Become root as a default container has it: no CAP_SYS_ADMIN, so no namespaces."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
+    assert libc.capget(ctypes.byref(header), data) == 0
+    data[0].effective &= ~(1 << 21)
+    data[0].permitted &= ~(1 << 21)
+    assert libc.capset(ctypes.byref(header), data) == 0
+
+
+@root_only
+def test_root_without_namespaces_keeps_uid_0_but_no_capabilities(tmp_path: Path) -> None:
+    """Where the Python installation sits behind a closed folder (``/root`` here) and no mount
+    namespace can reopen it, another uid could not even import: the worker stays uid 0, says
+    why, and loses every capability instead; Landlock and seccomp still hold."""
+    if Feature.LANDLOCK not in REQUIRED or Feature.SECCOMP not in REQUIRED:
+        pytest.skip("this kernel has no Landlock or no seccomp filter")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            _without_sys_admin()
+            report = apply_sandbox(SandboxPolicy(package_dir=str(tmp_path)))
+            lines = Path("/proc/self/status").read_text().splitlines()
+            outcome = {
+                "summary": report.summary(),
+                "tmp": report.tmp_dir,
+                "caps": [ln for ln in lines if ln.startswith(("CapEff", "CapBnd"))],
+            }
+            for name, attempt in (
+                ("shadow", Path("/etc/shadow").read_text),
+                ("tcp", lambda: socket.create_connection(("127.0.0.1", 5432), timeout=2)),
+            ):
+                try:
+                    attempt()
+                    outcome[name] = "ok"
+                except OSError as exc:
+                    outcome[name] = type(exc).__name__
+            os.write(write_end, json.dumps(outcome).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        outcome = json.loads(reader.read() or "{}")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, outcome
+    shutil.rmtree(outcome["tmp"], ignore_errors=True)  # os._exit ran no finalizer
+    assert outcome["shadow"] == "PermissionError"
+    assert outcome["tcp"] == "PermissionError"
+    assert sorted(outcome["caps"]) == ["CapBnd:\t0000000000000000", "CapEff:\t0000000000000000"]
+    summary = outcome["summary"]
+    assert "capabilities" in summary.partition(";")[0]
+    assert "mount_ns (no CAP_SYS_ADMIN" in summary
+    if _closed_on_the_way(sys.base_prefix):
+        assert "is closed to other users" in summary
+
+
+def _closed_on_the_way(path: str) -> bool:
+    """A folder above ``path`` that others may not cross."""
+    parts = Path(path).parts
+    return any(
+        not os.stat(os.path.join(*parts[:depth])).st_mode & 0o001 for depth in range(2, len(parts))
+    )
 
 
 # ---------------------------------------------------------------------------- pure parts

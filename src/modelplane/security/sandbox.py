@@ -13,6 +13,8 @@
 4. **rlimits**: address space (declared memory plus headroom), open files, processes, no core;
 5. **user**: root drops to a uid of its own (``UID_BASE + pid`` unless one is configured), so
    the process limit counts this worker alone and no other worker shares its files or signals;
+   then no capabilities are left, nor can exec bring them back (root that cannot change its
+   uid, in a container say, stays uid 0 without them);
 6. **no_new_privs**, then **Landlock**: reads only below the package, the Python
    installation and a few system files; writes only in the private temporary folder; no TCP
    bind or connect (ABI 4+); no signals or abstract sockets outside the worker (ABI 6+);
@@ -79,6 +81,8 @@ class Feature(StrEnum):
     """Address space, open files, processes, core dumps."""
     UID = "uid"
     """An unprivileged user instead of root."""
+    CAPABILITIES = "capabilities"
+    """None left, nor any to regain by exec (matters where root cannot change its uid)."""
     NO_NEW_PRIVS = "no_new_privs"
     """No privilege gained through exec (setuid binaries, file capabilities)."""
     LANDLOCK = "landlock"
@@ -181,16 +185,21 @@ class Capabilities:
     landlock_abi: int
     seccomp: bool
     namespaces: bool
+    """``CAP_SYS_ADMIN`` and namespace support (a container's root often lacks the first)."""
+    set_ids: bool = True
+    """``CAP_SETUID`` and ``CAP_SETGID``."""
 
     def available(self) -> dict[Feature, str]:
         """Each feature, with ``""`` when available or why not."""
         root = "" if self.root else "the server does not run as root"
+        spaces = root or ("" if self.namespaces else "no CAP_SYS_ADMIN or no namespaces")
         return {
             Feature.ENV: "",
-            Feature.MOUNT_NS: root or ("" if self.namespaces else "no namespaces"),
-            Feature.NET_NS: root or ("" if self.namespaces else "no namespaces"),
+            Feature.MOUNT_NS: spaces,
+            Feature.NET_NS: spaces,
             Feature.RLIMITS: "",
-            Feature.UID: root,
+            Feature.UID: root or ("" if self.set_ids else "no CAP_SETUID/CAP_SETGID"),
+            Feature.CAPABILITIES: "",
             Feature.NO_NEW_PRIVS: "",
             Feature.LANDLOCK: "" if self.landlock_abi else "kernel without Landlock",
             Feature.SECCOMP: "" if self.seccomp else f"no seccomp filter for {platform.machine()}",
@@ -222,6 +231,8 @@ _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _PR_SET_NO_NEW_PRIVS, _PR_GET_SECCOMP = 38, 21
+_CAP_SYS_ADMIN, _CAP_SET_IDS = 21, (1 << 6) | (1 << 7)  # CAP_SETGID, CAP_SETUID
+_PR_CAPBSET_DROP, _CAP_VERSION_3 = 24, 0x20080522
 
 
 def _check(result: int, what: str) -> int:
@@ -253,12 +264,24 @@ def _landlock_abi() -> int:
 def probe() -> Capabilities:
     """What a worker started by this process could give up; changes nothing."""
     seccomp = _ARCH in _NR and int(_LIBC.prctl(_PR_GET_SECCOMP, 0, 0, 0, 0)) >= 0
+    caps = _effective_capabilities()
+    ns = Path("/proc/self/ns/mnt").exists() and Path("/proc/self/ns/net").exists()
     return Capabilities(
         root=os.geteuid() == 0,
         landlock_abi=_landlock_abi(),
         seccomp=seccomp,
-        namespaces=Path("/proc/self/ns/mnt").exists() and Path("/proc/self/ns/net").exists(),
+        namespaces=ns and bool(caps & (1 << _CAP_SYS_ADMIN)),
+        set_ids=caps & _CAP_SET_IDS == _CAP_SET_IDS,
     )
+
+
+def _effective_capabilities() -> int:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    found = next((line for line in status.splitlines() if line.startswith("CapEff:")), "")
+    return int(found.split()[1], 16) if found else 0
 
 
 # ---------------------------------------------------------------------------- environment
@@ -401,9 +424,11 @@ def _bind_back(handle: int, path: str) -> None:
     _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
-def _own_tmp() -> str:
+def _own_tmp(owner: tuple[int, int] | None) -> str:
     """Without a mount namespace: a folder of its own, removed when the worker exits."""
     folder = tempfile.mkdtemp(prefix="modelplane-worker-")
+    if owner is not None:  # the uid the worker is about to become
+        os.chown(folder, *owner)
     # multiprocessing runs its finalizers when a worker returns; a killed one leaves it
     Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True}, exitpriority=0)
     return folder
@@ -425,6 +450,7 @@ def _set_rlimits(policy: SandboxPolicy, own_uid: bool) -> None:
 
 
 def _drop_user(uid: int, gid: int) -> None:
+    _drop_bounding_set()  # before the uid changes: that takes CAP_SETPCAP with it
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -433,6 +459,31 @@ def _drop_user(uid: int, gid: int) -> None:
     except PermissionError:
         return
     raise WorkerFailed("the worker could take root back after dropping it")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32))  # fmt: skip
+
+
+def _drop_bounding_set() -> None:
+    """Uid 0 regains the bounding set on exec; emptying it needs CAP_SETPCAP, so root only."""
+    if os.geteuid() != 0:
+        return
+    for cap in range(64):
+        if _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            break  # EINVAL: past the last capability this kernel knows
+
+
+def _drop_capabilities() -> None:
+    """Empty the bounding set while that is allowed, then every other set."""
+    _drop_bounding_set()
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    _check(_LIBC.capset(ctypes.byref(header), (_CapData * 2)()), "capset")
 
 
 # ---------------------------------------------------------------------------- landlock
@@ -575,15 +626,21 @@ def apply_sandbox(policy: SandboxPolicy) -> SandboxReport:
 
     code = _code_paths(policy)
     tmp_dir = step(Feature.MOUNT_NS, lambda: _private_view(policy, code, uid, gid, home))
+    if Feature.MOUNT_NS not in applied and Feature.UID not in missing:
+        hidden = next((a for p in code if (a := _blocking_ancestor(p)) is not None), None)
+        if hidden is not None:  # another uid could not load the package or import Python
+            missing[Feature.UID] = f"{hidden} is closed to other users and no mount namespace"
+    own_uid = Feature.UID not in missing
     if not isinstance(tmp_dir, str):
-        tmp_dir = _own_tmp()
+        tmp_dir = _own_tmp((uid, gid) if own_uid else None)
     os.chdir(tmp_dir)
     step(Feature.ENV, lambda: _replace_environment(tmp_dir))
     if policy.network:
         missing[Feature.NET_NS] = "network allowed by policy"
     step(Feature.NET_NS, lambda: _check(_LIBC.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)"))
-    step(Feature.RLIMITS, lambda: _set_rlimits(policy, caps.root))
+    step(Feature.RLIMITS, lambda: _set_rlimits(policy, own_uid))
     step(Feature.UID, lambda: _drop_user(uid, gid))
+    step(Feature.CAPABILITIES, _drop_capabilities)
     step(Feature.NO_NEW_PRIVS, lambda: _check(_LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "nnp"))
     shm = Feature.MOUNT_NS in applied
     step(Feature.LANDLOCK, lambda: _landlock(policy, code, caps.landlock_abi, tmp_dir, shm))
