@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tests.chaos.load import Load
-from tests.chaos.procs import local_ports_to
+from tests.chaos.procs import local_ports_to, parent_of
 from tests.chaos.world import ENDPOINTS, NEXT_VERSION, World
 
 __all__ = ["ALL", "FAULTS", "Fault", "FaultSettings", "Injector"]
@@ -67,6 +67,21 @@ class Injector:
         for pid in pids:
             _signal(pid, signal.SIGKILL)
         return Fault("kill-workers", endpoint, now, now, f"SIGKILL pids {pids}")
+
+    def kill_forkserver(self) -> Fault:
+        """SIGKILL the process workers are forked from, then both workers of one endpoint:
+        their restart needs a new one."""
+        endpoint = self.rng.choice(ENDPOINTS)
+        pids = self.world.workers_of(endpoint)
+        up = self.world.up_pid
+        servers = {p for p in map(parent_of, pids) if p is not None and p != up}
+        now = time.monotonic()
+        for pid in sorted(servers):
+            _signal(pid, signal.SIGKILL)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        detail = f"SIGKILL forkserver {sorted(servers)}, then workers {pids}"
+        return Fault("kill-forkserver", endpoint, now, now, detail)
 
     def stop_worker(self) -> Fault:
         """SIGSTOP one worker of one endpoint for a few seconds, then SIGCONT."""
@@ -192,6 +207,7 @@ class Injector:
 
 FAULTS: dict[str, Callable[[Injector], Fault]] = {
     "kill-workers": Injector.kill_workers,
+    "kill-forkserver": Injector.kill_forkserver,
     "stop-worker": Injector.stop_worker,
     "broken-endpoint": Injector.broken_endpoint,
     "rollout-rollback": Injector.rollout_rollback,

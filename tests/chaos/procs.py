@@ -14,6 +14,7 @@ __all__ = [
     "descendants",
     "local_ports_to",
     "name_of",
+    "parent_of",
     "rss_bytes",
 ]
 
@@ -41,6 +42,11 @@ def children_of() -> dict[int, list[int]]:
             continue
         tree.setdefault(int(fields[1]), []).append(int(entry.name))
     return tree
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def descendants(pid: int) -> list[int]:

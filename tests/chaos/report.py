@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ __all__ = ["AIMS_S", "GRACE_S", "ChaosReport", "FaultResult", "MemoryTrend", "bu
 GRACE_S = 1.0
 """After an endpoint's first 200, failures still in flight from the fault count as its own
 for this long (a request dispatched to the second, still restarting, replica)."""
-AIMS_S = {"kill-workers": 3.0, "restart-up": 5.0}
+AIMS_S = {"kill-workers": 3.0, "kill-forkserver": 3.0, "restart-up": 5.0}
 """Issue 10's aims: serving again within 3 s of both replicas killed, 5 s of ``up``'s start."""
 UNATTRIBUTED = "unattributed"
 
@@ -45,6 +45,9 @@ class FaultResult:
     duration_s: float
     recovery_s: dict[str, float | None]
     """Per endpoint watched; ``None``: no 200 within the limit."""
+    answering_s: float | None
+    """The last of the endpoints watched to give any HTTP answer (a 503 counts): for a
+    restart, how long ``up`` took to listen, against ``recovery_s``'s time to serve."""
     failures: int
     """Failed requests caused by this fault."""
     detail: str
@@ -67,6 +70,8 @@ class MemoryTrend:
 
 @dataclass(frozen=True, slots=True)
 class ChaosReport:
+    started_at: float
+    """When the load started (``time.monotonic()``): the zero of every ``at_s``."""
     seconds: float
     requests: int
     answered: int
@@ -117,6 +122,7 @@ class ChaosReport:
             "fault",
             "target",
             "lasted s",
+            "answering s",
             "recovery s",
             "aim s",
             "failed",
@@ -134,6 +140,7 @@ class ChaosReport:
                 f.kind,
                 f.target or "-",
                 f"{f.duration_s:.1f}",
+                "-" if f.answering_s is None else f"{f.answering_s:.2f}",
                 shown,
                 "" if aim is None else f"{aim:g}",
                 str(f.failures),
@@ -164,11 +171,20 @@ class _Answers:
 
     def first_ok(self, endpoint: str, since: float, limit_s: float) -> float | None:
         """When the first request sent at or after ``since`` got its 200, within the limit."""
+        return self._first(endpoint, since, limit_s, lambda status: status == 200)
+
+    def first_answer(self, endpoint: str, since: float, limit_s: float) -> float | None:
+        """When the first request sent at or after ``since`` got any HTTP answer."""
+        return self._first(endpoint, since, limit_s, lambda status: status != 0)
+
+    def _first(
+        self, endpoint: str, since: float, limit_s: float, wanted: Callable[[int], bool]
+    ) -> float | None:
         listed = self.by_endpoint.get(endpoint, [])
         for outcome in listed[bisect_left(self.sent.get(endpoint, []), since) :]:
             if outcome.done - since > limit_s:
                 return None
-            if outcome.status == 200:
+            if wanted(outcome.status):
                 return outcome.done
         return None
 
@@ -245,6 +261,12 @@ def build_report(
         at = answers.first_ok(endpoint, fault.end, limit_s)
         return None if at is None else round(at - fault.end, 3)
 
+    def answering(fault: Fault) -> float | None:
+        found = [answers.first_answer(e, fault.end, limit_s) for e in fault.watched]
+        if not found or None in found:
+            return None
+        return round(max(at for at in found if at is not None) - fault.end, 3)
+
     results = [
         FaultResult(
             kind=f.kind,
@@ -252,6 +274,7 @@ def build_report(
             at_s=round(f.start - started, 2),
             duration_s=round(f.end - f.start, 2),
             recovery_s={e: recovery(f, e) for e in f.watched},
+            answering_s=answering(f),
             failures=per_fault[index],
             detail=f.detail,
         )
@@ -259,6 +282,7 @@ def build_report(
     ]
     end = max((o.done for o in outcomes), default=started)
     return ChaosReport(
+        started_at=started,
         seconds=round(end - started, 1),
         requests=len(outcomes),
         answered=sum(1 for o in outcomes if o.status == 200),

@@ -45,6 +45,7 @@ def test_every_fault_costs_only_its_own_endpoint_and_is_recovered_from(
     with chaos_world(postgres_admin_url, chaos_redis) as world:
         report = run_chaos(world, ChaosConfig(seed=SEED), console)
         code = world.stop()
+        stragglers = world.stragglers
         log = world.log_tail(80)
     report.print(console)
 
@@ -56,3 +57,4 @@ def test_every_fault_costs_only_its_own_endpoint_and_is_recovered_from(
     )
     assert not report.unrecovered, f"not serving again within 30 s: {report.unrecovered}\n{log}"
     assert code == 0, log  # a graceful stop after all of it
+    assert stragglers == [], f"processes of up alive 10 s after it stopped: {stragglers}"

@@ -41,6 +41,8 @@ NEXT_VERSION = {"alpha": "alpha:2", "beta": "beta:2"}
 """Endpoints with a second version, and that version: what a rollout moves to."""
 CUSTOMERS = 100
 """Entity keys with a row in Redis; every request of ``gamma`` names one of them."""
+STRAGGLE_S = 10.0
+"""How long the processes of a stopped ``up`` may take to exit on their own."""
 SIGNER = "chaos-ci"
 REDIS_DB = 7
 """Other tests flush Redis database 0; the suite's rows live in a database of their own."""
@@ -119,9 +121,12 @@ class World:
         self.log_path = root / "up.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self.workers_seen: set[int] = set()
-        """Every worker pid seen below ``up``: those left behind by a killed ``up`` are
-        found (and stopped) by pid."""
+        self.seen: dict[int, tuple[int, str]] = {}
+        """Every pid seen below ``up``: the start of ``up`` it belonged to, and its name.
+        A worker whose forkserver was killed leaves ``up``'s tree but still serves it; one
+        left behind by a killed ``up`` is found (and stopped) by pid."""
+        self.stragglers: list[int] = []
+        """Processes of ``up`` still alive :data:`STRAGGLE_S` after it stopped (then killed)."""
         self._log: IO[bytes] | None = None
 
     @property
@@ -243,11 +248,16 @@ class World:
         return killed
 
     def workers(self) -> dict[int, str]:
-        """``up``'s descendants: pid to process name (workers take their endpoint's)."""
+        """Processes of the running ``up``: pid to name (workers take their endpoint's).
+        Its descendants, and those seen below it before that still live under their name."""
         if self.process is None or self.process.poll() is not None:
             return {}
         found = {pid: name_of(pid) for pid in descendants(self.up_pid)}
-        self.workers_seen.update(found)
+        for pid, (start, name) in list(self.seen.items()):
+            if start == self.starts and pid not in found and alive(pid) and name_of(pid) == name:
+                found[pid] = name
+        for pid, name in found.items():
+            self.seen.setdefault(pid, (self.starts, name))
         return found
 
     def workers_of(self, endpoint: str) -> list[int]:
@@ -255,9 +265,19 @@ class World:
         return [pid for pid, name in self.workers().items() if name == wanted]
 
     def leftovers(self) -> list[int]:
-        """Processes once below ``up`` that still live, though not below the running one."""
-        current = set(self.workers())
-        return sorted(pid for pid in self.workers_seen - current if alive(pid))
+        """Processes of an earlier ``up`` that still live."""
+        return sorted(
+            pid
+            for pid, (start, name) in self.seen.items()
+            if start != self.starts and alive(pid) and name_of(pid) == name
+        )
+
+    def survivors(self) -> list[int]:
+        """Every process ever seen below ``up`` that still lives (once ``up`` is stopped:
+        none should)."""
+        return sorted(
+            pid for pid, (_, name) in self.seen.items() if alive(pid) and name_of(pid) == name
+        )
 
     def stop(self) -> int | None:
         """SIGTERM ``up`` (it drains), SIGKILL if it takes over a minute; then stop any
@@ -272,7 +292,11 @@ class World:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 code = self.process.wait(timeout=30)
-        for pid in self.leftovers():
+        deadline = time.monotonic() + STRAGGLE_S
+        while self.survivors() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stragglers = self.survivors()
+        for pid in self.stragglers:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self._log is not None:
