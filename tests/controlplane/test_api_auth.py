@@ -8,6 +8,7 @@ called with a token that may, to show the refusals were not for some other reaso
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -21,10 +22,12 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from fastapi.routing import APIRoute
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, insert, select
 
 from modelplane.controlplane.api import create_api
+from modelplane.controlplane.limits import OPEN_PATHS
 from modelplane.features.base import OnlineStore
 from modelplane.features.stores import open_online_store
 from modelplane.registry.build import package
@@ -75,12 +78,15 @@ class Route:
     method: str
     path: str
     allowed: str
-    wrong_scope: str
+    wrong_scope: str | None
     wrong_team: str | None = None
     body: dict[str, Any] | None = None
 
 
 ROUTES = [
+    Route("whoami", "GET", "/v1/whoami", "caller", None),
+    # other teams' errors are left out (below), not refused
+    Route("recent errors", "GET", "/v1/errors", "reader", "caller"),
     Route("list resources", "GET", "/v1/resources/Endpoint", "reader", "caller"),
     Route("read resource", "GET", "/v1/resources/Endpoint/risk-score", "reader", "caller"),
     Route("list models", "GET", "/v1/models", "reader", "caller"),
@@ -173,13 +179,15 @@ def _seed(registry: Registry, tmp_path: Path) -> None:
         resources.apply("Endpoint", name, endpoint(name, team), actor="seed")
     resources.apply("FeatureSet", "customer:1", FEATURE_SET, actor="seed")
     with registry.engine.begin() as conn:
-        conn.execute(
-            insert(PredictionRow).values(
-                request_id=REQUEST_ID, at=datetime.now(UTC), endpoint="risk-score",
-                contract="score", contract_version=1, route_kind="stable", status=200,
-                queue_ms=0.1, batch_ms=0.1, compute_ms=0.1, total_ms=0.3,
-            )
-        )  # fmt: skip
+        for status in (200, 503):
+            conn.execute(
+                insert(PredictionRow).values(
+                    request_id=REQUEST_ID, at=datetime.now(UTC), endpoint="risk-score",
+                    contract="score", contract_version=1, route_kind="stable", status=status,
+                    error_code=None if status == 200 else "worker_failed",
+                    queue_ms=0.1, batch_ms=0.1, compute_ms=0.1, total_ms=0.3,
+                )
+            )  # fmt: skip
 
 
 @pytest.fixture
@@ -228,7 +236,8 @@ def test_every_route_refuses_every_bad_caller_and_changes_nothing(stack: Stack) 
     with httpx.Client(base_url=stack.url, timeout=10) as http:
         for route in ROUTES:
             callers = [(c, 401, "unauthorized") for c in BAD_CALLERS]
-            callers.append((route.wrong_scope, 403, "forbidden"))
+            if route.wrong_scope is not None:
+                callers.append((route.wrong_scope, 403, "forbidden"))
             if route.wrong_team is not None:
                 callers.append((route.wrong_team, 403, "forbidden"))
             for caller, status, code in callers:
@@ -279,4 +288,19 @@ def test_a_team_token_reads_every_team_but_only_its_own_prediction_log(stack: St
         assert "team 'risk'" in log.json()["error"]["message"]
         reader = {"authorization": f"Bearer {stack.tokens['reader']}"}
         rows = http.get(f"/v1/predictions/{REQUEST_ID}", headers=reader).json()
-        assert [r["endpoint"] for r in rows] == ["risk-score"]
+        assert [r["endpoint"] for r in rows] == ["risk-score", "risk-score"]
+        assert http.get("/v1/errors", headers=growth).json() == []
+        [error] = http.get("/v1/errors", headers=reader).json()
+        assert error["endpoint"] == "risk-score"
+
+
+def test_the_matrix_covers_every_route(stack: Stack) -> None:
+    """A route added to the API without a row here fails this test, not silently open."""
+    app = create_api(stack.registry)
+    covered = {(r.method, r.path) for r in ROUTES}
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or route.path in OPEN_PATHS:
+            continue
+        pattern = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(route.path)) + "$")
+        for method in route.methods or ():
+            assert any(m == method and pattern.match(p) for m, p in covered), (method, route.path)
