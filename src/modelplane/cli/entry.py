@@ -5,8 +5,10 @@ about the time the interpreter takes to start. The CLI framework (typer, rich) a
 settings model (pydantic-settings) take most of a second to import on a small machine, so
 ``status`` and ``status --json`` run here on the standard library alone: settings come
 from the same ``MODELPLANE_*`` environment variables, the store is read by
-:func:`modelplane.observe.status.read_status` and the text is the full CLI's. Anything
-else, ``--help`` included, goes to the full CLI (:mod:`modelplane.cli.main`).
+:func:`modelplane.observe.status.read_status` and the text is the full CLI's. The other
+commands typed in a hurry (``rollback``, ``pause``, ``resume``, ``promote``, ``get``,
+``explain``) run here too in their common case (:mod:`modelplane.cli.fast_commands`).
+Anything else, ``--help`` included, goes to the full CLI (:mod:`modelplane.cli.main`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ def main() -> None:
 
 def fast(args: Sequence[str]) -> int | None:
     """Run ``args`` here if this entry handles them; their exit code, or None."""
-    if list(args[:1]) != ["status"] or not set(args[1:]) <= {"--json"}:
+    if list(args[:1]) != ["status"]:
+        from modelplane.cli.fast_commands import run
+
+        return run(args, os.environ, database_url(os.environ))
+    if not set(args[1:]) <= {"--json"}:
         return None
     from modelplane.observe.status import read_status
 
