@@ -693,3 +693,19 @@ def test_signature_accepts_exactly_the_lossless_casts(a: DType, b: DType) -> Non
     found = check_signature(sig([fld("x", b)]), contract().input("x", a.value).build())
     assert (found == []) == widens(a, b)
     assert bool(breaking(found)) == (cast_safety(a, b) is Cast.UNSAFE)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "breaks"),
+    [
+        (None, None, False),
+        (None, 20_000, False),  # more rows than the platform default: callers lose nothing
+        (None, 500, True),  # requests of 501..10,000 rows would now get 413
+        (500, 400, True),
+        (500, None, False),
+    ],
+)
+def test_fewer_rows_per_request_is_breaking(old: int | None, new: int | None, breaks: bool) -> None:
+    before = base().with_(max_rows=old).build()
+    after = base().with_(max_rows=new).build()
+    assert ("max_rows" in breaking(compare_contracts(before, after))) is breaks

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Literal
 
 from modelplane.errors import Incompatible
-from modelplane.spec.contract import Contract, FallbackKind
+from modelplane.spec.contract import DEFAULT_MAX_ROWS, Contract, FallbackKind
 from modelplane.spec.dtypes import DType
 from modelplane.spec.fields import FieldSpec, Range, Signature
 
@@ -268,6 +268,11 @@ def _compare_service(old: Contract, new: Contract) -> list[Incompatibility]:
         warn("slo.latency_quantile", problem)
     if old.fallback.kind is not FallbackKind.NONE and new.fallback.kind is FallbackKind.NONE:
         warn("fallback.kind", f"fallback '{old.fallback.kind}' was removed")
+    old_rows = DEFAULT_MAX_ROWS if old.max_rows is None else old.max_rows
+    new_rows = DEFAULT_MAX_ROWS if new.max_rows is None else new.max_rows
+    if new_rows < old_rows:  # requests callers send today would get 413
+        problem = f"lowered from {old_rows} to {new_rows} rows per request"
+        found.append(Incompatibility("max_rows", problem, "service", "breaking"))
     return found
 
 
@@ -276,8 +281,9 @@ def compare_contracts(old: Contract, new: Contract) -> list[Incompatibility]:
 
     Breaking: removed or renamed fields, a new required input, an input that narrows
     (dtype, shape, enum, range, nulls) or becomes required, an output that widens or may now
-    be missing. Warnings: a changed default, a longer timeout, a weaker SLO, a removed
-    fallback. An empty list means the change is invisible to callers.
+    be missing, fewer rows per request (``max_rows``). Warnings: a changed default, a longer
+    timeout, a weaker SLO, a removed fallback. An empty list means the change is invisible
+    to callers.
     """
     return [
         *_compare_fields(old.inputs, new.inputs, "inputs"),
