@@ -123,7 +123,11 @@ def main() -> None:
     caps = probe()
     with tempfile.TemporaryDirectory(prefix="modelplane-bench-sandbox-") as tmp:
         packages = build_packages(Path(tmp))
-        summary: dict[str, Any] = {"features": caps.label(), "runs": opts.runs, "packages": {}}
+        summary: dict[str, Any] = {
+            "features": caps.label(),
+            "load_average_at_start": round(os.getloadavg()[0], 2),  # this machine is shared
+            "packages": {},
+        }
         for name, built in packages.items():
             runs = opts.sklearn_runs if name == "sklearn" else opts.runs
             times = asyncio.run(measure(built, runs))
