@@ -46,6 +46,10 @@ class FaultSettings:
     """How long the broken endpoint stays applied."""
     canary_wait_s: float = 30.0
     """How long a rollout may take to get a canary answer before it is rolled back."""
+    postgres_s: float = 3.0
+    """How long PostgreSQL connections keep being terminated."""
+    redis_s: float = 2.0
+    """How long Redis connections keep being killed."""
     flood_sockets: int = 2000
     flood_s: float = 5.0
     """How long the idle sockets stay open."""
@@ -134,37 +138,50 @@ class Injector:
         return Fault("restart-up", ALL, killed, started, f"start {self.world.starts}")
 
     def terminate_postgres(self) -> Fault:
-        """Terminate every PostgreSQL connection to the run's database."""
+        """Terminate every PostgreSQL connection to the run's database, again and again for
+        a few seconds (controllers and the prediction log reconnect in between)."""
         import psycopg
 
-        now = time.monotonic()
         url = self.world.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         name = urlsplit(url).path.lstrip("/")
         admin = url.rsplit("/", 1)[0] + "/postgres"
+        start = time.monotonic()
+        terminated = rounds = 0
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            ).fetchall()
-        return Fault("terminate-postgres", None, now, now, f"{len(rows)} connections")
+            while time.monotonic() - start < self.settings.postgres_s:
+                terminated += len(
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    ).fetchall()
+                )
+                rounds += 1
+                time.sleep(0.2)  # the fault's own pace
+        detail = f"{terminated} connections terminated in {rounds} rounds"
+        return Fault("terminate-postgres", None, start, time.monotonic(), detail)
 
     def kill_redis_clients(self) -> Fault:
-        """``CLIENT KILL`` every Redis connection ``up`` holds (the feature join's)."""
+        """``CLIENT KILL`` every Redis connection ``up`` holds (the feature join's), again
+        and again for a few seconds, so that some die idle and some with a read in flight."""
         import redis
 
         parts = urlsplit(self.world.redis_url)
-        ports = local_ports_to(self.world.up_pid, parts.port or 6379)
         client = redis.Redis.from_url(self.world.redis_url, socket_connect_timeout=3)
-        now = time.monotonic()
-        killed = 0
+        start = time.monotonic()
+        killed = rounds = 0
         try:
-            for info in client.client_list():
-                if int(str(info.get("addr", ":0")).rsplit(":", 1)[1]) in ports:
-                    killed += int(client.client_kill_filter(_id=info["id"]))
+            while time.monotonic() - start < self.settings.redis_s:
+                ports = local_ports_to(self.world.up_pid, parts.port or 6379)
+                for info in client.client_list():
+                    if int(str(info.get("addr", ":0")).rsplit(":", 1)[1]) in ports:
+                        killed += int(client.client_kill_filter(_id=info["id"]))
+                rounds += 1
+                time.sleep(0.02)  # the fault's own pace
         finally:
             client.close()
-        return Fault("kill-redis-clients", "gamma", now, now, f"{killed} connections")
+        detail = f"{killed} connections killed in {rounds} rounds"
+        return Fault("kill-redis-clients", "gamma", start, time.monotonic(), detail)
 
     def idle_flood(self) -> Fault:
         """Open thousands of idle connections to the gateway, hold them, close them."""

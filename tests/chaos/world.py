@@ -3,7 +3,7 @@ PostgreSQL database, with Redis as its online feature store, serving three endpo
 
 - ``alpha`` and ``beta``: two replicas each of a python-runtime model; each has a second
   version pushed, for rollouts;
-- ``gamma``: two replicas, its input ``b`` joined from the feature set ``chaos:1`` in Redis
+- ``gamma``: two replicas, its input ``b`` joined from the run's feature set in Redis
   by ``customer_id`` (policy ``fail``: a store that cannot answer fails the request, so a
   Redis fault shows);
 - ``broken:1`` is pushed too: it loads where it is built and fails in every worker.
@@ -58,15 +58,15 @@ contract:
 routes: [{{model: {model}}}]
 replicas: {replicas}
 {extra}"""
-FEATURES = "features: [{feature_set: 'chaos:1', entity_key: customer_id, policy: fail}]\n"
+FEATURES = "features: [{{feature_set: '{set}:1', entity_key: customer_id, policy: fail}}]\n"
 FEATURE_SET = """
 kind: FeatureSet
-name: chaos
+name: {set}
 version: 1
 team: chaos
-entity: {name: customer_id, dtype: int64}
-features: [{name: b, dtype: float64, default: 0.0}]
-freshness: {max_age_s: 86400}
+entity: {{name: customer_id, dtype: int64}}
+features: [{{name: b, dtype: float64, default: 0.0}}]
+freshness: {{max_age_s: 86400}}
 """
 ROLLOUT = """
 kind: Rollout
@@ -110,6 +110,8 @@ class World:
         self.database_url = database_url
         self.redis_url = redis_url
         self.replicas = replicas
+        self.featureset = f"chaos-{uuid.uuid4().hex[:8]}"
+        """The run's own feature set: runs at once share Redis database 7, not its rows."""
         self.cli_env = {
             "MODELPLANE_HOME": str(self.home),
             "MODELPLANE_DATABASE_URL": database_url,
@@ -155,7 +157,7 @@ class World:
         return path
 
     def endpoint_yaml(self, name: str, model: str) -> str:
-        extra = FEATURES if name == "gamma" else ""
+        extra = FEATURES.format(set=self.featureset) if name == "gamma" else ""
         return ENDPOINT.format(name=name, model=model, replicas=self.replicas, extra=extra)
 
     # ------------------------------------------------------------------ set-up
@@ -186,9 +188,10 @@ class World:
             {"key": key, "event_time": time.time(), "values": {"b": float(key % 7 - 3)}}
             for key in range(CUSTOMERS)
         ]
-        self.cli("apply", "-f", str(self.write("featureset.yaml", FEATURE_SET)))
+        featureset = FEATURE_SET.format(set=self.featureset)
+        self.cli("apply", "-f", str(self.write("featureset.yaml", featureset)))
         rows_path = self.write("rows.jsonl", "\n".join(json.dumps(row) for row in rows))
-        self.cli("features", "push", "chaos:1", "-f", str(rows_path))
+        self.cli("features", "push", f"{self.featureset}:1", "-f", str(rows_path))
         endpoints = "---".join(self.endpoint_yaml(name, f"{name}:1") for name in ENDPOINTS)
         self.cli("apply", "-f", str(self.write("endpoints.yaml", endpoints)))
         self.write("rollout.yaml", ROLLOUT)
@@ -315,7 +318,7 @@ class World:
 
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=3)
         try:
-            keys = list(client.scan_iter(match="mp:fs:chaos:*", count=1000))
+            keys = list(client.scan_iter(match=f"mp:fs:{self.featureset}:*", count=1000))
             if keys:
                 client.delete(*keys)
         finally:
