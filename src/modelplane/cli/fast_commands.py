@@ -43,7 +43,7 @@ __all__ = [
     "run",
 ]
 
-SCHEMA = "0005"
+SCHEMA = "0006"
 """The store schema this module writes (``store.db.SCHEMA_HEAD``; a test keeps them equal)."""
 
 _ACTIVE = frozenset({"pending", "shadow", "canary"})

@@ -42,6 +42,7 @@ __all__ = [
     "ModelRow",
     "ModelVersionRow",
     "PredictionRow",
+    "RequestRow",
     "ResourceRow",
     "SloIntervalRow",
     "UTCDateTime",
@@ -280,6 +281,33 @@ class PredictionRow(Base):
     batch_size: Mapped[int | None]
     features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """What the feature join fed the model: set versions and value ages (see 0003)."""
+
+
+class RequestRow(Base):
+    """A brief record of a request the prediction log did not keep (a plain success not
+    sampled): what ``modelplane explain`` says of any request for a bounded time. Rows
+    older than the configured retention are deleted (see 0006)."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (Index(None, "request_id"), Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    """Wall-clock time (Unix seconds) the response was sent."""
+    endpoint: Mapped[str] = mapped_column(String(63))
+    contract: Mapped[str] = mapped_column(String(63))
+    contract_version: Mapped[int]
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    digest: Mapped[str | None] = mapped_column(String(71))
+    route: Mapped[str | None] = mapped_column(String(200))
+    route_kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int]
+    queue_ms: Mapped[float] = mapped_column(Float)
+    batch_ms: Mapped[float] = mapped_column(Float)
+    compute_ms: Mapped[float] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)
+    batch_size: Mapped[int | None]
 
 
 class SloIntervalRow(Base):
