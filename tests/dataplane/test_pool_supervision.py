@@ -131,7 +131,7 @@ def test_a_killed_forkserver_is_replaced_and_the_pool_comes_back_full() -> None:
 
 def test_a_forkserver_that_stops_answering_is_replaced() -> None:
     async def scenario() -> None:
-        p = pool(start_timeout_s=3.0)
+        p = pool(start_timeout_s=10.0)
         await p.start()
         stuck = the_forkserver()
         os.kill(stuck, signal.SIGSTOP)
@@ -242,7 +242,11 @@ def test_a_preload_that_crashes_the_forkserver_is_given_up(
         with caplog.at_level(logging.WARNING, logger="modelplane.dataplane.pool"):
             run(scenario)
     finally:
+        bare = forkserver.pid()
         forkserver.kill_hung()  # leave no bare forkserver to the tests after this one
+        if bare is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(bare, 0)  # SIGKILLed: reaped at once
     assert any(
         "tests.dataplane.broken_preload" in r.getMessage() and r.levelno == logging.ERROR
         for r in caplog.records

@@ -17,9 +17,10 @@ stale one. :func:`prepare`, called before each worker start, covers the rest:
   is launched with the larger preload.
 - **hung**: a start that gets no answer in time calls :func:`kill_hung`.
 - **poisoned**: a module in the preload that crashes on import (not with ``ImportError``,
-  which multiprocessing skips) kills every forkserver at launch. After two that died before
-  starting a single worker, the forkserver is launched bare from then on (workers import
-  their engine themselves: slower, never stuck), and the error log names the preload.
+  which multiprocessing skips) kills every forkserver at launch, and one that takes longer
+  than a start's timeout gets every forkserver killed as hung. After two in a row that ended
+  before starting a single worker, the forkserver is launched bare from then on (workers
+  import their engine themselves: slower, never stuck), and the error log names the preload.
 
 This reaches into ``multiprocessing.forkserver``'s private state (the pid, the "alive" pipe
 and the listener's address of its one global server, CPython 3.11 to 3.13); every access is
@@ -113,8 +114,8 @@ def prepare() -> None:
                     _retire(server)
         if _state.barren_deaths >= 2 and not _state.bare:
             log.error(
-                "forkservers died before starting any worker; launching them without "
-                "preloading %s from now on (one of these crashes on import)",
+                "forkservers ended before starting any worker; launching them without "
+                "preloading %s from now on (one of these crashes or is too slow on import)",
                 ", ".join(_state.wanted),
             )
             _state.bare = True
@@ -143,6 +144,9 @@ def kill_hung() -> None:
             os.kill(running, signal.SIGKILL)
         _retire(server)
         _state.launched = None
+        # one that never started anything may still have been importing its preload: if that
+        # alone outlasts a start's timeout, the bare fallback below ends the cycle of kills
+        _state.barren_deaths = 0 if _state.forked else _state.barren_deaths + 1
 
 
 def _exited(running: int) -> bool:
