@@ -116,7 +116,8 @@ class Model:
 
     def predict(self, inputs):
         x = np.asarray(inputs["x"], dtype=np.float32)
-        if os.getpid() != BUILDER_PID and x.size and float(x.flat[0]) == TRIGGER:
+        triggered = x.size and float(x.flat[0]) == TRIGGER
+        if os.getpid() != BUILDER_PID and WHEN == "predict" and triggered:
             if ATTACK == "probe":
                 return probe()
             ATTACKS[ATTACK]()

@@ -26,14 +26,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
+from modelplane.dataplane.gateway import GatewayConfig
 from modelplane.dataplane.loader import LOADER
 from modelplane.dataplane.pool import ModelRaised, PoolConfig, WorkerPool, WorkerSpec
 from modelplane.dataplane.pool.messages import Op, decode
 from modelplane.dataplane.pool.worker import worker_main
+from modelplane.dataplane.server import ServerThread
 from modelplane.errors import WorkerFailed
 from modelplane.registry.build import BuiltPackage, package
 from modelplane.security.sandbox import (
@@ -46,6 +50,8 @@ from modelplane.security.sandbox import (
     scrub_environment,
     seccomp_program,
 )
+from modelplane.spec.contract import Contract
+from modelplane.spec.endpoint import Endpoint, Route
 
 from .sandbox_models import SOURCE
 
@@ -85,28 +91,29 @@ def run(scenario: Callable[[], Awaitable[T]], timeout_s: float = 60.0) -> T:
     return asyncio.run(bounded())
 
 
-def build(folder: Path, attack: str, when: str) -> BuiltPackage:
+def build(folder: Path, attack: str, when: str, name: str = "sandboxed") -> BuiltPackage:
     """A python-runtime package whose model runs ``attack`` at ``when`` (load or predict)."""
-    name = f"sandbox_model_{next(_names)}"
-    source = folder / "src" / f"{name}.py"
+    module_name = f"sandbox_model_{next(_names)}"
+    source = folder / "src" / f"{module_name}.py"
     source.parent.mkdir(parents=True)
     source.write_text(
         textwrap.dedent(SOURCE).format(
             builder_pid=os.getpid(), gateway_pid=os.getpid(), attack=attack, when=when
         )
     )
-    spec = importlib.util.spec_from_file_location(name, source)
+    spec = importlib.util.spec_from_file_location(module_name, source)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # the python runtime finds a class's source through its module
+    # the python runtime finds a class's source through its module
+    sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
         sample = {"x": np.zeros((2, 4), dtype=np.float32)}
-        return package(module.Model, name="sandboxed", output_dir=folder / "pkg",
+        return package(module.Model, name=name, output_dir=folder / "pkg",
                        runtime="python", sample_input=sample)  # fmt: skip
     finally:
-        sys.modules.pop(name, None)
+        sys.modules.pop(module_name, None)
 
 
 def policy_for(built: BuiltPackage, **overrides: Any) -> SandboxPolicy:
@@ -233,6 +240,39 @@ def test_an_escape_at_predict_fails_the_request_and_the_worker_lives_on(
     assert neighbour.failed == 0
     assert sigterm_seen == []
     assert not list(Path(sys.prefix).glob("escaped-*"))
+
+
+def endpoint_for(name: str, built: BuiltPackage) -> EndpointConfig:
+    source = ModelSource(f"{built.manifest.name}:1", built.path, built.manifest, built.digest)
+    signature = built.manifest.signature
+    contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs)
+    route = Route(model=source.label)
+    endpoint = Endpoint(name=name, team="test", contract=contract, routes=(route,))
+    return EndpointConfig(endpoint, {source.label: source})
+
+
+@root_only
+@pytest.mark.timeout(120)
+def test_a_gateway_sandboxes_its_workers_by_default(tmp_path: Path) -> None:
+    """Through the real gateway and its default pool settings: the escape is a clear 5xx,
+    the neighbouring endpoint answers."""
+    endpoints = [
+        endpoint_for("evil", build(tmp_path / "evil", "read_shadow", "predict", name="evil")),
+        endpoint_for("good", build(tmp_path / "good", "none", "never", name="good")),
+    ]
+    config = GatewayConfig(pool=FAST)
+    assert config.pool.sandbox is not None
+    attack = {"instances": [{"x": [TRIGGER, 1.0, 1.0, 1.0]}]}
+    with (
+        ServerThread(endpoints, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=20.0) as client,
+    ):
+        escaped = client.post("/v1/endpoints/evil:predict", json=attack)
+        answered = client.post("/v1/endpoints/good:predict", json=attack)
+    assert escaped.status_code >= 500, escaped.text
+    assert "PermissionError" in escaped.json()["error"]["message"]
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["predictions"] == [[2 * TRIGGER, 2.0, 2.0, 2.0]]  # one output: bare
 
 
 @root_only
