@@ -85,3 +85,22 @@ def test_the_cache_is_bounded() -> None:
 def test_the_header_must_be_bearer(header: str | None) -> None:
     with pytest.raises(Unauthorized):
         bearer_token(header)
+
+
+def test_the_predict_gate_remembers_grants_only() -> None:
+    from modelplane.errors import Forbidden
+    from modelplane.security.auth import PredictGate
+
+    clock = FakeClock()
+    verifier = CountingVerifier(clock)  # principals of team risk, expiring in 30 s
+    gate = PredictGate(CachedAuthenticator(verifier, clock=clock), ttl_s=60.0, clock=clock)
+    header = f"Bearer {GOOD}"
+    assert not gate.allowed(header, "fraud", "risk")
+    asyncio.run(gate.check(header, "fraud", "risk"))
+    assert gate.allowed(header, "fraud", "risk")
+    assert not gate.allowed(header, "churn", "risk")  # another endpoint: checked afresh
+    with pytest.raises(Forbidden):
+        asyncio.run(gate.check(header, "churn", "growth"))
+    assert not gate.allowed(header, "churn", "growth")
+    clock.advance(31)  # past the token's expiry, within the gate's ttl
+    assert not gate.allowed(header, "fraud", "risk")

@@ -18,7 +18,7 @@ from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.server import ServerThread
-from modelplane.security.auth import CachedAuthenticator
+from modelplane.security.auth import CachedAuthenticator, PredictGate
 from modelplane.security.tokens import TokenStore
 from modelplane.store.db import open_engine
 from modelplane.types import FakeClock
@@ -84,7 +84,7 @@ def server(tokens: tuple[TokenStore, dict[str, str]]) -> Iterator[ServerThread]:
         kit.EndpointBuilder("lr", "sklearn").build(),
     ]
     running = ServerThread(endpoints, config=kit.gateway_config())
-    running.gateway.auth = CachedAuthenticator(tokens[0].verify)
+    running.gateway.auth = PredictGate(CachedAuthenticator(tokens[0].verify))
     with running:
         yield running
 

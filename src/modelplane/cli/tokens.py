@@ -18,7 +18,7 @@ from modelplane.cli.output import console, emit_json, handle_errors, table
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from modelplane.security.auth import CachedAuthenticator
+    from modelplane.security.auth import CachedAuthenticator, PredictGate
     from modelplane.security.oidc import OidcConfig
     from modelplane.security.tokens import TokenStore
 
@@ -144,7 +144,7 @@ class ServerAuth:
     gateway's predict routes; ``None`` checks nothing."""
 
     api: CachedAuthenticator | None
-    predict: CachedAuthenticator | None
+    predict: PredictGate | None
 
 
 def refuse_insecure(host: str, *, auth: bool, insecure: bool) -> None:
@@ -174,7 +174,7 @@ def server_auth(
     ``MODELPLANE_HOME/token`` (mode 0600), so the first run needs no setup. With ``oidc``,
     the issuer's JWTs are accepted beside modelplane's own tokens.
     """
-    from modelplane.security.auth import CachedAuthenticator
+    from modelplane.security.auth import CachedAuthenticator, PredictGate
     from modelplane.security.oidc import OidcVerifier, either
     from modelplane.security.tokens import TokenStore
 
@@ -196,7 +196,7 @@ def server_auth(
         + (" and on predictions" if predict else " (predictions on loopback need none)")
         + ("" if oidc is None else f"; JWTs from {oidc.issuer} accepted")
     )
-    return ServerAuth(authenticator, authenticator if predict else None)
+    return ServerAuth(authenticator, PredictGate(authenticator) if predict else None)
 
 
 def _ensure_local_token(cli: CliContext, store: TokenStore) -> None:

@@ -69,9 +69,7 @@ from modelplane.dataplane.records import encode_predictions
 from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
-from modelplane.security.auth import Authenticator
-from modelplane.security.scopes import Action, authorize
-from modelplane.security.scopes import Scope as TokenScope
+from modelplane.security.auth import PredictAuthorizer
 from modelplane.types import Clock, SystemClock
 
 __all__ = ["Gateway", "GatewayConfig"]
@@ -150,7 +148,7 @@ class Gateway:
         *,
         sink: PredictionSink | None = None,
         online_store: OnlineStore | None = None,
-        auth: Authenticator | None = None,
+        auth: PredictAuthorizer | None = None,
     ):
         self.config = config or GatewayConfig()
         self.auth = auth
@@ -538,10 +536,11 @@ class Gateway:
             raise
 
     async def _authorize(self, name: str, request: _Request) -> None:
-        assert self.auth is not None
-        principal = await self.auth.authenticate(request.authorization)
+        auth = self.auth
+        assert auth is not None
         team = self.handler.endpoint(name).endpoint.team
-        authorize(principal, Action(TokenScope.PREDICT, f"predict {name}", (team,), name))
+        if not auth.allowed(request.authorization, name, team):  # remembered: no await
+            await auth.check(request.authorization, name, team)
 
     async def _v2_infer(
         self, name: str, version: str | None, receive: Receive, request: _Request

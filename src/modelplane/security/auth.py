@@ -15,10 +15,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from modelplane.errors import Unauthorized
-from modelplane.security.scopes import Principal
+from modelplane.security.scopes import Action, Principal, Scope, authorize
 from modelplane.types import Clock, SystemClock
 
-__all__ = ["Authenticator", "CachedAuthenticator", "bearer_token"]
+__all__ = [
+    "Authenticator",
+    "CachedAuthenticator",
+    "PredictAuthorizer",
+    "PredictGate",
+    "bearer_token",
+]
 
 _BEARER = "bearer "
 
@@ -87,3 +93,49 @@ class CachedAuthenticator:
             for stale in list(self._cache)[: max(1, self._max_entries // 10)]:
                 del self._cache[stale]
         self._cache[token] = (self._clock.monotonic() + self._ttl_s, answer)
+
+
+class PredictAuthorizer(Protocol):
+    """What the gateway asks before a prediction: ``allowed`` answers from memory without
+    waiting (``False`` when it does not know); ``check`` finds out, raising
+    ``Unauthorized`` or ``Forbidden``."""
+
+    def allowed(self, authorization: str | None, endpoint: str, team: str) -> bool: ...
+
+    async def check(self, authorization: str | None, endpoint: str, team: str) -> None: ...
+
+
+class PredictGate:
+    """The gateway's check: the token's principal may ``predict`` on the endpoint of
+    ``team``. A granted ``(header, endpoint, team)`` is remembered for ``ttl_s`` (never past
+    the token's expiry), so the check on the hot path is one tuple and one lookup."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        ttl_s: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock or SystemClock()
+        self._granted: dict[tuple[str | None, str, str], float] = {}
+
+    def allowed(self, authorization: str | None, endpoint: str, team: str) -> bool:
+        until = self._granted.get((authorization, endpoint, team))
+        return until is not None and until > self._clock.monotonic()
+
+    async def check(self, authorization: str | None, endpoint: str, team: str) -> None:
+        principal = await self._authenticator.authenticate(authorization)
+        authorize(principal, Action(Scope.PREDICT, f"predict {endpoint}", (team,), endpoint))
+        now = self._clock.monotonic()
+        until = now + self._ttl_s
+        if principal.expires_at is not None:
+            until = min(until, now + principal.expires_at - self._clock.wall())
+        if len(self._granted) >= self._max_entries:
+            for stale in list(self._granted)[: max(1, self._max_entries // 10)]:
+                del self._granted[stale]
+        self._granted[(authorization, endpoint, team)] = until
