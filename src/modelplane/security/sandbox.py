@@ -233,6 +233,7 @@ _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _PR_SET_NO_NEW_PRIVS, _PR_GET_SECCOMP = 38, 21
 _CAP_SYS_ADMIN, _CAP_SET_IDS = 21, (1 << 6) | (1 << 7)  # CAP_SETGID, CAP_SETUID
 _PR_CAPBSET_DROP, _CAP_VERSION_3 = 24, 0x20080522
+_M_ARENA_MAX = -8
 
 
 def _check(result: int, what: str) -> int:
@@ -443,6 +444,9 @@ def _set_rlimits(policy: SandboxPolicy, own_uid: bool) -> None:
         limits.append((resource.RLIMIT_NPROC, policy.processes))
     if (address_space := policy.address_space_bytes) is not None:
         limits.append((resource.RLIMIT_AS, address_space))
+        # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: on a
+        # big machine the arenas of a threaded runtime alone would reach the limit
+        _LIBC.mallopt(_M_ARENA_MAX, 4)
     for which, wanted in limits:
         _soft, hard = resource.getrlimit(which)
         value = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
