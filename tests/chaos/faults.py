@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tests.chaos.load import Load
-from tests.chaos.procs import local_ports_to, parent_of
+from tests.chaos.procs import children_of, command_of, local_ports_to
 from tests.chaos.world import ENDPOINTS, NEXT_VERSION, World
 
 __all__ = ["ALL", "FAULTS", "Fault", "FaultSettings", "Injector"]
@@ -73,12 +73,16 @@ class Injector:
         return Fault("kill-workers", endpoint, now, now, f"SIGKILL pids {pids}")
 
     def kill_forkserver(self) -> Fault:
-        """SIGKILL the process workers are forked from, then both workers of one endpoint:
-        their restart needs a new one."""
+        """SIGKILL the process workers are forked from (multiprocessing's forkserver), then
+        both workers of one endpoint: their restart needs a new one."""
         endpoint = self.rng.choice(ENDPOINTS)
         pids = self.world.workers_of(endpoint)
-        up = self.world.up_pid
-        servers = {p for p in map(parent_of, pids) if p is not None and p != up}
+        # up's own children only: the workers it forked share the forkserver's command line
+        servers = [
+            pid
+            for pid in children_of().get(self.world.up_pid, [])
+            if "multiprocessing.forkserver" in command_of(pid)
+        ]
         now = time.monotonic()
         for pid in sorted(servers):
             _signal(pid, signal.SIGKILL)

@@ -11,10 +11,10 @@ from pathlib import Path
 __all__ = [
     "alive",
     "children_of",
+    "command_of",
     "descendants",
     "local_ports_to",
     "name_of",
-    "parent_of",
     "rss_bytes",
 ]
 
@@ -44,11 +44,6 @@ def children_of() -> dict[int, list[int]]:
     return tree
 
 
-def parent_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[1])
-
-
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (children, their children, ...)."""
     tree = children_of()
@@ -67,6 +62,15 @@ def name_of(pid: int) -> str:
         return (PROC / str(pid) / "comm").read_text().strip()
     except OSError:
         return ""
+
+
+def command_of(pid: int) -> str:
+    """The process's command line, arguments joined by spaces (``""`` once it is gone)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def alive(pid: int) -> bool:
