@@ -172,3 +172,39 @@ def test_up_without_auth_says_so(tmp_path: Path) -> None:
         output, _ = server.communicate(timeout=60)
     assert "WARNING: authentication is off" in output
     assert not (tmp_path / "home" / "token").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "database", "predict_auth", "predict_checked", "token_file"),
+    [
+        ("127.0.0.1", False, None, False, True),
+        ("127.0.0.1", False, True, True, True),
+        ("127.0.0.1", True, None, False, False),  # an external store: tokens are the admin's
+        ("10.1.2.3", False, None, True, False),
+    ],
+)
+def test_what_up_checks_where(
+    tmp_path: Path,
+    host: str,
+    database: bool,
+    predict_auth: bool | None,
+    predict_checked: bool,
+    token_file: bool,
+) -> None:
+    from modelplane.cli.context import CliContext
+    from modelplane.cli.tokens import server_auth
+    from modelplane.settings import Settings
+    from modelplane.store.db import open_engine
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    settings = Settings(home=tmp_path / "home", database_url=url if database else None)
+    engine = open_engine(url)
+    try:
+        guard = server_auth(
+            CliContext(settings=settings), engine, host, auth=True, predict_auth=predict_auth
+        )
+    finally:
+        engine.dispose()
+    assert guard.api is not None
+    assert (guard.predict is not None) is predict_checked
+    assert (tmp_path / "home" / "token").exists() is token_file
