@@ -98,6 +98,12 @@ class ChaosReport:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["lost"] = self.lost
+        # per second and cause: a restart alone fails hundreds of requests
+        per_second: dict[str, Counter[int]] = {}
+        for at, _, cause in self.failures:
+            per_second.setdefault(cause, Counter())[int(at)] += 1
+        del data["failures"]
+        data["failures_per_s"] = {c: sorted(n.items()) for c, n in per_second.items()}
         data["samples"] = [
             [round(s.at, 3), s.up_bytes, s.workers_bytes, s.processes] for s in self.samples
         ]
