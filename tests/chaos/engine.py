@@ -157,9 +157,9 @@ def run_chaos(world: World, config: ChaosConfig, console: Console | None = None)
                 config.recover_limit_s,
             )
             if fault.target == ALL:
-                left = world.leftovers()
-                if left:
-                    fault.detail += f"; {len(left)} processes of the killed up still alive"
+                fault.left_behind = world.leftovers()
+                if fault.left_behind:
+                    fault.detail += f"; processes of the killed up alive: {fault.left_behind}"
             out.print(
                 f"[{time.monotonic() - started:7.1f}s] {fault.kind} -> {fault.target}: "
                 f"{fault.detail}{'' if recovered else ' [NOT RECOVERED]'}",

@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from tests.chaos.load import Load
@@ -36,6 +36,8 @@ class Fault:
     detail: str = ""
     watched: tuple[str, ...] = ()
     """The endpoints whose recovery is measured (set by the engine)."""
+    left_behind: list[int] = field(default_factory=list)
+    """For a restart: processes of the killed ``up`` still alive once the new one serves."""
 
 
 @dataclass(frozen=True, slots=True)

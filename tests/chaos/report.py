@@ -51,6 +51,8 @@ class FaultResult:
     failures: int
     """Failed requests caused by this fault."""
     detail: str
+    left_behind: list[int]
+    """For a restart: processes of the killed ``up`` still alive once the new one served."""
 
     @property
     def worst_recovery_s(self) -> float | None:
@@ -283,6 +285,7 @@ def build_report(
             answering_s=answering(f),
             failures=per_fault[index],
             detail=f.detail,
+            left_behind=f.left_behind,
         )
         for index, f in enumerate(faults)
     ]

@@ -56,5 +56,9 @@ def test_every_fault_costs_only_its_own_endpoint_and_is_recovered_from(
         f"{report.unattributed_examples}\n{log}"
     )
     assert not report.unrecovered, f"not serving again within 30 s: {report.unrecovered}\n{log}"
+    # a rollout and its rollback cost the endpoint nothing (issue 4), its own endpoint included
+    assert [f.failures for f in report.faults if f.kind == "rollout-rollback"] == [0]
+    # a killed up's workers and forkserver exit by themselves: nothing leaks across a restart
+    assert [f.left_behind for f in report.faults if f.kind == "restart-up"] == [[]]
     assert code == 0, log  # a graceful stop after all of it
     assert stragglers == [], f"processes of up alive 10 s after it stopped: {stragglers}"
