@@ -67,6 +67,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     model = LogisticRegression().fit(frame, (frame["a"] > 0).astype(int))
     built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
     registry.push(built.path, team="risk")
+    better = LogisticRegression(C=0.1).fit(frame, (frame["a"] > 0).astype(int))
+    second = package(better, name="fraud", output_dir=tmp_path / "pkg2", sample_input=frame.head())
+    registry.push(second.path, team="risk")
     store = TokenStore(registry.engine)
     deployer = store.create(subject="dana", team="risk", scopes=["deploy", "read"], actor="root")
     reader = store.create(subject="rex", team="growth", scopes=["read"], actor="root")
@@ -118,9 +121,23 @@ def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_pa
     refused = run(laptop, "versions", "fraud", code=1)
     assert "logout" in refused.stderr
 
+    # a rollout and its rollback, through the API
+    started = run(laptop, "rollout", "risk-score", "--to", "fraud:2", "--reason", "better")
+    assert "rollout/risk-score started: fraud:1 -> fraud:2" in started.stdout
     run(laptop, "login", server.url, "--token", server.reader)
+    forbidden = run(laptop, "rollback", "risk-score", code=11)
+    assert "'deploy' scope" in forbidden.stderr
     forbidden = run(laptop, "delete", "endpoint", "risk-score", code=11)
     assert "'deploy' scope" in forbidden.stderr
+    run(laptop, "login", server.url, "--token", server.deployer)
+    rolled = run(laptop, "rollback", "risk-score", "--reason", "p99", "--json")
+    assert json.loads(rolled.stdout)["changed"] is True
+    actors = {
+        (e["action"], e["actor"])
+        for e in json.loads(run(laptop, "audit", "log", "--subject", "Rollout/risk-score",
+                                "--json").stdout)
+    }  # fmt: skip
+    assert actors == {("rollout.apply", "dana")}
     run(laptop, "login", server.url, "--token", server.deployer)
     assert "deleted" in run(laptop, "delete", "endpoint", "risk-score").stdout
 

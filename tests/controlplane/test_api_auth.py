@@ -114,6 +114,14 @@ ROUTES = [
         wrong_team="growth", body={"rows": [{"key": "c1", "values": {"spend": 2.0}}]},
     ),
     Route(
+        "start rollout", "POST", "/v1/rollouts", "deployer", "reader", wrong_team="growth",
+        body={"document": {"endpoint": "risk-score", "to": "fraud:2"}, "reason": "better"},
+    ),
+    Route(
+        "roll back", "POST", "/v1/rollouts/risk-score:rollback", "deployer", "reader",
+        wrong_team="growth", body={"reason": "p99"},
+    ),
+    Route(
         "delete feature set", "DELETE", "/v1/resources/FeatureSet/customer:1", "deployer",
         "reader", wrong_team="growth",
     ),
@@ -174,6 +182,9 @@ def _seed(registry: Registry, tmp_path: Path) -> None:
     model = LogisticRegression().fit(frame, (frame["a"] > 0).astype(int))
     built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
     registry.push(built.path, team="risk")
+    better = LogisticRegression(C=0.1).fit(frame, (frame["a"] > 0).astype(int))
+    built = package(better, name="fraud", output_dir=tmp_path / "pkg2", sample_input=frame.head())
+    registry.push(built.path, team="risk")  # fraud:2, for the rollout
     resources = ResourceStore(registry.engine)
     for name, team in (("risk-score", "risk"), ("growth-score", "growth")):
         resources.apply("Endpoint", name, endpoint(name, team), actor="seed")

@@ -97,17 +97,27 @@ def rollout(
     from modelplane.spec.rollout import RolloutSpec
 
     cli: CliContext = ctx.obj
-    spec = parse(RolloutSpec, _spec_document(endpoint, to, strategy, file), what="Rollout")
-    with registry_from(cli) as registry:
-        resource = start_rollout(registry, spec, actor=cli.actor, now=time.time(), reason=reason)
+    document = _spec_document(endpoint, to, strategy, file)
+    spec = parse(RolloutSpec, document, what="Rollout")
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            started = remote.start_rollout(document, reason=reason)
+    else:
+        with registry_from(cli) as registry:
+            resource = start_rollout(
+                registry, spec, actor=cli.actor, now=time.time(), reason=reason
+            )
+        started = {"name": resource.name, "generation": resource.generation, **resource.spec}
     if as_json:
-        emit_json({"name": resource.name, "generation": resource.generation, **resource.spec})
+        emit_json(started)
         return
     steps = ", ".join(
         f"shadow {s.percent:g}%" if s.kind == "shadow" else f"{s.weight:g}%" for s in spec.steps
     )
     console.print(
-        f"rollout/{endpoint} started: {resource.spec['stable']} -> {spec.to}"
+        f"rollout/{endpoint} started: {started['stable']} -> {spec.to}"
         f" ({spec.strategy.value}: {steps})"
     )
 
@@ -121,24 +131,29 @@ def _command(ctx: typer.Context, endpoint: str, cmd: Command, reason: str, as_js
     from modelplane.store.db import open_engine
 
     cli: CliContext = ctx.obj
-    engine = open_engine(cli.settings.resolved_database_url())
-    bind_key(engine, audit_key_from(cli.settings))
-    try:
-        done = record_command(
-            engine, endpoint, cmd, actor=cli.actor, now=time.time(), reason=reason
-        )
-        moved = cmd is Command.ROLLBACK and rollback_traffic(
-            engine, endpoint, actor=cli.actor, reason=reason
-        )
-    finally:
-        engine.dispose()
-    phase = done.state.phase.value
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            answer = remote.rollout_command(endpoint, cmd.value, reason=reason)
+        phase, changed, moved = answer["phase"], bool(answer["changed"]), bool(answer["moved"])
+    else:
+        engine = open_engine(cli.settings.resolved_database_url())
+        bind_key(engine, audit_key_from(cli.settings))
+        try:
+            done = record_command(
+                engine, endpoint, cmd, actor=cli.actor, now=time.time(), reason=reason
+            )
+            moved = cmd is Command.ROLLBACK and rollback_traffic(
+                engine, endpoint, actor=cli.actor, reason=reason
+            )
+        finally:
+            engine.dispose()
+        phase, changed = done.state.phase.value, done.changed
     if as_json:
-        emit_json(
-            {"endpoint": endpoint, "command": cmd.value, "phase": phase, "changed": done.changed}
-        )
+        emit_json({"endpoint": endpoint, "command": cmd.value, "phase": phase, "changed": changed})
         return
-    if not done.changed:
+    if not changed:
         console.print(f"rollout/{endpoint}: {_unchanged(cmd, phase)}; nothing recorded")
         return
     note = "; all traffic back on stable" if moved else ""

@@ -26,7 +26,10 @@ from modelplane.controlplane.apply import Applier
 from modelplane.controlplane.console import register_console
 from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.controlplane.limits import ApiGuard, ApiLimits
-from modelplane.errors import HTTP_STATUS, ModelplaneError, NotFound
+from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
+from modelplane.controlplane.rollouts import start_rollout
+from modelplane.core.rollout import Command
+from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, NotFound
 from modelplane.features.base import OnlineStore
 from modelplane.features.ingest import push
 from modelplane.observe.predlog import find_predictions
@@ -34,9 +37,11 @@ from modelplane.registry.records import ModelVersion
 from modelplane.registry.service import Registry
 from modelplane.security.auth import Authenticator
 from modelplane.security.scopes import Action, Principal, Scope, authorize
+from modelplane.spec.io import parse
+from modelplane.spec.rollout import RolloutSpec
 from modelplane.store.resources import Resource, ResourceStore
 
-__all__ = ["ApplyRequest", "create_api"]
+__all__ = ["ApplyRequest", "CommandRequest", "RolloutRequest", "create_api"]
 
 
 class PushRow(BaseModel):
@@ -48,6 +53,16 @@ class PushRow(BaseModel):
 
 class PushRequest(BaseModel):
     rows: list[PushRow] = Field(min_length=1, max_length=100_000)
+
+
+class RolloutRequest(BaseModel):
+    document: dict[str, Any]
+    """A ``Rollout`` document (``endpoint``, ``to``, strategy, steps, gates)."""
+    reason: str = ""
+
+
+class CommandRequest(BaseModel):
+    reason: str = ""
 
 
 class ApplyRequest(BaseModel):
@@ -189,13 +204,24 @@ def create_api(
         ApiGuard, limits=limits or ApiLimits(), authenticator=authenticator, actor=actor
     )
 
-    def read(who: Principal, what: str) -> None:
-        authorize(who, Action(Scope.READ, what))
-
     @api.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    _resource_routes(api, registry, resources, owners)
+    _registry_routes(api, registry)
+    _rollout_routes(api, registry, owners)
+    _data_routes(api, registry, resources, owners, online_store)
+    return api
+
+
+def _read(who: Principal, what: str) -> None:
+    authorize(who, Action(Scope.READ, what))
+
+
+def _resource_routes(
+    api: FastAPI, registry: Registry, resources: ResourceStore, owners: _Owners
+) -> None:
     @api.post("/v1/apply")
     def apply(body: ApplyRequest, who: Caller) -> list[dict[str, Any]]:
         for document in body.documents:
@@ -218,12 +244,12 @@ def create_api(
 
     @api.get("/v1/resources/{kind}")
     def list_resources(kind: str, who: Caller) -> list[dict[str, Any]]:
-        read(who, f"list {kind}")
+        _read(who, f"list {kind}")
         return [_resource(r) for r in resources.list(kind)]
 
     @api.get("/v1/resources/{kind}/{name}")
     def get_resource(kind: str, name: str, who: Caller) -> dict[str, Any]:
-        read(who, f"read {kind}/{name}")
+        _read(who, f"read {kind}/{name}")
         return _resource(resources.get(kind, name))
 
     @api.delete("/v1/resources/{kind}/{name}")
@@ -238,9 +264,11 @@ def create_api(
         resources.delete(kind, name, actor=who.subject, reason=reason)
         return {"deleted": f"{kind}/{name}"}
 
+
+def _registry_routes(api: FastAPI, registry: Registry) -> None:
     @api.get("/v1/models")
     def models(who: Caller, search: str | None = None) -> list[dict[str, Any]]:
-        read(who, "list models")
+        _read(who, "list models")
         return [
             {
                 "name": m.name,
@@ -254,12 +282,12 @@ def create_api(
 
     @api.get("/v1/models/{name}/versions")
     def versions(name: str, who: Caller) -> list[dict[str, Any]]:
-        read(who, f"list versions of {name}")
+        _read(who, f"list versions of {name}")
         return [_version(v) for v in registry.list_versions(name)]
 
     @api.get("/v1/versions/{ref}")
     def version(ref: str, who: Caller) -> dict[str, Any]:
-        read(who, f"read {ref}")
+        _read(who, f"read {ref}")
         found = registry.get(ref)
         return {**_version(found), "manifest": found.manifest.model_dump(mode="json")}
 
@@ -282,7 +310,7 @@ def create_api(
         action: str | None = None,
         actor: str | None = None,
     ) -> list[dict[str, Any]]:
-        read(who, "read the audit log")
+        _read(who, "read the audit log")
         found = registry.audit_events(
             subject=subject, action=action, actor=actor, limit=min(limit, 1000)
         )
@@ -303,11 +331,63 @@ def create_api(
             for e in found
         ]
 
+
+def _rollout_routes(api: FastAPI, registry: Registry, owners: _Owners) -> None:
+    @api.post("/v1/rollouts")
+    def start(body: RolloutRequest, who: Caller) -> dict[str, Any]:
+        """Start a rollout: the endpoint's team (or admin) with ``deploy``."""
+        spec = parse(RolloutSpec, {**body.document, "kind": "Rollout"}, what="Rollout")
+        what = f"roll out Endpoint/{spec.endpoint}"
+        authorize(who, Action(Scope.DEPLOY, what, (owners.endpoint_team(spec.endpoint),)))
+        resource = start_rollout(
+            registry, spec, actor=who.subject, now=time.time(), reason=body.reason
+        )
+        return {"name": resource.name, "generation": resource.generation, **resource.spec}
+
+    @api.post("/v1/rollouts/{endpoint}:{command}")
+    def rollout_command(
+        endpoint: str, command: str, body: CommandRequest, who: Caller
+    ) -> dict[str, Any]:
+        """``pause``, ``resume``, ``promote`` or ``rollback`` a rollout (a rollback also puts
+        all traffic on stable at once), as ``modelplane rollback`` does."""
+        what = f"{command} the rollout of Endpoint/{endpoint}"
+        authorize(who, Action(Scope.DEPLOY, what, (owners.endpoint_team(endpoint),)))
+        try:
+            cmd = Command(command)
+        except ValueError:
+            known = ", ".join(c.value for c in Command)
+            raise InvalidSpec(
+                f"'{command}' is not a rollout command ({known})",
+                details=[{"field": "command", "problem": f"expected one of {known}"}],
+            ) from None
+        engine, now = registry.engine, time.time()
+        done = record_command(engine, endpoint, cmd, actor=who.subject, now=now, reason=body.reason)
+        moved = cmd is Command.ROLLBACK and rollback_traffic(
+            engine, endpoint, actor=who.subject, reason=body.reason
+        )
+        return {
+            "endpoint": endpoint,
+            "command": cmd.value,
+            "phase": done.state.phase.value,
+            "changed": done.changed,
+            "moved": moved,
+        }
+
+
+def _data_routes(
+    api: FastAPI,
+    registry: Registry,
+    resources: ResourceStore,
+    owners: _Owners,
+    online_store: OnlineStore | None,
+) -> None:
+    """What carries callers' data: the prediction log, and feature values."""
+
     @api.get("/v1/predictions/{request_id}")
     def predictions(request_id: str, who: Caller) -> list[dict[str, Any]]:
         """The kept prediction-log rows of a request: callers' data, so only the team that
         owns the endpoint (or admin) reads them."""
-        read(who, f"read the prediction log of {request_id}")
+        _read(who, f"read the prediction log of {request_id}")
         rows = find_predictions(registry.engine, request_id)
         for endpoint in sorted({str(row["endpoint"]) for row in rows}):
             what = f"read the prediction log of {endpoint}"
@@ -330,8 +410,6 @@ def create_api(
             "written": result.written,
             "skipped_older": result.skipped_older,
         }
-
-    return api
 
 
 def _plain(value: Any) -> Any:
