@@ -23,9 +23,10 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -74,9 +75,8 @@ def chaos_world(admin_url: str, redis_url: str, root: Path | None = None) -> Ite
                 world.drop_feature_rows()
 
 
-def _wait(check: object, timeout_s: float) -> bool:
+def _wait(check: Callable[[], bool], timeout_s: float) -> bool:
     """Poll ``check()`` every 50 ms until true or ``timeout_s`` passes."""
-    assert callable(check)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -97,6 +97,10 @@ def _serves(world: World, endpoint: str) -> bool:
     except httpx.TransportError:
         return False
     return response.status_code == 200
+
+
+def _recovered(load: Load, fault: Fault) -> bool:
+    return all(load.ok_since(endpoint, fault.end) for endpoint in fault.watched)
 
 
 def _plan(config: ChaosConfig, rng: random.Random) -> Iterator[str]:
@@ -130,7 +134,7 @@ def run_chaos(world: World, config: ChaosConfig, console: Console | None = None)
     rng = random.Random(config.seed)
     world.start_up()
     for endpoint in ENDPOINTS:
-        if not _wait(lambda e=endpoint: _serves(world, e), READY_S):
+        if not _wait(partial(_serves, world, endpoint), READY_S):
             raise AssertionError(
                 f"{endpoint} did not serve within {READY_S:g}s:\n{world.log_tail()}"
             )
@@ -152,10 +156,7 @@ def run_chaos(world: World, config: ChaosConfig, console: Console | None = None)
             fault = FAULTS[kind](injector)
             fault.watched = _watched(fault)
             faults.append(fault)
-            recovered = _wait(
-                lambda f=fault: all(load.ok_since(e, f.end) for e in f.watched),
-                config.recover_limit_s,
-            )
+            recovered = _wait(partial(_recovered, load, fault), config.recover_limit_s)
             if fault.target == ALL:
                 fault.left_behind = world.leftovers()
                 if fault.left_behind:
