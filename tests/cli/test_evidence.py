@@ -78,13 +78,14 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-def serve_requests(home: Path) -> None:
+def serve_requests(home: Path, *, keep_every_request: bool = True) -> None:
     """A gateway wired to the store in ``home``, as ``modelplane up`` wires it."""
     registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
     built = kit.EndpointBuilder("echo-fb", "echo", contract=kit.echo_contract("echo-fb"))
     server = ServerThread([built.static_fallback(kit.ECHO_FALLBACK).build()],
                           config=kit.gateway_config())  # fmt: skip
-    server.gateway.sink = PredictionLog(registry.engine, PredictionLogConfig(sample_rate=0.0))
+    config = PredictionLogConfig(sample_rate=0.0, keep_every_request=keep_every_request)
+    server.gateway.sink = PredictionLog(registry.engine, config)
     with server, httpx.Client(base_url=server.url, timeout=10.0) as client:
         for request_id, first in (("plain-1", 1.0), ("fb-1", fm.RAISE)):
             body = encode_request(kit.echo_inputs(1, first=first)).body
@@ -118,11 +119,25 @@ def test_explain_a_fallback_end_to_end(home: Path) -> None:
     assert "matches the registry" in text.stdout
 
 
-def test_explain_an_unsampled_request_says_why_it_is_missing(home: Path) -> None:
-    serve_requests(home)  # sample rate 0: the plain success was not kept
+def test_explain_an_unsampled_request_from_its_brief_record(home: Path) -> None:
+    serve_requests(home)  # sample rate 0: the plain success was not sampled
+    done = run(home, "explain", "plain-1", "--json")
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.stdout)
+    assert found["record"] == "brief"
+    assert (found["status"], found["model_version"]) == (200, "echo:1")
+    assert found["route"] == {"ref": "echo:1", "kind": "stable"}
+    assert (found["fallback"]["used"], found["error"], found["features"]) == (False, None, None)
+    assert found["latency_ms"]["total"] > 0
+    text = run(home, "explain", "plain-1")
+    assert "a brief record (not sampled): no features" in text.stdout
+
+
+def test_explain_a_request_never_kept_says_how_to_keep_more(home: Path) -> None:
+    serve_requests(home, keep_every_request=False)
     done = run(home, "explain", "plain-1")
     assert done.exit_code == 6
-    assert "only a sample of successful requests is kept" in done.output
+    assert "every request is kept briefly" in done.output
     assert "modelplane up --sample-rate" in done.output  # how to keep more
 
 

@@ -23,7 +23,7 @@ from modelplane.cli.main import app
 from modelplane.core import rollout as core_rollout
 from modelplane.core.gates import GateResult, Outcome
 from modelplane.core.rollout import Phase, RolloutState
-from modelplane.observe.predlog import write_predictions
+from modelplane.observe.predlog import write_predictions, write_requests
 from modelplane.observe.records import FeatureEvidence, LatencySplit, PredictionRecord
 from modelplane.security.keys import load_audit_key
 from modelplane.store import audit
@@ -82,6 +82,9 @@ def template(tmp_path: Path) -> Path:
                          "fraud:9", None, "fraud:1", "fallback", fallback_reason="timeout",
                          detail="deadline passed"),
     ])  # fmt: skip
+    write_requests(engine, [PredictionRecord("req-brief", 1_700_000_002.25, ENDPOINT, ENDPOINT,
+                                             2, 200, latency, "fraud:1", f"sha256:{1:064x}",
+                                             "fraud:1", brief=True)])  # fmt: skip
     engine.dispose()
     return home
 
@@ -237,6 +240,8 @@ def test_a_key_file_open_to_others_goes_to_the_full_cli(template: Path) -> None:
         ["explain", "req-ok"],
         ["explain", "req-ok", "--json"],
         ["explain", "--json", "req-fb"],
+        ["explain", "req-brief"],
+        ["explain", "req-brief", "--json"],
     ],
 )
 def test_reads_print_what_the_full_cli_prints(

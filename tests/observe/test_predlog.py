@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +13,11 @@ from modelplane.observe.predlog import (
     PredictionLog,
     PredictionLogConfig,
     find_predictions,
+    find_requests,
     trim_predictions,
+    trim_requests,
     write_predictions,
+    write_requests,
 )
 from modelplane.observe.records import (
     BatchTiming,
@@ -106,6 +110,48 @@ def test_the_flusher_writes_in_the_background_and_trims(sqlite_url: str) -> None
     assert sink.written == 30
     assert count(engine) == 10
     engine.dispose()
+
+
+def test_brief_records_go_to_the_request_log_not_the_prediction_log(engine: Engine) -> None:
+    sink = PredictionLog(engine, PredictionLogConfig(batch_size=2))
+    now = time.time()  # older than the retention would be trimmed at once
+    for i in range(3):
+        sink.offer(record(f"plain-{i}", at=now, brief=True))
+    sink.offer(record("kept", fallback_reason="timeout"))
+    assert sink.pending == 4
+    assert asyncio.run(sink.flush()) == 4
+    assert count(engine) == 1  # sampled evidence is not pushed out by plain traffic
+    [brief] = find_requests(engine, "plain-1")
+    assert brief["brief"] is True
+    assert (brief["model_version"], brief["route"], brief["total_ms"]) == (
+        "fraud:7", "fraud@champion", 3.0
+    )  # fmt: skip
+    assert (brief["error_code"], brief["fallback_reason"], brief["features"]) == (None,) * 3
+    assert brief["at"].timestamp() == pytest.approx(now)
+    assert find_requests(engine, "kept") == []
+
+
+def test_the_request_log_keeps_a_bounded_time(engine: Engine) -> None:
+    now = time.time()
+    write_requests(engine, [record("old", at=now - 7200, brief=True),
+                            record("young", at=now - 60, brief=True)])  # fmt: skip
+    assert trim_requests(engine, now - 3600) == 1
+    assert (find_requests(engine, "old"), len(find_requests(engine, "young"))) == ([], 1)
+    # the sink trims on its first flush, then once per tenth of the retention
+    sink = PredictionLog(engine, PredictionLogConfig(request_retain_s=30))
+    sink.offer(record("new", at=now, brief=True))
+    asyncio.run(sink.flush())
+    assert (find_requests(engine, "young"), len(find_requests(engine, "new"))) == ([], 1)
+
+
+def test_a_full_brief_queue_drops_and_counts_and_can_be_off() -> None:
+    sink = PredictionLog(None, PredictionLogConfig(request_capacity=2))  # type: ignore[arg-type]
+    for i in range(3):
+        sink.offer(record(f"r{i}", brief=True))
+    assert (sink.pending, sink.dropped_brief, sink.dropped) == (2, 1, 0)
+    off = PredictionLog(None, PredictionLogConfig(keep_every_request=False))  # type: ignore[arg-type]
+    off.offer(record("r", brief=True))
+    assert (off.pending, off.dropped_brief) == (0, 0)
 
 
 def test_sampling_rate_bounds() -> None:

@@ -41,6 +41,11 @@ def _lines(found: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("fallback", f"{fallback['reason']}: {fallback['why']}" if fallback["used"] else "no"),
         ("latency ms", " ".join(f"{k} {latency[k]:.3f}" for k in latency)),
         ("batch size", str(found["batch_size"] or _NONE)),
+        *(
+            [("kept", "a brief record (not sampled): no features")]
+            if found.get("record") == "brief"
+            else []
+        ),
     ]
 
 

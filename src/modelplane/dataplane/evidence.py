@@ -1,8 +1,9 @@
 """Where the gateway hands what it kept of a request: the prediction sink, and the record.
 
 The gateway keeps every error and fallback and asks the sink whether to keep a plain
-success (:meth:`PredictionSink.sampled`). Records are built only for kept requests, after
-the response went out, from the request's :class:`~modelplane.observe.records.RequestTrace`.
+success (:meth:`PredictionSink.sampled`); a success not sampled is offered as a *brief*
+record, which the sink keeps for a bounded time only. Records are built after the response
+went out, from the request's :class:`~modelplane.observe.records.RequestTrace`.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ def prediction_record(
     fallback_reason: str | None = None,
     error_code: str | None = None,
     detail: str | None = None,
+    brief: bool = False,
 ) -> PredictionRecord:
-    """The record of a request whose response was just sent."""
+    """The record of a request whose response was just sent; ``brief`` for a success
+    that was not sampled (no features: they are the costly part)."""
     latency = split_latency(trace, time.monotonic())
     contract = runtime.endpoint.contract
     ref = label = digest = None
@@ -71,5 +74,6 @@ def prediction_record(
         error_code=error_code,
         detail=detail if detail is not None else trace.cause,
         batch_size=trace.batch.rows if trace.batch is not None else None,
-        features=trace.features,
+        features=None if brief else trace.features,
+        brief=brief,
     )

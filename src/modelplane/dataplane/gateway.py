@@ -523,9 +523,12 @@ class Gateway:
             if result.fallback_reason is not None:
                 self.metrics.fallback(name, result.fallback_reason)
             self.metrics.request(name, label, result.route, 200, time.monotonic() - started)
-            if sink is not None and (result.fallback_reason is not None or sink.sampled()):
+            if sink is not None:
+                # a success not sampled is kept too, briefly: explain answers for any request
+                kept = result.fallback_reason is not None or sink.sampled()
                 sink.offer(prediction_record(runtime, request.request_id, request, status=200,
-                                             fallback_reason=result.fallback_reason))  # fmt: skip
+                                             fallback_reason=result.fallback_reason,
+                                             brief=not kept))  # fmt: skip
         except ModelplaneError as exc:
             code, status = error_code(exc), status_of(exc)
             self.metrics.error(runtime.name, code)

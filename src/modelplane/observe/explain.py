@@ -1,6 +1,8 @@
 """``explain``: one kept request, joined with what the store knows about what served it.
 
-Two reads: the request's rows in the prediction log, then, in one session, the endpoint's
+Two reads: the request's rows in the prediction log (or, for a success that was not
+sampled, its brief record in the request log: no features, kept an hour by default), then,
+in one session, the endpoint's
 resource row and the registry's row of the version that answered. The joined document is
 built by :func:`explain_document` from plain rows, so the embedded store can be read with
 the standard library's ``sqlite3`` (:func:`explain_sqlite`, what the fast entry uses: the
@@ -20,15 +22,17 @@ from modelplane.errors import NotFound
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["NOT_KEPT", "explain", "explain_document", "explain_sqlite", "not_kept"]
+__all__ = ["NOT_KEPT", "brief_row", "explain", "explain_document", "explain_sqlite", "not_kept"]
 
 NOT_KEPT = (
-    "only a sample of successful requests is kept (modelplane up --sample-rate, default 0.01;"
-    " 1.0 keeps every one), with every error and fallback, up to the newest --log-retain rows"
+    "every request is kept briefly (the request log, an hour by default), a sample of"
+    " successful ones in full (modelplane up --sample-rate, default 0.01; 1.0 keeps every"
+    " one) with every error and fallback, up to the newest --log-retain rows"
 )
 
 _LIMIT = 10
 _PREDICTIONS = "SELECT * FROM prediction_log WHERE request_id = ? ORDER BY id DESC LIMIT ?"
+_REQUESTS = "SELECT * FROM request_log WHERE request_id = ? ORDER BY id DESC LIMIT ?"
 _ENDPOINT = (
     "SELECT generation, spec, updated_at FROM resources WHERE kind = 'Endpoint' AND name = ?"
 )
@@ -40,7 +44,7 @@ _VERSION = (
 def not_kept(request_id: str) -> NotFound:
     """The error for a request the prediction log does not hold, saying how to keep more."""
     return NotFound(
-        f"request '{request_id}' is not in the prediction log: {NOT_KEPT}",
+        f"request '{request_id}' is in neither the prediction log nor the request log: {NOT_KEPT}",
         details=[{"field": "request_id", "problem": "not sampled, or trimmed since"}],
     )
 
@@ -49,11 +53,11 @@ def explain(engine: Engine, request_id: str) -> dict[str, Any]:
     """What served ``request_id`` and how; :class:`NotFound` when it was not kept."""
     from sqlalchemy import select
 
-    from modelplane.observe.predlog import find_predictions
+    from modelplane.observe.predlog import find_predictions, find_requests
     from modelplane.store.db import read_session
     from modelplane.store.schema import ModelVersionRow, ResourceRow
 
-    rows = find_predictions(engine, request_id, _LIMIT)
+    rows = find_predictions(engine, request_id, _LIMIT) or find_requests(engine, request_id, _LIMIT)
     if not rows:
         raise not_kept(request_id)
     row = rows[0]
@@ -83,6 +87,9 @@ def explain_sqlite(path: str, request_id: str) -> dict[str, Any]:
         conn.row_factory = sqlite3.Row
         rows = [_prediction(dict(r)) for r in conn.execute(_PREDICTIONS, (request_id, _LIMIT))]
         if not rows:
+            found_brief = conn.execute(_REQUESTS, (request_id, _LIMIT))
+            rows = [brief_row(dict(r)) for r in found_brief]
+        if not rows:
             raise not_kept(request_id)
         row = rows[0]
         endpoint = conn.execute(_ENDPOINT, (row["endpoint"],)).fetchone()
@@ -102,6 +109,14 @@ def _prediction(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(row.get("features"), str):
         row["features"] = json.loads(row["features"])
     return row
+
+
+def brief_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A request log row in the prediction log's shape (``at`` a UTC datetime; no error,
+    fallback, detail or features), marked ``brief``."""
+    at = datetime.fromtimestamp(float(row["at"]), UTC)
+    missing = ("fallback_reason", "error_code", "detail", "features")
+    return {**row, "at": at, **dict.fromkeys(missing), "brief": True}
 
 
 def _utc(value: str) -> datetime:
@@ -148,6 +163,7 @@ def explain_document(
         "latency_ms": {k: row[f"{k}_ms"] for k in ("queue", "batch", "compute", "total")},
         "batch_size": row["batch_size"],
         "features": row.get("features"),
+        "record": "brief" if row.get("brief") else "full",
     }
 
 

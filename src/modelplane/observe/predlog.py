@@ -1,4 +1,5 @@
-"""The prediction log: a sample of requests, and every error and fallback, in the state store.
+"""The prediction log: a sample of requests, and every error and fallback, in the state store;
+and the request log: a brief record of every other request, for a bounded time.
 
 The gateway calls :meth:`PredictionLog.sampled` and :meth:`PredictionLog.offer` on its
 event loop. ``offer`` appends to a bounded queue and never blocks or waits: a full queue
@@ -6,6 +7,11 @@ drops the record and counts it (evidence is worth less than a prediction). A bac
 task drains the queue in batches every ``flush_interval_s`` and writes them with
 ``asyncio.to_thread``, so the database never runs on the event loop; after enough new rows
 it trims the table to the newest ``retain_rows``.
+
+A success that was not sampled is offered as a *brief* record (no features, no detail):
+those go to their own bounded queue and the ``request_log`` table, and rows older than
+``request_retain_s`` are deleted, so ``modelplane explain`` can answer for any request of
+the last hour by default without the sampled evidence being pushed out by plain traffic.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,16 +30,20 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select
 
 from modelplane.errors import ModelplaneError
+from modelplane.observe.explain import brief_row
 from modelplane.observe.records import PredictionRecord
 from modelplane.store.db import read_session, write_session
-from modelplane.store.schema import PredictionRow
+from modelplane.store.schema import PredictionRow, RequestRow
 
 __all__ = [
     "PredictionLog",
     "PredictionLogConfig",
     "find_predictions",
+    "find_requests",
     "trim_predictions",
+    "trim_requests",
     "write_predictions",
+    "write_requests",
 ]
 
 log = logging.getLogger("modelplane.predlog")
@@ -51,12 +62,20 @@ class PredictionLogConfig:
     flush_interval_s: float = 0.5
     retain_rows: int = 100_000
     """Rows the table keeps; older ones are deleted."""
+    keep_every_request: bool = True
+    """Keep a brief record of every request not sampled, in the request log."""
+    request_retain_s: float = 3600.0
+    """How long the request log keeps a brief record."""
+    request_capacity: int = 50_000
+    """Brief records waiting to be written at most; beyond that they are dropped."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ValueError(f"sample_rate {self.sample_rate} is not within [0, 1]")
-        if min(self.capacity, self.batch_size, self.retain_rows) < 1:
-            raise ValueError("capacity, batch_size and retain_rows must be positive")
+        if min(self.capacity, self.batch_size, self.retain_rows, self.request_capacity) < 1:
+            raise ValueError("capacities, batch_size and retain_rows must be positive")
+        if self.request_retain_s <= 0:
+            raise ValueError("request_retain_s must be positive")
 
 
 class PredictionLog:
@@ -71,8 +90,13 @@ class PredictionLog:
         self._random = random.Random(seed).random
         self._queue: deque[PredictionRecord] = deque()
         self._capacity = self.config.capacity
+        self._brief: deque[PredictionRecord] = deque()
+        self._brief_capacity = self.config.request_capacity if self.config.keep_every_request else 0
         self.dropped = 0
         """Records dropped because the queue was full, or because their write failed."""
+        self.dropped_brief = 0
+        """Brief records dropped the same ways."""
+        self._requests_trimmed_at: float | None = None
         self.written = 0
         self._since_trim = 0
         self._task: asyncio.Task[None] | None = None
@@ -86,6 +110,12 @@ class PredictionLog:
 
     def offer(self, record: PredictionRecord) -> None:
         """Queue ``record`` for writing; drop it (counted) when the queue is full."""
+        if record.brief:
+            if len(self._brief) < self._brief_capacity:
+                self._brief.append(record)
+            elif self.config.keep_every_request:
+                self.dropped_brief += 1
+            return
         if len(self._queue) >= self._capacity:
             self.dropped += 1
             return
@@ -93,7 +123,7 @@ class PredictionLog:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._brief)
 
     # ------------------------------------------------------------------ background
 
@@ -136,6 +166,27 @@ class PredictionLog:
             self._since_trim = 0
             with contextlib.suppress(ModelplaneError):
                 await asyncio.to_thread(trim_predictions, self.engine, self.config.retain_rows)
+        return written + await self._flush_brief()
+
+    async def _flush_brief(self) -> int:
+        written = 0
+        while self._brief:
+            batch = [self._brief.popleft() for _ in range(min(len(self._brief), self._batch))]
+            try:
+                await asyncio.to_thread(write_requests, self.engine, batch)
+            except ModelplaneError as exc:
+                self.dropped_brief += len(batch)
+                log.warning("request log: %d records not written: %s", len(batch), exc)
+                break
+            written += len(batch)
+        now = time.time()
+        # Trimming by age costs an index range scan: once per tenth of the retention.
+        every = self.config.request_retain_s / 10
+        if self._requests_trimmed_at is None or now - self._requests_trimmed_at >= every:
+            self._requests_trimmed_at = now
+            cutoff = now - self.config.request_retain_s
+            with contextlib.suppress(ModelplaneError):
+                await asyncio.to_thread(trim_requests, self.engine, cutoff)
         return written
 
     @property
@@ -179,6 +230,55 @@ def write_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> No
         return
     with write_session(engine) as session:
         session.execute(insert(PredictionRow), [_row(r) for r in records])
+
+
+_REQUEST_COLUMNS = ("request_id", "at", "endpoint", "contract", "contract_version",
+                    "model_version", "digest", "route", "route_kind", "status", "queue_ms",
+                    "batch_ms", "compute_ms", "total_ms", "batch_size")  # fmt: skip
+
+
+def _request_row(record: PredictionRecord) -> tuple[Any, ...]:
+    latency = record.latency
+    return (record.request_id, record.at, record.endpoint, record.contract,
+            record.contract_version, record.model_version, record.digest, record.route,
+            record.route_kind, record.status, latency.queue_ms, latency.batch_ms,
+            latency.compute_ms, latency.total_ms, record.batch_size)  # fmt: skip
+
+
+def write_requests(engine: Engine, records: Sequence[PredictionRecord]) -> None:
+    """Insert brief ``records`` into the request log in one transaction (from a thread).
+
+    Every request lands here, so rows go to the driver's ``executemany`` as plain tuples:
+    building ORM parameters costs several times the insert itself."""
+    if not records:
+        return
+    marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO request_log ({', '.join(_REQUEST_COLUMNS)})"
+        f" VALUES ({', '.join([marker] * len(_REQUEST_COLUMNS))})"
+    )
+    with write_session(engine) as session:
+        session.connection().exec_driver_sql(sql, [_request_row(r) for r in records])
+
+
+def trim_requests(engine: Engine, before: float) -> int:
+    """Delete the request log's rows written before ``before`` (Unix seconds)."""
+    with write_session(engine) as session:
+        result = session.execute(delete(RequestRow).where(RequestRow.at < before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def find_requests(engine: Engine, request_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The request log's rows of ``request_id``, newest first, shaped as prediction log
+    rows (``at`` a UTC datetime; no error, fallback, detail or features)."""
+    query = (
+        select(RequestRow.__table__)
+        .where(RequestRow.request_id == request_id)
+        .order_by(RequestRow.id.desc())
+        .limit(limit)
+    )
+    with read_session(engine) as session:
+        return [brief_row(dict(row._mapping)) for row in session.execute(query)]
 
 
 def trim_predictions(engine: Engine, keep: int) -> int:

@@ -134,3 +134,6 @@ class PredictionRecord:
     """The error's message, or what made the fallback answer."""
     batch_size: int | None = None
     features: FeatureEvidence | None = None
+    brief: bool = False
+    """A plain success that was not sampled: kept for a bounded time in the request log
+    only, so ``explain`` can answer for any request (see :mod:`modelplane.observe.predlog`)."""
