@@ -280,3 +280,11 @@ def test_without_readings_the_last_judgement_shows() -> None:
     judged = GateResult("error_rate", Outcome.FAIL, {"error_rate": 0.2}).to_dict()
     *_, detail = status_lines([_endpoint(None, rollout | {"gates": [judged]})])
     assert detail.endswith("gates: error_rate fail (error_rate 0.2)")
+
+
+def test_up_help_says_what_sample_rate_keeps(home: Path) -> None:
+    done = CliRunner().invoke(app, ["up", "--help"], terminal_width=400)
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.stdout.replace("│", " ").split())  # rich boxes and wraps the help
+    assert "--sample-rate" in text
+    assert "every other request keeps a brief record for an hour" in text

@@ -280,11 +280,13 @@ def up(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Share of requests kept in the prediction log (errors and fallbacks always are).",
+            help="Share of successful requests kept in full in the prediction log (errors and"
+            " fallbacks always are; every other request keeps a brief record for an hour, so"
+            " 'modelplane explain' answers for any request). 1.0 keeps every one.",
         ),
     ] = 0.01,
     log_retain: Annotated[
-        int, typer.Option(min=1, help="Prediction log rows kept (the newest).")
+        int, typer.Option(min=1, help="Prediction log rows kept in full (the newest).")
     ] = 100_000,
     auth: Annotated[
         bool, typer.Option(help="Require API tokens (see 'modelplane tokens').")
