@@ -99,6 +99,7 @@ def run(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedP
 
 def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_path: Path) -> None:
     laptop = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "laptop")}
+    assert json.loads(run(laptop, "get", "endpoints", "--json").stdout) == []  # a local store
     login = run(laptop, "login", server.url, "--token", server.deployer)
     assert "as dana (team risk" in login.stdout
     remote_file = tmp_path / "laptop" / "remote.json"
@@ -108,7 +109,8 @@ def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_pa
 
     applied = run(laptop, "apply", "-f", str(spec), "--reason", "launch")
     assert "endpoint/risk-score created (generation 1)" in applied.stdout
-    for args in (["get", "endpoints", "--json"], ["get", "endpoints"], ["audit", "log", "--json"]):
+    same = (["get", "endpoints", "--json"], ["get", "endpoints"], ["audit", "log", "--json"])
+    for args in (*same, ["status"], ["status", "--json"]):
         assert run(laptop, *args).stdout == run(server.env, *args).stdout, args
     [event] = json.loads(run(laptop, "audit", "log", "--action", "endpoint.apply", "--json").stdout)
     assert (event["actor"], event["reason"]) == ("dana", "launch")

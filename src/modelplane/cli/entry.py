@@ -39,6 +39,8 @@ def fast(args: Sequence[str]) -> int | None:
         return run(args, os.environ, database_url(os.environ))
     if not set(args[1:]) <= {"--json"}:
         return None
+    if (_home(os.environ) / "remote.json").exists():
+        return None  # logged in to a server: the full CLI speaks for it (or refuses)
     from modelplane.observe.status import read_status
 
     try:
@@ -53,6 +55,11 @@ def fast(args: Sequence[str]) -> int | None:
     lines = status_lines(endpoints) if endpoints else [NO_ENDPOINTS]
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    home = {key.upper(): value for key, value in environ.items()}.get("MODELPLANE_HOME")
+    return Path(home) if home else Path.home() / ".modelplane"
 
 
 def database_url(environ: Mapping[str, str]) -> str:

@@ -27,7 +27,13 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     from modelplane.observe.status import read_status
 
     cli: CliContext = ctx.obj
-    endpoints = read_status(cli.settings.resolved_database_url())
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            endpoints = remote.status()
+    else:
+        endpoints = read_status(cli.settings.resolved_database_url())
     if as_json:
         emit_json({"endpoints": endpoints})
         return

@@ -2,8 +2,8 @@
 
 ``login`` checks the URL and the token against the server, then keeps both in
 ``MODELPLANE_HOME/remote.json`` (mode 0600). From then on the commands that the API serves
-(``apply``, ``get``, ``delete``, ``audit log``, ``rollout`` and its ``pause``, ``resume``,
-``promote``, ``rollback``) go through it, with the same output and exit
+(``apply``, ``get``, ``delete``, ``status``, ``audit log``, ``rollout`` and its ``pause``,
+``resume``, ``promote``, ``rollback``) go through it, with the same output and exit
 codes; the others refuse with a message rather than read a local database that is not the
 server's. ``logout`` forgets the server; the embedded default needs neither.
 """
@@ -177,6 +177,10 @@ class Remote:
         path = f"/v1/rollouts/{endpoint}:{command}"
         done: dict[str, Any] = self._call("POST", path, json={"reason": reason})
         return done
+
+    def status(self) -> list[dict[str, Any]]:
+        endpoints: list[dict[str, Any]] = self._call("GET", "/v1/status")["endpoints"]
+        return endpoints
 
     def whoami(self) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", "/v1/whoami")

@@ -33,6 +33,7 @@ from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, NotFoun
 from modelplane.features.base import OnlineStore
 from modelplane.features.ingest import push
 from modelplane.observe.predlog import find_predictions
+from modelplane.observe.status import read_status
 from modelplane.registry.records import ModelVersion
 from modelplane.registry.service import Registry
 from modelplane.security.auth import Authenticator
@@ -290,6 +291,13 @@ def _registry_routes(api: FastAPI, registry: Registry) -> None:
         _read(who, f"read {ref}")
         found = registry.get(ref)
         return {**_version(found), "manifest": found.manifest.model_dump(mode="json")}
+
+    @api.get("/v1/status")
+    def status(who: Caller) -> dict[str, Any]:
+        """What ``modelplane status`` shows: every endpoint, as served."""
+        _read(who, "read the status")
+        url = registry.engine.url.render_as_string(hide_password=False)
+        return {"endpoints": read_status(url)}
 
     @api.get("/v1/whoami")
     def whoami(who: Caller) -> dict[str, Any]:
