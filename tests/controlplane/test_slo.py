@@ -152,7 +152,7 @@ def test_a_fast_burn_fires_each_alert_once_its_windows_hold_enough(engine: Engin
     assert first["availability"]["firing"] == []
     assert first["availability"]["not_judged"] == ["page-1h", "page-6h", "ticket-72h"]
     assert (first["data_span_s"], first["min_requests"]) == (10.0, 100)
-    seen = {}
+    seen: dict[tuple[str, ...], float] = {}
     for _ in range(6 * 6):  # six hours of 10-minute intervals
         serving.serve(ok=800, failed=200)
         clock.advance(600)
