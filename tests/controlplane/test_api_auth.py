@@ -203,8 +203,9 @@ def _seed(registry: Registry, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    registry = open_registry(f"sqlite:///{tmp_path}/state.db", str(tmp_path / "art"), actor="x")
+def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+    """The API over a fresh store, on SQLite and on PostgreSQL."""
+    registry = open_registry(database_url, str(tmp_path / "art"), actor="x")
     online = open_online_store(f"sqlite:///{tmp_path}/features.db")
     _seed(registry, tmp_path)
     tokens = _issue(registry.engine)
