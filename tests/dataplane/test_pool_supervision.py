@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import multiprocessing.forkserver as mp_forkserver
 import multiprocessing.process
@@ -32,11 +31,6 @@ SIGNATURE = Signature(
 )
 HERE = Path(__file__).parent
 PATHS = (str(HERE),)  # workers import fake_models from here by name
-_spec = importlib.util.spec_from_file_location("fake_models", HERE / "fake_models.py")
-assert _spec is not None
-assert _spec.loader is not None
-fake_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_models)
 
 
 def run(scenario: Callable[[], Awaitable[T]], timeout_s: float = 60.0) -> T:
