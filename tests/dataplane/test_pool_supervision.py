@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import multiprocessing.forkserver as mp_forkserver
 import multiprocessing.process
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -245,3 +248,61 @@ def test_a_preload_that_crashes_the_forkserver_is_given_up(
         "tests.dataplane.broken_preload" in r.getMessage() and r.levelno == logging.ERROR
         for r in caplog.records
     )
+
+
+_OPENMP_CHILD = """
+import multiprocessing as mp
+import sys
+
+
+def work(queue):
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x = np.random.default_rng(0).random((500, 8))
+    y = (x[:, 0] > 0.5).astype(int)
+    answers = [HistGradientBoostingClassifier(max_iter=3).fit(x, y).predict(x[:5])]
+    for name in ("xgboost", "lightgbm"):
+        try:
+            engine = __import__(name)
+        except ImportError:
+            continue
+        if name == "xgboost":
+            booster = engine.train({"nthread": 2}, engine.DMatrix(x, label=y), 3)
+            answers.append(booster.predict(engine.DMatrix(x[:5])))
+        else:
+            model = engine.LGBMClassifier(n_estimators=3, n_jobs=2, verbose=-1).fit(x, y)
+            answers.append(model.predict(x[:5]))
+    queue.put(len(answers))
+
+
+if __name__ == "__main__":
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(sys.argv[1:])
+    queue = context.Queue()
+    child = context.Process(target=work, args=(queue,))
+    child.start()
+    print("answers", queue.get(timeout=200))
+    child.join(10)
+"""
+
+
+@pytest.mark.slow
+def test_a_template_with_the_engines_imported_forks_workers_that_use_openmp(
+    tmp_path: Path,
+) -> None:
+    """The engines' native threads do not break a forked child: OpenMP predictions (scikit-
+    learn, xgboost, lightgbm) run in a worker forked from a template that imported them."""
+    script = tmp_path / "openmp_child.py"
+    script.write_text(_OPENMP_CHILD)
+    engines = ["numpy", "modelplane.dataplane.pool.warm_sklearn", "xgboost", "lightgbm"]
+    done = subprocess.run(
+        [sys.executable, str(script), *engines],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = 1 + sum(importlib.util.find_spec(e) is not None for e in ("xgboost", "lightgbm"))
+    assert done.stdout.split() == ["answers", str(expected)]
