@@ -19,6 +19,7 @@ as such and the run goes on.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import tempfile
@@ -153,8 +154,10 @@ def run_chaos(world: World, config: ChaosConfig, console: Console | None = None)
             time.sleep(rng.uniform(*config.calm_s))
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            load_avg = os.getloadavg()[0]
             fault = FAULTS[kind](injector)
             fault.watched = _watched(fault)
+            fault.load_avg = load_avg
             faults.append(fault)
             recovered = _wait(partial(_recovered, load, fault), config.recover_limit_s)
             if fault.target == ALL:

@@ -36,6 +36,9 @@ class Fault:
     detail: str = ""
     watched: tuple[str, ...] = ()
     """The endpoints whose recovery is measured (set by the engine)."""
+    load_avg: float = 0.0
+    """The machine's 1-minute load average as the fault began: recovery times on a busy
+    two-core machine are read against it."""
     left_behind: list[int] = field(default_factory=list)
     """For a restart: processes of the killed ``up`` still alive once the new one serves."""
 

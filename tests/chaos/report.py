@@ -51,6 +51,7 @@ class FaultResult:
     failures: int
     """Failed requests caused by this fault."""
     detail: str
+    load_avg: float
     left_behind: list[int]
     """For a restart: processes of the killed ``up`` still alive once the new one served."""
 
@@ -285,6 +286,7 @@ def build_report(
             answering_s=answering(f),
             failures=per_fault[index],
             detail=f.detail,
+            load_avg=round(f.load_avg, 2),
             left_behind=f.left_behind,
         )
         for index, f in enumerate(faults)
