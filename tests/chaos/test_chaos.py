@@ -18,7 +18,8 @@ from tests.chaos.faults import FAULTS
 from tests.chaos.world import chaos_redis_url
 from tests.conftest import REDIS_URL, unavailable
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+# the short form takes 1-2 minutes; the bound leaves room for every fault to hit its 30 s limit
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(480)]
 
 SEED = int(os.environ.get("MODELPLANE_CHAOS_SEED", "10"))
 
