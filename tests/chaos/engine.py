@@ -160,6 +160,8 @@ def run_chaos(world: World, config: ChaosConfig, console: Console | None = None)
             fault.load_avg = load_avg
             faults.append(fault)
             recovered = _wait(partial(_recovered, load, fault), config.recover_limit_s)
+            if fault.cleanup is not None:
+                fault.cleanup()
             if fault.target == ALL:
                 fault.left_behind = world.leftovers()
                 if fault.left_behind:

@@ -36,6 +36,8 @@ class Fault:
     detail: str = ""
     watched: tuple[str, ...] = ()
     """The endpoints whose recovery is measured (set by the engine)."""
+    cleanup: Callable[[], None] | None = None
+    """What undoes the fault's leftovers once every endpoint answers (set by the fault)."""
     load_avg: float = 0.0
     """The machine's 1-minute load average as the fault began: recovery times on a busy
     two-core machine are read against it."""
@@ -116,10 +118,9 @@ class Injector:
     def broken_endpoint(self) -> Fault:
         """Apply an endpoint whose model fails to load in every worker, then delete it."""
         start = time.monotonic()
-        path = self.world.write("broken.yaml", self.world.endpoint_yaml("broken", "broken:1"))
-        self.world.cli("apply", "-f", str(path))
+        self._apply_broken()
         time.sleep(self.settings.broken_s)  # the fault's own duration
-        self.world.cli("delete", "endpoint", "broken", "--reason", "chaos: broken endpoint")
+        self._delete_broken()
         return Fault("broken-endpoint", "broken", start, time.monotonic(), "broken:1 applied")
 
     def rollout_rollback(self) -> Fault:
@@ -141,10 +142,26 @@ class Injector:
         return Fault("rollout-rollback", endpoint, start, time.monotonic(), detail)
 
     def restart_up(self) -> Fault:
-        """SIGKILL ``modelplane up`` and start it again on the same ports."""
+        """SIGKILL ``modelplane up`` and start it again on the same ports. Every other time
+        (the first included), with a broken endpoint in the store: the restart must serve
+        every other endpoint all the same (issue 10, item 1), deleted once they answer."""
+        broken = self.world.starts % 2 == 1
+        if broken:
+            self._apply_broken()
         killed = self.world.kill_up()
         started = self.world.start_up()
-        return Fault("restart-up", ALL, killed, started, f"start {self.world.starts}")
+        detail = f"start {self.world.starts}" + (", broken:1 in the store" if broken else "")
+        fault = Fault("restart-up", ALL, killed, started, detail)
+        if broken:
+            fault.cleanup = self._delete_broken
+        return fault
+
+    def _apply_broken(self) -> None:
+        path = self.world.write("broken.yaml", self.world.endpoint_yaml("broken", "broken:1"))
+        self.world.cli("apply", "-f", str(path))
+
+    def _delete_broken(self) -> None:
+        self.world.cli("delete", "endpoint", "broken", "--reason", "chaos: broken endpoint")
 
     def terminate_postgres(self) -> Fault:
         """Terminate every PostgreSQL connection to the run's database, again and again for
