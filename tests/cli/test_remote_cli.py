@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,6 +90,11 @@ def server(tmp_path: Path) -> Iterator[Server]:
     registry.close()
 
 
+def _data() -> tuple[Any, Any]:
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
+    return frame, (frame["a"] > 0).astype(int)
+
+
 def run(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -123,10 +129,18 @@ def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_pa
     refused = run(laptop, "versions", "fraud", code=1)
     assert "logout" in refused.stderr
 
+    # a package, through the API: the model's team is the token's
+    third = LogisticRegression(C=0.01).fit(*_data())
+    built = package(third, name="fraud", output_dir=tmp_path / "pkg3", sample_input=_data()[0][:5])
+    pushed = run(laptop, "push", str(built.path), "--reason", "retrained")
+    assert f"pushed fraud:3  {built.digest}" in pushed.stdout
+    assert "--alias" in run(laptop, "push", str(built.path), "--alias", "x", code=1).stderr
+
     # a rollout and its rollback, through the API
     started = run(laptop, "rollout", "risk-score", "--to", "fraud:2", "--reason", "better")
     assert "rollout/risk-score started: fraud:1 -> fraud:2" in started.stdout
     run(laptop, "login", server.url, "--token", server.reader)
+    assert "'deploy' scope" in run(laptop, "push", str(built.path), code=11).stderr
     forbidden = run(laptop, "rollback", "risk-score", code=11)
     assert "'deploy' scope" in forbidden.stderr
     forbidden = run(laptop, "delete", "endpoint", "risk-score", code=11)

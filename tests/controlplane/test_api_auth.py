@@ -30,6 +30,7 @@ from modelplane.controlplane.api import create_api
 from modelplane.controlplane.limits import OPEN_PATHS
 from modelplane.features.base import OnlineStore
 from modelplane.features.stores import open_online_store
+from modelplane.registry.archive import export_tar
 from modelplane.registry.build import package
 from modelplane.registry.service import Registry, open_registry
 from modelplane.security.auth import CachedAuthenticator
@@ -81,6 +82,8 @@ class Route:
     wrong_scope: str | None
     wrong_team: str | None = None
     body: dict[str, Any] | None = None
+    upload: bool = False
+    """Send the stack's new package tar as the body."""
 
 
 ROUTES = [
@@ -91,6 +94,10 @@ ROUTES = [
     Route("list resources", "GET", "/v1/resources/Endpoint", "reader", "caller"),
     Route("read resource", "GET", "/v1/resources/Endpoint/risk-score", "reader", "caller"),
     Route("list models", "GET", "/v1/models", "reader", "caller"),
+    Route(
+        "push model", "POST", "/v1/models:push", "deployer", "reader", wrong_team="growth",
+        upload=True,
+    ),
     Route("list versions", "GET", "/v1/models/fraud/versions", "reader", "caller"),
     Route("read version", "GET", "/v1/versions/fraud:1", "reader", "caller"),
     Route("read audit", "GET", "/v1/audit", "reader", "caller"),
@@ -152,6 +159,9 @@ class Stack:
     registry: Registry
     online: OnlineStore
     tokens: dict[str, str]
+    artifacts: Path
+    package_tar: bytes
+    """A third version of fraud, not pushed yet."""
 
 
 def _issue(engine: Engine) -> dict[str, str]:
@@ -186,6 +196,9 @@ def _seed(registry: Registry, tmp_path: Path) -> None:
     better = LogisticRegression(C=0.1).fit(frame, (frame["a"] > 0).astype(int))
     built = package(better, name="fraud", output_dir=tmp_path / "pkg2", sample_input=frame.head())
     registry.push(built.path, team="risk")  # fraud:2, for the rollout
+    third = LogisticRegression(C=0.01).fit(frame, (frame["a"] > 0).astype(int))
+    built = package(third, name="fraud", output_dir=tmp_path / "pkg3", sample_input=frame.head())
+    export_tar(built.path, tmp_path / "fraud3.tar")
     resources = ResourceStore(registry.engine)
     for name, team in (("risk-score", "risk"), ("growth-score", "growth")):
         resources.apply("Endpoint", name, endpoint(name, team), actor="seed")
@@ -220,7 +233,8 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started
-    yield Stack(f"http://127.0.0.1:{port}", registry, online, tokens)
+    tar = (tmp_path / "fraud3.tar").read_bytes()
+    yield Stack(f"http://127.0.0.1:{port}", registry, online, tokens, tmp_path / "art", tar)
     server.should_exit = True
     thread.join(timeout=10)
     online.close()
@@ -236,11 +250,14 @@ def snapshot(stack: Stack) -> dict[str, Any]:
             tables[table.name] = sorted(repr(tuple(row)) for row in rows)
     found = stack.online.read("customer", 1, ["c1"], ["spend"], now=time.time())
     tables["online"] = [dict(lookup.values) for lookup in found]
+    tables["artifacts"] = sorted(str(p) for p in stack.artifacts.rglob("*"))
     return tables
 
 
-def call(http: httpx.Client, route: Route, token: str | None) -> httpx.Response:
+def call(stack: Stack, http: httpx.Client, route: Route, token: str | None) -> httpx.Response:
     headers = {} if token is None else {"authorization": f"Bearer {token}"}
+    if route.upload:
+        return http.post(route.path, content=stack.package_tar, headers=headers)
     return http.request(route.method, route.path, json=route.body, headers=headers)
 
 
@@ -255,7 +272,7 @@ def test_every_route_refuses_every_bad_caller_and_changes_nothing(stack: Stack) 
                 callers.append((route.wrong_team, 403, "forbidden"))
             for caller, status, code in callers:
                 token = None if caller == "none" else stack.tokens[caller]
-                response = call(http, route, token)
+                response = call(stack, http, route, token)
                 where = f"{route.name} as {caller}"
                 assert response.status_code == status, f"{where}: {response.text}"
                 assert response.json()["error"]["code"] == code, where
@@ -268,7 +285,7 @@ def test_every_route_refuses_every_bad_caller_and_changes_nothing(stack: Stack) 
 def test_every_route_serves_a_caller_who_may(stack: Stack) -> None:
     with httpx.Client(base_url=stack.url, timeout=10) as http:
         for route in ROUTES:
-            response = call(http, route, stack.tokens[route.allowed])
+            response = call(stack, http, route, stack.tokens[route.allowed])
             assert response.status_code == 200, f"{route.name}: {response.text}"
         # admin may do what a team's token may not
         growth_delete = http.delete(

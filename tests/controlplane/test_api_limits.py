@@ -25,7 +25,9 @@ from modelplane.security.auth import CachedAuthenticator
 from modelplane.security.tokens import TokenStore
 from modelplane.types import FakeClock
 
-LIMITS = ApiLimits(max_body_bytes=4096, rate_per_s=0.5, burst=3, max_in_flight=8)
+LIMITS = ApiLimits(
+    max_body_bytes=4096, max_upload_bytes=16384, rate_per_s=0.5, burst=3, max_in_flight=8
+)
 
 
 def free_port() -> int:
@@ -91,6 +93,20 @@ def test_a_streamed_body_is_cut_off_at_the_limit(
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert registry.audit_events(action="policy.apply") == []
+
+
+def test_package_uploads_have_their_own_limit(
+    served: tuple[str, Registry, dict[str, str]],
+) -> None:
+    url, _, tokens = served
+    with httpx.Client(base_url=url, timeout=10) as http:
+        # over the body limit but under the upload limit: read, then refused as no package
+        small = http.post("/v1/models:push", content=b"x" * 8192, headers=auth(tokens["first"]))
+        assert small.status_code == 400, small.text
+        assert small.json()["error"]["details"][0]["field"] == "body"
+        big = http.post("/v1/models:push", content=b"x" * 20_000, headers=auth(tokens["second"]))
+        assert big.status_code == 413
+        assert big.json()["error"]["code"] == "payload_too_large"
 
 
 def test_each_token_has_its_own_rate(served: tuple[str, Registry, dict[str, str]]) -> None:

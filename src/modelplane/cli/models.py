@@ -166,6 +166,11 @@ def push(
     from modelplane.registry.archive import import_tar
 
     cli: CliContext = ctx.obj
+    if cli.remote is not None:
+        _push_remote(
+            cli, package, reason=reason, team=team, as_json=as_json, alias=alias, sign=sign
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp, registry_from(cli) as registry:
         folder = package
         if package.suffix == ".tar":
@@ -188,6 +193,37 @@ def push(
     console.print(
         f"pushed [bold]{version.ref}[/]  {version.digest}"
         + (f"  aliases: {', '.join(version.aliases)}" if version.aliases else "")
+    )
+
+
+def _push_remote(
+    cli: CliContext,
+    package: Path,
+    *,
+    reason: str,
+    team: str | None,
+    as_json: bool,
+    alias: list[str] | None,
+    sign: str | None,
+) -> None:
+    """``push`` through the control API: the package travels as its reproducible tar."""
+    from modelplane.cli.remote import Remote, RemoteUnsupported
+    from modelplane.registry.archive import export_tar
+
+    assert cli.remote is not None
+    if alias or sign:
+        raise RemoteUnsupported("--alias and --sign do not go through the control API yet")
+    with tempfile.TemporaryDirectory() as tmp, Remote(cli.remote) as remote:
+        tar = package if package.suffix == ".tar" else export_tar(package, Path(tmp) / "p.tar")
+        found = remote.push(tar, reason=reason, team=team)
+    if as_json:
+        keys = ("name", "version", "ref", "digest", "runtime", "aliases", "archived")
+        emit_json({**{k: found[k] for k in keys}, **{k: found[k] for k in found if k not in keys}})
+        return
+    aliases = found["aliases"]
+    console.print(
+        f"pushed [bold]{found['ref']}[/]  {found['digest']}"
+        + (f"  aliases: {', '.join(aliases)}" if aliases else "")
     )
 
 

@@ -2,8 +2,8 @@
 
 ``login`` checks the URL and the token against the server, then keeps both in
 ``MODELPLANE_HOME/remote.json`` (mode 0600). From then on the commands that the API serves
-(``apply``, ``get``, ``delete``, ``status``, ``audit log``, ``rollout`` and its ``pause``,
-``resume``, ``promote``, ``rollback``) go through it, with the same output and exit
+(``push``, ``apply``, ``get``, ``delete``, ``status``, ``audit log``, ``rollout`` and its
+``pause``, ``resume``, ``promote``, ``rollback``) go through it, with the same output and exit
 codes; the others refuse with a message rather than read a local database that is not the
 server's. ``logout`` forgets the server; the embedded default needs neither.
 """
@@ -177,6 +177,15 @@ class Remote:
         path = f"/v1/rollouts/{endpoint}:{command}"
         done: dict[str, Any] = self._call("POST", path, json={"reason": reason})
         return done
+
+    def push(self, tar: Path, *, reason: str, team: str | None) -> dict[str, Any]:
+        params = {"reason": reason, **({"team": team} if team else {})}
+        with tar.open("rb") as body:  # streamed: a package may be large
+            found: dict[str, Any] = self._call(
+                "POST", "/v1/models:push", params=params, content=body,
+                headers={"content-type": "application/x-tar"},
+            )  # fmt: skip
+        return found
 
     def status(self) -> list[dict[str, Any]]:
         endpoints: list[dict[str, Any]] = self._call("GET", "/v1/status")["endpoints"]

@@ -28,6 +28,7 @@ from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.controlplane.limits import ApiGuard, ApiLimits
 from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
 from modelplane.controlplane.rollouts import start_rollout
+from modelplane.controlplane.uploads import receive_package
 from modelplane.core.rollout import Command
 from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, NotFound
 from modelplane.features.base import OnlineStore
@@ -267,6 +268,16 @@ def _resource_routes(
 
 
 def _registry_routes(api: FastAPI, registry: Registry) -> None:
+    @api.post("/v1/models:push")
+    async def push_model(
+        request: Request, who: Caller, reason: str = "", team: str | None = None
+    ) -> dict[str, Any]:
+        """Register a package (the ``.tar`` of ``modelplane package --tar``, as the body).
+        A new model becomes the pusher's team's (admin may name one); another team's model
+        is refused before anything is stored."""
+        found = await receive_package(request.stream(), registry, who, team=team, reason=reason)
+        return _version(found)
+
     @api.get("/v1/models")
     def models(who: Caller, search: str | None = None) -> list[dict[str, Any]]:
         _read(who, "list models")

@@ -31,7 +31,7 @@ from modelplane.security.auth import Authenticator
 from modelplane.security.scopes import Principal, local_operator
 from modelplane.types import Clock, SystemClock
 
-__all__ = ["ApiGuard", "ApiLimits", "TokenBucket"]
+__all__ = ["OPEN_PATHS", "UPLOAD_PATHS", "ApiGuard", "ApiLimits", "TokenBucket"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,11 +46,17 @@ OPEN_PATHS = (
 assets, nothing stored (the console's data comes from guarded routes)."""
 
 
+UPLOAD_PATHS = frozenset({"/v1/models:push"})
+"""Routes that take a package as their body, and so the larger limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class ApiLimits:
     """How much one caller, and all callers together, may ask of the control API."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+    """For :data:`UPLOAD_PATHS` (package uploads), streamed to disk, never held in memory."""
     rate_per_s: float = 20.0
     """Requests per second each token may sustain."""
     burst: int = 60
@@ -133,13 +139,14 @@ class ApiGuard:
                 principal = await self._identify(headers.get("authorization"))
                 scope.setdefault("state", {})["principal"] = principal
                 self._check_rate(principal, scope)
+            limit = self._limit(scope)
             declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-                raise self._too_large()
+            if declared.isdigit() and int(declared) > limit:
+                raise self._too_large(limit)
         except ModelplaneError as exc:
             await _refuse(send, exc)
             return
-        await self._call_limited(scope, receive, send)
+        await self._call_limited(scope, receive, send, limit)
 
     async def _identify(self, authorization: str | None) -> Principal:
         if self.authenticator is None:
@@ -165,11 +172,15 @@ class ApiGuard:
                 wait_s,
             )
 
-    def _too_large(self) -> _Refused:
-        limit = self.limits.max_body_bytes
+    def _limit(self, scope: Scope) -> int:
+        if scope["path"] in UPLOAD_PATHS:
+            return self.limits.max_upload_bytes
+        return self.limits.max_body_bytes
+
+    def _too_large(self, limit: int) -> _Refused:
         return _Refused("payload_too_large", f"the request body is over {limit} bytes")
 
-    async def _call_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app, counting the body as it arrives; past the limit, answer 413 and
         hand the app a disconnect, so it stops reading and its answer goes nowhere."""
         received = 0
@@ -183,10 +194,10 @@ class ApiGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limits.max_body_bytes:
+                if received > limit:
                     refused = True
                     if not started:
-                        await _refuse(send, self._too_large())
+                        await _refuse(send, self._too_large(limit))
                     return {"type": "http.disconnect"}
             return message
 
