@@ -65,7 +65,8 @@ class FaultResult:
 class MemoryTrend:
     window_s: float
     first_mb: float
-    """Mean resident memory (``up`` and everything below it) over the first window."""
+    """Median resident memory (``up`` and everything below it) over the first window: a
+    restart's seconds near zero and a canary's extra workers move a median little."""
     last_mb: float
     change: float
     """``last / first - 1``."""
@@ -231,7 +232,7 @@ def _memory(samples: Sequence[MemorySample], since: float) -> MemoryTrend | None
     total = [(s.at, (s.up_bytes + s.workers_bytes) / 2**20) for s in kept]
     first = [mb for at, mb in total if at <= kept[0].at + window]
     last = [mb for at, mb in total if at >= kept[-1].at - window]
-    head, tail = statistics.fmean(first), statistics.fmean(last)
+    head, tail = statistics.median(first), statistics.median(last)
     return MemoryTrend(window, round(head, 1), round(tail, 1), round(tail / head - 1, 4))
 
 
