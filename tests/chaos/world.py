@@ -8,8 +8,9 @@ PostgreSQL database, with Redis as its online feature store, serving three endpo
   Redis fault shows);
 - ``broken:1`` is pushed too: it loads where it is built and fails in every worker.
 
-Everything the world creates is its own: the database (dropped at the end), the Redis
-database's ``chaos`` keys (deleted), the processes (stopped by pid).
+Everything the world creates is its own: the database (dropped at the end), the feature
+set's rows in Redis (deleted), the processes (stopped by pid). The operator's commands run
+through the CLI's own entry point, in this process.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tests.kit import CLI, free_port
 
 from modelplane.registry.build import package
 
-__all__ = ["ENDPOINTS", "World", "chaos_redis_url", "throwaway_database"]
+__all__ = ["ENDPOINTS", "NEXT_VERSION", "World", "chaos_redis_url", "throwaway_database"]
 
 ENDPOINTS = ("alpha", "beta", "gamma")
 """The endpoints under load."""
