@@ -115,7 +115,15 @@ def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_pa
 
     applied = run(laptop, "apply", "-f", str(spec), "--reason", "launch")
     assert "endpoint/risk-score created (generation 1)" in applied.stdout
-    same = (["get", "endpoints", "--json"], ["get", "endpoints"], ["audit", "log", "--json"])
+    same = (
+        ["get", "endpoints", "--json"],
+        ["get", "endpoints"],
+        ["audit", "log", "--json"],
+        ["models", "--json"],
+        ["models"],
+        ["versions", "fraud", "--json"],
+        ["versions", "fraud", "--all"],
+    )
     for args in (*same, ["status"], ["status", "--json"]):
         assert run(laptop, *args).stdout == run(server.env, *args).stdout, args
     [event] = json.loads(run(laptop, "audit", "log", "--action", "endpoint.apply", "--json").stdout)
@@ -126,7 +134,7 @@ def test_commands_go_through_the_api_with_the_same_output(server: Server, tmp_pa
     assert "Endpoint/nope not found" in missing.stderr
     assert run(server.env, "get", "endpoints", "nope", code=6).stderr == missing.stderr
     # commands the API does not serve refuse, rather than read the laptop's own database
-    refused = run(laptop, "versions", "fraud", code=1)
+    refused = run(laptop, "inspect", "fraud:1", code=1)
     assert "logout" in refused.stderr
 
     # a package, through the API: the model's team is the token's

@@ -249,8 +249,14 @@ def models_cmd(
 ) -> None:
     """List registered models."""
     cli: CliContext = ctx.obj
-    with registry_from(cli) as registry:
-        found = registry.list_models(search=search, include_archived=include_archived)
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            found = remote.models(search=search, include_archived=include_archived)
+    else:
+        with registry_from(cli) as registry:
+            found = registry.list_models(search=search, include_archived=include_archived)
     if as_json:
         emit_json(found)
         return
@@ -278,8 +284,14 @@ def versions(
 ) -> None:
     """List the versions of a model."""
     cli: CliContext = ctx.obj
-    with registry_from(cli) as registry:
-        found = registry.list_versions(name, include_archived=include_archived)
+    if cli.remote is not None:
+        from modelplane.cli.remote import Remote
+
+        with Remote(cli.remote) as remote:
+            found = remote.versions(name, include_archived=include_archived)
+    else:
+        with registry_from(cli) as registry:
+            found = registry.list_versions(name, include_archived=include_archived)
     if as_json:
         emit_json([_version_json(v) for v in found])
         return

@@ -2,10 +2,11 @@
 
 ``login`` checks the URL and the token against the server, then keeps both in
 ``MODELPLANE_HOME/remote.json`` (mode 0600). From then on the commands that the API serves
-(``push``, ``apply``, ``get``, ``delete``, ``status``, ``audit log``, ``rollout`` and its
-``pause``, ``resume``, ``promote``, ``rollback``) go through it, with the same output and exit
-codes; the others refuse with a message rather than read a local database that is not the
-server's. ``logout`` forgets the server; the embedded default needs neither.
+(``push``, ``models``, ``versions``, ``apply``, ``get``, ``delete``, ``status``, ``audit
+log``, ``rollout`` and its ``pause``, ``resume``, ``promote``, ``rollback``) go through it,
+with the same output and exit codes; the others refuse with a message rather than read a
+local database that is not the server's. ``logout`` forgets the server; the embedded
+default needs neither.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from modelplane.cli.context import CliContext
+    from modelplane.registry.records import ModelInfo, ModelVersion
     from modelplane.store.audit import AuditRecord
     from modelplane.store.resources import Resource
 
@@ -186,6 +188,44 @@ class Remote:
                 headers={"content-type": "application/x-tar"},
             )  # fmt: skip
         return found
+
+    def models(self, *, search: str | None, include_archived: bool) -> list[ModelInfo]:
+        from modelplane.registry.records import ModelInfo
+
+        params = {"include_archived": include_archived, **({"search": search} if search else {})}
+        return [
+            ModelInfo(
+                name=m["name"],
+                created_at=datetime.fromisoformat(m["created_at"]),
+                archived=m["archived"],
+                latest_version=m["latest_version"],
+                version_count=m["version_count"],
+                aliases=m["aliases"],
+            )
+            for m in self._call("GET", "/v1/models", params=params)
+        ]
+
+    def versions(self, name: str, *, include_archived: bool) -> list[ModelVersion]:
+        from modelplane.registry.records import ModelVersion
+        from modelplane.spec.manifest import Runtime
+        from modelplane.types import Digest
+
+        path = f"/v1/models/{name}/versions"
+        found = self._call("GET", path, params={"include_archived": include_archived})
+        return [
+            ModelVersion(
+                name=v["name"],
+                version=v["version"],
+                digest=Digest(v["digest"]),
+                runtime=Runtime(v["runtime"]),
+                created_at=datetime.fromisoformat(v["created_at"]),
+                created_by=v["created_by"],
+                aliases=tuple(v["aliases"]),
+                archived=v["archived"],
+                manifest_data={},  # listings never show it; `inspect` reads it on the server
+            )
+            for v in found
+        ]
 
     def status(self) -> list[dict[str, Any]]:
         endpoints: list[dict[str, Any]] = self._call("GET", "/v1/status")["endpoints"]

@@ -279,23 +279,28 @@ def _registry_routes(api: FastAPI, registry: Registry) -> None:
         return _version(found)
 
     @api.get("/v1/models")
-    def models(who: Caller, search: str | None = None) -> list[dict[str, Any]]:
+    def models(
+        who: Caller, search: str | None = None, include_archived: bool = False
+    ) -> list[dict[str, Any]]:
         _read(who, "list models")
         return [
             {
                 "name": m.name,
+                "created_at": m.created_at.isoformat(),
                 "latest_version": m.latest_version,
                 "version_count": m.version_count,
                 "aliases": dict(m.aliases),
                 "archived": m.archived,
             }
-            for m in registry.list_models(search)
+            for m in registry.list_models(search, include_archived=include_archived)
         ]
 
     @api.get("/v1/models/{name}/versions")
-    def versions(name: str, who: Caller) -> list[dict[str, Any]]:
+    def versions(name: str, who: Caller, include_archived: bool = False) -> list[dict[str, Any]]:
         _read(who, f"list versions of {name}")
-        return [_version(v) for v in registry.list_versions(name)]
+        return [
+            _version(v) for v in registry.list_versions(name, include_archived=include_archived)
+        ]
 
     @api.get("/v1/versions/{ref}")
     def version(ref: str, who: Caller) -> dict[str, Any]:
