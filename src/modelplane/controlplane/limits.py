@@ -12,7 +12,7 @@ One ASGI middleware, in the order a request meets it:
 4. **Body size**: a declared ``Content-Length`` over ``max_body_bytes`` is refused before a
    byte is read; a streamed body is counted as it arrives and refused (413
    ``payload_too_large``) the moment it passes the limit, so a huge body never sits in
-   memory.
+   memory. Package uploads (:data:`UPLOAD_PATHS`) have a larger limit of their own.
 
 Every refusal has the error shape of :mod:`modelplane.errors`.
 """
