@@ -26,7 +26,15 @@ from rich.table import Table
 from tests.chaos.faults import ALL, Fault
 from tests.chaos.load import MemorySample, Outcome
 
-__all__ = ["AIMS_S", "GRACE_S", "ChaosReport", "FaultResult", "MemoryTrend", "build_report"]
+__all__ = [
+    "AIMS_S",
+    "GRACE_S",
+    "UNATTRIBUTED",
+    "ChaosReport",
+    "FaultResult",
+    "MemoryTrend",
+    "build_report",
+]
 
 GRACE_S = 1.0
 """After an endpoint's first 200, failures still in flight from the fault count as its own
