@@ -15,7 +15,7 @@ minute of its deadline. It reports:
 
 Prints the tables, writes ``bench/results/soak.json`` and ``bench/results/soak.png``.
 
-    .venv/bin/python bench/soak.py [--minutes 20] [--seed 10] [--rate 20]
+    .venv/bin/python bench/soak.py [--minutes 20] [--seed 10] [--rate 20] [--kinds a,b]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.chaos.engine import ChaosConfig, chaos_world, run_chaos  # noqa: E402
-from tests.chaos.faults import FaultSettings  # noqa: E402
+from tests.chaos.faults import FAULTS, FaultSettings  # noqa: E402
 from tests.chaos.report import AIMS_S, ChaosReport  # noqa: E402
 from tests.chaos.world import chaos_redis_url  # noqa: E402
 
@@ -133,9 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s to each endpoint")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the 1st fault")
     parser.add_argument("--flood", type=int, default=3000, help="idle sockets opened at once")
+    parser.add_argument(
+        "--kinds", default=",".join(FAULTS), help="faults to inject, comma-separated (all)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    kinds = [kind for kind in args.kinds.split(",") if kind]
+    unknown = sorted(set(kinds) - set(FAULTS))
+    if unknown:
+        parser.error(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
     console = Console(width=160)
     config = ChaosConfig(
         seed=args.seed,
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_per_s=args.rate,
         warmup_s=args.warmup,
         calm_s=(8.0, 15.0),
+        kinds=kinds,
         faults=FaultSettings(flood_sockets=args.flood),
     )
 
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "config": {"minutes": args.minutes, "seed": args.seed, "rate_per_s": args.rate,
-                   "warmup_s": args.warmup, "flood_sockets": args.flood},
+                   "warmup_s": args.warmup, "flood_sockets": args.flood, "kinds": kinds},
         "up_exit_code": exit_code,
         "aims": judged,
         "report": report.to_json(),
