@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.dataplane import gateway_kit as kit
 from typer.testing import CliRunner
 
 from modelplane.cli.main import app
@@ -27,15 +26,6 @@ from modelplane.registry.service import open_registry
 from modelplane.spec.contract import SLO
 from modelplane.spec.rollout import RolloutSpec
 from modelplane.store.resources import ResourceStore
-
-_KIT = Path(__file__).parents[1] / "dataplane" / "gateway_kit.py"
-_spec = importlib.util.spec_from_file_location("gateway_kit", _KIT)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import signal
@@ -17,21 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.cli.context import CliContext
 from modelplane.cli.serve import endpoint_for, resolve_source
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.registry.service import open_registry
 from modelplane.settings import Settings
-
-KIT = Path(__file__).parents[1] / "dataplane" / "gateway_kit.py"
-_spec = importlib.util.spec_from_file_location("gateway_kit", KIT)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(120)
 

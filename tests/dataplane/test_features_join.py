@@ -4,15 +4,13 @@ one read per batch, the contract's dtypes."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tests.features import kit as fkit
 
 from modelplane.dataplane.features_join import FeatureJoin, compile_join
 from modelplane.dataplane.metrics import FeatureMetrics
@@ -24,15 +22,6 @@ from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint, FeatureBinding, Route
 from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.fields import FieldSpec
-
-_KIT = Path(__file__).parents[1] / "features" / "kit.py"
-_spec = importlib.util.spec_from_file_location("features_kit", _KIT)
-assert _spec is not None
-assert _spec.loader is not None
-fkit = sys.modules.get("features_kit") or importlib.util.module_from_spec(_spec)
-if "features_kit" not in sys.modules:
-    sys.modules["features_kit"] = fkit
-    _spec.loader.exec_module(fkit)
 
 
 def _featureset() -> FeatureSet:

@@ -3,8 +3,6 @@ each policy, and ``explain`` shows the feature set version and the value's age."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.endpoint_runtime import EndpointConfig
@@ -22,15 +21,6 @@ from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
 from modelplane.spec.endpoint import FeatureBinding
 from modelplane.spec.featureset import FeatureSet
 from modelplane.store.db import open_engine
-
-_KIT = Path(__file__).parent / "gateway_kit.py"
-_spec = importlib.util.spec_from_file_location("gateway_kit", _KIT)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import time
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.batcher import Batcher, BatcherConfig
 from modelplane.dataplane.pool import (
@@ -34,11 +34,7 @@ SIGNATURE = Signature(
     outputs=(FieldSpec(name="y", dtype="float32", shape=(-1, 4)),),
 )
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("fake_models", HERE / "fake_models.py")
-assert _spec is not None
-assert _spec.loader is not None
-fake_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_models)
+fake_models = kit.fake_models  # registered under its own name: workers import it
 """The same module the workers import by name, from ``paths``, whatever pytest's import mode."""
 PATHS = (str(HERE),)
 FAST = PoolConfig(start_timeout_s=20.0, backoff_base_s=0.05, backoff_max_s=0.2, stop_timeout_s=2.0)
@@ -103,11 +99,10 @@ def test_sigkill_mid_request_retries_on_another_replica_and_restarts() -> None:
         victim = p.replicas()[0].pid
         assert victim is not None
         calls = [asyncio.ensure_future(p.predict(rows(1.0), 5.0)) for _ in range(4)]
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: p.replicas()[0].outstanding > 0)  # the victim holds one
         os.kill(victim, signal.SIGKILL)
-        started = time.monotonic()
+        # every call is answered, by the survivor: none waits out its 5 s timeout and fails
         results = await asyncio.gather(*calls)
-        assert time.monotonic() - started < 3.0
         survivors = {int(r["pid"][0]) for r in results}
         assert victim not in survivors
         await wait_until(lambda: len(ready_pids(p)) == 2)
@@ -155,10 +150,9 @@ def test_hang_past_deadline_is_killed_and_restarted() -> None:
         p = pool()
         await p.start()
         (hung,) = ready_pids(p)
-        started = time.monotonic()
+        # the model never answers: only the deadline ends the call (else the test times out)
         with pytest.raises(DeadlineExceeded, match="no answer within"):
             await p.predict(rows(fake_models.HANG), timeout_s=0.3)
-        assert time.monotonic() - started < 1.0
         await wait_until(lambda: ready_pids(p) not in ([], [hung]))
         out = await p.predict(rows(1.0), 5.0)
         assert int(out["pid"][0]) != hung

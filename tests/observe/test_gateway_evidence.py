@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.dataplane import gateway_kit as kit
 
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.server import ServerThread
 from modelplane.observe.predlog import PredictionLog, PredictionLogConfig, find_predictions
 from modelplane.store.db import open_engine
-
-_KIT = Path(__file__).parents[1] / "dataplane" / "gateway_kit.py"
-_spec = importlib.util.spec_from_file_location("gateway_kit", _KIT)
-assert _spec is not None
-assert _spec.loader is not None
-kit = sys.modules.get("gateway_kit") or importlib.util.module_from_spec(_spec)
-if "gateway_kit" not in sys.modules:
-    sys.modules["gateway_kit"] = kit
-    _spec.loader.exec_module(kit)
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models
