@@ -80,7 +80,9 @@ def serves_only(env: dict[str, str], version: str) -> bool:
     weight on ``version``."""
     [resource] = json.loads(cli(env, "get", "endpoint", "fraud-score", "--json"))
     status = resource["status"] or {}
-    synced = next((c for c in status.get("conditions", []) if c["type"] == "Synced"), {})
+    synced: dict[str, Any] = next(
+        (c for c in status.get("conditions", []) if c["type"] == "Synced"), {}
+    )
     live = {r["version"] for r in status.get("routes", []) if r["weight"] > 0}
     return synced.get("status") == "True" and live == {version}
 

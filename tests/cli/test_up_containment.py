@@ -109,7 +109,7 @@ def test_a_broken_endpoint_blocks_no_change_and_a_restart_never_answers_404(
         wait_for(serving_after_restart, 60, "fraud-score after the restart", every_s=0.02)
         assert 404 not in seen, seen
         assert set(seen) <= {200, 503}, seen
-        ready = httpx.get(f"{up.url}/v2/health/ready", timeout=5)
-        assert ready.status_code == 200
+        gateway_ready = httpx.get(f"{up.url}/v2/health/ready", timeout=5)
+        assert gateway_ready.status_code == 200
         model_ready = httpx.get(f"{up.url}/v2/models/broken-score/ready", timeout=5)
         assert model_ready.status_code == 503

@@ -27,7 +27,7 @@ from modelplane.spec.fields import FieldSpec
 def _featureset() -> FeatureSet:
     builder = fkit.FeatureSetBuilder("tx", 1).max_age(60.0)
     builder.feature("amount", "float64", default=0.5).feature("count", "int64", default=7)
-    return builder.feature("label", "string").build()  # type: ignore[no-any-return]
+    return builder.feature("label", "string").build()
 
 
 def _join(policy: str = "fail", features: Sequence[str] = ()) -> tuple[FeatureJoin, FeatureMetrics]:

@@ -31,7 +31,9 @@ T = TypeVar("T")
 CLI = str(Path(sys.executable).with_name("modelplane"))
 
 
-def wait_for(check: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.05) -> T:
+def wait_for(
+    check: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.05
+) -> T:
     """Poll ``check`` until it returns something true; its value. Fails naming ``what``."""
     deadline = time.monotonic() + timeout_s
     while True:
