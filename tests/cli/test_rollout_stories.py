@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.cli import story_models
-from tests.cli.test_rollout_up import Load, serves, shut_down, wait_for
-from tests.cli.test_up import CLI, ENDPOINT, cli, free_port
-from tests.kit import trust_a_signing_key
+from tests.cli.test_rollout_up import Load, serves, shut_down
+from tests.cli.test_up import ENDPOINT
+from tests.kit import CLI, cli, free_port, trust_a_signing_key, wait_for
 
 from modelplane.registry.build import package
 

@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from tests.cli.test_up import CLI, ENDPOINT, cli, free_port
+from tests.cli.test_up import ENDPOINT
+from tests.kit import CLI, cli, free_port, wait_for
 
 from modelplane.registry.build import package
 
@@ -54,16 +55,6 @@ class Load(threading.Thread):
                 response = http.post(self.url, json={"instances": [{"a": a, "b": b}]})
                 version = response.headers.get("modelplane-model-version", "")
                 self.seen.append((sent, response.status_code, version))
-
-
-def wait_for(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shut_down(load: Load, server: subprocess.Popen[str]) -> str:

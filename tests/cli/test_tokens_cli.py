@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.kit import free_port
 
 from modelplane.registry.build import package
 
@@ -33,12 +33,6 @@ ENDPOINT = {
     },
     "routes": [{"model": "fraud:1"}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,12 @@ import httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from tests.kit import wait_for
+from tests.kit import CLI, cli, free_port, wait_for
 
 from modelplane.registry.build import package
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(180)
-CLI = str(Path(sys.executable).with_name("modelplane"))
 
 ENDPOINT = """
 kind: Endpoint
@@ -34,20 +31,6 @@ contract:
   outputs: [{name: label, dtype: int64}]
 routes: [{model: fraud@champion}]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_up_apply_predict_and_drain(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,18 +12,13 @@ import numpy as np
 import pytest
 import uvicorn
 from sklearn.linear_model import LogisticRegression
+from tests.kit import free_port
 
 from modelplane.controlplane.api import create_api
 from modelplane.registry.build import package
 from modelplane.registry.service import open_registry
 
 pd = pytest.importorskip("pandas")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ called with a token that may, to show the refusals were not for some other reaso
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import uvicorn
 from fastapi.routing import APIRoute
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, insert, select
+from tests.kit import free_port
 
 from modelplane.controlplane.api import create_api
 from modelplane.controlplane.limits import OPEN_PATHS
@@ -145,12 +145,6 @@ ROUTES = [
 ]  # fmt: skip
 
 BAD_CALLERS = ["none", "malformed", "expired", "revoked"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -7,7 +7,6 @@ exercised on the middleware directly, where a request can be held open on purpos
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from tests.kit import free_port
 
 from modelplane.controlplane.api import create_api
 from modelplane.controlplane.limits import ApiGuard, ApiLimits, TokenBucket
@@ -28,12 +28,6 @@ from modelplane.types import FakeClock
 LIMITS = ApiLimits(
     max_body_bytes=4096, max_upload_bytes=16384, rate_per_s=0.5, burst=3, max_in_flight=8
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

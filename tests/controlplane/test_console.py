@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.conftest import unavailable
+from tests.kit import free_port, wait_for
 
 from modelplane.registry.build import package
 
@@ -38,24 +39,6 @@ CLI = str(Path(sys.executable).with_name("modelplane"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
 ROW = {"amount": 40.0, "age_days": 300.0, "merchant_risk": 0.3, "night": 0.0}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Tab:
