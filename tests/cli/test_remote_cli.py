@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import uvicorn
 import yaml
 from sklearn.linear_model import LogisticRegression
+from tests.kit import free_port
 
 from modelplane.controlplane.api import create_api
 from modelplane.registry.build import package
@@ -41,12 +41,6 @@ ENDPOINT = {
     },
     "routes": [{"model": "fraud:1"}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

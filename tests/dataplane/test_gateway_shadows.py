@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.dataplane import gateway_kit as kit
+from tests.kit import wait_for
 
 from modelplane.dataplane.endpoint_runtime import EndpointConfig, ShadowRuntime
 from modelplane.dataplane.server import ServerThread
@@ -57,13 +58,6 @@ def the_shadow(server: ServerThread) -> ShadowRuntime:
     return server.gateway.handler.endpoints["echo"].shadows[0]
 
 
-def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.02)
-    assert predicate()
-
-
 def test_shadow_answers_are_compared_never_returned() -> None:
     # steady zeroes x[0, 0]: its y differs from echo's in one of four columns
     with ServerThread([shadowed("echo", "steady")], config=kit.gateway_config()) as server:
@@ -74,7 +68,7 @@ def test_shadow_answers_are_compared_never_returned() -> None:
                 assert response.headers["modelplane-model-version"] == "echo:1"
                 assert response.json()["predictions"][0]["y"][0] == 2.0
         shadow = the_shadow(server)
-        wait_for(lambda: shadow.comparison.compared == 30)
+        wait_for(lambda: shadow.comparison.compared == 30, 10, "30 comparisons")
         stats = shadow.comparison.snapshot()
         assert stats.disagreed == 0  # y is a number: compared by relative error
         # steady zeroes x[0, 0] of each batch it gets, and copies travel in batches: a
@@ -97,7 +91,7 @@ def test_a_failing_shadow_never_fails_the_caller() -> None:
             statuses = Counter(http.post(PATH, json=row(-2.0)).status_code for _ in range(20))
         assert statuses == {200: 20}
         shadow = the_shadow(server)
-        wait_for(lambda: shadow.comparison.failed == 20)
+        wait_for(lambda: shadow.comparison.failed == 20, 10, "20 failed copies")
         assert shadow.comparison.compared == 0
         assert shadow.target.stats.snapshot().errors == 20
 

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from tests.dataplane import gateway_kit as kit
-from tests.dataplane.test_gateway_shadows import PATH, row, shadowed, wait_for
+from tests.dataplane.test_gateway_shadows import PATH, row, shadowed
+from tests.kit import wait_for
 
 from modelplane.dataplane.server import ServerThread
 from modelplane.dataplane.shadows import _concatenate
@@ -40,7 +41,7 @@ def test_many_copies_go_in_few_batches_and_each_is_counted() -> None:
         with ThreadPoolExecutor(8) as pool:
             assert sum(pool.map(call, range(8))) == 200
         shadow = server.gateway.handler.endpoints["echo"].shadows[0]
-        wait_for(lambda: shadow.comparison.compared == 200)
+        wait_for(lambda: shadow.comparison.compared == 200, 10, "200 comparisons")
         assert shadow.target.stats.snapshot().requests == 200
         time.sleep(0.1)
         batches = server.gateway.metrics.batch_rows["steady:1"]
