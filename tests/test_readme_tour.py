@@ -311,7 +311,15 @@ def test_readme_tour_runs_as_written(tour: Tour) -> None:
     for needed in (["modelplane", "serve"], ["modelplane", "up"], ["modelplane", "login"]):
         assert needed in starts, f"the tour no longer has `{' '.join(needed)}`: update this test"
     mlflow = make_inputs(tour.work)
+    try:
+        run_all(tour, commands, mlflow)
+    finally:
+        if mlflow.poll() is None:
+            mlflow.kill()
+            mlflow.communicate(timeout=30)
 
+
+def run_all(tour: Tour, commands: list[str], mlflow: subprocess.Popen[str]) -> None:
     for written in commands:
         verb = written.split()[1] if written.startswith("modelplane ") else written.split()[0]
         command = written
@@ -326,6 +334,7 @@ def test_readme_tour_runs_as_written(tour: Tour) -> None:
             output, _ = mlflow.communicate(timeout=120)
             assert mlflow.returncode == 0, f"saving the MLflow model failed:\n{output}"
 
+        began = time.monotonic()
         if verb == "serve":
             serve(tour, command)
         elif verb == "up":
@@ -341,3 +350,5 @@ def test_readme_tour_runs_as_written(tour: Tour) -> None:
             tour.env["TOKEN"] = token
         else:
             tour.must(command)
+        # Shown with -s, or beside a failure: where the tour's time goes.
+        print(f"{time.monotonic() - began:6.1f} s  {written}")
