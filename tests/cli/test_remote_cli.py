@@ -7,8 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 import yaml
 from sklearn.linear_model import LogisticRegression
-from tests.kit import free_port
+from tests.kit import serving_app
 
 from modelplane.controlplane.api import create_api
 from modelplane.registry.build import package
@@ -69,18 +66,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     deployer = store.create(subject="dana", team="risk", scopes=["deploy", "read"], actor="root")
     reader = store.create(subject="rex", team="growth", scopes=["read"], actor="root")
     app = create_api(registry, authenticator=CachedAuthenticator(store.verify))
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert running.started
-    yield Server(f"http://127.0.0.1:{port}", env, deployer.token, reader.token)
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving_app(app) as url:
+        yield Server(url, env, deployer.token, reader.token)
     registry.close()
 
 

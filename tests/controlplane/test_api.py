@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from sklearn.linear_model import LogisticRegression
-from tests.kit import free_port
+from tests.kit import serving_app
 
 from modelplane.controlplane.api import create_api
 from modelplane.registry.build import package
@@ -33,19 +30,8 @@ def api_url(tmp_path: Path) -> Iterator[str]:
     )
     # Without an authenticator every caller is the local operator, named here.
     app = create_api(registry, actor="alice")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_app(app) as url:
+        yield url
     registry.close()
 
 

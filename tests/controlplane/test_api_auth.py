@@ -9,7 +9,6 @@ called with a token that may, to show the refusals were not for some other reaso
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,11 +19,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.routing import APIRoute
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, insert, select
-from tests.kit import free_port
+from tests.kit import serving_app
 
 from modelplane.controlplane.api import create_api
 from modelplane.controlplane.limits import OPEN_PATHS
@@ -218,19 +216,9 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     tokens = _issue(registry.engine)
     authenticator = CachedAuthenticator(TokenStore(registry.engine).verify)
     app = create_api(registry, authenticator=authenticator, online_store=online)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
     tar = (tmp_path / "fraud3.tar").read_bytes()
-    yield Stack(f"http://127.0.0.1:{port}", registry, online, tokens, tmp_path / "art", tar)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_app(app) as url:
+        yield Stack(url, registry, online, tokens, tmp_path / "art", tar)
     online.close()
     registry.close()
 

@@ -7,16 +7,13 @@ exercised on the middleware directly, where a request can be held open on purpos
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from tests.kit import free_port
+from tests.kit import serving_app
 
 from modelplane.controlplane.api import create_api
 from modelplane.controlplane.limits import ApiGuard, ApiLimits, TokenBucket
@@ -39,18 +36,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Registry, dict[str, str]]]:
         for name in ("first", "second")
     }
     app = create_api(registry, authenticator=CachedAuthenticator(store.verify), limits=LIMITS)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", registry, tokens
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_app(app) as url:
+        yield url, registry, tokens
     registry.close()
 
 

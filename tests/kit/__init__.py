@@ -9,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "CLI",
@@ -22,6 +23,7 @@ __all__ = [
     "free_port",
     "home_env",
     "running_up",
+    "serving_app",
     "trust_a_signing_key",
     "wait_for",
 ]
@@ -121,3 +123,22 @@ def trust_a_signing_key(env: dict[str, str], folder: Path, name: str = "ci") -> 
     )
     cli(env, "apply", "-f", str(path))
     return name
+
+
+@contextmanager
+def serving_app(app: Any) -> Iterator[str]:
+    """An ASGI app (the control API) under uvicorn on a free loopback port, in a thread, for
+    the ``with`` block; its base URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 20, "the server to start", every_s=0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
