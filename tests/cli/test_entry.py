@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.kit import CLI
 from typer.testing import CliRunner
 
 from modelplane.cli.entry import database_url, fast
@@ -18,8 +19,6 @@ from modelplane.store.db import open_engine
 from modelplane.store.resources import ResourceStore
 
 pytestmark = pytest.mark.timeout(60)
-
-CLI = str(Path(sys.executable).with_name("modelplane"))
 
 
 @pytest.fixture

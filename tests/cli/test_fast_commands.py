@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.kit import CLI
 from typer.testing import CliRunner
 
 from modelplane.cli import fast_commands, resources
@@ -33,7 +34,6 @@ from modelplane.store.schema import AuditEventRow, ModelRow, ModelVersionRow
 
 pytestmark = pytest.mark.timeout(120)
 
-CLI = str(Path(sys.executable).with_name("modelplane"))
 ACTOR = "alice"
 ENDPOINT = "fraud-score"
 

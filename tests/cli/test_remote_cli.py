@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
-from tests.kit import serving_app
+from tests.kit import CLI, serving_app
 
 from modelplane.controlplane.api import create_api
 from modelplane.registry.build import package
@@ -26,7 +25,6 @@ from modelplane.security.tokens import TokenStore
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(180)
-CLI = str(Path(sys.executable).with_name("modelplane"))
 
 ENDPOINT = {
     "kind": "Endpoint",

@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from tests.kit import free_port
+from tests.kit import CLI, free_port
 
 from modelplane.registry.build import package
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(180)
-CLI = str(Path(sys.executable).with_name("modelplane"))
 
 ENDPOINT = {
     "kind": "Endpoint",

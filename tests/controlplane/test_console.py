@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.conftest import unavailable
-from tests.kit import free_port, wait_for
+from tests.kit import CLI, free_port, wait_for
 
 from modelplane.registry.build import package
 
@@ -35,7 +34,6 @@ pd = pytest.importorskip("pandas")
 websockets_sync = pytest.importorskip("websockets.sync.client")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-CLI = str(Path(sys.executable).with_name("modelplane"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
 ROW = {"amount": 40.0, "age_days": 300.0, "merchant_risk": 0.3, "night": 0.0}
