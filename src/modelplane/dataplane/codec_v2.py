@@ -46,7 +46,6 @@ from modelplane.dataplane._v2_wire import (
     v2_datatype,
 )
 from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest
-from modelplane.spec.fields import FieldSpec
 
 __all__ = [
     "HEADER_LENGTH",
@@ -425,21 +424,23 @@ def _assemble(header: bytes, chunks: list[bytes]) -> EncodedBody:
     return EncodedBody(b"".join([header, *chunks]), header_length=len(header))
 
 
-def check_datatypes(fields: Sequence[FieldSpec], inputs: Mapping[str, Array]) -> None:
+def check_datatypes(
+    expected: Sequence[tuple[str, np.dtype[Any]]], inputs: Mapping[str, Array]
+) -> None:
     """Refuse tensors whose declared datatype differs from the contract's input, as Triton
     does: a caller who names ``INT64`` for an ``FP64`` input has a bug worth hearing about,
-    not a silent cast. Text tensors (``BYTES``) are checked by the contract itself."""
+    not a silent cast. ``expected`` holds the numeric inputs' dtypes (text is checked by the
+    contract itself); the message is built only when something differs."""
     problems: list[dict[str, str]] = []
-    for spec in fields:
-        array = inputs.get(spec.name)
-        if array is None or array.dtype.kind in "OUS" or spec.dtype.v2 == "BYTES":
+    for name, dtype in expected:
+        array = inputs.get(name)
+        if array is None or array.dtype == dtype or array.dtype.kind in "OUS":
             continue
-        sent = v2_datatype(array.dtype)
-        if sent != spec.dtype.v2:
-            problems.append(
-                {"field": f"inputs.{spec.name}.datatype",
-                 "problem": f"{sent} sent, the contract takes {spec.dtype.v2}"}
-            )  # fmt: skip
+        sent, wanted = v2_datatype(array.dtype), v2_datatype(dtype)
+        problems.append(
+            {"field": f"inputs.{name}.datatype",
+             "problem": f"{sent} sent, the contract takes {wanted}"}
+        )  # fmt: skip
     if problems:
         listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise ContractViolation(f"wrong datatypes: {listed}", details=problems)

@@ -332,6 +332,12 @@ class EndpointRuntime:
         self.sticky_key = endpoint.sticky_key
         self.contract = contract
         self.plain = PlainInputs.build(endpoint.contract.inputs)
+        self.v2_dtypes = tuple(
+            (f.name, np.dtype(f.dtype.numpy))
+            for f in endpoint.contract.inputs
+            if f.dtype.v2 != "BYTES"
+        )
+        """Numeric inputs' dtypes, computed once: a v2 tensor declared otherwise is refused."""
         self.timeout_s = endpoint.effective_timeout_ms / 1000
         self.fallback = endpoint.effective_fallback
         self.static: StaticFallback | None = None

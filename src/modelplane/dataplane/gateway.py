@@ -38,6 +38,7 @@ from modelplane.dataplane.codec_v2 import InferResponse, check_datatypes, encode
 from modelplane.dataplane.edge import EdgeConfig
 from modelplane.dataplane.endpoint_runtime import (
     EndpointConfig,
+    EndpointRuntime,
     ModelVersionRuntime,
     RouteRuntime,
     build_endpoints,
@@ -507,17 +508,17 @@ class Gateway:
         *,
         v2: bool,
     ) -> None:
-        if self.auth is not None:  # before anything is read, counted or logged
-            await self._authorize(name, request)
-        started = request.started_at = time.monotonic()
         runtime = self.handler.endpoint(name)
+        if self.auth is not None:  # before anything is read, counted or logged
+            await self._authorize(runtime, request)
+        started = request.started_at = time.monotonic()
         label = ""
         sink = self.sink
         try:
             if v2:
-                result, payload, headers = await self._v2_infer(name, version, receive, request)
+                result, payload, headers = await self._v2_infer(runtime, version, receive, request)
             else:
-                result, payload, headers = await self._records_infer(name, receive, request)
+                result, payload, headers = await self._records_infer(runtime, receive, request)
             label = result.model_version or ""
             await _respond(send, 200, payload, headers)
             if result.fallback_reason is not None:
@@ -538,21 +539,22 @@ class Gateway:
                                              error_code=code, detail=one_line(exc)))  # fmt: skip
             raise
 
-    async def _authorize(self, name: str, request: _Request) -> None:
+    async def _authorize(self, runtime: EndpointRuntime, request: _Request) -> None:
         auth = self.auth
         assert auth is not None
-        team = self.handler.endpoint(name).endpoint.team
+        name, team = runtime.name, runtime.endpoint.team
         if not auth.allowed(request.authorization, name, team):  # remembered: no await
             await auth.check(request.authorization, name, team)
 
     async def _v2_infer(
-        self, name: str, version: str | None, receive: Receive, request: _Request
+        self, runtime: EndpointRuntime, version: str | None, receive: Receive, request: _Request
     ) -> tuple[Result, bytes, Headers]:
+        name = runtime.name
         decode = functools.partial(decode_v2, request.header_length)
         decoded = await self.bodies.decode(
             request.content_length, lambda: self._body(receive, request), decode
         )
-        check_datatypes(self.handler.endpoint(name).endpoint.contract.inputs, decoded.inputs)
+        check_datatypes(runtime.v2_dtypes, decoded.inputs)
         timeout_ms = request.timeout_ms
         params = decoded.parameters
         if params and "timeout" in params:
@@ -582,9 +584,9 @@ class Gateway:
         return result, encoded.body, headers
 
     async def _records_infer(
-        self, name: str, receive: Receive, request: _Request
+        self, runtime: EndpointRuntime, receive: Receive, request: _Request
     ) -> tuple[Result, bytes, Headers]:
-        runtime = self.handler.endpoint(name)
+        name = runtime.name
         try:
             columns = await self.bodies.decode(
                 request.content_length,
