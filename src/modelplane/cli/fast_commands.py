@@ -39,6 +39,7 @@ __all__ = [
     "ALREADY",
     "KIND_ALIASES",
     "PLURALS",
+    "resource_summary",
     "SCHEMA",
     "run",
 ]
@@ -406,7 +407,7 @@ def _get(
         ]  # fmt: skip
         return _write(json.dumps(documents, indent=2) + "\n")
     rows = [
-        (name, gen, _summary(spec), f"{updated:%Y-%m-%d %H:%M:%S}")
+        (name, gen, resource_summary(spec), f"{updated:%Y-%m-%d %H:%M:%S}")
         for name, gen, spec, _, updated in found
     ]
 
@@ -420,8 +421,8 @@ def _get(
     return emit
 
 
-def _summary(spec: Mapping[str, Any]) -> str:
-    """``cli.resources._summary``."""
+def resource_summary(spec: Mapping[str, Any]) -> str:
+    """One line about a resource for ``get``'s table (the full CLI's ``get`` uses it too)."""
     if spec.get("kind") == "Endpoint":
         routes = " ".join(f"{r['model']}={r['weight']:g}" for r in spec["routes"])
         contract = spec["contract"]

@@ -8,28 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from modelplane.cli.context import CliContext, registry_from
+from modelplane.cli.fast_commands import KIND_ALIASES, PLURALS, resource_summary
 from modelplane.cli.output import console, emit_json, handle_errors, table
 from modelplane.errors import InvalidSpec
 
 __all__ = ["register"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-KIND_ALIASES = {
-    "endpoint": "Endpoint",
-    "endpoints": "Endpoint",
-    "ep": "Endpoint",
-    "policy": "Policy",
-    "policies": "Policy",
-    "featureset": "FeatureSet",
-    "featuresets": "FeatureSet",
-    "fs": "FeatureSet",
-    "rollout": "Rollout",
-    "rollouts": "Rollout",
-}
-
-
-_PLURALS = {"Policy": "policies", "FeatureSet": "feature sets"}
-
 
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
@@ -143,24 +128,13 @@ def get(
         )
         return
     table(
-        _PLURALS.get(resolved_kind, f"{resolved_kind.lower()}s"),
+        PLURALS.get(resolved_kind, f"{resolved_kind.lower()}s"),
         ["name", "generation", "summary", "updated"],
         [
-            (r.name, r.generation, _summary(r.spec), f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
+            (r.name, r.generation, resource_summary(r.spec), f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
             for r in found
         ],
     )
-
-
-def _summary(spec: dict[str, Any]) -> str:
-    if spec.get("kind") == "Endpoint":
-        routes = " ".join(f"{r['model']}={r['weight']:g}" for r in spec["routes"])
-        contract = spec["contract"]
-        return (
-            f"team={spec['team']} tier={spec['tier']} contract={contract['name']} "
-            f"v{contract['version']} routes: {routes}"
-        )
-    return str(spec.get("placement", ""))
 
 
 def delete(
