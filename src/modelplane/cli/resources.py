@@ -16,6 +16,7 @@ __all__ = ["register"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
+
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
     if kind is None:
