@@ -44,7 +44,7 @@ __all__ = [
     "run",
 ]
 
-SCHEMA = "0006"
+SCHEMA = "0009"
 """The store schema this module writes (``store.db.SCHEMA_HEAD``; a test keeps them equal)."""
 
 _ACTIVE = frozenset({"pending", "shadow", "canary"})

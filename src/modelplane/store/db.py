@@ -37,7 +37,7 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for the write lock before giving up."""
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0009"
 """The newest migration's revision; a test holds it equal to Alembic's head."""
 
 _BEGIN_OPTION = "modelplane_sqlite_begin"
