@@ -28,6 +28,7 @@ from modelplane.spec.cluster import ClusterSpec
 from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.featureset import FeatureSet
+from modelplane.spec.job import Job
 from modelplane.spec.manifest import Manifest
 from modelplane.spec.policy import Policy
 from modelplane.spec.rollout import RolloutSpec
@@ -67,6 +68,13 @@ KINDS: tuple[Kind, ...] = (
         "`modelplane rollout ENDPOINT -f rollout.yaml` (or `--to` alone: steps and gates "
         "default by strategy), then `pause`, `resume`, `promote`, `rollback`.",
         "examples/rollout.yaml",
+    ),
+    Kind(
+        Job,
+        "Job",
+        "Batch work of a team in shards: `batch-score`, `materialize` or `python`. "
+        "`modelplane apply -f job.yaml` or `modelplane jobs submit`; see docs/jobs.md.",
+        "(in [docs/jobs.md](jobs.md))",
     ),
     Kind(
         Policy,
