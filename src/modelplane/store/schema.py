@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "AliasHistoryRow",
     "AliasRow",
+    "AnswerRow",
     "ApiTokenRow",
     "AuditEventRow",
     "AuditHeadRow",
@@ -41,6 +42,7 @@ __all__ = [
     "GENESIS_HASH",
     "ModelRow",
     "ModelVersionRow",
+    "OutcomeRow",
     "PredictionRow",
     "RequestRow",
     "ResourceRow",
@@ -326,3 +328,51 @@ class SloIntervalRow(Base):
     avail_total: Mapped[int] = mapped_column(BigInteger)
     latency_good: Mapped[int] = mapped_column(BigInteger)
     latency_total: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- outcomes (0008) ---
+
+
+class AnswerRow(Base):
+    """What a model answered to one request, kept for as long as its outcome may arrive
+    (weeks): the side of the outcome join the prediction and request logs keep too briefly.
+    ``outputs`` maps each output to its per-row values; ``feature_sets`` lists the
+    ``set:version`` the request-time join read."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index(None, "endpoint", "request_id"), Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    """Wall-clock time (Unix seconds) the response was sent."""
+    endpoint: Mapped[str] = mapped_column(String(63))
+    model_version: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str | None] = mapped_column(String(200))
+    route_kind: Mapped[str] = mapped_column(String(16))
+    feature_sets: Mapped[Any | None] = mapped_column(JSON)
+    outputs: Mapped[Any] = mapped_column(JSON)
+
+
+class OutcomeRow(Base):
+    """One observed outcome of one answered row: ground truth (``name`` ``label``) or a
+    named business value, keyed by request id and row. A later value for the same key
+    replaces the earlier one (a corrected label)."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        UniqueConstraint("endpoint", "request_id", "row", "name"),
+        Index(None, "endpoint", "arrived_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(63))
+    request_id: Mapped[str] = mapped_column(String(200))
+    row: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(63))
+    value: Mapped[float] = mapped_column(Float)
+    arrived_at: Mapped[float] = mapped_column(Float)
+    """Wall-clock time (Unix seconds) the outcome was recorded: label latency is this minus
+    the answer's ``at``."""
+    source: Mapped[str] = mapped_column(String(32))
+    """``api`` (the feedback route) or ``import`` (a Parquet file)."""
