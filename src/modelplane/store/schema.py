@@ -40,6 +40,9 @@ __all__ = [
     "DatasetLineageRow",
     "FeatureLineageRow",
     "GENESIS_HASH",
+    "JobEventRow",
+    "JobRow",
+    "JobShardRow",
     "ModelRow",
     "ModelVersionRow",
     "OutcomeRow",
@@ -376,3 +379,88 @@ class OutcomeRow(Base):
     the answer's ``at``."""
     source: Mapped[str] = mapped_column(String(32))
     """``api`` (the feedback route) or ``import`` (a Parquet file)."""
+
+
+# --- jobs (0007) ---
+
+
+class JobRow(Base):
+    """One submitted job's run: what the queue decided and where it stands.
+
+    The job's spec is a ``Job`` resource (versioned and audited by ``apply``); this row is
+    the run of one generation of it, written by the job controller, so that a restarted
+    control plane resumes from what is here. Times are wall-clock Unix seconds.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("uid"), Index(None, "state"), Index(None, "team"))
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    generation: Mapped[int] = mapped_column(Integer)
+    """The ``Job`` resource generation this run is of."""
+    team: Mapped[str] = mapped_column(String(63))
+    tier: Mapped[str] = mapped_column(String(63))
+    work_type: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    """One line: why it waits, why it failed, or what it is doing."""
+    model_ref: Mapped[str | None] = mapped_column(String(200))
+    """The model or package version pinned at submit (``fraud:3``)."""
+    model_digest: Mapped[str | None] = mapped_column(String(71))
+    output_url: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    admitted_at: Mapped[float | None] = mapped_column(Float)
+    """When its first shard was admitted: ``admitted_at - submitted_at`` is the queue wait."""
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    shards_total: Mapped[int] = mapped_column(Integer, default=0)
+    """0 until the job is planned."""
+    rows_total: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class JobShardRow(Base):
+    """One shard of a job: its rows, its attempts and what they used (summed)."""
+
+    __tablename__ = "job_shards"
+    __table_args__ = (Index(None, "state"),)
+
+    job: Mapped[str] = mapped_column(
+        String(63), ForeignKey("jobs.name", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    row_start: Mapped[int] = mapped_column(BigInteger)
+    row_stop: Mapped[int] = mapped_column(BigInteger)
+    row_groups: Mapped[Any | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Attempts started, preempted ones included."""
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed attempts: these count against the job's retry limit; preemptions do not."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    rows: Mapped[int | None] = mapped_column(BigInteger)
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The running attempt was admitted on quota borrowed from the cohort."""
+    not_before: Mapped[float | None] = mapped_column(Float)
+    """No new attempt before this time (retry backoff)."""
+    started_at: Mapped[float | None] = mapped_column(Float)
+    """When the current (or last) attempt started."""
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    """Seconds its attempts held a reservation, all attempts summed."""
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_memory_mib: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class JobEventRow(Base):
+    """One line of a job's log: admissions, starts, outcomes, preemptions, retries."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index(None, "job", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(63))
+    at: Mapped[float] = mapped_column(Float)
+    shard: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
