@@ -353,6 +353,8 @@ class AnswerRow(Base):
     model_version: Mapped[str] = mapped_column(String(200))
     route: Mapped[str | None] = mapped_column(String(200))
     route_kind: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer)
+    """Rows answered: label coverage counts rows, not requests."""
     feature_sets: Mapped[Any | None] = mapped_column(JSON)
     outputs: Mapped[Any] = mapped_column(JSON)
 

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(200), nullable=False),
         sa.Column("route", sa.String(200), nullable=True),
         sa.Column("route_kind", sa.String(16), nullable=False),
+        sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("feature_sets", sa.JSON(), nullable=True),
         sa.Column("outputs", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_answers"),
