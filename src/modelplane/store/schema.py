@@ -51,6 +51,8 @@ __all__ = [
     "ResourceRow",
     "SloIntervalRow",
     "UTCDateTime",
+    "UsageIntervalRow",
+    "UsageNodeRow",
     "VersionSignatureRow",
 ]
 
@@ -466,3 +468,57 @@ class JobEventRow(Base):
     at: Mapped[float] = mapped_column(Float)
     shard: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text)
+
+
+# --- usage (0009) ---
+
+
+class UsageIntervalRow(Base):
+    """One workload (a serving replica or a job's shard) on one node over ``[start, end]``
+    (Unix seconds): what it reserved and what it used (see ``observe.usage``)."""
+
+    __tablename__ = "usage_intervals"
+    __table_args__ = (Index(None, "end"), Index(None, "team", "end"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str] = mapped_column(String(63))
+    tier: Mapped[str] = mapped_column(String(63))
+    node: Mapped[str] = mapped_column(String(63))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    endpoint: Mapped[str | None] = mapped_column(String(63))
+    route: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[str | None] = mapped_column(String(200))
+    replica: Mapped[int | None] = mapped_column(Integer)
+    job: Mapped[str | None] = mapped_column(String(200))
+    shard: Mapped[int | None] = mapped_column(Integer)
+    queue_wait_s: Mapped[float | None] = mapped_column(Float)
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    gpu_fraction: Mapped[float] = mapped_column(Float)
+    gpu_model: Mapped[str | None] = mapped_column(String(63))
+    cpu_seconds: Mapped[float] = mapped_column(Float)
+    memory_peak_mib: Mapped[float] = mapped_column(Float)
+    memory_mean_mib: Mapped[float] = mapped_column(Float)
+    gpu_util: Mapped[float | None] = mapped_column(Float)
+    gpu_memory_mib: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+
+
+class UsageNodeRow(Base):
+    """What one node offered over ``[start, end]`` and its price then: what a usage report
+    charges the period for."""
+
+    __tablename__ = "usage_nodes"
+    __table_args__ = (Index(None, "end"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(63))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str | None] = mapped_column(String(63))
+    cost_per_hour: Mapped[float] = mapped_column(Float)
