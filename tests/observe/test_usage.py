@@ -42,6 +42,7 @@ def replica(start: float = T0, end: float = T0 + 60, **changes: object) -> Usage
         "cpu_milli": 2000,
         "memory_mib": 1024,
         "cpu_seconds": 30.0,
+        "cpu_peak_milli": 900.0,
         "memory_peak_mib": 200.0,
         "memory_mean_mib": 150.0,
         "samples": 12,

@@ -101,6 +101,9 @@ class UsageInterval:
     # what it used of it
     cpu_seconds: float = 0.0
     """CPU time (user + system) spent over the interval."""
+    cpu_peak_milli: float | None = None
+    """Highest CPU rate between two readings, in millicores; ``None``: only the mean
+    (``cpu_seconds / seconds``) is known."""
     memory_peak_mib: float = 0.0
     memory_mean_mib: float = 0.0
     gpu_util: float | None = None
@@ -142,6 +145,7 @@ class UsageInterval:
         _check_number("memory_mib", self.memory_mib)
         _check_number("gpu_fraction", self.gpu_fraction)
         _check_number("cpu_seconds", self.cpu_seconds)
+        _check_number("cpu_peak_milli", self.cpu_peak_milli)
         _check_number("memory_peak_mib", self.memory_peak_mib)
         _check_number("memory_mean_mib", self.memory_mean_mib, upper=self.memory_peak_mib)
         _check_number("gpu_util", self.gpu_util)

@@ -499,6 +499,7 @@ class UsageIntervalRow(Base):
     gpu_fraction: Mapped[float] = mapped_column(Float)
     gpu_model: Mapped[str | None] = mapped_column(String(63))
     cpu_seconds: Mapped[float] = mapped_column(Float)
+    cpu_peak_milli: Mapped[float | None] = mapped_column(Float)
     memory_peak_mib: Mapped[float] = mapped_column(Float)
     memory_mean_mib: Mapped[float] = mapped_column(Float)
     gpu_util: Mapped[float | None] = mapped_column(Float)

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("gpu_fraction", sa.Float(), nullable=False),
         sa.Column("gpu_model", sa.String(63), nullable=True),
         sa.Column("cpu_seconds", sa.Float(), nullable=False),
+        sa.Column("cpu_peak_milli", sa.Float(), nullable=True),
         sa.Column("memory_peak_mib", sa.Float(), nullable=False),
         sa.Column("memory_mean_mib", sa.Float(), nullable=False),
         sa.Column("gpu_util", sa.Float(), nullable=True),
