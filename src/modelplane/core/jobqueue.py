@@ -1,0 +1,445 @@
+"""The job queue's decisions: which shards start, which stop, and why the rest wait.
+
+One :func:`decide` call is one pass over every job with work left, in numbered steps:
+
+1. **Serving first.** Serving replicas reserve their capacity before any batch shard; when
+   they need more than is free (an endpoint scaled up), running shards are preempted,
+   cheapest first: lowest tier, then borrowed before owned, then least work lost. A shard
+   is the unit of checkpointing (finished shards stay), so the work a victim loses is the
+   time since its own start, and a preemption loses at most one shard per victim.
+2. **Degradation.** While the policy's ``preempt-borrowed-batch`` step is active, every
+   shard running on borrowed quota in an affected tier is stopped; while
+   ``pause-batch-admission`` is, those tiers admit nothing new.
+3. **Admission** by the same :func:`core.admission.admit` as serving: quotas per team,
+   cohorts, borrowing and lending, reclaim, DRF between teams under the ``drf`` strategy,
+   ordered by tier then submit time. Serving replicas count against their team's quota as
+   admitted work. A job that runs nothing asks for its minimum (``parallelism.min``) as a
+   gang; extra shards toward ``parallelism.max`` queue behind every job's minimum of the
+   same tier, so growth never starves a job that has not started.
+4. **Capacity.** What admission lets through starts only where the node(s) have room after
+   serving and running shards; a gang starts whole or not at all.
+5. **Shrink.** A gang that had quota but no room takes it from jobs running above their
+   minimum (same or lower tier), least work lost first; it starts on a later pass, once
+   they have stopped.
+
+Resources are the scheduler's quota vectors (``cpu`` millicores, ``memory`` MiB, ``gpu`` and
+``gpu/<MODEL>`` milli-GPU), summed over nodes: the queue decides how much, the executor where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from modelplane.core.admission import Admission, AdmissionSnapshot, AdmissionState, Admitted, admit
+from modelplane.core.cluster import Binding, Demand, Running, Workload, WorkloadKind
+from modelplane.core.preemption import floor_holdings, work_lost
+from modelplane.spec.policy import Floor, Policy
+
+__all__ = [
+    "GROWTH_DELAY_S",
+    "QueueDecision",
+    "QueueSnapshot",
+    "QueueState",
+    "QueuedJob",
+    "RunningShard",
+    "Start",
+    "Stop",
+    "StopReason",
+    "decide",
+    "shard_workload",
+]
+
+GROWTH_DELAY_S = 1e12
+"""Added to an extra shard's submit time: within a tier, every job's minimum comes first."""
+
+Vector = dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningShard:
+    index: int
+    started_at: float
+    borrowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A job with work left: ``ready`` shards could start now (not running, not finished,
+    past any retry backoff)."""
+
+    name: str
+    team: str
+    tier: str
+    submitted_at: float
+    shard: Demand
+    min_shards: int = 1
+    max_shards: int = 1
+    ready: int = 0
+    running: tuple[RunningShard, ...] = ()
+    blocked: str | None = None
+    """Why the job may start nothing new (over its budget, ...), decided by the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    jobs: tuple[QueuedJob, ...]
+    capacity: Mapping[str, int]
+    """What the nodes hold in all, per resource."""
+    serving: tuple[Workload, ...] = ()
+    """Serving replicas: their capacity is theirs before any shard's."""
+    paused_tiers: frozenset[str] = frozenset()
+    preempt_borrowed_tiers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """When each job with ready shards was first seen waiting for them."""
+
+    pending_since: Mapping[str, float] = field(default_factory=dict)
+
+
+class StopReason(StrEnum):
+    """Why a running shard is stopped (each is a preemption: it is retried, not failed)."""
+
+    SERVING = "serving"
+    """Serving replicas need the capacity it holds."""
+    RECLAIM = "reclaim"
+    """It runs on quota its lender now reclaims."""
+    DEGRADED = "degraded"
+    """The policy's ``preempt-borrowed-batch`` step is active and it runs on borrowed quota."""
+    SHRINK = "shrink"
+    """Its job runs above its minimum and another job needs room for its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    job: str
+    index: int
+    reason: StopReason
+    message: str
+    work_lost: float
+    """Seconds of the shard's run that are lost, times its size (see ``work_lost``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start ``len(borrowed)`` more shards of ``job``; each flag says whether that shard
+    was admitted on borrowed quota."""
+
+    job: str
+    borrowed: tuple[bool, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.borrowed)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDecision:
+    starts: tuple[Start, ...]
+    stops: tuple[Stop, ...]
+    waiting: Mapping[str, str]
+    """Jobs that start nothing though they have ready shards, and why (one line)."""
+
+
+def shard_workload(job: QueuedJob, slot: str, *, growth: bool = False) -> Workload:
+    """One shard of ``job`` as the scheduler's workload (``job/slot``)."""
+    return Workload(
+        f"{job.name}/{slot}",
+        job.shard,
+        team=job.team,
+        tier=job.tier,
+        kind=WorkloadKind.JOB,
+        submitted_at=job.submitted_at + (GROWTH_DELAY_S if growth else 0.0),
+    )
+
+
+@dataclass(slots=True)
+class _Pass:
+    """Per-call scratch; never escapes :func:`decide`."""
+
+    policy: Policy
+    now: float
+    jobs: dict[str, QueuedJob]
+    free: Vector
+    holding: dict[str, tuple[QueuedJob, RunningShard]]
+    """Running shards not stopped in this pass, by workload name."""
+    stops: list[Stop] = field(default_factory=list)
+    starts: dict[str, list[bool]] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)
+
+
+def decide(
+    snapshot: QueueSnapshot, config: Policy, now: float, state: QueueState
+) -> tuple[QueueDecision, QueueState]:
+    """One pass of the queue; see the module docstring for the steps."""
+    work = _begin(snapshot, config, now)
+    _make_room_for_serving(work)
+    _preempt_borrowed(work, snapshot.preempt_borrowed_tiers)
+    gangs = _admit(work, snapshot)
+    _shrink_for(work, gangs)
+    waiting_since = {
+        name: state.pending_since.get(name, now) for name in work.waiting if name in work.jobs
+    }
+    decision = QueueDecision(
+        starts=tuple(Start(job, tuple(flags)) for job, flags in work.starts.items()),
+        stops=tuple(work.stops),
+        waiting=dict(work.waiting),
+    )
+    return decision, QueueState(waiting_since)
+
+
+def _begin(snapshot: QueueSnapshot, policy: Policy, now: float) -> _Pass:
+    free: Vector = dict(snapshot.capacity)
+    for replica in snapshot.serving:
+        _take(free, replica.demand.vector())
+    holding: dict[str, tuple[QueuedJob, RunningShard]] = {}
+    for job in snapshot.jobs:
+        for shard in job.running:
+            holding[f"{job.name}/{shard.index}"] = (job, shard)
+            _take(free, job.shard.vector())
+    return _Pass(policy, now, {j.name: j for j in snapshot.jobs}, free, holding)
+
+
+def _take(free: Vector, vector: Mapping[str, int]) -> None:
+    for resource, amount in vector.items():
+        if amount:
+            free[resource] = free.get(resource, 0) - amount
+
+
+def _give(free: Vector, vector: Mapping[str, int]) -> None:
+    for resource, amount in vector.items():
+        if amount:
+            free[resource] = free.get(resource, 0) + amount
+
+
+def _short(free: Mapping[str, int], vector: Mapping[str, int]) -> dict[str, int]:
+    """What ``vector`` lacks in ``free``, per resource (empty when it fits)."""
+    return {r: a - free.get(r, 0) for r, a in vector.items() if a and a > free.get(r, 0)}
+
+
+def _running(job: QueuedJob, shard: RunningShard) -> Running:
+    workload = shard_workload(job, str(shard.index))
+    return Running(workload, Binding(0), started_at=shard.started_at, borrowed=shard.borrowed)
+
+
+def _stop(work: _Pass, name: str, reason: StopReason, message: str) -> None:
+    job, shard = work.holding.pop(name)
+    lost = work_lost(_running(job, shard), work.now)
+    work.stops.append(Stop(job.name, shard.index, reason, message, lost))
+    _give(work.free, job.shard.vector())
+
+
+def _victim_rank(work: _Pass, name: str) -> tuple[int, int, float, str]:
+    job, shard = work.holding[name]
+    priority = work.policy.tier(job.tier).priority
+    return (priority, 0 if shard.borrowed else 1, work_lost(_running(job, shard), work.now), name)
+
+
+def _floors_allow(floors: tuple[Floor, ...], held: list[int], job: QueuedJob) -> bool:
+    """Count one shard of ``job`` out of every floor it covers, unless one would break."""
+    vector = job.shard.vector()
+    after = list(held)
+    for i, floor in enumerate(floors):
+        covered = (floor.tier is None or floor.tier == job.tier) and (
+            floor.team is None or floor.team == job.team
+        )
+        if covered and vector.get(floor.resource, 0):
+            after[i] -= vector[floor.resource]
+            if after[i] < floor.amount:
+                return False
+    held[:] = after
+    return True
+
+
+def _make_room_for_serving(work: _Pass) -> None:
+    """Step 1: stop shards, cheapest first, until serving's reservations fit."""
+    floors = work.policy.floors
+    held = floor_holdings(floors, [_running(j, s) for j, s in work.holding.values()])
+    while short := {r: -a for r, a in work.free.items() if a < 0}:
+        candidates = sorted(
+            (
+                name
+                for name, (job, _) in work.holding.items()
+                if work.policy.tier(job.tier).preemptible
+                and any(job.shard.vector().get(r, 0) for r in short)
+            ),
+            key=lambda name: _victim_rank(work, name),
+        )
+        chosen = next(
+            (n for n in candidates if _floors_allow(floors, held, work.holding[n][0])), None
+        )
+        if chosen is None:
+            return  # nothing more may be taken from batch: serving waits on its own
+        needs = ", ".join(f"{r} {a}" for r, a in sorted(short.items()))
+        _stop(work, chosen, StopReason.SERVING, f"serving replicas need the capacity ({needs})")
+
+
+def _preempt_borrowed(work: _Pass, tiers: frozenset[str]) -> None:
+    """Step 2: the ``preempt-borrowed-batch`` degradation step, while it is active."""
+    if not tiers:
+        return
+    for name, (job, shard) in list(work.holding.items()):
+        if shard.borrowed and job.tier in tiers:
+            _stop(work, name, StopReason.DEGRADED, "degraded: borrowed batch work is preempted")
+
+
+@dataclass(frozen=True, slots=True)
+class _Gang:
+    """A job that runs nothing and asked for its minimum, admitted but short of room."""
+
+    job: QueuedJob
+    demand: Vector
+    borrowed: tuple[bool, ...]
+
+
+def _candidates(work: _Pass, snapshot: QueueSnapshot) -> list[Workload]:
+    running: dict[str, int] = {}
+    for job, _ in work.holding.values():
+        running[job.name] = running.get(job.name, 0) + 1
+    out: list[Workload] = []
+    for job in snapshot.jobs:
+        if job.ready <= 0:
+            continue
+        if job.blocked is not None:
+            work.waiting[job.name] = job.blocked
+            continue
+        now_running = running.get(job.name, 0)
+        want = min(job.max_shards, now_running + job.ready) - now_running
+        floor = max(0, min(job.min_shards, now_running + job.ready) - now_running)
+        out += [
+            shard_workload(job, f"+{k}" if k < floor else f"*{k}", growth=k >= floor)
+            for k in range(max(want, 0))
+        ]
+    return out
+
+
+def _admit(work: _Pass, snapshot: QueueSnapshot) -> list[_Gang]:
+    """Steps 3 and 4: admission under quota, then room; returns gangs short of room."""
+    pending = _candidates(work, snapshot)
+    if not pending:
+        return []
+    admitted = [Admitted(w) for w in snapshot.serving]
+    admitted += [Admitted(_running(j, s).workload, s.borrowed) for j, s in work.holding.values()]
+    paused = snapshot.paused_tiers
+    decision, _ = admit(
+        AdmissionSnapshot(tuple(pending), tuple(admitted), paused), work.policy, work.now,
+        AdmissionState(),
+    )  # fmt: skip
+    for name in decision.evict:
+        if name in work.holding:
+            _stop(work, name, StopReason.RECLAIM, "its lender reclaims the borrowed quota")
+    running = {job.name for job, _ in work.holding.values()}
+    short_gangs: list[_Gang] = []
+    for job_name, results in _in_order(decision.admissions, running):
+        job = work.jobs[job_name]
+        if len(results) > 1 or (job_name not in running and results[0].workload.endswith("+0")):
+            short = _start_gang(work, job, results)
+            if short is not None:
+                short_gangs.append(short)
+        elif job_name in running or job_name in work.starts:
+            _start_one(work, job, results[0])
+    return short_gangs
+
+
+def _in_order(
+    admissions: Iterable[Admission], running: set[str]
+) -> list[tuple[str, list[Admission]]]:
+    """Admissions in queue order, the minimum (``+k`` slots) of a job that runs nothing
+    as one gang, every other slot on its own."""
+    out: list[tuple[str, list[Admission]]] = []
+    gangs: dict[str, list[Admission]] = {}
+    for item in admissions:
+        job, slot = item.workload.rsplit("/", 1)
+        if slot.startswith("+") and job not in running:
+            if job not in gangs:
+                gangs[job] = []
+                out.append((job, gangs[job]))
+            gangs[job].append(item)
+        else:
+            out.append((job, [item]))
+    return out
+
+
+def _start_gang(work: _Pass, job: QueuedJob, results: list[Admission]) -> _Gang | None:
+    refused = next((r for r in results if not r.admitted), None)
+    if refused is not None:
+        work.waiting[job.name] = _quota_line(job, refused.reason)
+        return None
+    demand = {r: a * len(results) for r, a in job.shard.vector().items()}
+    lacking = _short(work.free, demand)
+    if lacking:
+        count = len(results)
+        work.waiting[job.name] = f"waiting for capacity: {count} shard(s) need {_fmt(lacking)} more"
+        return _Gang(job, demand, tuple(r.borrowed for r in results))
+    _take(work.free, demand)
+    work.starts[job.name] = [r.borrowed for r in results]
+    return None
+
+
+def _start_one(work: _Pass, job: QueuedJob, item: Admission) -> None:
+    vector = job.shard.vector()
+    if item.admitted and not _short(work.free, vector):
+        _take(work.free, vector)
+        work.starts.setdefault(job.name, []).append(item.borrowed)
+
+
+def _quota_line(job: QueuedJob, reason: str) -> str:
+    if "paused" in reason:
+        return f"waiting: {reason} (degradation)"
+    return f"waiting for quota of team {job.team}: {reason}"
+
+
+def _fmt(vector: Mapping[str, int]) -> str:
+    def one(resource: str, amount: int) -> str:
+        if resource == "cpu":
+            return f"{amount}m CPU"
+        if resource == "memory":
+            return f"{amount} MiB memory"
+        return f"{amount} milli-GPU ({resource})"
+
+    return ", ".join(one(r, a) for r, a in sorted(vector.items()))
+
+
+def _shrink_for(work: _Pass, gangs: list[_Gang]) -> None:
+    """Step 5: jobs above their minimum give back shards to gangs that lack room."""
+    counts: dict[str, int] = {}
+    for job, _ in work.holding.values():
+        counts[job.name] = counts.get(job.name, 0) + 1
+    extras = sorted(
+        (
+            name
+            for name, (job, _) in work.holding.items()
+            if counts[job.name] > job.min_shards and work.policy.tier(job.tier).preemptible
+        ),
+        key=lambda name: _victim_rank(work, name)[2:],
+    )
+    for gang in gangs:
+        if not extras:
+            return
+        mine = work.policy.tier(gang.job.tier).priority
+        need = _short(work.free, gang.demand)
+        chosen: list[str] = []
+        for name in extras:
+            if not need:
+                break
+            job = work.holding[name][0]
+            if counts[job.name] <= job.min_shards or work.policy.tier(job.tier).priority > mine:
+                continue
+            counts[job.name] -= 1
+            chosen.append(name)
+            need = {r: a - job.shard.vector().get(r, 0) for r, a in need.items()}
+            need = {r: a for r, a in need.items() if a > 0}
+        if need:
+            for name in chosen:  # shrinking cannot make room: nothing is stopped for it
+                counts[work.holding[name][0].name] += 1
+            continue
+        for name in chosen:
+            extras.remove(name)
+            message = f"shrinking toward its minimum for {gang.job.name}"
+            _stop(work, name, StopReason.SHRINK, message)
+        # What they free is the gang's: later gangs in this pass must not count it.
+        _take(work.free, gang.demand)
+        work.waiting[gang.job.name] = f"waiting for {len(chosen)} shard(s) of other jobs to stop"
