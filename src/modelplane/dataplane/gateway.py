@@ -67,6 +67,7 @@ from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig, forkserver
 from modelplane.dataplane.records import encode_predictions
+from modelplane.dataplane.tracing import RequestTracer, from_environment
 from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
 from modelplane.features.base import OnlineStore
 from modelplane.observe.records import RequestTrace
@@ -137,6 +138,10 @@ class _Request(RequestTrace):
     header_length: int | None = None
     content_length: int | None = None
     authorization: str | None = None
+    headers: Headers | None = None
+    decoded_at: float = 0.0
+    answered_at: float = 0.0
+    """When the body was decoded and the handler answered; stamped only while tracing."""
 
 
 class Gateway:
@@ -166,6 +171,9 @@ class Gateway:
         self.handler.max_rows = self.config.edge.max_rows
         self.bodies = LargeBodies(self.config.edge, self.config.pool.start_method)
         self.metrics.shadows = self._shadow_readings
+        self.tracer: RequestTracer | None = from_environment()
+        """Spans of every answered request (:mod:`.tracing`); ``None``, tracing off, unless
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
         self.versions: list[ModelVersionRuntime] = versions
         self.started = False
         self.draining = False
@@ -375,6 +383,8 @@ class Gateway:
         await asyncio.gather(*(v.stop(timeout_s) for v in [*self.versions, *self._starting]))
         if self.sink is not None:
             await self.sink.stop()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # exports what is buffered
         self.bodies.close()
 
     @property
@@ -414,6 +424,7 @@ class Gateway:
 
     def _scan(self, headers: Headers) -> _Request:
         request = _Request("")
+        request.headers = headers  # read again only while tracing (a traceparent)
         try:
             for name, value in headers:
                 if name == _CONTENT_LENGTH:
@@ -530,6 +541,8 @@ class Gateway:
                 sink.offer(prediction_record(runtime, request.request_id, request, status=200,
                                              fallback_reason=result.fallback_reason,
                                              brief=not kept))  # fmt: skip
+            if self.tracer is not None:
+                self._trace(runtime, request, version, 200, result, None, v2=v2)
         except ModelplaneError as exc:
             code, status = error_code(exc), status_of(exc)
             self.metrics.error(runtime.name, code)
@@ -537,7 +550,35 @@ class Gateway:
             if sink is not None:
                 sink.offer(prediction_record(runtime, request.request_id, request, status=status,
                                              error_code=code, detail=one_line(exc)))  # fmt: skip
+            if self.tracer is not None:
+                self._trace(runtime, request, version, status, None, code, v2=v2)
             raise
+
+    def _trace(
+        self,
+        runtime: EndpointRuntime,
+        request: _Request,
+        version: str | None,
+        status: int,
+        result: Result | None,
+        code: str | None,
+        *,
+        v2: bool,
+    ) -> None:
+        """Hand an answered request to the tracer: a result, or the error ``code``."""
+        assert self.tracer is not None
+        if result is not None:
+            label, ref, reason = result.model_version, result.route, result.fallback_reason
+        else:
+            route = request.route  # the version that failed, when one was reached
+            reached = isinstance(route, RouteRuntime)
+            label, ref, reason = (
+                (route.target.label, route.ref, None) if reached else (None, "", None)
+            )
+        self.tracer.record(request, runtime, request.request_id, decoded_at=request.decoded_at,
+                           answered_at=request.answered_at, status=status, model_version=label,
+                           route=ref, fallback_reason=reason, error_code=code, version=version,
+                           records=not v2, headers=request.headers or ())  # fmt: skip
 
     async def _authorize(self, runtime: EndpointRuntime, request: _Request) -> None:
         auth = self.auth
@@ -555,6 +596,9 @@ class Gateway:
             request.content_length, lambda: self._body(receive, request), decode
         )
         check_datatypes(runtime.v2_dtypes, decoded.inputs)
+        tracing = self.tracer is not None
+        if tracing:
+            request.decoded_at = time.monotonic()
         timeout_ms = request.timeout_ms
         params = decoded.parameters
         if params and "timeout" in params:
@@ -569,6 +613,8 @@ class Gateway:
             version=version,
             trace=request,
         )
+        if tracing:
+            request.answered_at = time.monotonic()
         response = InferResponse(
             model_name=name,
             outputs=result.outputs,
@@ -599,6 +645,9 @@ class Gateway:
         except InvalidSpec as exc:
             # the record schema is the contract's: a mistyped field breaks the contract
             raise ContractViolation(exc.message, details=exc.details) from None
+        tracing = self.tracer is not None
+        if tracing:
+            request.decoded_at = time.monotonic()
         result = await self.handler.infer(
             name,
             columns,
@@ -606,6 +655,8 @@ class Gateway:
             deadline=deadline_of(request.timeout_ms),
             trace=request,
         )
+        if tracing:
+            request.answered_at = time.monotonic()
         payload = encode_predictions(
             result.outputs, model_version=result.model_version, request_id=request.request_id
         )

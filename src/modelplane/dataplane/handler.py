@@ -150,7 +150,11 @@ class InferenceHandler:
         if trace is not None:
             trace.route_kind = kind
         if runtime.features is not None:
+            if trace is not None:
+                trace.join_started_at = time.monotonic()
             inputs, missing = await runtime.features.join(inputs, self.online_store, trace)
+            if trace is not None:
+                trace.joined_at = time.monotonic()
             if missing is not None:
                 return await self._fallback(runtime, inputs, _FEATURES, missing, 0, trace)
         coerced = runtime.plain.accept(inputs) if runtime.plain is not None else None

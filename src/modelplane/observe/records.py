@@ -74,6 +74,9 @@ class RequestTrace:
     """Why a fallback answered: the failure's message."""
     features: FeatureEvidence | None = None
     """Set by the feature join, for endpoints that bind feature sets."""
+    join_started_at: float = 0.0
+    joined_at: float = 0.0
+    """When the feature join began and ended (0.0: no join), for traces."""
 
 
 @dataclass(frozen=True, slots=True)

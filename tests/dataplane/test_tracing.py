@@ -1,0 +1,186 @@
+"""Traces of real requests through a real gateway, received by a real OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.dataplane import gateway_kit as kit
+from tests.kit import wait_for
+from tests.kit.otlp import OtlpReceiver, ReceivedSpan
+
+from modelplane.dataplane.codec_v2 import encode_request
+from modelplane.dataplane.server import ServerThread
+from modelplane.dataplane.tracing import from_environment, tracing_requested
+
+pytestmark = pytest.mark.timeout(120)
+fm = kit.fake_models
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+SERVER, ERROR = 2, 2  # SpanKind.SERVER and StatusCode.ERROR in OTLP
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "fraud-gateway")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        yield receiver
+
+
+def _post(client: httpx.Client, first: float, request_id: str, **headers: str) -> httpx.Response:
+    body = encode_request(kit.echo_inputs(1, first=first)).body
+    return client.post(
+        "/v2/models/echo/infer", content=body, headers={"x-request-id": request_id, **headers}
+    )
+
+
+def _by_request(spans: list[ReceivedSpan], request_id: str) -> dict[str, ReceivedSpan]:
+    (root,) = [s for s in spans if s.attributes.get("modelplane.request_id") == request_id]
+    tree = {s.name: s for s in spans if s.trace_id == root.trace_id and s is not root}
+    return {"root": root, **tree}
+
+
+def _within(child: ReceivedSpan, parent: ReceivedSpan) -> bool:
+    return parent.start_ns <= child.start_ns <= child.end_ns <= parent.end_ns
+
+
+def test_a_request_is_a_tree_of_spans_under_the_callers_trace(receiver: OtlpReceiver) -> None:
+    endpoint = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo")).build()
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    with ServerThread([endpoint], config=kit.gateway_config()) as server:
+        assert server.gateway.tracer is not None
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            assert _post(client, 1.0, "ok-1", traceparent=traceparent).status_code == 200
+            assert _post(client, fm.RAISE, "err-1").status_code == 503
+            records = client.post(
+                "/v1/endpoints/echo:predict",
+                json={"instances": [{"x": [1, 2, 3, 4], "n": 1, "s": "a", "b": True}]},
+                headers={"x-request-id": "rec-1"},
+            )
+            assert records.status_code == 200, records.text
+        wait_for(lambda: len(receiver.received()) >= 3 * 6, 10.0, "the spans of 3 requests")
+    spans = receiver.received()
+
+    ok = _by_request(spans, "ok-1")
+    root = ok["root"]
+    assert root.name == "POST /v2/models/{model}/infer"
+    assert root.kind == SERVER
+    assert (root.trace_id, root.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
+    assert root.attributes == {
+        "http.request.method": "POST",
+        "http.route": "/v2/models/{model}/infer",
+        "url.path": "/v2/models/echo/infer",
+        "http.response.status_code": 200,
+        "modelplane.request_id": "ok-1",
+        "modelplane.endpoint": "echo",
+        "modelplane.team": root.attributes["modelplane.team"],
+        "modelplane.route_kind": "stable",
+        "modelplane.model_version": "echo:1",
+        "modelplane.route": "echo:1",
+    }
+    assert root.resource["service.name"] == "fraud-gateway"
+    assert {"decode", "validate", "batch", "queue", "compute", "encode"} <= set(ok)
+    for name in ("decode", "validate", "batch", "encode"):
+        assert ok[name].parent_span_id == root.span_id, name
+        assert _within(ok[name], root), name
+    for name in ("queue", "compute"):
+        assert ok[name].parent_span_id == ok["batch"].span_id, name
+        assert _within(ok[name], ok["batch"]), name
+    assert ok["compute"].attributes == {"modelplane.batch.rows": 1}
+    # the stages follow one another: decode, validate, batch (queue then compute), encode
+    order = [ok[n] for n in ("decode", "validate", "queue", "compute", "encode")]
+    assert all(a.end_ns <= b.start_ns for a, b in itertools.pairwise(order))
+    assert any(h.get("x-tenant") == "blue" for h in receiver.headers)
+
+    err = _by_request(spans, "err-1")["root"]
+    assert err.parent_span_id == ""  # no traceparent: a trace of its own
+    assert err.attributes["http.response.status_code"] == 503
+    assert err.attributes["error.type"] == "worker_failed"
+    assert err.attributes["modelplane.model_version"] == "echo:1"
+    assert err.status_code == ERROR
+    assert "negative two" in err.status_message
+    assert "encode" not in _by_request(spans, "err-1")
+
+    rec = _by_request(spans, "rec-1")["root"]
+    assert rec.name == "POST /v1/endpoints/{endpoint}:predict"
+    assert rec.attributes["url.path"] == "/v1/endpoints/echo:predict"
+
+
+def test_the_sampler_comes_from_the_environment(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's sampled-out traceparent is respected (parentbased default), and a ratio
+    of 0 samples nothing else: nothing is exported."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    endpoint = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo")).build()
+    sampled = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    with ServerThread([endpoint], config=kit.gateway_config()) as server:
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            for i in range(5):
+                assert _post(client, 1.0, f"dropped-{i}").status_code == 200
+            assert _post(client, 1.0, "kept", traceparent=sampled).status_code == 200
+        wait_for(receiver.received, 10.0, "the sampled request's spans")
+    # the gateway stopped: its provider flushed everything it had
+    ids = {s.attributes.get("modelplane.request_id") for s in receiver.received()}
+    assert ids - {None} == {"kept"}
+
+
+def test_tracing_is_requested_by_the_standard_variables() -> None:
+    assert not tracing_requested({})
+    assert tracing_requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert tracing_requested({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h/v1/traces"})
+    assert not tracing_requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "})
+    disabled = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h", "OTEL_SDK_DISABLED": "true"}
+    assert not tracing_requested(disabled)
+    assert from_environment({}) is None
+
+
+_NO_OTEL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import httpx
+    from tests.dataplane import gateway_kit as kit
+    from modelplane.dataplane.codec_v2 import encode_request
+    from modelplane.dataplane.server import ServerThread
+
+    endpoint = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo")).build()
+    with ServerThread([endpoint], config=kit.gateway_config()) as server:
+        body = encode_request(kit.echo_inputs(1)).body
+        answer = httpx.post(f"{server.url}/v2/models/echo/infer", content=body, timeout=10)
+        tracer = server.gateway.tracer
+    print(json.dumps({
+        "status": answer.status_code,
+        "tracer": repr(tracer),
+        "otel": sorted(m for m in sys.modules if m.startswith("opentelemetry")),
+    }))
+    """
+)
+
+
+def test_without_the_variable_serving_imports_no_opentelemetry() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_OTEL_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=str(kit.HERE.parent.parent),
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"status": 200, "tracer": "None", "otel": []}
