@@ -107,8 +107,9 @@ class UsageInterval:
     memory_peak_mib: float = 0.0
     memory_mean_mib: float = 0.0
     gpu_util: float | None = None
-    """Mean busy share of one device's compute (0..1 per device held); ``None``: no GPU
-    was measured, which is not the same as an idle GPU."""
+    """GPU devices kept busy, on average: 0.25 is a quarter of one device's time (all of a
+    quarter GPU held, or half of a half). ``None``: no GPU was measured, which is not the
+    same as an idle GPU."""
     gpu_memory_mib: float | None = None
     """Peak GPU memory the workload's processes held."""
     samples: int = 0
