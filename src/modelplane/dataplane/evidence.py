@@ -9,7 +9,7 @@ went out, from the request's :class:`~modelplane.observe.records.RequestTrace`.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelplane.dataplane.endpoint_runtime import EndpointRuntime, RouteRuntime
 from modelplane.observe.records import PredictionRecord, RequestTrace, split_latency
@@ -48,9 +48,11 @@ def prediction_record(
     error_code: str | None = None,
     detail: str | None = None,
     brief: bool = False,
+    outputs: Any = None,
 ) -> PredictionRecord:
     """The record of a request whose response was just sent; ``brief`` for a success
-    that was not sampled (no features: they are the costly part)."""
+    that was not sampled (no features: they are the costly part). ``outputs``: what the
+    model answered, kept for the outcome join."""
     latency = split_latency(trace, time.monotonic())
     contract = runtime.endpoint.contract
     ref = label = digest = None
@@ -75,5 +77,7 @@ def prediction_record(
         detail=detail if detail is not None else trace.cause,
         batch_size=trace.batch.rows if trace.batch is not None else None,
         features=None if brief else trace.features,
+        outputs=outputs,
+        feature_sets=trace.features.sets if trace.features is not None else (),
         brief=brief,
     )

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, delete, insert, select
 
 from modelplane.errors import ModelplaneError
 from modelplane.observe.explain import brief_row
+from modelplane.observe.outcomes import insert_answers, trim_answers
 from modelplane.observe.records import PredictionRecord
 from modelplane.store.db import read_session, write_session
 from modelplane.store.schema import PredictionRow, RequestRow
@@ -68,14 +69,17 @@ class PredictionLogConfig:
     """How long the request log keeps a brief record."""
     request_capacity: int = 50_000
     """Brief records waiting to be written at most; beyond that they are dropped."""
+    answer_retain_s: float = 90 * 86400.0
+    """How long what a model answered is kept for the outcome join (labels that arrive
+    later than this no longer join; see :mod:`modelplane.observe.outcomes`)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ValueError(f"sample_rate {self.sample_rate} is not within [0, 1]")
         if min(self.capacity, self.batch_size, self.retain_rows, self.request_capacity) < 1:
             raise ValueError("capacities, batch_size and retain_rows must be positive")
-        if self.request_retain_s <= 0:
-            raise ValueError("request_retain_s must be positive")
+        if self.request_retain_s <= 0 or self.answer_retain_s <= 0:
+            raise ValueError("request_retain_s and answer_retain_s must be positive")
 
 
 class PredictionLog:
@@ -97,6 +101,7 @@ class PredictionLog:
         self.dropped_brief = 0
         """Brief records dropped the same ways."""
         self._requests_trimmed_at: float | None = None
+        self._answers_trimmed_at: float | None = None
         self.written = 0
         self._since_trim = 0
         self._task: asyncio.Task[None] | None = None
@@ -187,6 +192,13 @@ class PredictionLog:
             cutoff = now - self.config.request_retain_s
             with contextlib.suppress(ModelplaneError):
                 await asyncio.to_thread(trim_requests, self.engine, cutoff)
+        # answers are kept for weeks: trimming them hourly keeps the scan small
+        if self._answers_trimmed_at is None or now - self._answers_trimmed_at >= 3600.0:
+            self._answers_trimmed_at = now
+            with contextlib.suppress(ModelplaneError):
+                await asyncio.to_thread(
+                    trim_answers, self.engine, now - self.config.answer_retain_s
+                )
         return written
 
     @property
@@ -230,6 +242,7 @@ def write_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> No
         return
     with write_session(engine) as session:
         session.execute(insert(PredictionRow), [_row(r) for r in records])
+        insert_answers(session.connection(), records)
 
 
 _REQUEST_COLUMNS = ("request_id", "at", "endpoint", "contract", "contract_version",
@@ -258,7 +271,9 @@ def write_requests(engine: Engine, records: Sequence[PredictionRecord]) -> None:
         f" VALUES ({', '.join([marker] * len(_REQUEST_COLUMNS))})"
     )
     with write_session(engine) as session:
-        session.connection().exec_driver_sql(sql, [_request_row(r) for r in records])
+        connection = session.connection()
+        connection.exec_driver_sql(sql, [_request_row(r) for r in records])
+        insert_answers(connection, records)
 
 
 def trim_requests(engine: Engine, before: float) -> int:

@@ -137,6 +137,12 @@ class PredictionRecord:
     """The error's message, or what made the fallback answer."""
     batch_size: int | None = None
     features: FeatureEvidence | None = None
+    outputs: Any = None
+    """What the model answered (named arrays, one row per instance), for the outcome
+    join; ``None`` for errors and fallbacks. Held as the arrays the response was encoded
+    from: converting them waits for the writer's thread (see :mod:`.predlog`)."""
+    feature_sets: tuple[str, ...] = ()
+    """``set:version`` of each feature set the request-time join read."""
     brief: bool = False
     """A plain success that was not sampled: kept for a bounded time in the request log
     only, so ``explain`` can answer for any request (see :mod:`modelplane.observe.predlog`)."""

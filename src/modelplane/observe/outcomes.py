@@ -1,0 +1,421 @@
+"""Outcomes in the state store: what was answered, the truth that came later, and the join.
+
+Two tables (migration 0008). ``answers`` holds, per answered request, the endpoint, model
+version, route, the feature-set versions the request-time join read and the outputs the
+caller got, for every row; the prediction log's writer adds it in the same transaction as
+the request log (:func:`insert_answers`), off the event loop, and keeps it for weeks
+(:func:`trim_answers`), so a label that arrives late still joins: the join has no window,
+only the answers' retention. ``outcomes`` holds one value per ``(endpoint, request id,
+row, name)``: ``label`` is the ground truth, any other name a business outcome (revenue,
+chargeback amount). A later value for the same key replaces the earlier one.
+
+Feedback arrives through the gateway's ``POST /v1/endpoints/{e}:feedback``
+(:func:`parse_feedback`, then :meth:`OutcomeStore.ingest`), or a Parquet file
+(:meth:`OutcomeStore.import_parquet`). :meth:`OutcomeStore.joined` reads outcomes joined to
+their answers; :mod:`.outcome_report` turns that into metrics per version.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from modelplane.errors import InvalidSpec, MalformedRequest
+from modelplane.observe.records import PredictionRecord
+from modelplane.store.db import read_session, write_session
+from modelplane.store.schema import AnswerRow, OutcomeRow
+
+__all__ = [
+    "LABEL",
+    "MAX_FEEDBACK_ITEMS",
+    "Feedback",
+    "JoinedRow",
+    "OutcomeStore",
+    "insert_answers",
+    "parse_feedback",
+    "trim_answers",
+]
+
+LABEL = "label"
+"""The outcome name of ground truth; every other name is a business outcome."""
+MAX_FEEDBACK_ITEMS = 10_000
+"""Items in one feedback request at most; larger sets go through a Parquet import."""
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IMPORT_BATCH = 5_000
+
+
+# ---------------------------------------------------------------------- answers (writer)
+
+_ANSWER_COLUMNS = ("request_id", "at", "endpoint", "model_version", "route", "route_kind",
+                   "rows", "feature_sets", "outputs")  # fmt: skip
+_JSON = msgspec.json.Encoder()
+
+
+def _answer(record: PredictionRecord) -> tuple[Any, ...] | None:
+    outputs = record.outputs
+    if outputs is None or record.model_version is None:
+        return None
+    columns = {name: _json_column(array) for name, array in outputs.items()}
+    rows = max((len(c) for c in columns.values()), default=0)
+    sets = _JSON.encode(list(record.feature_sets)).decode() if record.feature_sets else None
+    return (record.request_id, record.at, record.endpoint, record.model_version, record.route,
+            record.route_kind, rows, sets, _JSON.encode(columns).decode())  # fmt: skip
+
+
+def _json_column(array: Any) -> list[Any]:
+    values = np.asarray(array)
+    if values.ndim == 0:
+        return [_plain(values.item())]
+    if values.dtype.kind in "OSU":
+        return [_plain(v) for v in values.tolist()]
+    listed: list[Any] = values.tolist()
+    return listed
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def insert_answers(connection: Connection, records: Iterable[PredictionRecord]) -> int:
+    """Insert the answers of ``records`` (those a model answered) on ``connection``, inside
+    the caller's transaction; rows go to the driver's ``executemany`` as plain tuples, as
+    the request log's do (ORM parameters cost several times the insert)."""
+    rows = [row for row in map(_answer, records) if row is not None]
+    if not rows:
+        return 0
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO answers ({', '.join(_ANSWER_COLUMNS)})"
+        f" VALUES ({', '.join([marker] * len(_ANSWER_COLUMNS))})"
+    )
+    connection.exec_driver_sql(sql, rows)
+    return len(rows)
+
+
+def trim_answers(engine: Engine, before: float) -> int:
+    """Delete answers sent before ``before`` (Unix seconds): their outcomes no longer join."""
+    with write_session(engine) as session:
+        result = session.execute(delete(AnswerRow).where(AnswerRow.at < before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---------------------------------------------------------------------- feedback
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One outcome of one answered row."""
+
+    request_id: str
+    value: float
+    name: str = LABEL
+    row: int = 0
+
+
+class _Item(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    row: int = 0
+    label: float | None = None
+    values: dict[str, float] | None = None
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    outcomes: list[_Item]
+
+
+_ONE = msgspec.json.Decoder(_Item)
+_MANY = msgspec.json.Decoder(_Batch)
+
+
+def parse_feedback(body: bytes) -> list[Feedback]:
+    """Feedback from a JSON body: one item ``{"request_id", "row"?, "label"?, "values"?}``
+    or a batch ``{"outcomes": [item, ...]}``. ``label`` is the ground truth (a number; 0/1
+    for a binary classifier), ``values`` named business outcomes. Every bad field is named
+    (``outcomes[3].label``); nothing of a bad request is stored."""
+    stripped = bytes(body).lstrip()
+    batch = stripped.startswith(b"{") and b'"outcomes"' in stripped[:64]
+    try:
+        items = _MANY.decode(body).outcomes if batch else [_ONE.decode(body)]
+    except msgspec.ValidationError as exc:
+        raise InvalidSpec(
+            f"invalid feedback: {exc}", details=[{"field": _path(exc), "problem": str(exc)}]
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(
+            f"the feedback body is not valid JSON: {exc}",
+            details=[{"field": "body", "problem": str(exc)}],
+        ) from None
+    prefix = "outcomes" if batch else ""
+    return check_feedback(items, prefix)
+
+
+def _path(exc: Exception) -> str:
+    problem, sep, path = str(exc).rpartition(" - at `")
+    if not sep:
+        return "body"
+    path = path.rstrip("`").removeprefix("$").removeprefix(".")
+    if "field `" in problem:
+        field = problem.split("field `", 1)[1].split("`", 1)[0]
+        path = f"{path}.{field}" if path else field
+    return path or "body"
+
+
+def check_feedback(items: Sequence[_Item], prefix: str = "outcomes") -> list[Feedback]:
+    if not items:
+        raise InvalidSpec("no outcomes given", details=[{"field": prefix or "body",
+                                                         "problem": "empty"}])  # fmt: skip
+    if len(items) > MAX_FEEDBACK_ITEMS:
+        raise InvalidSpec(
+            f"{len(items)} outcomes in one request; at most {MAX_FEEDBACK_ITEMS}"
+            " (import larger sets from Parquet: modelplane feedback import)",
+            details=[{"field": prefix or "body", "problem": "too many items"}],
+        )
+    problems: list[dict[str, str]] = []
+    out: list[Feedback] = []
+    for i, item in enumerate(items):
+        at = f"{prefix}[{i}]." if prefix else ""
+        out.extend(_item_feedback(item, at, problems))
+    if problems:
+        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+        raise InvalidSpec(f"invalid feedback: {listed}", details=problems)
+    return out
+
+
+def _item_feedback(item: _Item, at: str, problems: list[dict[str, str]]) -> list[Feedback]:
+    if not item.request_id or len(item.request_id) > 200:
+        problems.append({"field": f"{at}request_id", "problem": "must be 1 to 200 characters"})
+    if item.row < 0:
+        problems.append({"field": f"{at}row", "problem": f"{item.row} is negative"})
+    values = dict(item.values or {})
+    if item.label is not None:
+        values[LABEL] = item.label
+    if not values:
+        problems.append({"field": f"{at}label", "problem": "give a label or values"})
+    for name, value in values.items():
+        field = f"{at}label" if name == LABEL and item.label is not None else f"{at}values.{name}"
+        if not _NAME.fullmatch(name):
+            problems.append({"field": field, "problem": "names are lower_snake_case, ≤63"})
+        if not math.isfinite(value):
+            problems.append({"field": field, "problem": f"{value} is not a finite number"})
+    return [Feedback(item.request_id, float(v), n, item.row) for n, v in values.items()]
+
+
+# ---------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRow:
+    """One outcome joined to the answer it is about."""
+
+    request_id: str
+    row: int
+    value: float
+    model_version: str
+    answered_at: float
+    arrived_at: float
+    feature_sets: tuple[str, ...]
+    outputs: Mapping[str, Any]
+    """The answer's outputs for this row only."""
+
+
+class OutcomeStore:
+    """Writes outcomes and reads them joined to answers (blocking: call from a thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ingest(
+        self,
+        endpoint: str,
+        items: Sequence[Feedback],
+        *,
+        source: str = "api",
+        now: float | None = None,
+    ) -> int:
+        """Store ``items`` in one transaction (a later value replaces an earlier one of the
+        same key); returns how many were stored. Outcomes need no answer yet: they join
+        whenever the answer is there."""
+        if not items:
+            return 0
+        arrived = time.time() if now is None else now
+        # one value per key and call: the last wins, as it would across calls
+        latest = {(f.request_id, f.row, f.name): f for f in items}
+        rows = [
+            {"endpoint": endpoint, "request_id": f.request_id, "row": f.row, "name": f.name,
+             "value": f.value, "arrived_at": arrived, "source": source}
+            for f in latest.values()
+        ]  # fmt: skip
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(OutcomeRow)
+        upsert = statement.on_conflict_do_update(
+            index_elements=["endpoint", "request_id", "row", "name"],
+            set_={"value": statement.excluded.value, "arrived_at": statement.excluded.arrived_at,
+                  "source": statement.excluded.source},
+        )  # fmt: skip
+        with write_session(self.engine) as session:
+            session.execute(upsert, rows)
+        return len(rows)
+
+    def import_parquet(self, path: Path, endpoint: str, *, now: float | None = None) -> int:
+        """Import a Parquet file: a ``request_id`` column, optional ``row`` and ``label``,
+        and any other numeric column as a business outcome of that name. Checked whole
+        before anything is stored; written in batches."""
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+            raise InvalidSpec("reading Parquet needs pyarrow: pip install pyarrow") from exc
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:
+            raise InvalidSpec(
+                f"cannot read {path} as Parquet: {exc}",
+                details=[{"field": "file", "problem": str(exc)}],
+            ) from exc
+        items = _parquet_items(table.to_pydict(), str(path))
+        feedback = check_feedback(items, "rows")
+        stored = 0
+        for start in range(0, len(feedback), _IMPORT_BATCH):
+            chunk = feedback[start : start + _IMPORT_BATCH]
+            stored += self.ingest(endpoint, chunk, source="import", now=now)
+        return stored
+
+    def ingest_many(self, endpoint: str, items: Sequence[Feedback], *, source: str) -> int:
+        """:meth:`ingest` in batches (for callers with more than one request's worth)."""
+        return sum(
+            self.ingest(endpoint, items[i : i + _IMPORT_BATCH], source=source)
+            for i in range(0, len(items), _IMPORT_BATCH)
+        )
+
+    def joined(
+        self,
+        endpoint: str,
+        *,
+        name: str = LABEL,
+        versions: Sequence[str] | None = None,
+        answered_since: float | None = None,
+    ) -> list[JoinedRow]:
+        """Outcomes ``name`` of ``endpoint`` joined to their answers (the latest answer of a
+        request id, since callers may reuse ids); outcomes of rows not answered (or no
+        longer kept) are left out."""
+        query = (
+            select(OutcomeRow.request_id, OutcomeRow.row, OutcomeRow.value,
+                   OutcomeRow.arrived_at, AnswerRow.id, AnswerRow.model_version,
+                   AnswerRow.at, AnswerRow.feature_sets, AnswerRow.outputs)
+            .join(AnswerRow, (AnswerRow.endpoint == OutcomeRow.endpoint)
+                  & (AnswerRow.request_id == OutcomeRow.request_id))
+            .where(OutcomeRow.endpoint == endpoint, OutcomeRow.name == name)
+        )  # fmt: skip
+        if versions is not None:
+            query = query.where(AnswerRow.model_version.in_(list(versions)))
+        if answered_since is not None:
+            query = query.where(AnswerRow.at >= answered_since)
+        with read_session(self.engine) as session:
+            found = session.execute(query).all()
+        latest: dict[tuple[str, int], Any] = {}
+        for hit in found:
+            key = (hit.request_id, hit.row)
+            if key not in latest or hit.id > latest[key].id:
+                latest[key] = hit
+        return [row for hit in latest.values() if (row := _joined(hit)) is not None]
+
+    def answered(
+        self, endpoint: str, *, answered_since: float | None = None
+    ) -> dict[str, tuple[int, float, float]]:
+        """Per model version: rows answered, first and last answer time."""
+        query = (
+            select(AnswerRow.model_version, func.sum(AnswerRow.rows), func.min(AnswerRow.at),
+                   func.max(AnswerRow.at))
+            .where(AnswerRow.endpoint == endpoint)
+            .group_by(AnswerRow.model_version)
+        )  # fmt: skip
+        if answered_since is not None:
+            query = query.where(AnswerRow.at >= answered_since)
+        with read_session(self.engine) as session:
+            return {
+                v: (int(n or 0), float(lo), float(hi)) for v, n, lo, hi in session.execute(query)
+            }
+
+    def recent_outputs(
+        self, endpoint: str, version: str, limit: int
+    ) -> Iterator[Mapping[str, Any]]:
+        """Outputs of ``version``'s latest ``limit`` answers, one mapping per row."""
+        query = (
+            select(AnswerRow.outputs)
+            .where(AnswerRow.endpoint == endpoint, AnswerRow.model_version == version)
+            .order_by(AnswerRow.id.desc())
+            .limit(limit)
+        )
+        with read_session(self.engine) as session:
+            found = [outputs for (outputs,) in session.execute(query)]
+        for outputs in found:
+            yield from _rows_of(outputs)
+
+    def endpoints(self) -> list[str]:
+        """Endpoints that have outcomes."""
+        with read_session(self.engine) as session:
+            return sorted(session.scalars(select(OutcomeRow.endpoint).distinct()))
+
+
+def _rows_of(outputs: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    rows = max((len(v) for v in outputs.values()), default=0)
+    for i in range(rows):
+        yield {name: values[i] for name, values in outputs.items() if i < len(values)}
+
+
+def _joined(hit: Any) -> JoinedRow | None:
+    outputs: Mapping[str, Any] = hit.outputs or {}
+    row = int(hit.row)
+    mine = {name: values[row] for name, values in outputs.items() if row < len(values)}
+    if not mine:
+        return None  # the outcome names a row the request did not have
+    return JoinedRow(
+        request_id=hit.request_id,
+        row=row,
+        value=float(hit.value),
+        model_version=hit.model_version,
+        answered_at=float(hit.at),
+        arrived_at=float(hit.arrived_at),
+        feature_sets=tuple(hit.feature_sets or ()),
+        outputs=mine,
+    )
+
+
+def _parquet_items(columns: Mapping[str, list[Any]], where: str) -> list[_Item]:
+    if "request_id" not in columns:
+        raise InvalidSpec(
+            f"{where} has no request_id column (found: {', '.join(columns) or 'none'})",
+            details=[{"field": "request_id", "problem": "missing column"}],
+        )
+    ids = columns["request_id"]
+    rows = columns.get("row") or [0] * len(ids)
+    labels = columns.get(LABEL)
+    others = {n: v for n, v in columns.items() if n not in ("request_id", "row", LABEL)}
+    items = []
+    for i, request_id in enumerate(ids):
+        values = {n: _number(v[i], n, i) for n, v in others.items() if v[i] is not None}
+        label = None if labels is None or labels[i] is None else _number(labels[i], LABEL, i)
+        items.append(_Item(str(request_id or ""), int(rows[i] or 0), label, values or None))
+    return items
+
+
+def _number(value: Any, column: str, index: int) -> float:
+    if isinstance(value, bool | int | float):
+        return float(value)
+    raise InvalidSpec(
+        f"rows[{index}].{column}: {value!r} is not a number",
+        details=[{"field": f"rows[{index}].{column}", "problem": "not a number"}],
+    )

@@ -1,0 +1,194 @@
+"""Outcomes in the store: answers written beside the request log, feedback parsed and
+upserted, Parquet imports, and the join, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn import metrics as skm
+from sqlalchemy import Engine, func, select
+
+from modelplane.errors import InvalidSpec, MalformedRequest
+from modelplane.observe.outcome_report import outcomes_by_version
+from modelplane.observe.outcomes import (
+    Feedback,
+    OutcomeStore,
+    parse_feedback,
+    trim_answers,
+)
+from modelplane.observe.predlog import write_predictions, write_requests
+from modelplane.observe.records import LatencySplit, PredictionRecord
+from modelplane.store.db import open_engine, read_session
+from modelplane.store.schema import AnswerRow
+
+T0 = 1_790_000_000.0
+WEEK = 7 * 86400.0
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def answer(request_id: str, version: str, proba: list[float], *, at: float = T0,
+           sets: tuple[str, ...] = (), brief: bool = True) -> PredictionRecord:  # fmt: skip
+    p = np.asarray(proba)
+    return PredictionRecord(
+        request_id=request_id, at=at, endpoint="fraud-score", contract="fraud",
+        contract_version=1, status=200, latency=LatencySplit(0.1, 0.1, 1.0, 1.2),
+        model_version=version, route=version, route_kind="stable", brief=brief,
+        outputs={"label": (p >= 0.5).astype(np.int64), "probabilities": np.c_[1 - p, p]},
+        feature_sets=sets,
+    )  # fmt: skip
+
+
+def test_ten_thousand_late_out_of_order_labels_give_scikit_learns_metrics(engine: Engine) -> None:
+    rng = np.random.default_rng(11)
+    n = 10_000
+    scores = 1 / (1 + np.exp(-2 * rng.normal(size=n)))
+    labels = (rng.random(n) < scores).astype(float)
+    versions = np.where(rng.random(n) < 0.5, "fraud:1", "fraud:2")
+    sets = [("customers:1",) if i % 3 else ("customers:2",) for i in range(n)]
+    records = [answer(f"r{i}", str(versions[i]), [float(scores[i])], at=T0 + i, sets=sets[i],
+                      brief=i % 10 != 0) for i in range(n)]  # fmt: skip
+    write_requests(engine, [r for r in records if r.brief])
+    write_predictions(engine, [r for r in records if not r.brief])
+    store = OutcomeStore(engine)
+    order = list(range(n))
+    random.Random(5).shuffle(order)
+    # a wrong label first, corrected later; then everything, in shuffled batches, weeks late
+    store.ingest("fraud-score", [Feedback("r0", 1 - labels[0])], now=T0 + WEEK)
+    for start in range(0, n, 2500):
+        chunk = [Feedback(f"r{i}", float(labels[i])) for i in order[start : start + 2500]]
+        store.ingest("fraud-score", chunk, now=T0 + 3 * WEEK)
+    store.ingest("fraud-score", [Feedback("never-answered", 1.0)])  # joins nothing
+
+    report = outcomes_by_version(engine, "fraud-score")
+    assert report.task == "classifier"
+    assert report.score_output == "probabilities"
+    for v in report.versions:
+        mine = versions == v.version
+        y, s = labels[mine], scores[mine]
+        assert v.labelled_rows == v.answered_rows == int(mine.sum())
+        assert v.coverage == 1.0
+        assert v.metrics["accuracy"] == pytest.approx(skm.accuracy_score(y, s >= 0.5))
+        assert v.metrics["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+        assert v.metrics["log_loss"] == pytest.approx(skm.log_loss(y, s))
+        assert v.label_latency_p50_s is not None
+        assert v.label_latency_p50_s > 2 * WEEK
+        assert not v.estimate_parted
+    by_set = {f.feature_set: f for f in report.feature_sets}
+    in_two = np.array([s == ("customers:2",) for s in sets])
+    assert by_set["customers:2"].labelled_rows == int(in_two.sum())
+    assert by_set["customers:2"].metrics["auc"] == pytest.approx(
+        skm.roc_auc_score(labels[in_two], scores[in_two])
+    )
+    assert [c.regressed for c in report.comparisons] == [False]
+
+
+def test_business_outcomes_sum_and_mean_per_version(engine: Engine) -> None:
+    write_requests(engine, [answer("a", "fraud:1", [0.2]), answer("b", "fraud:1", [0.9]),
+                            answer("c", "fraud:2", [0.4, 0.6])])  # fmt: skip
+    body = (b'{"outcomes": [{"request_id": "a", "values": {"revenue": 10}},'
+            b' {"request_id": "b", "values": {"revenue": 30}, "label": 1},'
+            b' {"request_id": "c", "row": 1, "values": {"revenue": 5}}]}')  # fmt: skip
+    OutcomeStore(engine).ingest("fraud-score", parse_feedback(body))
+    report = outcomes_by_version(engine, "fraud-score").to_dict()
+    [v1, v2] = report["versions"]
+    assert v1["business"]["revenue"] == {"sum": 40.0, "mean": 20.0, "rows": 2.0}
+    assert v2["business"]["revenue"]["sum"] == 5.0
+    assert v1["labelled_rows"] == 1
+    assert v1["coverage"] == 0.5
+    assert v2["answered_rows"] == 2
+
+
+def test_a_regressor_is_judged_by_mae_and_rmse(engine: Engine) -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.normal(50, 10, size=400)
+    records = []
+    for i, y in enumerate(truth):
+        version = "price:2" if i % 2 else "price:1"
+        noise = 1.0 if version == "price:1" else 8.0  # the second version made worse
+        records.append(PredictionRecord(
+            request_id=f"q{i}", at=T0 + i, endpoint="price", contract="price",
+            contract_version=1, status=200, latency=LatencySplit(0, 0, 0, 0),
+            model_version=version, outputs={"prediction": np.array([y + rng.normal(0, noise)])},
+        ))  # fmt: skip
+    write_requests(engine, records)
+    OutcomeStore(engine).ingest("price", [Feedback(f"q{i}", float(y)) for i, y in enumerate(truth)])
+    report = outcomes_by_version(engine, "price")
+    assert report.task == "regressor"
+    assert report.metric == "rmse"
+    assert set(report.versions[0].metrics) == {"mae", "rmse"}
+    [comparison] = report.comparisons
+    assert comparison.regressed
+    assert "price:2 is worse than price:1 on rmse" in report.alerts[0]
+
+
+def test_parquet_import_is_checked_whole_then_stored(engine: Engine, tmp_path: Path) -> None:
+    write_requests(engine, [answer(f"r{i}", "fraud:1", [0.7]) for i in range(3)])
+    good = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ["r0", "r1", "r2"], "label": [1, 0, None],
+                             "revenue": [1.5, None, 2.0]}), good)  # fmt: skip
+    assert OutcomeStore(engine).import_parquet(good, "fraud-score") == 4
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"request_id": ["r0", ""], "label": [1, 0]}), bad)
+    with pytest.raises(InvalidSpec, match=r"rows\[1\]\.request_id"):
+        OutcomeStore(engine).import_parquet(bad, "fraud-score")
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"id": ["r0"]}), missing)
+    with pytest.raises(InvalidSpec, match="no request_id column"):
+        OutcomeStore(engine).import_parquet(missing, "fraud-score")
+    v = outcomes_by_version(engine, "fraud-score").versions[0]
+    assert v.labelled_rows == 2
+    assert v.business["revenue"]["sum"] == 3.5
+
+
+def test_answers_are_kept_until_their_retention_ends(engine: Engine) -> None:
+    write_requests(engine, [answer("old", "fraud:1", [0.3], at=T0),
+                            answer("new", "fraud:1", [0.3], at=T0 + 100 * 86400)])  # fmt: skip
+    # a fallback's answer or an error has no model answer: nothing to join
+    write_requests(engine, [PredictionRecord("fb", T0, "fraud-score", "fraud", 1, 200,
+                                             LatencySplit(0, 0, 0, 0))])  # fmt: skip
+    assert trim_answers(engine, T0 + 90 * 86400) == 1
+    with read_session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(AnswerRow)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"request_id": "", "label": 1}', "request_id"),
+        (b'{"request_id": "a"}', "label"),
+        (b'{"request_id": "a", "label": "yes"}', "label"),
+        (b'{"request_id": "a", "label": 1, "row": -1}', "row"),
+        (b'{"request_id": "a", "values": {"Revenue!": 1}}', "values.Revenue!"),
+        (b'{"outcomes": [{"request_id": "a", "label": 1}, {"request_id": "b", "lable": 1}]}',
+         "outcomes[1].lable"),
+        (b'{"outcomes": []}', "outcomes"),
+    ],
+)  # fmt: skip
+def test_bad_feedback_names_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        parse_feedback(body)
+    assert field in {d["field"] for d in caught.value.details}, caught.value.details
+
+
+def test_feedback_that_is_not_json_is_malformed() -> None:
+    with pytest.raises(MalformedRequest):
+        parse_feedback(b"label=1")
+
+
+def test_one_item_and_a_batch_parse_alike() -> None:
+    one = parse_feedback(b'{"request_id": "a", "label": 1, "values": {"revenue": 2.5}}')
+    assert sorted(one, key=lambda f: f.name) == [Feedback("a", 1.0), Feedback("a", 2.5, "revenue")]
+    many = parse_feedback(b'{"outcomes": [{"request_id": "a", "label": 0, "row": 3}]}')
+    assert many == [Feedback("a", 0.0, "label", 3)]
