@@ -1,0 +1,119 @@
+"""A registered model and a Parquet dataset for the jobs tests: real files, a real registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from modelplane.backends.jobs.models import JobModel, fetch_package, resolve_model
+from modelplane.backends.jobs.plan import claim_output, plan_batch_score, shard_task
+from modelplane.backends.jobs.runner import load_model
+from modelplane.core.jobs import ShardTask
+from modelplane.registry.build import package
+from modelplane.registry.service import Registry, open_registry
+from modelplane.spec.io import parse
+from modelplane.spec.job import Job
+
+COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
+ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A registered model, its fetched package and a dataset it can score."""
+
+    registry: Registry
+    model: JobModel
+    model_dir: Path
+    dataset: Path
+    frame: pd.DataFrame
+    estimator: LogisticRegression
+
+
+def frame_of(rows: int, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "txn_id": np.arange(rows, dtype=np.int64),
+            "amount": rng.gamma(2.0, 40.0, rows),
+            "age_days": rng.uniform(0, 2000, rows),
+            "merchant_risk": rng.beta(2, 5, rows),
+            "night": rng.integers(0, 2, rows).astype(float),
+        }
+    )
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int = 250) -> Path:
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_rows
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def scoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoring]:
+    root = tmp_path_factory.mktemp("scoring")
+    registry = open_registry(f"sqlite:///{root}/state.db", str(root / "art"), actor="alice")
+    frame = frame_of(ROWS)
+    target = (frame.merchant_risk + 0.2 * frame.night > 0.4).astype(int)
+    model = LogisticRegression(max_iter=500).fit(frame[COLUMNS], target)
+    built = package(
+        model, name="fraud", output_dir=root / "pkg", sample_input=frame[COLUMNS].head()
+    )
+    registry.push(built.path)
+    registry.set_alias("fraud", "champion", 1)
+    resolved = resolve_model(registry, "fraud@champion")
+    folder = fetch_package(registry, resolved, root / "cache")
+    dataset = write_parquet(frame, root / "transactions.parquet")
+    yield Scoring(registry, resolved, folder, dataset, frame, model)
+    registry.close()
+
+
+def job_of(dataset: Path | str, output: Path | str, **work: Any) -> Job:
+    """A batch-score job of ``fraud@champion`` over ``dataset``: 4 shards unless told."""
+    spec: dict[str, Any] = {
+        "type": "batch-score",
+        "model": "fraud@champion",
+        "input": {"url": str(dataset)},
+        "output": {"url": str(output)},
+        "shard": {"rows": 250},
+        "passthrough": ["txn_id"],
+    }
+    spec.update(work)
+    return parse(
+        Job, {"name": "score", "team": "risk", "work": spec, "pins": {"fraud@champion": "fraud:1"}}
+    )
+
+
+def tasks_of(scoring: Scoring, job: Job, uid: str, attempt: int = 1) -> list[ShardTask]:
+    """Checks, claims the output, and gives one task per shard (what the controller does)."""
+    manifest = scoring.model.manifest
+    _, plans = plan_batch_score(job.work, manifest.signature, uid)  # type: ignore[arg-type]
+    claim_output(job.work.output, uid)  # type: ignore[union-attr]
+    return [
+        shard_task(job, uid, plan, attempt, model_ref=scoring.model.ref,
+                   model_digest=scoring.model.digest, model_dir=str(scoring.model_dir),
+                   signature=manifest.signature)
+        for plan in plans
+    ]  # fmt: skip
+
+
+def direct_scores(scoring: Scoring) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """The model called directly on the whole dataset, through the serving runtime."""
+    loaded = load_model(str(scoring.model_dir), scoring.model.digest)
+    return loaded.predict({c: scoring.frame[c].to_numpy() for c in COLUMNS})
+
+
+def read_output(folder: Path) -> pd.DataFrame:
+    """Every part of an output folder, in shard order (names starting with _ skipped)."""
+    parts = sorted(folder.glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pandas()

@@ -1,0 +1,151 @@
+"""LocalShardExecutor: shards as real spawned processes over real Parquet files."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from tests.backends.jobs.conftest import (
+    COLUMNS,
+    Scoring,
+    direct_scores,
+    job_of,
+    read_output,
+    tasks_of,
+)
+from tests.kit import wait_for
+
+from modelplane.backends.jobs.local import LocalShardExecutor
+from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
+from modelplane.errors import Conflict
+from modelplane.security.sandbox import SandboxPolicy
+
+
+def run_all(executor: LocalShardExecutor, count: int, timeout_s: float = 120) -> list[ShardOutcome]:
+    outcomes: list[ShardOutcome] = []
+
+    def collect() -> bool:
+        outcomes.extend(executor.wait(1.0))
+        return len(outcomes) >= count
+
+    wait_for(collect, timeout_s, f"{count} shard outcomes", every_s=0)
+    return outcomes
+
+
+def shard_processes(attempt_id: str) -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name.endswith(attempt_id)]
+
+
+def test_four_shards_give_the_models_own_outputs(scoring: Scoring, tmp_path: Path) -> None:
+    job = job_of(scoring.dataset, tmp_path / "out")
+    tasks = tasks_of(scoring, job, "job-1")
+    assert len(tasks) == 4
+    executor = LocalShardExecutor(sandbox=SandboxPolicy())
+    assert isinstance(executor, ShardExecutor)
+    try:
+        for task in tasks:
+            executor.start(task)
+        assert len(executor.running()) == 4
+        outcomes = run_all(executor, 4)
+    finally:
+        executor.close()
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
+    assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
+    assert all(o.rows == 250 and o.cpu_seconds > 0 and o.peak_memory_mib > 10 for o in outcomes)
+    assert all(o.finished_at >= o.started_at for o in outcomes)
+
+    out = read_output(tmp_path / "out")
+    expected = direct_scores(scoring)
+    assert out["txn_id"].tolist() == scoring.frame["txn_id"].tolist()
+    assert np.array_equal(out["label"].to_numpy(), expected["label"])
+    # shards call BLAS on 250 rows, the direct call on 1000: equal to the last few bits
+    scores = np.stack(out["probabilities"].to_numpy())
+    assert np.allclose(scores, expected["probabilities"], rtol=1e-12, atol=0)
+    proba = scoring.estimator.predict_proba(scoring.frame[COLUMNS])
+    assert np.allclose(scores, proba, rtol=1e-12, atol=0)
+    assert out["request_id"].iloc[0] == "job-1/0/0"
+    assert out["request_id"].iloc[-1] == "job-1/3/999"
+    assert set(out["model_digest"]) == {scoring.model.digest}
+    assert set(out["model_version"]) == {"fraud:1"}
+    assert not list((tmp_path / "out" / "_attempts").iterdir())
+
+
+def test_a_killed_shard_leaves_nothing_and_its_retry_writes_once(
+    scoring: Scoring, tmp_path: Path
+) -> None:
+    # one shard of every row, a row per model call: slow enough to be killed mid-way
+    job = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1}, batch_rows=1)
+    [task] = tasks_of(scoring, job, "job-2")
+    executor = LocalShardExecutor()
+    try:
+        executor.start(task)
+        staging = Path(task.temp_path)
+        wait_for(staging.exists, 60, "the shard to start writing")
+        [process] = [
+            p for p in multiprocessing.active_children() if p.name.endswith(task.attempt_id)
+        ]
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        [killed] = run_all(executor, 1)
+        assert killed.status is OutcomeStatus.FAILED
+        assert "SIGKILL" in str(killed.error)
+        assert not Path(task.final_path).exists()
+        assert not staging.exists()
+
+        [retry] = tasks_of(scoring, job, "job-2", attempt=2)
+        executor.start(retry)
+        [done] = run_all(executor, 1)
+        assert (done.status, done.rows, done.reused) == (OutcomeStatus.DONE, 1000, False)
+        first_write = os.stat(task.final_path).st_mtime_ns
+
+        # a third attempt (a resumed job) finds the shard done and writes nothing
+        [again] = tasks_of(scoring, job, "job-2", attempt=3)
+        executor.start(again)
+        [reused] = run_all(executor, 1)
+        assert (reused.status, reused.rows, reused.reused) == (OutcomeStatus.DONE, 1000, True)
+        assert os.stat(task.final_path).st_mtime_ns == first_write
+    finally:
+        executor.close()
+    assert pq.read_metadata(task.final_path).num_rows == 1000
+
+
+def test_a_preempted_shard_is_gone_within_the_grace(scoring: Scoring, tmp_path: Path) -> None:
+    job = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1}, batch_rows=1)
+    [task] = tasks_of(scoring, job, "job-3")
+    executor = LocalShardExecutor()
+    try:
+        executor.start(task)
+        with pytest.raises(Conflict):
+            executor.start(task)
+        wait_for(Path(task.temp_path).exists, 60, "the shard to start writing")
+        executor.stop(task.attempt_id, reason=OutcomeStatus.PREEMPTED, grace_s=2.0)
+        assert not [
+            p for p in multiprocessing.active_children() if p.name.endswith(task.attempt_id)
+        ]
+        [outcome] = executor.poll()
+    finally:
+        executor.close()
+    assert outcome.status is OutcomeStatus.PREEMPTED
+    assert not Path(task.final_path).exists()
+    assert not Path(task.temp_path).exists()
+
+
+def test_a_shard_whose_model_fails_reports_the_error(scoring: Scoring, tmp_path: Path) -> None:
+    job = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1})
+    [task] = tasks_of(scoring, job, "job-4")
+    broken = replace(task, model_digest="sha256:" + "0" * 64)
+    executor = LocalShardExecutor()
+    try:
+        executor.start(broken)
+        [outcome] = run_all(executor, 1)
+    finally:
+        executor.close()
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "IntegrityError" in str(outcome.error)
+    assert not Path(task.final_path).exists()
