@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +22,7 @@ from modelplane.core.jobs import ShardTask
 from modelplane.registry.build import package
 from modelplane.registry.service import Registry, open_registry
 from modelplane.spec.io import parse
-from modelplane.spec.job import Job
+from modelplane.spec.job import BatchScoreJob, Job
 
 COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
 ROWS = 1000
@@ -97,8 +98,9 @@ def job_of(dataset: Path | str, output: Path | str, **work: Any) -> Job:
 def tasks_of(scoring: Scoring, job: Job, uid: str, attempt: int = 1) -> list[ShardTask]:
     """Checks, claims the output, and gives one task per shard (what the controller does)."""
     manifest = scoring.model.manifest
-    _, plans = plan_batch_score(job.work, manifest.signature, uid)  # type: ignore[arg-type]
-    claim_output(job.work.output, uid)  # type: ignore[union-attr]
+    assert isinstance(job.work, BatchScoreJob)
+    _, plans = plan_batch_score(job.work, manifest.signature, uid)
+    claim_output(job.work.output, uid)
     return [
         shard_task(job, uid, plan, attempt, model_ref=scoring.model.ref,
                    model_digest=scoring.model.digest, model_dir=str(scoring.model_dir),
@@ -107,7 +109,7 @@ def tasks_of(scoring: Scoring, job: Job, uid: str, attempt: int = 1) -> list[Sha
     ]  # fmt: skip
 
 
-def direct_scores(scoring: Scoring) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+def direct_scores(scoring: Scoring) -> dict[str, npt.NDArray[Any]]:
     """The model called directly on the whole dataset, through the serving runtime."""
     loaded = load_model(str(scoring.model_dir), scoring.model.digest)
     return loaded.predict({c: scoring.frame[c].to_numpy() for c in COLUMNS})
