@@ -9,12 +9,14 @@ went out, from the request's :class:`~modelplane.observe.records.RequestTrace`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from modelplane.dataplane.endpoint_runtime import EndpointRuntime, RouteRuntime
+from modelplane.observe.outcomes import Feedback
 from modelplane.observe.records import PredictionRecord, RequestTrace, split_latency
 
-__all__ = ["PredictionSink", "prediction_record"]
+__all__ = ["FeedbackSink", "PredictionSink", "prediction_record"]
 
 
 class PredictionSink(Protocol):
@@ -35,6 +37,15 @@ class PredictionSink(Protocol):
 
     async def stop(self) -> None:
         """Called when the gateway stops: write what is left."""
+        ...
+
+
+class FeedbackSink(Protocol):
+    """Takes outcomes of earlier answers (:class:`~modelplane.observe.outcomes.OutcomeStore`);
+    blocking, so the gateway calls it from a thread."""
+
+    def ingest(self, endpoint: str, items: Sequence[Feedback], *, source: str = "api") -> int:
+        """Store ``items``; how many were stored."""
         ...
 
 

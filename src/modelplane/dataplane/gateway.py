@@ -10,6 +10,7 @@ Routes (see :func:`~modelplane.dataplane.openapi.openapi_document`):
 - ``GET /v2/models/{name}[/versions/{version}]`` (metadata) and ``.../ready``
 - ``POST /v2/models/{name}[/versions/{version}]/infer`` (JSON or binary tensors)
 - ``POST /v1/endpoints/{name}:predict`` (records) and ``GET /v1/endpoints``
+- ``POST /v1/endpoints/{name}:feedback``: outcomes of earlier answers, by request id
 - ``GET /metrics`` (Prometheus text) and ``GET /openapi.json``
 
 Every response carries ``modelplane-request-id`` (the caller's ``x-request-id`` when given)
@@ -46,7 +47,7 @@ from modelplane.dataplane.endpoint_runtime import (
     resize_kept,
     serves_same,
 )
-from modelplane.dataplane.evidence import PredictionSink, prediction_record
+from modelplane.dataplane.evidence import FeedbackSink, PredictionSink, prediction_record
 from modelplane.dataplane.features_join import DEFAULTED_HEADER
 from modelplane.dataplane.handler import InferenceHandler, Result, one_line
 from modelplane.dataplane.http import (
@@ -70,6 +71,7 @@ from modelplane.dataplane.records import encode_predictions
 from modelplane.dataplane.tracing import RequestTracer, from_environment
 from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
 from modelplane.features.base import OnlineStore
+from modelplane.observe.outcomes import parse_feedback
 from modelplane.observe.records import RequestTrace
 from modelplane.security.auth import PredictAuthorizer
 from modelplane.types import Clock, SystemClock
@@ -109,6 +111,7 @@ _ENGINE_PRELOAD: dict[str, tuple[str, ...]] = {
 }
 _V1_ENDPOINTS = "/v1/endpoints/"
 _PREDICT = ":predict"
+_FEEDBACK = ":feedback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +158,13 @@ class Gateway:
         sink: PredictionSink | None = None,
         online_store: OnlineStore | None = None,
         auth: PredictAuthorizer | None = None,
+        feedback: FeedbackSink | None = None,
     ):
         self.config = config or GatewayConfig()
         self.auth = auth
         """Checks the token of every predict call; ``None``: predictions need no token."""
+        self.feedback = feedback
+        """Where ``:feedback`` outcomes go (the outcome store); ``None``: the route is off."""
         self.sink = sink
         """Where kept predictions go (the prediction log); set it before :meth:`start`."""
         self.metrics = GatewayMetrics()
@@ -462,6 +468,10 @@ class Gateway:
                 else:
                     expect_method(method, "GET")
                     await self._model_get(name, version, action, request, send)
+            elif path.startswith(_V1_ENDPOINTS) and path.endswith(_FEEDBACK):
+                name = path[len(_V1_ENDPOINTS) : -len(_FEEDBACK)]
+                expect_method(method, "POST")
+                await self._feedback(name, request, receive, send)
             elif path.startswith(_V1_ENDPOINTS) and path.endswith(_PREDICT):
                 name = path[len(_V1_ENDPOINTS) : -len(_PREDICT)]
                 expect_method(method, "POST")
@@ -538,9 +548,11 @@ class Gateway:
             if sink is not None:
                 # a success not sampled is kept too, briefly: explain answers for any request
                 kept = result.fallback_reason is not None or sink.sampled()
+                # a model's answer (not a fallback's) is kept for the outcome join
+                answered = result.outputs if result.fallback_reason is None else None
                 sink.offer(prediction_record(runtime, request.request_id, request, status=200,
                                              fallback_reason=result.fallback_reason,
-                                             brief=not kept))  # fmt: skip
+                                             brief=not kept, outputs=answered))  # fmt: skip
             if self.tracer is not None:
                 self._trace(runtime, request, version, 200, result, None, v2=v2)
         except ModelplaneError as exc:
@@ -579,6 +591,21 @@ class Gateway:
                            answered_at=request.answered_at, status=status, model_version=label,
                            route=ref, fallback_reason=reason, error_code=code, version=version,
                            records=not v2, headers=request.headers or ())  # fmt: skip
+
+    async def _feedback(self, name: str, request: _Request, receive: Receive, send: Send) -> None:
+        """Outcomes of earlier answers (:mod:`modelplane.observe.outcomes`): the same token
+        rules as a prediction; stored off the event loop before the answer."""
+        runtime = self.handler.endpoint(name)
+        if self.auth is not None:
+            await self._authorize(runtime, request)
+        sink = self.feedback
+        if sink is None:
+            raise HttpError("not_found", "this gateway takes no feedback (it has no store)")
+        body = await self._body(receive, request)
+        items = parse_feedback(body)
+        stored = await asyncio.to_thread(sink.ingest, name, items, source="api")
+        payload = _ENCODER.encode({"stored": stored, "request_id": request.request_id})
+        await _respond(send, 200, payload, _headers(request, _JSON_TYPE))
 
     async def _authorize(self, runtime: EndpointRuntime, request: _Request) -> None:
         auth = self.auth
