@@ -36,6 +36,7 @@ __all__ = [
     "read_nodes",
     "read_usage",
     "record_nodes",
+    "record_period",
     "record_usage",
 ]
 
@@ -228,19 +229,26 @@ def _replace(item: _Item, **changes: Any) -> _Item:
 
 def record_usage(engine: Engine, *intervals: UsageInterval) -> None:
     """Store ``intervals`` in one transaction (all or none)."""
-    if not intervals:
-        return
-    rows = [{**asdict(i), "kind": i.kind.value} for i in intervals]
-    with write_session(engine) as session:
-        session.execute(insert(UsageIntervalRow), rows)
+    record_period(engine, intervals, ())
 
 
 def record_nodes(engine: Engine, *nodes: NodeInterval) -> None:
     """Store what the nodes offered, in one transaction."""
-    if not nodes:
+    record_period(engine, (), nodes)
+
+
+def record_period(
+    engine: Engine, intervals: Sequence[UsageInterval], nodes: Sequence[NodeInterval]
+) -> None:
+    """Store workloads' intervals and what the nodes offered meanwhile, all or none."""
+    if not intervals and not nodes:
         return
     with write_session(engine) as session:
-        session.execute(insert(UsageNodeRow), [asdict(n) for n in nodes])
+        if intervals:
+            rows = [{**asdict(i), "kind": i.kind.value} for i in intervals]
+            session.execute(insert(UsageIntervalRow), rows)
+        if nodes:
+            session.execute(insert(UsageNodeRow), [asdict(n) for n in nodes])
 
 
 _USAGE = UsageIntervalRow.metadata.tables["usage_intervals"]

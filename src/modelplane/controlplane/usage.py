@@ -1,0 +1,440 @@
+"""The usage sampler: serving replicas' reserved resources against what they use.
+
+Inside ``modelplane up``, every ``sample_s`` the sampler:
+
+1. lists every serving replica through :class:`ReplicaSource` (the CLI adapts the
+   gateway): its endpoint, version, replica index, worker pid, team, tier and what its
+   manifest reserves;
+2. reads each worker process with psutil (CPU time, resident memory) and, where NVML
+   finds GPUs, each process's share of the devices' compute and its GPU memory; a
+   machine without a GPU or without NVML skips that part;
+3. adds the readings to the replica's open window: CPU time since the last reading (a
+   worker that restarted counts from its new process), the highest CPU rate between two
+   readings, peak and mean memory.
+
+Every ``flush_s`` (and once more when it stops) it closes the windows into
+:class:`~modelplane.observe.usage.UsageInterval` s, one per replica, and records, beside
+them, what every node of the cluster model offered over the same time and its price
+(:class:`~modelplane.observe.usage.NodeInterval`), in one transaction. A failed write
+keeps the windows open, so the next flush covers the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from modelplane.errors import ModelplaneError
+from modelplane.observe.usage import (
+    NodeInterval,
+    UsageInterval,
+    WorkloadKind,
+    record_period,
+)
+from modelplane.spec.cluster import NodeSpec
+from modelplane.types import Clock, SystemClock
+
+__all__ = [
+    "GpuMeter",
+    "GpuReading",
+    "ProcessMeter",
+    "ProcessReading",
+    "ReplicaSlot",
+    "ReplicaSource",
+    "UsageSampler",
+]
+
+log = logging.getLogger(__name__)
+
+_MIB = float(1 << 20)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSlot:
+    """One serving replica as the data plane holds it, and what its manifest reserves."""
+
+    endpoint: str
+    route: str
+    version: str
+    replica: int
+    pid: int | None
+    """The worker process; ``None`` while it starts (the reservation is held all the same)."""
+    team: str
+    tier: str
+    cpu_milli: int
+    memory_mib: int
+    gpu_fraction: float = 0.0
+    gpu_model: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return self.endpoint, self.route, self.version, self.replica
+
+    def same_reservation(self, other: ReplicaSlot) -> bool:
+        mine = (self.team, self.tier, self.cpu_milli, self.memory_mib, self.gpu_fraction)
+        theirs = (other.team, other.tier, other.cpu_milli, other.memory_mib, other.gpu_fraction)
+        return mine == theirs
+
+
+class ReplicaSource(Protocol):
+    """What the sampler reads from the data plane (the CLI adapts the gateway)."""
+
+    def replicas(self) -> Sequence[ReplicaSlot]:
+        """Every replica held now, read at once on the data plane's thread."""
+        ...
+
+
+NodeSource = Callable[[], Sequence[NodeSpec]]
+"""The cluster model's nodes now (the local node first), read at every flush."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessReading:
+    cpu_seconds: float
+    """User and system CPU time since the process started."""
+    rss_mib: float
+
+
+class ProcessMeter:
+    """Reads processes with psutil; a process that is gone or hidden reads as ``None``."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, Any] = {}
+
+    def read(self, pid: int) -> ProcessReading | None:
+        import psutil
+
+        try:
+            process = self._known.get(pid) or psutil.Process(pid)
+            with process.oneshot():
+                times = process.cpu_times()
+                reading = ProcessReading(
+                    cpu_seconds=times.user + times.system,
+                    rss_mib=process.memory_info().rss / _MIB,
+                )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            self._known.pop(pid, None)
+            return None
+        # A pid reused by another process is caught by psutil (it checks the start time).
+        self._known[pid] = process
+        return reading
+
+    def forget_all_but(self, pids: set[int]) -> None:
+        for pid in set(self._known) - pids:
+            del self._known[pid]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    busy: float
+    """Devices kept busy since the last reading (0.5: half of one device's time)."""
+    memory_mib: float
+
+
+class GpuMeter:
+    """Per-process GPU use through NVML (``pynvml``, from nvidia-ml-py).
+
+    ``available`` is false on a machine without NVML or without a GPU; the sampler then
+    records no GPU figures (``None``, not zero). NVML's per-process utilization comes as
+    samples since a timestamp; each reading asks for those since the previous one.
+    """
+
+    def __init__(self) -> None:
+        self._nvml: Any = None
+        self._handles: list[Any] = []
+        self._seen_us: dict[int, int] = {}
+        try:
+            import pynvml  # type: ignore[import-untyped]
+
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self._nvml = pynvml
+        except Exception as exc:  # the library, the driver or the device may be missing
+            log.info("no GPU figures in usage samples: %s", exc)
+            self._handles = []
+
+    @property
+    def available(self) -> bool:
+        return self._nvml is not None and bool(self._handles)
+
+    @property
+    def devices(self) -> int:
+        return len(self._handles) if self.available else 0
+
+    def read(self) -> dict[int, GpuReading]:
+        """By pid: the processes that use a GPU now."""
+        if not self.available:
+            return {}
+        busy: dict[int, float] = {}
+        memory: dict[int, float] = {}
+        for index, handle in enumerate(self._handles):
+            for process in self._processes(handle):
+                used = getattr(process, "usedGpuMemory", None) or 0
+                memory[process.pid] = memory.get(process.pid, 0.0) + used / _MIB
+            for pid, share in self._utilization(index, handle).items():
+                busy[pid] = busy.get(pid, 0.0) + share
+        return {
+            pid: GpuReading(busy.get(pid, 0.0), memory.get(pid, 0.0))
+            for pid in set(busy) | set(memory)
+        }
+
+    def _processes(self, handle: Any) -> list[Any]:
+        try:
+            return list(self._nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+        except self._nvml.NVMLError:
+            return []
+
+    def _utilization(self, index: int, handle: Any) -> dict[int, float]:
+        """Mean SM busy share per pid over the samples since the last reading."""
+        try:
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(
+                handle, self._seen_us.get(index, 0)
+            )
+        except self._nvml.NVMLError:  # NOT_FOUND: no process ran a kernel since
+            return {}
+        sums: dict[int, list[float]] = {}
+        for sample in samples:
+            sums.setdefault(sample.pid, []).append(sample.smUtil / 100.0)
+            self._seen_us[index] = max(self._seen_us.get(index, 0), sample.timeStamp)
+        return {pid: sum(v) / len(v) for pid, v in sums.items()}
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()
+            self._nvml = None
+
+
+@dataclass(slots=True)
+class _Window:
+    """One replica's readings since its interval began."""
+
+    slot: ReplicaSlot
+    start: float
+    last_at: float
+    cpu_seconds: float = 0.0
+    cpu_peak_milli: float | None = None
+    pid: int | None = None
+    cpu_mark: tuple[float, float] | None = None
+    """The last reading of ``pid``: (time, its CPU seconds)."""
+    memory: list[float] = field(default_factory=list)
+    gpu_busy: list[float] = field(default_factory=list)
+    gpu_memory_peak: float | None = None
+    fresh: bool = True
+    """The replica appeared while sampling (not at the first reading): its first process
+    began after the last reading."""
+
+    seen: bool = False
+
+    def add(self, at: float, slot: ReplicaSlot, reading: ProcessReading | None) -> None:
+        self.last_at = at
+        self.slot = slot
+        seen, self.seen = self.seen, True
+        if reading is None:
+            return
+        if slot.pid != self.pid or self.cpu_mark is None:
+            # A process not read before started since the last reading (a restart, or a
+            # replica added while sampling), so all it spent is new; the processes found
+            # at the first reading are only marked. Not by start time: the wall clock may
+            # have moved since, and the kernel's start times do not follow it.
+            if seen or self.fresh:
+                self.cpu_seconds += reading.cpu_seconds
+            self.pid = slot.pid
+        else:
+            then, cpu_then = self.cpu_mark
+            spent = max(0.0, reading.cpu_seconds - cpu_then)
+            self.cpu_seconds += spent
+            if at > then:
+                rate = spent / (at - then) * 1000.0
+                self.cpu_peak_milli = max(self.cpu_peak_milli or 0.0, rate)
+        self.cpu_mark = (at, reading.cpu_seconds)
+        self.memory.append(reading.rss_mib)
+
+    def add_gpu(self, reading: GpuReading | None) -> None:
+        self.gpu_busy.append(0.0 if reading is None else reading.busy)
+        used = 0.0 if reading is None else reading.memory_mib
+        self.gpu_memory_peak = max(self.gpu_memory_peak or 0.0, used)
+
+    def interval(self, node: str, end: float, *, gpu: bool) -> UsageInterval:
+        slot = self.slot
+        peak = max(self.memory, default=0.0)
+        mean = sum(self.memory) / len(self.memory) if self.memory else 0.0
+        return UsageInterval(
+            kind=WorkloadKind.REPLICA,
+            team=slot.team,
+            tier=slot.tier,
+            node=node,
+            start=self.start,
+            end=max(end, self.start),
+            endpoint=slot.endpoint,
+            route=slot.route,
+            version=slot.version,
+            replica=slot.replica,
+            cpu_milli=slot.cpu_milli,
+            memory_mib=slot.memory_mib,
+            gpu_fraction=slot.gpu_fraction,
+            gpu_model=slot.gpu_model,
+            cpu_seconds=self.cpu_seconds,
+            cpu_peak_milli=self.cpu_peak_milli,
+            memory_peak_mib=peak,
+            memory_mean_mib=min(mean, peak),
+            gpu_util=(sum(self.gpu_busy) / len(self.gpu_busy)) if gpu and self.gpu_busy else None,
+            gpu_memory_mib=self.gpu_memory_peak if gpu else None,
+            samples=len(self.memory),
+        )
+
+    def restart_at(self, at: float) -> None:
+        """Begin the next interval at ``at``, keeping the process mark for the next delta."""
+        self.start = self.last_at = at
+        self.cpu_seconds = 0.0
+        self.cpu_peak_milli = None
+        self.memory.clear()
+        self.gpu_busy.clear()
+        self.gpu_memory_peak = None
+
+
+class UsageSampler:
+    """Samples serving replicas and records usage intervals; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: ReplicaSource,
+        nodes: NodeSource,
+        *,
+        clock: Clock | None = None,
+        sample_s: float = 5.0,
+        flush_s: float = 60.0,
+        processes: ProcessMeter | None = None,
+        gpus: GpuMeter | None = None,
+    ) -> None:
+        if sample_s <= 0 or flush_s < sample_s:
+            raise ValueError("usage sampling needs 0 < sample_s <= flush_s")
+        self.engine = engine
+        self.source = source
+        self.nodes = nodes
+        self.sample_s = sample_s
+        self.flush_s = flush_s
+        self._clock = clock or SystemClock()
+        self._processes = processes or ProcessMeter()
+        self._gpus = gpus
+        self._windows: dict[tuple[str, str, str, int], _Window] = {}
+        self._closed: list[UsageInterval] = []
+        self._period_start: float | None = None
+        self._node = ""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every ``sample_s``, flush every ``flush_s`` and once more after ``stop``
+        is set; store errors are logged and the time is flushed later."""
+        if self._gpus is None:
+            self._gpus = await asyncio.to_thread(GpuMeter)
+        try:
+            flushed = self._clock.monotonic()
+            while not stop.is_set():
+                await self.sample()
+                if self._clock.monotonic() - flushed >= self.flush_s:
+                    await self._flush_logged()
+                    flushed = self._clock.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.sample_s)
+            await self.sample()
+            await self._flush_logged()
+        finally:
+            self._gpus.close()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except ModelplaneError as exc:
+            log.warning("usage recording failed (kept for the next flush): %s", exc)
+
+    async def sample(self) -> None:
+        """One reading of every replica. The replicas are listed on the event loop (the
+        data plane's thread); processes and GPUs are read from a worker thread."""
+        if not self._node:
+            await self._refresh_nodes()
+        slots = list(self.source.replicas())
+        now = self._clock.wall()
+        first = self._period_start is None
+        if first:
+            self._period_start = now
+        pids = {s.pid for s in slots if s.pid is not None}
+        readings, gpu = await asyncio.to_thread(self._read, pids)
+        present = set()
+        for slot in slots:
+            present.add(slot.key)
+            window = self._windows.get(slot.key)
+            if window is not None and not window.slot.same_reservation(slot):
+                closed = window.interval(self._node_name(), window.last_at, gpu=gpu is not None)
+                self._closed.append(closed)
+                window = None
+            if window is None:
+                window = _Window(slot, now, now, fresh=not first)
+                self._windows[slot.key] = window
+            window.add(now, slot, None if slot.pid is None else readings.get(slot.pid))
+            if gpu is not None:
+                window.add_gpu(None if slot.pid is None else gpu.get(slot.pid))
+        for key in set(self._windows) - present:
+            gone = self._windows.pop(key)
+            self._closed.append(gone.interval(self._node_name(), gone.last_at, gpu=gpu is not None))
+
+    def _read(
+        self, pids: set[int]
+    ) -> tuple[dict[int, ProcessReading], dict[int, GpuReading] | None]:
+        self._processes.forget_all_but(pids)
+        readings = {pid: r for pid in pids if (r := self._processes.read(pid)) is not None}
+        gpus = self._gpus
+        return readings, (gpus.read() if gpus is not None and gpus.available else None)
+
+    def _node_name(self) -> str:
+        return self._node or "local"
+
+    async def _refresh_nodes(self) -> Sequence[NodeSpec]:
+        nodes = await asyncio.to_thread(self.nodes)
+        if nodes:
+            self._node = nodes[0].name
+        return nodes
+
+    async def flush(self) -> list[UsageInterval]:
+        """Close every window into an interval ending now and record them with what the
+        nodes offered since the last flush; the intervals written."""
+        now = self._clock.wall()
+        nodes = await self._refresh_nodes()
+        gpu = self._gpus is not None and self._gpus.available
+        begun = self._period_start if self._period_start is not None else now
+        intervals = [*self._closed]
+        intervals += [w.interval(self._node_name(), now, gpu=gpu) for w in self._windows.values()]
+        offered = [_offer(node, begun, now) for node in nodes] if now > begun else []
+        await asyncio.to_thread(record_period, self.engine, intervals, offered)
+        # Only once stored: a failed write leaves the time to the next flush.
+        self._closed.clear()
+        for window in self._windows.values():
+            window.restart_at(now)
+        self._period_start = now
+        return intervals
+
+    @property
+    def open_windows(self) -> Mapping[tuple[str, str, str, int], int]:
+        """Readings held per open replica window (for status and tests)."""
+        return {key: len(w.memory) for key, w in self._windows.items()}
+
+
+def _offer(node: NodeSpec, start: float, end: float) -> NodeInterval:
+    gpus = node.gpus
+    return NodeInterval(
+        node=node.name,
+        start=start,
+        end=end,
+        cpu_milli=node.cpu_milli,
+        memory_mib=node.memory_mib,
+        gpu_count=0 if gpus is None else gpus.count,
+        gpu_model=None if gpus is None else gpus.model,
+        cost_per_hour=node.cost_per_hour,
+    )
