@@ -100,6 +100,14 @@ ROUTES = [
     Route("read version", "GET", "/v1/versions/fraud:1", "reader", "caller"),
     Route("read audit", "GET", "/v1/audit", "reader", "caller"),
     Route(
+        "read evidence", "GET", "/v1/versions/fraud:1/evidence", "reader", "caller",
+        wrong_team="growth",
+    ),
+    Route(
+        "read evidence page", "GET", "/v1/versions/fraud:1/evidence.html", "reader", "caller",
+        wrong_team="growth",
+    ),
+    Route(
         "read prediction log", "GET", f"/v1/predictions/{REQUEST_ID}", "reader", "caller",
         wrong_team="growth",
     ),

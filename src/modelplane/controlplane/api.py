@@ -22,9 +22,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from modelplane import __version__
-from modelplane.controlplane.apply import Applier
+from modelplane.controlplane.apply import Applier, JobCheck
 from modelplane.controlplane.console import register_console
+from modelplane.controlplane.evidence import register_evidence
 from modelplane.controlplane.featuresets import resolve_feature_set
+from modelplane.controlplane.job_routes import register_jobs
 from modelplane.controlplane.limits import ApiGuard, ApiLimits
 from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
 from modelplane.controlplane.rollouts import start_rollout
@@ -110,7 +112,7 @@ def _principal(request: Request) -> Principal:
 
 Caller = Annotated[Principal, Depends(_principal)]
 
-_WRITE_SCOPE = {"Endpoint": Scope.DEPLOY, "FeatureSet": Scope.FEATURES_WRITE}
+_WRITE_SCOPE = {"Endpoint": Scope.DEPLOY, "FeatureSet": Scope.FEATURES_WRITE, "Job": Scope.JOBS}
 # Kinds that hang off an endpoint (named after it) are written with the endpoint's rights.
 _ENDPOINT_PARTS = frozenset({"Rollout", "SLOReport"})
 
@@ -148,6 +150,9 @@ class _Owners:
             if kind == "Endpoint":
                 if self._exists("Endpoint", name):
                     teams.append(self.endpoint_team(name))
+            elif kind == "Job":
+                if self._exists("Job", name):
+                    teams.append(_team_of(self.resources.get("Job", name).spec))
             else:
                 teams += self.feature_set_teams(name)
         return Action(scope, what, tuple(teams))
@@ -182,6 +187,7 @@ def create_api(
     online_store: OnlineStore | None = None,
     limits: ApiLimits | None = None,
     gateway_url: str | None = None,
+    job_check: JobCheck | None = None,
 ) -> FastAPI:
     """The API over ``registry`` (and its store).
 
@@ -189,7 +195,8 @@ def create_api(
     caller acts as the local operator ``actor`` with every right (for a server on loopback
     that only its owner reaches, and for tests). ``online_store`` enables
     ``POST /v1/features/{set}:push``. ``gateway_url`` is where the console at ``/`` links
-    for the gateway's metrics.
+    for the gateway's metrics. ``job_check`` checks a submitted job's inputs (the
+    composition's planner) before it is recorded.
     """
     resources = ResourceStore(registry.engine)
     owners = _Owners(resources)
@@ -210,10 +217,12 @@ def create_api(
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    _resource_routes(api, registry, resources, owners)
+    _resource_routes(api, registry, resources, owners, job_check)
+    register_jobs(api, registry)
     _registry_routes(api, registry)
     _rollout_routes(api, registry, owners)
     _data_routes(api, registry, resources, owners, online_store)
+    register_evidence(api, registry)
     return api
 
 
@@ -222,13 +231,17 @@ def _read(who: Principal, what: str) -> None:
 
 
 def _resource_routes(
-    api: FastAPI, registry: Registry, resources: ResourceStore, owners: _Owners
+    api: FastAPI,
+    registry: Registry,
+    resources: ResourceStore,
+    owners: _Owners,
+    job_check: JobCheck | None = None,
 ) -> None:
     @api.post("/v1/apply")
     def apply(body: ApplyRequest, who: Caller) -> list[dict[str, Any]]:
         for document in body.documents:
             authorize(who, owners.apply_action(document))
-        applier = Applier(registry, resources, actor=who.subject)
+        applier = Applier(registry, resources, actor=who.subject, job_check=job_check)
         results = applier.apply_all(
             body.documents, reason=body.reason, allow_breaking=body.allow_breaking
         )
