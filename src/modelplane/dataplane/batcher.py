@@ -74,6 +74,7 @@ class _Stats:
     batch_latency_s: float = 0.0
     batches: int = 0
     rows: int = 0
+    busy_s: float = 0.0
 
 
 class Batcher:
@@ -104,6 +105,12 @@ class Batcher:
     @property
     def inflight_batches(self) -> int:
         return len(self._inflight)
+
+    @property
+    def busy_seconds(self) -> float:
+        """Seconds batches have been out on workers, summed (overlapping batches each count):
+        over ``max_inflight_batches`` replicas, its rate is their utilization."""
+        return self._stats.busy_s
 
     @property
     def mean_batch_rows(self) -> float:
@@ -289,6 +296,7 @@ class Batcher:
         )
         stats.batches += 1
         stats.rows += rows
+        stats.busy_s += latency_s
 
     def _notify(self) -> None:
         wake = self._wake

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 
 from modelplane import __version__
-from modelplane.core.circuit import BreakerConfig
+from modelplane.core.circuit import BreakerConfig, BreakerState
 from modelplane.dataplane.codec_v2 import InferResponse, check_datatypes, encode_response
 from modelplane.dataplane.edge import EdgeConfig
 from modelplane.dataplane.endpoint_runtime import (
@@ -63,7 +63,14 @@ from modelplane.dataplane.http import (
     read_body,
     status_of,
 )
-from modelplane.dataplane.metrics import CONTENT_TYPE, GatewayMetrics, ShadowReading
+from modelplane.dataplane.metrics import (
+    CONTENT_TYPE,
+    EndpointReading,
+    GatewayMetrics,
+    RouteReading,
+    ShadowReading,
+    VersionReading,
+)
 from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig, forkserver
@@ -177,6 +184,7 @@ class Gateway:
         self.handler.max_rows = self.config.edge.max_rows
         self.bodies = LargeBodies(self.config.edge, self.config.pool.start_method)
         self.metrics.shadows = self._shadow_readings
+        self.metrics.endpoints = self._endpoint_readings
         self.tracer: RequestTracer | None = from_environment()
         """Spans of every answered request (:mod:`.tracing`); ``None``, tracing off, unless
         ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
@@ -371,6 +379,9 @@ class Gateway:
             for shadow in runtime.shadows
             for c in (shadow.comparison,)
         ]  # fmt: skip
+
+    def _endpoint_readings(self) -> list[EndpointReading]:
+        return [_endpoint_reading(runtime) for runtime in list(self.handler.endpoints.values())]
 
     def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
         """Serve degraded: endpoints of ``shed_tiers`` answer 429, those of
@@ -719,6 +730,32 @@ class Gateway:
 
 
 _LOG_EVERY_S = 1.0
+
+
+def _endpoint_reading(runtime: EndpointRuntime) -> EndpointReading:
+    """Routes, model versions and SLO of one endpoint, as ``/metrics`` shows them."""
+    from modelplane.observe.cost import REFERENCE_PRICES  # a scrape's, not every request's
+
+    spec = runtime.endpoint
+    weights = [route.weight for route in spec.routes]
+    total = sum(weights) or 1.0
+    routes = tuple(
+        RouteReading(route.ref, route.target.label, weight / total,
+                     route.breaker.state is not BreakerState.CLOSED)
+        for route, weight in zip(runtime.routes, weights, strict=True)
+    )  # fmt: skip
+    versions = []
+    for target in runtime.targets:
+        asked = target.source.manifest.resources
+        price = (asked.cpu * REFERENCE_PRICES.cpu + asked.memory_mb / 1024 * REFERENCE_PRICES.memory
+                 + asked.gpus * REFERENCE_PRICES.gpu)  # fmt: skip
+        ready = sum(1 for replica in target.pool.replicas() if replica.state == "ready")
+        versions.append(VersionReading(target.label, target.pool.config.replicas, ready,
+                                       target.batcher.busy_seconds, price))  # fmt: skip
+    slo = spec.contract.slo
+    return EndpointReading(
+        spec.name, spec.team, slo.availability, slo.latency_ms / 1000, routes, tuple(versions)
+    )
 
 
 def _headers(request: _Request, content_type: tuple[bytes, bytes]) -> Headers:

@@ -31,10 +31,13 @@ __all__ = [
     "BATCH_BUCKETS",
     "CONTENT_TYPE",
     "LATENCY_BUCKETS_S",
+    "EndpointReading",
     "FeatureMetrics",
     "GatewayMetrics",
     "Histogram",
+    "RouteReading",
     "ShadowReading",
+    "VersionReading",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -86,6 +89,42 @@ class ShadowReading:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteReading:
+    """One route: the share of traffic it gets (a rollout's progress) and its breaker."""
+
+    route: str
+    model_version: str
+    traffic_share: float
+    circuit_open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VersionReading:
+    """One model version of an endpoint: replicas, time busy, and what a replica costs."""
+
+    model_version: str
+    replicas: int
+    ready: int
+    busy_s: float
+    """Seconds its workers spent on batches, summed over replicas (a counter)."""
+    replica_price_per_hour: float
+    """One replica's reservation (CPU, memory, GPUs) at list prices."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointReading:
+    """What ``/metrics`` shows of one endpoint beyond its counters: routes, model
+    versions and the SLO its contract states (for burn rates computed by Prometheus)."""
+
+    endpoint: str
+    team: str
+    availability_objective: float
+    latency_objective_s: float
+    routes: tuple[RouteReading, ...]
+    versions: tuple[VersionReading, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Source:
     endpoint: str
     model_version: str
@@ -109,6 +148,8 @@ class GatewayMetrics:
         self._sources: list[_Source] = []
         self.shadows: Callable[[], Iterable[ShadowReading]] = tuple
         """Every shadow's cumulative comparison counters, read at scrape time."""
+        self.endpoints: Callable[[], Iterable[EndpointReading]] = tuple
+        """Every endpoint's routes, versions and SLO, read at scrape time."""
         self.features = FeatureMetrics()
         self.registry.register(_Collector(self))
 
@@ -185,6 +226,7 @@ class GatewayMetrics:
             batches.add_metric([version], hist.buckets(), hist.total)
         yield batches
         yield from self._gauges()
+        yield from _endpoint_families(self.endpoints())
         yield from self._shadow_families()
         yield from self.features.families()
 
@@ -237,6 +279,46 @@ class GatewayMetrics:
             restarts.add_metric(names, source.restarts())
         yield depth
         yield restarts
+
+
+def _endpoint_families(readings: Iterable[EndpointReading]) -> Iterator[Metric]:
+    def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(_PREFIX + name, doc, labels=labels)
+
+    share = gauge("route_traffic_share", "Share of the endpoint's traffic a route gets (0-1).",
+                  "endpoint", "route", "model_version")  # fmt: skip
+    circuit = gauge("circuit_open", "1 while a route's circuit breaker is open.",
+                    "endpoint", "route")  # fmt: skip
+    replicas = gauge("replicas", "Worker processes asked for.", "endpoint", "model_version")
+    ready = gauge("replicas_ready", "Worker processes ready.", "endpoint", "model_version")
+    busy = CounterMetricFamily(
+        _PREFIX + "busy_seconds", "Seconds workers spent on batches, summed over replicas.",
+        labels=("endpoint", "model_version"),
+    )  # fmt: skip
+    price = gauge(
+        "replica_price_per_hour",
+        "One replica's reservation at list prices (USD per hour); idle cost per hour is "
+        "(replicas - rate(busy_seconds_total)) * this.",
+        "endpoint", "team", "model_version",
+    )  # fmt: skip
+    availability = gauge("slo_availability_objective", "The contract's availability target.",
+                         "endpoint", "team")  # fmt: skip
+    latency = gauge("slo_latency_objective_seconds", "The contract's latency objective.",
+                    "endpoint", "team")  # fmt: skip
+    for reading in readings:
+        name, team = reading.endpoint, reading.team
+        availability.add_metric([name, team], reading.availability_objective)
+        latency.add_metric([name, team], reading.latency_objective_s)
+        for route in reading.routes:
+            share.add_metric([name, route.route, route.model_version], route.traffic_share)
+            circuit.add_metric([name, route.route], 1.0 if route.circuit_open else 0.0)
+        for version in reading.versions:
+            labels = [name, version.model_version]
+            replicas.add_metric(labels, version.replicas)
+            ready.add_metric(labels, version.ready)
+            busy.add_metric(labels, version.busy_s)
+            price.add_metric([name, team, version.model_version], version.replica_price_per_hour)
+    yield from (share, circuit, replicas, ready, busy, price, availability, latency)
 
 
 # ---------------------------------------------------------------- request-time feature join
