@@ -34,6 +34,7 @@ from modelplane.registry.service import Registry, open_registry
 from modelplane.security.auth import CachedAuthenticator
 from modelplane.security.tokens import TokenStore
 from modelplane.store.db import read_session
+from modelplane.store.jobs import JobStore
 from modelplane.store.resources import ResourceStore
 from modelplane.store.schema import Base, PredictionRow
 from modelplane.types import FakeClock
@@ -66,6 +67,17 @@ FEATURE_SET = {
     "freshness": {"max_age_s": 3600.0},
 }
 POLICY = {"kind": "Policy", "name": "default"}
+JOB = {
+    "kind": "Job",
+    "name": "risk-backfill",
+    "team": "risk",
+    "work": {
+        "type": "batch-score",
+        "model": "fraud:1",
+        "input": {"url": "/data/risk.parquet"},
+        "output": {"url": "/data/risk-scores"},
+    },
+}
 REQUEST_ID = "req-risk-1"
 
 
@@ -143,6 +155,21 @@ ROUTES = [
         "delete endpoint", "DELETE", "/v1/resources/Endpoint/risk-score", "deployer", "reader",
         wrong_team="growth",
     ),
+    Route("list jobs", "GET", "/v1/jobs", "reader", "caller"),
+    Route("show job", "GET", "/v1/jobs/risk-job", "reader", "caller"),
+    Route("job logs", "GET", "/v1/jobs/risk-job/logs", "reader", "caller"),
+    Route(
+        "submit job", "POST", "/v1/apply", "runner", "reader", wrong_team="growth",
+        body={"documents": [JOB]},
+    ),
+    Route(
+        "cancel job", "POST", "/v1/jobs/risk-job:cancel", "runner", "reader",
+        wrong_team="growth", body={"reason": "wrong input"},
+    ),
+    Route(
+        "retry job", "POST", "/v1/jobs/risk-job:retry", "runner", "reader",
+        wrong_team="growth", body={"reason": "input fixed"},
+    ),
     # last: the admin's call (the allowed one) hands the endpoint to another team
     Route(
         "take over endpoint", "POST", "/v1/apply", "admin", "reader", wrong_team="growth",
@@ -177,7 +204,8 @@ def _issue(engine: Engine) -> dict[str, str]:
     issue("deployer", "risk", "deploy", "features:write", "read")
     issue("reader", "risk", "read")
     issue("caller", "risk", "predict")
-    issue("growth", "growth", "deploy", "features:write", "read", "predict")
+    issue("growth", "growth", "deploy", "features:write", "read", "predict", "jobs")
+    issue("runner", "risk", "jobs", "read")
     issue("revoked", "risk", "deploy", "features:write", "read", "predict")
     store.revoke(issued["revoked"].split("_")[1], actor="test")
     past = TokenStore(engine, clock=FakeClock(start=time.time() - 3600))
@@ -203,6 +231,11 @@ def _seed(registry: Registry, tmp_path: Path) -> None:
     for name, team in (("risk-score", "risk"), ("growth-score", "growth")):
         resources.apply("Endpoint", name, endpoint(name, team), actor="seed")
     resources.apply("FeatureSet", "customer:1", FEATURE_SET, actor="seed")
+    resources.apply("Job", "risk-job", {**JOB, "name": "risk-job"}, actor="seed")
+    JobStore(registry.engine).create(
+        name="risk-job", uid="00000000-0000-4000-8000-000000000001", generation=1,
+        team="risk", tier="batch", work_type="batch-score", submitted_at=1.0, now=1.0,
+    )  # fmt: skip
     with registry.engine.begin() as conn:
         for status in (200, 503):
             conn.execute(

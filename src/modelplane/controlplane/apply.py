@@ -9,7 +9,7 @@ does not silently change what an endpoint runs; applying it again (or a rollout)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,23 @@ from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint, FeatureBinding
 from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.io import parse
+from modelplane.spec.job import Job
 from modelplane.spec.manifest import Manifest
 from modelplane.spec.policy import Policy
 from modelplane.store.resources import Applied, ResourceStore
 
 __all__ = ["ApplyResult", "Applier", "load_documents"]
 
-Spec = Endpoint | Policy | FeatureSet
-KINDS: dict[str, type[Spec]] = {"Endpoint": Endpoint, "Policy": Policy, "FeatureSet": FeatureSet}
+Spec = Endpoint | Policy | FeatureSet | Job
+KINDS: dict[str, type[Spec]] = {
+    "Endpoint": Endpoint,
+    "Policy": Policy,
+    "FeatureSet": FeatureSet,
+    "Job": Job,
+}
+JobCheck = Callable[[Job], None]
+"""Checks a job's inputs before it is recorded (the composition supplies one that reads
+the dataset; the control plane cannot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +84,18 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
 class Applier:
     """Applies documents against a registry (for model refs) and the resource store."""
 
-    def __init__(self, registry: Registry, resources: ResourceStore, *, actor: str) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        resources: ResourceStore,
+        *,
+        actor: str,
+        job_check: JobCheck | None = None,
+    ) -> None:
         self.registry = registry
         self.resources = resources
         self.actor = actor
+        self.job_check = job_check
 
     def apply_all(
         self,
@@ -110,6 +127,8 @@ class Applier:
             return spec, resolved, warnings
         if isinstance(spec, FeatureSet):
             return spec, {}, self._check_feature_set(spec)
+        if isinstance(spec, Job):
+            return spec, self._check_job(spec), ()
         if isinstance(spec, Policy):
             self._check_one_policy(spec)
         return spec, {}, ()
@@ -145,6 +164,37 @@ class Applier:
                 )
             return ()
         return tuple(check_revision(latest, featureset))
+
+    def _check_job(self, job: Job) -> dict[str, Any]:
+        """Pin the model (an alias resolves now, once); a job never changes once submitted."""
+        ref = job.model_ref
+        resolved: dict[str, Any] = {}
+        if ref is not None and not job.pins:
+            field = "work.model" if job.work.type == "batch-score" else "work.package"
+            try:
+                version = self.registry.get(ref)
+            except NotFound as exc:
+                raise NotFound(
+                    f"{field}: {exc.message}", details=[{"field": field, "problem": exc.message}]
+                ) from None
+            resolved[ref] = {"ref": version.ref, "digest": version.digest}
+        try:
+            previous = self.resources.get("Job", job.name)
+        except NotFound:
+            previous = None
+        if previous is not None:
+            before = Job.model_validate(previous.spec).model_copy(update={"pins": {}})
+            if before != job.model_copy(update={"pins": {}}):
+                raise Conflict(
+                    f"job {job.name} exists and a job does not change once submitted: cancel"
+                    " it (modelplane jobs cancel) or submit under another name",
+                    details=[{"field": "name", "problem": "a job with this name exists"}],
+                )
+            return {}
+        if self.job_check is not None:
+            pins = {r: t["ref"] for r, t in resolved.items()}
+            self.job_check(job.model_copy(update={"pins": pins}))
+        return resolved
 
     def _check_endpoint(
         self, endpoint: Endpoint, allow_breaking: bool
@@ -218,6 +268,14 @@ class Applier:
             # Pins are desired state, so they live in the spec; status is the controllers'.
             pins = {ref: target["ref"] for ref, target in resolved.items()}
             spec = spec.model_copy(update={"pins": pins})
+        if isinstance(spec, Job) and resolved:
+            spec = spec.model_copy(update={"pins": {r: t["ref"] for r, t in resolved.items()}})
+        if isinstance(spec, Job):
+            try:  # applying the same job again changes nothing (its stored spec is pinned)
+                stored = self.resources.get("Job", name)
+                return ApplyResult(spec.kind, name, "unchanged", stored.generation)
+            except NotFound:
+                pass
         applied: Applied = self.resources.apply(
             spec.kind, name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
         )
