@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     ``home/audit.key``, created with mode 0600 on first use. Every process writing the same
     state store needs the same key, so set this where they do not share a home."""
 
+    usage_sample_s: float = Field(default=5.0, gt=0)
+    """How often ``up`` reads each serving replica's CPU, memory and GPU use."""
+
+    usage_flush_s: float = Field(default=60.0, gt=0)
+    """How often ``up`` records the readings as usage intervals (at least one sample)."""
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -177,6 +177,7 @@ async def _run(
     oidc: OidcConfig | None = None,
 ) -> None:
     from modelplane.cli.autoscale import GatewayConcurrency
+    from modelplane.cli.gateway_usage import usage_sampler
     from modelplane.cli.tokens import server_auth
     from modelplane.controlplane.api import create_api
     from modelplane.controlplane.autoscaler import Autoscaler
@@ -222,6 +223,7 @@ async def _run(
     autoscaler = Autoscaler(registry, GatewayConcurrency(gateway))
     degrader = Degrader(registry, GatewayConcurrency(gateway), target=gateway)
     slo = SloRecorder(registry.engine, GatewaySlo(gateway))
+    usage = usage_sampler(registry.engine, gateway, settings)
     servers = [
         _server(gateway, host, port, lifespan="on"),
         _server(api, host, api_port, lifespan="off"),
@@ -251,6 +253,7 @@ async def _run(
                     ("endpoint controller", controller.run),
                     ("rollout controller", rollouts.run),
                     ("SLO recorder", slo.run),
+                    ("usage sampler", usage.run),
                     ("autoscaler", autoscaler.run),
                     ("degrader", degrader.run),
                 )

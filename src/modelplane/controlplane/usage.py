@@ -348,6 +348,7 @@ class UsageSampler:
             await self._flush_logged()
         finally:
             self._gpus.close()
+            self._gpus = None  # a restarted run opens NVML again
 
     async def _flush_logged(self) -> None:
         try:
@@ -359,7 +360,10 @@ class UsageSampler:
         """One reading of every replica. The replicas are listed on the event loop (the
         data plane's thread); processes and GPUs are read from a worker thread."""
         if not self._node:
-            await self._refresh_nodes()
+            try:
+                await self._refresh_nodes()
+            except ModelplaneError as exc:  # a bad cluster.yaml: sample all the same
+                log.warning("usage: cannot read the cluster model: %s", exc)
         slots = list(self.source.replicas())
         now = self._clock.wall()
         first = self._period_start is None
