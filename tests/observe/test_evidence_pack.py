@@ -82,11 +82,8 @@ def check(key_id: str, public_key: str, signature: str, name: str, digest: str) 
     return signature_valid(Signature(key_id, public_key, signature), name, digest)
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    registry = open_registry(
-        f"sqlite:///{tmp_path}/state.db", str(tmp_path / "art"), actor="alice", audit_key=KEY
-    )
+def seed(registry: Registry, tmp_path: Path) -> None:
+    """fraud:1 (champion) and fraud:2 of team risk; fraud-score serving fraud@champion."""
     frame = pd.DataFrame(np.random.default_rng(5).normal(size=(30, 2)), columns=["a", "b"])
     for version, c in enumerate((1.0, 0.1), start=1):
         model = LogisticRegression(C=c).fit(frame, (frame["a"] > 0).astype(int))
@@ -104,6 +101,14 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
         "routes": [{"model": STABLE}],
     }  # fmt: skip
     Applier(registry, ResourceStore(registry.engine), actor="alice").apply_all([endpoint])
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    registry = open_registry(
+        f"sqlite:///{tmp_path}/state.db", str(tmp_path / "art"), actor="alice", audit_key=KEY
+    )
+    seed(registry, tmp_path)
     yield registry
     registry.close()
 

@@ -12,9 +12,11 @@ from modelplane.cli import (
     audit,
     contract,
     evidence,
+    evidence_pack,
     features,
     keys,
     models,
+    outcomes,
     remote,
     resources,
     serve,
@@ -64,7 +66,9 @@ up.register(app)
 remote.register(app)
 register_rollout(app)
 evidence.register(app)
+evidence_pack.register(app)
 keys.register(app)
+outcomes.register(app)
 register_policy(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
