@@ -231,6 +231,10 @@ class Remote:
         endpoints: list[dict[str, Any]] = self._call("GET", "/v1/status")["endpoints"]
         return endpoints
 
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """A read-only route's JSON (reports and the like that the CLI only prints)."""
+        return self._call("GET", path, params=params or {})
+
     def whoami(self) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", "/v1/whoami")
         return found
