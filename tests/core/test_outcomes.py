@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from modelplane.core.gates import Outcome, WindowStats, evaluate_gate
 from modelplane.core.outcomes import (
+    Comparison,
     Metric,
     accuracy,
     auc,
@@ -19,6 +23,7 @@ from modelplane.core.outcomes import (
     metrics_for,
     rmse,
 )
+from modelplane.spec.rollout import OutcomeGate
 
 
 def calibrated(n: int, seed: int, *, quality: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -132,3 +137,26 @@ def test_cbpe_parts_from_reality_when_scores_stop_being_calibrated() -> None:
     assert estimate_parted(estimate.accuracy, accuracy(y, overconfident), y.size)
     assert cbpe([]) is None
     assert not estimate_parted(0.9, 0.1, 0)
+
+
+def gate_result(comparison: Comparison | None, *, shadow_step: bool = False, **kw: Any) -> Any:
+    gate = OutcomeGate(**kw)
+    stats = WindowStats(outcomes={gate.label: comparison} if comparison is not None else {})
+    return evaluate_gate(gate, stats, shadow_step=shadow_step)
+
+
+def test_the_outcome_gate_fails_a_regression_and_waits_for_labels() -> None:
+    base = calibrated(3000, 1)
+    y, s = calibrated(3000, 2)
+    worse = compare(Metric.AUC, base, (y, 1 - s))
+    failed = gate_result(worse, min_labels=100)
+    assert failed.outcome is Outcome.FAIL
+    assert "worse by at least" in failed.reason
+    assert failed.reading["candidate_labels"] == 3000
+    fine = gate_result(compare(Metric.AUC, base, (y, s)), min_labels=100)
+    assert fine.outcome is Outcome.PASS
+    few = gate_result(worse, min_labels=5000)
+    assert few.outcome is Outcome.INCONCLUSIVE
+    assert "waiting for labels" in few.reason
+    assert gate_result(None).outcome is Outcome.INCONCLUSIVE
+    assert gate_result(worse, shadow_step=True).outcome is Outcome.PASS

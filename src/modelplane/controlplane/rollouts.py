@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from modelplane.controlplane.apply import Applier
@@ -52,6 +53,7 @@ from modelplane.core.gates import (
     ShadowStats,
     evaluate_gates,
 )
+from modelplane.core.outcomes import Comparison, Metric
 from modelplane.core.rollout import (
     TERMINAL,
     Command,
@@ -62,9 +64,10 @@ from modelplane.core.rollout import (
     step,
 )
 from modelplane.errors import Conflict, NotFound
+from modelplane.observe.outcome_report import compare_versions
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
-from modelplane.spec.rollout import RolloutSpec, ShadowStep
+from modelplane.spec.rollout import OutcomeGate, RolloutSpec, ShadowStep
 from modelplane.store import audit
 from modelplane.store.db import write_session
 from modelplane.store.resources import Resource, ResourceStore
@@ -254,12 +257,37 @@ class RolloutController:
                 shadow_base=shadow_from_dict(baseline.get("shadow")),
             )
         endpoint = Endpoint.model_validate(self.resources.get("Endpoint", spec.endpoint).spec)
+        if stats is not None and any(isinstance(g, OutcomeGate) for g in spec.gates):
+            since = float(status.get("reference", {}).get("at") or started or 0.0)
+            stats = replace(stats, outcomes=self._outcomes(spec, endpoint, stable, since))
         return RolloutSnapshot(
             canary_ready_percent=100.0 if canary_ready else 0.0,
             stable_ready=self.evidence.route_ready(spec.endpoint, stable),
             stats=stats,
             slo=endpoint.contract.slo,
         )
+
+    def _outcomes(
+        self, spec: RolloutSpec, endpoint: Endpoint, stable: str, since: float
+    ) -> dict[str, Comparison]:
+        """Each ``outcome`` gate's comparison: labels of rows answered since the rollout's
+        first step, the new version's against stable's (same period, same callers)."""
+        versions = [self.registry.get(endpoint.pinned(ref)).ref for ref in (stable, spec.to)]
+        return {
+            gate.label: compare_versions(
+                self.registry.engine,
+                spec.endpoint,
+                versions[0],
+                versions[1],
+                metric=Metric(gate.metric),
+                score=gate.score,
+                answered_since=since,
+                confidence=gate.confidence,
+                tolerance=gate.tolerance,
+            )
+            for gate in spec.gates
+            if isinstance(gate, OutcomeGate)
+        }
 
     def _readings(
         self,

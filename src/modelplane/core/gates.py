@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from modelplane.core.drift import Histogram, label_js, psi
+from modelplane.core.outcomes import Comparison
 from modelplane.spec.contract import SLO
 from modelplane.spec.rollout import (
     CustomGate,
@@ -24,6 +25,7 @@ from modelplane.spec.rollout import (
     GateSpec,
     LatencyGate,
     MinSamplesGate,
+    OutcomeGate,
     ShadowDisagreementGate,
 )
 
@@ -122,6 +124,8 @@ class WindowStats:
     burn: tuple[BurnWindow, ...] = ()
     since: float | None = None
     """When counting began; evidence from before the step started is not the step's."""
+    outcomes: Mapping[str, Comparison] = field(default_factory=dict)
+    """Labelled outcomes of the new version against stable's, by ``outcome`` gate label."""
 
 
 CustomResolver = Callable[[str], Callable[[WindowStats], GateResult]]
@@ -183,6 +187,8 @@ def evaluate_gate(
         return _shadow(gate, stats, shadow_step)
     if isinstance(gate, ErrorBudgetBurnGate):
         return _burn(gate, stats, slo)
+    if isinstance(gate, OutcomeGate):
+        return _outcome(gate, stats, shadow_step)
     return _custom(gate, stats, resolver)
 
 
@@ -346,6 +352,33 @@ def _burn(gate: ErrorBudgetBurnGate, stats: WindowStats, slo: SLO | None) -> Gat
         why = f"burning the error budget at {worst:.1f}x (max {gate.max_burn_rate:g}x)"
         return GateResult(gate.label, Outcome.FAIL, reading, why)
     return GateResult(gate.label, Outcome.PASS, reading, "error budget burn within limits")
+
+
+def _outcome(gate: OutcomeGate, stats: WindowStats, shadow_step: bool) -> GateResult:
+    if shadow_step:
+        # a shadow's answers reach no caller, so no outcome is ever about them
+        return GateResult(gate.label, Outcome.PASS, {}, "applies to canary steps only")
+    found = stats.outcomes.get(gate.label)
+    if found is None:
+        return _wait(gate, "no outcome evidence read for this step")
+    reading = found.to_reading() | {"min_labels": float(gate.min_labels)}
+    short = min(found.baseline_rows, found.candidate_rows)
+    if short < gate.min_labels or found.worse_by is None:
+        return _wait(
+            gate,
+            f"waiting for labels: {found.candidate_rows} for the new version,"
+            f" {found.baseline_rows} for stable, {gate.min_labels} each needed",
+            reading,
+        )
+    metric = found.metric.value
+    if found.regressed:
+        why = (
+            f"{metric} {found.candidate:.4g} vs stable's {found.baseline:.4g}: worse by at least"
+            f" {found.bound:.3g} at {found.confidence:.0%} (p={found.p_value:.2g})"
+        )
+        return GateResult(gate.label, Outcome.FAIL, reading, why)
+    ok = f"{metric} {found.candidate:.4g} vs stable's {found.baseline:.4g}: no evidence of worse"
+    return GateResult(gate.label, Outcome.PASS, reading, ok)
 
 
 def _custom(gate: CustomGate, stats: WindowStats, resolver: CustomResolver | None) -> GateResult:

@@ -35,6 +35,7 @@ __all__ = [
     "LatencyGate",
     "MinSamplesGate",
     "OnFail",
+    "OutcomeGate",
     "RolloutSpec",
     "RolloutStep",
     "ShadowDisagreementGate",
@@ -160,6 +161,24 @@ class ErrorBudgetBurnGate(_Gate):
     """Overrides the contract's SLO when set."""
 
 
+class OutcomeGate(_Gate):
+    """The new version judged on labelled outcomes (``modelplane feedback``) against
+    stable's over the same period: fails on a regression with statistical evidence (a
+    one-sided test at ``confidence``), waits until each version has ``min_labels``."""
+
+    type: Literal["outcome"] = "outcome"
+    metric: Literal["accuracy", "auc", "log_loss", "mae", "rmse"] = "auc"
+    """Classifiers: accuracy, auc, log_loss; regressors: mae, rmse."""
+    score: str | None = None
+    """The output judged; ``None`` picks ``probabilities``, ``score``, ``prediction``..."""
+    min_labels: int = Field(default=200, ge=2)
+    """Labelled rows each version needs before the gate concludes; until then it waits."""
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Of the one-sided test: the chance that a regression it reports is not noise."""
+    tolerance: float = Field(default=0.0, ge=0.0)
+    """How much worse (in the metric's units) is accepted before it counts."""
+
+
 class CustomGate(_Gate):
     """A Python callable ``module:function`` taking the window stats, returning a result."""
 
@@ -187,6 +206,7 @@ GateSpec = Annotated[
     | ShadowDisagreementGate
     | MinSamplesGate
     | ErrorBudgetBurnGate
+    | OutcomeGate
     | CustomGate,
     Field(discriminator="type"),
 ]
