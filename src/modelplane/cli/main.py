@@ -26,6 +26,7 @@ from modelplane.cli import (
 )
 from modelplane.cli.context import CliContext
 from modelplane.cli.policy import register as register_policy
+from modelplane.cli.report import register as register_report
 from modelplane.cli.rollout import register as register_rollout
 
 __all__ = ["app", "main"]
@@ -70,6 +71,7 @@ evidence_pack.register(app)
 keys.register(app)
 outcomes.register(app)
 register_policy(app)
+register_report(app)
 app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")
