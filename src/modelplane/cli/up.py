@@ -188,6 +188,7 @@ async def _run(
     from modelplane.controlplane.slo import SloRecorder
     from modelplane.dataplane.gateway import Gateway
     from modelplane.features.stores import open_online_store
+    from modelplane.observe.outcomes import OutcomeStore
     from modelplane.observe.predlog import PredictionLog
     from modelplane.registry.service import open_registry
     from modelplane.security.keys import audit_key_from
@@ -208,6 +209,7 @@ async def _run(
         sink=PredictionLog(registry.engine, evidence),
         online_store=online_store,
         auth=guard.predict,
+        feedback=OutcomeStore(registry.engine),
     )
     api = create_api(
         registry,
