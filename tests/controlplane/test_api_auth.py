@@ -155,6 +155,8 @@ ROUTES = [
         "delete endpoint", "DELETE", "/v1/resources/Endpoint/risk-score", "deployer", "reader",
         wrong_team="growth",
     ),
+    Route("cost report", "GET", "/v1/reports/cost", "reader", "caller"),
+    Route("usage report", "GET", "/v1/reports/usage", "reader", "caller"),
     Route("list jobs", "GET", "/v1/jobs", "reader", "caller"),
     Route("show job", "GET", "/v1/jobs/risk-job", "reader", "caller"),
     Route("job logs", "GET", "/v1/jobs/risk-job/logs", "reader", "caller"),

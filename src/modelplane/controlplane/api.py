@@ -31,6 +31,7 @@ from modelplane.controlplane.limits import ApiGuard, ApiLimits
 from modelplane.controlplane.rollout_commands import record_command, rollback_traffic
 from modelplane.controlplane.rollouts import start_rollout
 from modelplane.controlplane.uploads import receive_package
+from modelplane.controlplane.usage_routes import register_usage_routes
 from modelplane.core.rollout import Command
 from modelplane.errors import HTTP_STATUS, InvalidSpec, ModelplaneError, NotFound
 from modelplane.features.base import OnlineStore
@@ -223,6 +224,7 @@ def create_api(
     _rollout_routes(api, registry, owners)
     _data_routes(api, registry, resources, owners, online_store)
     register_evidence(api, registry)
+    register_usage_routes(api, registry.engine)
     return api
 
 
