@@ -326,3 +326,37 @@ def test_unknown_versions_are_not_found(registry: Registry) -> None:
         pack_of(registry, "nope:1")
     with pytest.raises(NotFound, match="fraud@gone"):
         pack_of(registry, "fraud@gone")
+
+
+def test_outcomes_of_the_version_come_from_the_outcome_report(registry: Registry) -> None:
+    from modelplane.observe.outcomes import Feedback, OutcomeStore
+    from modelplane.store.schema import AnswerRow
+
+    rolled_back_then_promoted(registry)
+    rng = np.random.default_rng(1)
+    feedback = []
+    with write_session(registry.engine) as session:
+        for version, noise in (("fraud:1", 0.1), ("fraud:2", 0.45)):
+            for i in range(200):
+                label = int(rng.integers(0, 2))
+                score = float(np.clip(label + rng.normal(0, noise), 0.01, 0.99))
+                request_id = f"{version}-{i}"
+                session.execute(insert(AnswerRow).values(
+                    request_id=request_id, at=time.time() - 60, endpoint=ENDPOINT,
+                    model_version=version, route=version, route_kind="stable", rows=1,
+                    feature_sets=None, outputs={"probability": [score]},
+                ))  # fmt: skip
+                if i < 150:  # a quarter never labelled
+                    feedback.append(Feedback(request_id, float(label)))
+    OutcomeStore(registry.engine).ingest(ENDPOINT, feedback)
+    [endpoint] = pack_of(registry)["outcomes"]["endpoints"]
+    assert endpoint["task"] == "classifier"
+    mine = endpoint["version"]
+    assert (mine["version"], mine["answered_rows"], mine["labelled_rows"]) == ("fraud:2", 200, 150)
+    assert mine["coverage"] == pytest.approx(0.75)
+    assert "auc" in mine["metrics"]
+    [comparison] = endpoint["comparisons"]
+    assert (comparison["baseline"], comparison["candidate"]) == ("fraud:1", "fraud:2")
+    assert comparison["regressed"] is True  # made noisier on purpose
+    assert any("fraud:2 is worse than fraud:1" in line for line in endpoint["alerts"])
+    assert "fraud:2 is worse than fraud:1" in render_page(pack_of(registry))

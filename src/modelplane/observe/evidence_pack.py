@@ -146,13 +146,9 @@ def build_pack(
     now: datetime,
     anchors: Sequence[Anchor] = (),
     signature_check: SignatureCheck | None = None,
-    outcomes: Callable[[str, Sequence[str]], Any] | None = None,
 ) -> dict[str, Any]:
-    """The sealed evidence pack of version ``ref`` (``name:version`` or ``name@alias``).
-
-    ``anchors`` are checked with the audit chain; ``outcomes(ref, endpoints)`` (when given)
-    returns the section of labelled outcomes.
-    """
+    """The sealed evidence pack of version ``ref`` (``name:version`` or ``name@alias``);
+    ``anchors`` are checked with the audit chain."""
     name, number, alias = parse_version_ref(ref)
     with read_session(engine) as session:
         row = _version_row(session, name, number, alias)
@@ -174,12 +170,13 @@ def build_pack(
             "rollouts": [_rollout(story, role) for story, role in stories],
             "approvals": _approvals(session, row, stories, signature_check),
             "production": production_section(session, periods, row.digest, version_ref, now=now),
-            "outcomes": _outcomes(outcomes, version_ref, periods),
+            "outcomes": None,  # read below, by its own report
             "incidents": incidents_section(
                 session, row.digest, version_ref, periods, [s for s, _ in stories]
             ),
             "audit": _verification(session, anchors),
         }
+    document["outcomes"] = _outcomes(engine, version_ref, periods)
     return seal(document)
 
 
@@ -414,13 +411,34 @@ def _approvals(
     return out
 
 
-def _outcomes(
-    outcomes: Callable[[str, Sequence[str]], Any] | None, ref: str, periods: Sequence[Period]
-) -> Any:
-    endpoints = sorted({p.endpoint for p in periods})
-    if outcomes is None:
-        return {"available": False, "note": "no outcome source was given to this pack"}
-    return outcomes(ref, endpoints)
+def _outcomes(engine: Engine, ref: str, periods: Sequence[Period]) -> dict[str, Any]:
+    """Per endpoint it served, the version's labelled outcomes, the comparisons with the
+    versions before and after it, and the alerts that name it."""
+    from modelplane.observe.outcome_report import outcomes_by_version
+
+    endpoints = []
+    for endpoint in sorted({p.endpoint for p in periods}):
+        report = outcomes_by_version(engine, endpoint)
+        whole = report.to_dict()
+        mine = [v for v in whole["versions"] if v["version"] == ref]
+        # Named from the objects: the comparison's numbers reuse "baseline" and "candidate".
+        comparisons = [
+            {"baseline": c.baseline, "candidate": c.candidate, "metric": c.comparison.metric.value,
+             "regressed": c.regressed, "confidence": c.comparison.confidence,
+             "reading": c.comparison.to_reading()}
+            for c in report.comparisons
+            if ref in (c.baseline, c.candidate)
+        ]  # fmt: skip
+        endpoints.append({
+            "endpoint": endpoint,
+            "task": whole["task"],
+            "metric": whole["metric"],
+            "version": mine[0] if mine else None,
+            "comparisons": comparisons,
+            "feature_sets": whole["feature_sets"],
+            "alerts": [line for line in whole["alerts"] if ref in line],
+        })  # fmt: skip
+    return {"endpoints": endpoints}
 
 
 def _verification(session: Session, anchors: Sequence[Anchor]) -> dict[str, Any]:

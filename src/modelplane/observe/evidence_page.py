@@ -192,14 +192,31 @@ def _production(pack: Mapping[str, Any]) -> str:
 
 
 def _outcomes(pack: Mapping[str, Any]) -> str:
-    outcomes = pack["outcomes"]
-    if isinstance(outcomes, Mapping) and outcomes.get("available") is False:
-        return f'<p class="muted">{_esc(outcomes.get("note"))}</p>'
-    rows = outcomes.get("versions", []) if isinstance(outcomes, Mapping) else []
-    if rows and isinstance(rows, list):
-        headings = sorted({k for row in rows for k in row})
-        return _table(headings, [[row.get(h) for h in headings] for row in rows], "")
-    return f"<pre>{html.escape(json.dumps(outcomes, indent=2, sort_keys=True))}</pre>"
+    parts = []
+    for e in pack["outcomes"]["endpoints"]:
+        v = e["version"]
+        parts.append(f"<h3>{_esc(e['endpoint'])} <span class=\"muted\">({_esc(e['task'])},"
+                     f" compared by {_esc(e['metric'])})</span></h3>")  # fmt: skip
+        if v is None:
+            parts.append('<p class="muted">no answer of this version is kept to join labels to</p>')
+            continue
+        parts.append(_pairs({
+            "answered": v["answered_rows"], "labelled": v["labelled_rows"],
+            "label coverage": v["coverage"], "label latency p50 s": v["label_latency_p50_s"],
+            "label latency p90 s": v["label_latency_p90_s"],
+            **{f"metric {k}": m for k, m in sorted(v["metrics"].items())},
+            **{f"business {k}": b for k, b in sorted(v["business"].items())},
+            "estimate (CBPE)": v["estimate"], "estimate parted from realised": v["estimate_parted"],
+        }))  # fmt: skip
+        parts.append(_table(
+            ["baseline", "candidate", "metric", "regressed", "reading"],
+            [(c["baseline"], c["candidate"], c["metric"], _badge(not c["regressed"], "no", "yes"),
+              ", ".join(f"{k}={_text(x)}" for k, x in sorted(c["reading"].items())))
+             for c in e["comparisons"]],
+            "not compared with another version yet",
+        ))  # fmt: skip
+        parts.extend(f'<p class="bad">{_esc(line)}</p>' for line in e["alerts"])
+    return "".join(parts) or '<p class="muted">served no endpoint: no outcomes</p>'
 
 
 def _incidents(pack: Mapping[str, Any]) -> str:
