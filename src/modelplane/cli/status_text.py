@@ -26,6 +26,8 @@ def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
         rollout = endpoint["rollout"]
         if rollout is not None and rollout["in_progress"]:
             yield "  " + _rollout_line(rollout)
+        for alert in (endpoint.get("outcomes") or {}).get("alerts", []):
+            yield f"  OUTCOME ALERT {alert}"
 
 
 def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -25,6 +25,7 @@ from modelplane.cli.rollout import GatewayEvidence
 
 if TYPE_CHECKING:
     import uvicorn
+    from sqlalchemy import Engine
 
     from modelplane.controlplane.endpoints import EndpointPlan, ServedEndpoint
     from modelplane.controlplane.slo import EndpointCounters
@@ -165,6 +166,15 @@ def _server(
     return server
 
 
+def _outcome_recorder(engine: Engine) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """The outcome recorder's loop: every 10 s, so a regression found in labels shows in
+    ``status`` soon after the labels arrive."""
+    from modelplane.controlplane.outcomes import OutcomeRecorder
+
+    recorder = OutcomeRecorder(engine)
+    return lambda stop: recorder.run(stop, interval_s=10.0)
+
+
 async def _run(
     cli: CliContext,
     host: str,
@@ -258,6 +268,7 @@ async def _run(
                     ("usage sampler", usage.run),
                     ("autoscaler", autoscaler.run),
                     ("degrader", degrader.run),
+                    ("outcome recorder", _outcome_recorder(registry.engine)),
                 )
             )
         )

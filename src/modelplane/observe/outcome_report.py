@@ -127,8 +127,12 @@ class Regression:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.comparison
-        return {"baseline": self.baseline, "candidate": self.candidate, "metric": c.metric.value,
-                "regressed": c.regressed, "confidence": c.confidence, **c.to_reading()}  # fmt: skip
+        reading = c.to_reading()
+        values = {"baseline_value": reading.pop("baseline", None),
+                  "candidate_value": reading.pop("candidate", None)}  # fmt: skip
+        return {**reading, **values, "baseline": self.baseline, "candidate": self.candidate,
+                "metric": c.metric.value, "regressed": c.regressed,
+                "confidence": c.confidence}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ __all__ = [
 
 _RESOURCES = (
     "SELECT kind, name, generation, spec, status FROM resources"
-    " WHERE kind IN ('Endpoint', 'Rollout', 'SLOReport', 'Gateway') ORDER BY name"
+    " WHERE kind IN ('Endpoint', 'Rollout', 'SLOReport', 'Gateway', 'OutcomeReport') ORDER BY name"
 )
 _DIGESTS = "SELECT model_name, version, digest FROM model_versions"
 _SQLITE = "sqlite:///"
@@ -61,6 +61,7 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             rollout=_rollout(others.get(("Rollout", name))),
             slo=_slo(others.get(("SLOReport", name))),
             gateway_reporting=reporting,
+            outcomes=_outcomes(others.get(("OutcomeReport", name))),
         )
         for _, name, gen, spec, status in endpoints
     ]
@@ -76,6 +77,12 @@ def _gateway_reporting(row: Row | None) -> bool:
 
 def _rollout(row: Row | None) -> dict[str, Any] | None:
     return None if row is None else rollout_status(_json(row[3]), _json(row[4]))
+
+
+def _outcomes(row: Row | None) -> dict[str, Any] | None:
+    """The outcome recorder's summary (``controlplane.outcomes``): labels per version and
+    the regressions and alerts it found; ``None`` before any outcome arrived."""
+    return None if row is None else _json(row[4])
 
 
 def _slo(row: Row | None) -> dict[str, Any] | None:
@@ -132,6 +139,7 @@ def endpoint_status(
     rollout: dict[str, Any] | None = None,
     slo: dict[str, Any] | None = None,
     gateway_reporting: bool = True,
+    outcomes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One endpoint: team, tier, contract, routes (weights, versions, digests) as the
     gateway serves them, replicas, health, its latest rollout (:func:`rollout_status`) and
@@ -172,6 +180,7 @@ def endpoint_status(
         "health": health,
         "rollout": rollout,
         "slo_budget": slo,
+        "outcomes": outcomes,
     }
 
 
