@@ -143,26 +143,24 @@ def _fgd(
     cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, shapes: TaskDistribution
 ) -> tuple[Binding, float]:
     """Every (node, GPU) option is scored by the fragmentation it adds; the least wins."""
-    nodes, slots = _options(cluster, demand, candidates)
-    cpu = cluster.cpu_free[nodes] - demand.cpu_milli
-    mem = cluster.mem_free[nodes] - demand.memory_mib
-    gpu = cluster.gpu_free[nodes].copy()
+    nodes, slots, rows = _options(cluster, demand, candidates)
+    gpu = cluster.gpu_free[nodes]
     if demand.gpus == 1:
         gpu[np.arange(nodes.size), slots] -= demand.gpu_milli
     elif demand.gpus > 1:
         gpu = _take_whole(gpu, demand.gpus)
-    models = cluster.model_idx[nodes]
-    mask = shapes.model_mask(cluster.models)
-    after = fragmentation(cpu, mem, gpu, models, shapes=shapes, mask=mask)
-    before = fragmentation(
-        cluster.cpu_free[nodes],
-        cluster.mem_free[nodes],
-        cluster.gpu_free[nodes],
-        models,
+    # One call scores every candidate node as it is (each node once, however many options
+    # it has) and every option after placing: per-call overhead dominates at this size.
+    count = candidates.size
+    scores = fragmentation(
+        np.concatenate((cluster.cpu_free[candidates], cluster.cpu_free[nodes] - demand.cpu_milli)),
+        np.concatenate((cluster.mem_free[candidates], cluster.mem_free[nodes] - demand.memory_mib)),
+        np.concatenate((cluster.gpu_free[candidates], gpu)),
+        np.concatenate((cluster.model_idx[candidates], cluster.model_idx[nodes])),
         shapes=shapes,
-        mask=mask,
+        mask=shapes.model_mask(cluster.models),
     )
-    delta = after - before
+    delta = scores[count:] - scores[:count][rows]
     # Ties (identical empty nodes are common) go to the fullest node: best-fit as second key.
     tied = np.flatnonzero(delta <= delta.min() + 1e-9)
     left = cluster.gpu_free[nodes[tied]].sum(axis=1) - demand.gpu_total
@@ -177,20 +175,21 @@ def _fgd(
 
 def _options(
     cluster: ClusterSnapshot, demand: Demand, candidates: IntArray
-) -> tuple[IntArray, IntArray]:
-    """(node, slot) pairs worth scoring; GPUs with equal free capacity are interchangeable."""
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(node, slot, index in candidates) of the options worth scoring.
+
+    GPUs with equal free capacity on one node are interchangeable: only the first counts.
+    """
     if demand.gpus != 1:
-        return candidates, np.zeros(candidates.size, dtype=np.int64)
+        every = np.arange(candidates.size)
+        return candidates, np.zeros(candidates.size, dtype=np.int64), every
     free = cluster.gpu_free[candidates]
-    ok = free >= demand.gpu_milli
-    # Keep the first slot of each distinct free amount per node.
     order = np.argsort(free, axis=1, kind="stable")
-    sorted_free = np.take_along_axis(free, order, axis=1)
-    first = np.ones_like(ok)
-    first[:, 1:] = sorted_free[:, 1:] != sorted_free[:, :-1]
-    keep = first & np.take_along_axis(ok, order, axis=1)
+    sorted_free = free[np.arange(free.shape[0])[:, None], order]
+    keep = sorted_free >= demand.gpu_milli
+    keep[:, 1:] &= sorted_free[:, 1:] != sorted_free[:, :-1]
     rows, cols = np.nonzero(keep)
-    return candidates[rows], order[rows, cols]
+    return candidates[rows], order[rows, cols], rows
 
 
 def _take_whole(gpu: IntArray, count: int) -> IntArray:
