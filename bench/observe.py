@@ -1,0 +1,462 @@
+"""What observing costs: traces on the gateway, and how fast outcomes (feedback) are taken in.
+
+Sections (each a key of ``bench/results/observe.json``):
+
+1. ``tracing``: one gateway (``ServerThread``, in this process) serving an ONNX logistic
+   regression, loaded by a closed-loop client process at ``--concurrency`` (64) with one
+   row per request (V2 JSON). The same gateway and workers serve every mode; the tracer is
+   switched between runs, which rotate so drift in the machine's load hits each alike:
+
+   - ``off``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` unset, what everyone runs (``tracer`` is
+     ``None``: one test per request, no OpenTelemetry import);
+   - ``on_no_exporter``: spans built and recorded by the SDK, exported nowhere
+     (``OTEL_TRACES_EXPORTER=none``): the cost of making spans;
+   - ``otlp``: every request's spans exported over OTLP/HTTP to a local receiver (the
+     tests' receiver, ``tests/kit/otlp.py``, run as a process);
+   - ``otlp_1pct``: the same with ``parentbased_traceidratio`` at 1 %, as a busy
+     production gateway would run.
+
+   Throughput (req/s) and the gateway's CPU time per request (this process's, which is
+   the gateway's event loop, the span processor's thread and nothing else: the client,
+   the receiver and the model workers are other processes) for each, and each mode's ratio
+   to ``off``. Aim: ``off`` costs nothing measurable (see the CPU per request of ``off``
+   against the span-building modes; the hooks are one ``is not None`` test).
+2. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
+   (batches of 1,000, SQLite and PostgreSQL when reachable), and end to end through the
+   gateway's ``POST /v1/endpoints/{e}:feedback`` (1,000 outcomes per request, parsed and
+   stored) on SQLite.
+
+Run from the repository root:
+
+    .venv/bin/python bench/observe.py            # ~2 minutes
+    .venv/bin/python bench/observe.py --quick    # ~40 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "observe.json"
+FEATURES = 16
+MODES = ("off", "on_no_exporter", "otlp", "otlp_1pct")
+POSTGRES_ADMIN = os.environ.get(
+    "MODELPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    warmup_s: float
+    run_s: float
+    repeats: int
+    concurrency: int
+    feedback_rows: int
+
+
+FULL = Mode(warmup_s=2.0, run_s=3.0, repeats=6, concurrency=64, feedback_rows=100_000)
+QUICK = Mode(warmup_s=1.0, run_s=2.0, repeats=2, concurrency=64, feedback_rows=20_000)
+
+
+# ---------------------------------------------------------------- tracing
+
+
+def _endpoint(work: Path) -> Any:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
+    from modelplane.registry.build import package
+    from modelplane.spec.contract import Contract
+    from modelplane.spec.endpoint import Endpoint, Route
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, FEATURES)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    onx = to_onnx(LogisticRegression().fit(x, y), x[:1], options={"zipmap": False})
+    built = package(onx, name="lr", output_dir=work / "lr", sample_input=x[:4])
+    source = ModelSource("lr:1", built.path, built.manifest, built.digest)
+    signature = built.manifest.signature
+    contract = Contract(name="lr", inputs=signature.inputs, outputs=signature.outputs)
+    endpoint = Endpoint(name="lr", team="bench", contract=contract, routes=(Route(model="lr:1"),))
+    return EndpointConfig(endpoint, {"lr:1": source})
+
+
+@contextlib.contextmanager
+def _receiver_process() -> Iterator[str]:
+    """The tests' OTLP/HTTP receiver as a process of its own; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.kit.otlp", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # "listening on ..." once bound
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _tracers(receiver: str) -> dict[str, Any]:
+    """Each mode's tracer, built as :func:`modelplane.dataplane.tracing.from_environment`
+    builds it from the environment the mode stands for."""
+    from modelplane.dataplane.tracing import from_environment
+
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_SERVICE_NAME": "bench-gateway"}
+    environments = {
+        "on_no_exporter": {**base, "OTEL_TRACES_EXPORTER": "none"},
+        "otlp": base,
+        "otlp_1pct": {
+            **base,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        },
+    }
+    tracers: dict[str, Any] = {"off": None}
+    for name, env in environments.items():
+        # the SDK and the exporter read os.environ themselves: set it while each is built
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            tracers[name] = from_environment()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return tracers
+
+
+def _spans_received(receiver: str) -> int:
+    return int(httpx.get(f"{receiver}/count", timeout=5.0).json()["spans"])
+
+
+def _client(url: str, concurrency: int, duration_s: float) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--client", url, "--concurrency", str(concurrency)]
+    args += ["--duration", str(duration_s)]
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=duration_s + 60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load client failed: {done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    latencies = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
+    requests = sum(len(r["latencies_ms"]) for r in runs)
+    return {
+        "rps": requests / sum(r["elapsed_s"] for r in runs),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "cpu_us_per_request": sum(r["gateway_cpu_s"] for r in runs) / max(1, requests) * 1e6,
+        "errors": sum(int(r["errors"]) for r in runs),
+        "requests": requests,
+    }
+
+
+def bench_tracing(mode: Mode, console: Console) -> dict[str, Any]:
+    from modelplane.dataplane.gateway import GatewayConfig
+    from modelplane.dataplane.server import ServerThread
+
+    env_endpoint = os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in MODES}
+    spans: dict[str, int] = dict.fromkeys(MODES, 0)
+    with tempfile.TemporaryDirectory(prefix="modelplane-observe-bench-") as tmp, \
+            _receiver_process() as receiver:  # fmt: skip
+        tracers = _tracers(receiver)
+        with ServerThread([_endpoint(Path(tmp))], config=GatewayConfig(seed=7)) as server:
+            url = f"{server.url}/v2/models/lr/infer"
+            gateway = server.gateway
+            for name in MODES:
+                gateway.tracer = tracers[name]
+                _client(url, mode.concurrency, mode.warmup_s)
+            for repeat in range(mode.repeats):
+                # rotate the order so that no mode always runs first (or after another)
+                order = MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]
+                for name in order:
+                    gateway.tracer = tracers[name]
+                    # what the previous mode left in flight is counted before this run
+                    before = _flushed_count(tracers.values(), receiver)
+                    cpu = time.process_time()
+                    run = _client(url, mode.concurrency, mode.run_s)
+                    # the spans of this run are exported (and their CPU spent) before the
+                    # clock stops: what a run's requests cost includes their export
+                    spans[name] += _flushed_count([tracers[name]], receiver) - before
+                    run["gateway_cpu_s"] = time.process_time() - cpu
+                    runs[name].append(run)
+                console.log(f"tracing round {repeat + 1}/{mode.repeats}")
+            gateway.tracer = None
+        for tracer in tracers.values():
+            if tracer is not None:
+                tracer.shutdown()
+    if env_endpoint is not None:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = env_endpoint
+    point: dict[str, Any] = {name: _summary(r) for name, r in runs.items()}
+    off = point["off"]
+    point["ratio_to_off"] = {
+        name: {
+            "rps": point[name]["rps"] / off["rps"],
+            "cpu_us_per_request": point[name]["cpu_us_per_request"] / off["cpu_us_per_request"],
+            "p99_ms": point[name]["p99_ms"] / off["p99_ms"],
+        }
+        for name in MODES
+    }
+    per_run = {name: [_summary([one])["rps"] for one in r] for name, r in runs.items()}
+    point["per_run_rps"] = per_run
+    point["paired_rps_ratio_to_off"] = {
+        name: float(np.median([a / b for a, b in zip(per_run[name], per_run["off"], strict=True)]))
+        for name in MODES
+    }
+    point["spans_exported"] = spans
+    return {
+        "concurrency": mode.concurrency,
+        "run_s": mode.run_s,
+        "repeats": mode.repeats,
+        "aim": "tracing off costs nothing measurable; on-without-exporter within 3% of off",
+        **point,
+    }
+
+
+def _flushed_count(tracers: Iterable[Any], receiver: str) -> int:
+    """Spans the receiver holds once ``tracers`` have exported what they buffered."""
+    for tracer in tracers:
+        if tracer is not None:
+            tracer.force_flush(30_000)
+    return _spans_received(receiver)
+
+
+# ---------------------------------------------------------------- feedback
+
+
+def _feedback_items(rows: int) -> list[Any]:
+    from modelplane.observe.outcomes import Feedback
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, rows)
+    return [Feedback(f"req-{i}", float(labels[i])) for i in range(rows)]
+
+
+def _ingest_rate(url: str, rows: int) -> dict[str, Any]:
+    from modelplane.observe.outcomes import OutcomeStore
+    from modelplane.store.db import open_engine
+
+    engine = open_engine(url)
+    try:
+        store = OutcomeStore(engine)
+        items = _feedback_items(rows)
+        began = time.perf_counter()
+        stored = store.ingest_many("lr", items, source="bench")
+        elapsed = time.perf_counter() - began
+        # again: every key exists now, so each row is an update (a label corrected)
+        began = time.perf_counter()
+        store.ingest_many("lr", items, source="bench")
+        again = time.perf_counter() - began
+    finally:
+        engine.dispose()
+    return {"rows": stored, "rows_per_s": stored / elapsed, "update_rows_per_s": stored / again}
+
+
+@contextlib.contextmanager
+def _postgres_database() -> Iterator[str | None]:
+    try:
+        import psycopg
+    except ImportError:
+        yield None
+        return
+    admin = POSTGRES_ADMIN.replace("postgresql+psycopg://", "postgresql://", 1)
+    name = f"mp_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        yield None
+        return
+    base, _, _ = POSTGRES_ADMIN.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _http_feedback_rate(mode: Mode) -> dict[str, Any]:
+    from modelplane.dataplane.gateway import GatewayConfig
+    from modelplane.dataplane.server import ServerThread
+    from modelplane.observe.outcomes import OutcomeStore
+    from modelplane.store.db import open_engine
+
+    per_request = 1000
+    requests = mode.feedback_rows // per_request
+    with tempfile.TemporaryDirectory(prefix="modelplane-observe-feedback-") as tmp:
+        work = Path(tmp)
+        engine = open_engine(f"sqlite:///{work}/state.db")
+        server = ServerThread([_endpoint(work)], config=GatewayConfig(seed=7))
+        server.gateway.feedback = OutcomeStore(engine)
+        bodies = [
+            json.dumps(
+                {
+                    "outcomes": [
+                        {"request_id": f"r{n}-{i}", "label": i % 2} for i in range(per_request)
+                    ]
+                }
+            ).encode()
+            for n in range(requests)
+        ]
+        with server, httpx.Client(base_url=server.url, timeout=30.0) as client:
+            url = "/v1/endpoints/lr:feedback"
+            began = time.perf_counter()
+            for body in bodies:
+                answer = client.post(url, content=body)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"feedback answered {answer.status_code}: {answer.text}")
+            elapsed = time.perf_counter() - began
+        engine.dispose()
+    rows = requests * per_request
+    return {"rows": rows, "rows_per_request": per_request, "rows_per_s": rows / elapsed}
+
+
+def bench_feedback(mode: Mode, console: Console) -> dict[str, Any]:
+    section: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="modelplane-observe-ingest-") as tmp:
+        section["ingest_sqlite"] = _ingest_rate(f"sqlite:///{tmp}/state.db", mode.feedback_rows)
+    console.log("feedback: SQLite ingest done")
+    with _postgres_database() as url:
+        section["ingest_postgres"] = (
+            _ingest_rate(url, mode.feedback_rows) if url else {"skipped": "PostgreSQL unreachable"}
+        )
+    console.log("feedback: PostgreSQL ingest done")
+    section["http_sqlite"] = _http_feedback_rate(mode)
+    console.log("feedback: HTTP done")
+    return section
+
+
+# ---------------------------------------------------------------- the load client
+
+
+async def _load(url: str, concurrency: int, duration_s: float) -> Any:
+    import aiohttp
+
+    x = np.random.default_rng(1).normal(size=FEATURES)
+    tensor = {"name": "input", "shape": [1, FEATURES], "datatype": "FP32",
+              "data": [round(float(v), 5) for v in x]}  # fmt: skip
+    body = json.dumps({"inputs": [tensor]}).encode()
+    headers = {"content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    end = time.monotonic() + duration_s
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=10)
+    began = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return {"latencies_ms": latencies, "errors": errors, "elapsed_s": time.monotonic() - began}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _table(results: dict[str, Any]) -> Table:
+    tracing = results["tracing"]
+    table = Table(title="observe: what tracing costs the gateway (ratios to off)")
+    for column in ("mode", "req/s", "ratio", "paired", "CPU us/req", "ratio", "p99 ms", "spans"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for name in MODES:
+        point, ratio = tracing[name], tracing["ratio_to_off"][name]
+        table.add_row(
+            name,
+            f"{point['rps']:.0f}",
+            f"{ratio['rps']:.3f}",
+            f"{tracing['paired_rps_ratio_to_off'][name]:.3f}",
+            f"{point['cpu_us_per_request']:.1f}",
+            f"{ratio['cpu_us_per_request']:.3f}",
+            f"{point['p99_ms']:.1f}",
+            str(tracing["spans_exported"][name]),
+        )
+    return table
+
+
+def _feedback_table(section: dict[str, Any]) -> Table:
+    table = Table(title="observe: feedback ingestion")
+    for column in ("path", "rows", "rows/s", "update rows/s"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for name, point in section.items():
+        if "skipped" in point:
+            table.add_row(name, "-", point["skipped"], "-")
+            continue
+        update = point.get("update_rows_per_s")
+        table.add_row(name, str(point["rows"]), f"{point['rows_per_s']:.0f}",
+                      f"{update:.0f}" if update else "-")  # fmt: skip
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        print(json.dumps(asyncio.run(_load(args.client, args.concurrency, args.duration))))
+        return
+    mode = QUICK if args.quick else FULL
+    console = Console()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    results["tracing"] = bench_tracing(mode, console)
+    console.print(_table(results))
+    results["feedback"] = bench_feedback(mode, console)
+    console.print(_feedback_table(results["feedback"]))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
