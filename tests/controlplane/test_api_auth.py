@@ -100,6 +100,7 @@ ROUTES = [
     Route("whoami", "GET", "/v1/whoami", "caller", None),
     # other teams' errors are left out (below), not refused
     Route("recent errors", "GET", "/v1/errors", "reader", "caller"),
+    Route("outcomes", "GET", "/v1/outcomes", "reader", "caller"),  # left out, as errors
     Route("status", "GET", "/v1/status", "reader", "caller"),
     Route("list resources", "GET", "/v1/resources/Endpoint", "reader", "caller"),
     Route("read resource", "GET", "/v1/resources/Endpoint/risk-score", "reader", "caller"),

@@ -2,9 +2,15 @@
 
 The page is self-written HTML, CSS and JavaScript in this module; it loads nothing from
 the internet. Its script reads the API's own JSON (endpoints, rollouts, and recent errors
-from the prediction log) every two seconds. When the server requires tokens, the script
-sends the one given in the URL fragment (``/#token=...``, kept in ``localStorage``), so a
-token never reaches a server log through a query string.
+from the prediction log) every two seconds, and, every fifteen, the slower views: outcomes
+by version (``/v1/outcomes``, :mod:`.console_views`), usage and idle cost by team over the
+last seven days (``/v1/reports/cost`` and ``/v1/reports/usage``) and the model versions.
+Every version shown links to its evidence pack (``/v1/versions/{ref}/evidence.html``); with
+a token, the script fetches the pack with it and opens it from a ``blob:`` URL.
+
+When the server requires tokens, the script sends the one given in the URL fragment
+(``/#token=...``, kept in ``localStorage``), so a token never reaches a server log through a
+query string.
 
 ``/docs`` is Swagger UI served from the ``swagger-ui-bundle-v2`` package, not from a CDN.
 The page and its assets hold nothing stored, so they are served without a token
@@ -22,6 +28,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import Engine, func, or_, select
 
+from modelplane.controlplane.console_views import register_console_views
 from modelplane.security.scopes import Action, Principal, Scope, authorize, decide
 from modelplane.store.db import read_session
 from modelplane.store.resources import ResourceStore
@@ -129,6 +136,7 @@ def register_console(api: FastAPI, engine: Engine, *, gateway_url: str | None = 
             ).allowed
         ]
 
+    register_console_views(api, engine)
     return api
 
 
@@ -162,6 +170,8 @@ _PAGE = """<!doctype html>
   .note { background: #fff4d6; border: 1px solid #f0d58a; padding: 8px 12px; border-radius: 6px;
           margin-top: 16px; }
   code { font-size: 12px; }
+  h3 { font-size: 13px; margin: 10px 0 4px; }
+  a.evidence { font-size: 12px; margin-left: 6px; }
 </style>
 </head>
 <body data-gateway="__GATEWAY__">
@@ -177,6 +187,10 @@ _PAGE = """<!doctype html>
   <section><h2>Endpoints</h2><div id="endpoints" class="muted">loading</div></section>
   <section><h2>Rollouts</h2><div id="rollouts" class="muted">loading</div></section>
   <section><h2>Recent errors</h2><div id="errors" class="muted">loading</div></section>
+  <section><h2>Outcomes by version</h2><div id="outcomes" class="muted">loading</div></section>
+  <section><h2>Usage and idle cost by team, last 7 days</h2>
+    <div id="cost" class="muted">loading</div><div id="waste" class="muted"></div></section>
+  <section><h2>Model versions</h2><div id="versions" class="muted">loading</div></section>
 </main>
 <script>
 "use strict";
@@ -224,6 +238,29 @@ async function get(path) {
   return response.json();
 }
 
+function evidenceLink(ref) {
+  const link = el("a", {class: "evidence", title: "the evidence pack of " + ref,
+                        href: "/v1/versions/" + encodeURIComponent(ref) + "/evidence.html"},
+                  "evidence");
+  link.addEventListener("click", openEvidence);
+  return link;
+}
+
+async function openEvidence(event) {
+  const token = localStorage.getItem(KEY);
+  if (!token) return;  // a server that asks for no token serves the page to a plain link
+  event.preventDefault();
+  const link = event.currentTarget;
+  try {
+    const response = await fetch(link.href, {headers: {authorization: "Bearer " + token}});
+    if (!response.ok) throw new Error("evidence pack: HTTP " + response.status);
+    const page = new Blob([await response.text()], {type: "text/html"});
+    location.assign(URL.createObjectURL(page));
+  } catch (error) {
+    link.replaceWith(el("span", {class: "bad"}, error.message));
+  }
+}
+
 function health(status) {
   const ready = ((status || {}).conditions || []).find(c => c.type === "Ready");
   if (!ready) return el("span", {class: "wait"}, "not observed yet");
@@ -240,7 +277,7 @@ function routes(spec, status) {
   const total = shown.reduce((sum, r) => sum + r.weight, 0) || 1;
   const lines = shown.map(r => el("div", {},
     el("span", {class: "bar", style: "width:" + Math.round(60 * r.weight / total) + "px"}),
-    (100 * r.weight / total).toFixed(0) + "% " + r.version));
+    (100 * r.weight / total).toFixed(0) + "% " + r.version, evidenceLink(r.version)));
   for (const s of (status && status.shadows) || spec.shadows || []) {
     lines.push(el("div", {class: "muted"}, "shadow " + s.percent + "% " + (s.version || s.model)));
   }
@@ -292,10 +329,94 @@ function errors(list) {
     "No failed predictions in the log.");
 }
 
+function num(x, digits) {
+  return x == null ? "-" : typeof x === "number" ? Number(x.toPrecision(digits || 4)).toString()
+                                                 : String(x);
+}
+function pct(x) { return x == null ? "-" : (100 * x).toFixed(1) + "%"; }
+function money(x) { return x == null ? "-" : x.toFixed(2); }
+function age(s) {
+  if (s == null) return "-";
+  if (s < 120) return s.toFixed(0) + " s";
+  if (s < 7200) return (s / 60).toFixed(0) + " min";
+  return s < 172800 ? (s / 3600).toFixed(1) + " h" : (s / 86400).toFixed(1) + " d";
+}
+
+function versusPrevious(report, version) {
+  const c = report.comparisons.find(c => c.candidate === version);
+  if (!c) return el("span", {class: "muted"}, "-");
+  const r = c.reading;
+  return el("span", {class: c.regressed ? "bad" : "ok",
+                     title: c.metric + " " + num(r.candidate) + " vs " + num(r.baseline)},
+            (c.regressed ? "worse than " : "not worse than ") + c.baseline);
+}
+
+function outcomeTable(report) {
+  const names = [...new Set(report.versions.flatMap(v => Object.keys(v.metrics)))].sort();
+  return el("div", {class: "outcome"},
+    el("h3", {}, report.endpoint + " ", el("span", {class: "muted"},
+       (report.task || "no labels yet") + (report.metric ? ", compared by " + report.metric : ""))),
+    table(["version", "answered", "labelled", "label latency p50", ...names, "estimate (CBPE)",
+           "vs previous", ""],
+      report.versions.map(v => [
+        el("b", {}, v.version), v.answered_rows, v.labelled_rows + " (" + pct(v.coverage) + ")",
+        age(v.label_latency_p50_s), ...names.map(m => num(v.metrics[m])),
+        v.estimate ? "accuracy " + num(v.estimate.accuracy, 3) +
+                     (v.estimate_parted ? " (parted from realised)" : "") : "-",
+        versusPrevious(report, v.version), evidenceLink(v.version)]), ""),
+    report.alerts.map(line => el("div", {class: "bad"}, line)));
+}
+
+function outcomes(list) {
+  const shown = list.filter(r => r.versions.length);
+  if (!shown.length) {
+    return el("p", {class: "muted"}, "No outcomes yet: send ground truth to POST " +
+              "/v1/endpoints/ENDPOINT:feedback, or modelplane feedback import FILE --endpoint E");
+  }
+  return el("div", {}, shown.map(outcomeTable));
+}
+
+function usedOf(t, r) { return num(t.used_hours[r], 3) + " / " + num(t.reserved_hours[r], 3); }
+
+function cost(doc) {
+  return el("div", {},
+    table(["team", "cost", "serving", "jobs", "idle share", "idle cost",
+           "CPU core-h used / reserved", "memory GiB-h used / reserved", "GPU-h used / reserved"],
+      doc.teams.map(t => [el("b", {}, t.team), money(t.cost), money(t.serving_cost),
+                          money(t.jobs_cost), pct(t.idle_share), money(t.waste),
+                          usedOf(t, "cpu"), usedOf(t, "memory"), usedOf(t, "gpu")]),
+      "No usage recorded in the last 7 days."),
+    el("p", {class: "muted"}, "nodes " + money(doc.nodes_cost) + " = teams " +
+       money(doc.teams_cost) + " + reserved by nobody " + money(doc.idle_cost)));
+}
+
+function waste(doc) {
+  const worst = doc.groups.filter(g => doc.reserve_most_use_least.includes(g.name));
+  if (!worst.length) {
+    return el("p", {class: "muted"}, "No endpoint or job reserves much more than it uses.");
+  }
+  return el("div", {}, el("h3", {}, "Reserve most, use least"),
+    table(["what", "team", "idle share", "idle cost", "CPU used", "saving at peak"],
+      worst.map(g => [el("b", {}, g.kind + " " + g.name), g.team, pct(g.idle_share),
+                      money(g.waste), pct(g.utilization.cpu), money(g.saving_at_peak)]), ""));
+}
+
+function versions(models) {
+  const rows = [];
+  for (const m of models) {
+    const aliases = Object.entries(m.aliases || {});
+    for (let v = m.latest_version || 0; v >= 1 && v > (m.latest_version || 0) - 5; v--) {
+      const named = aliases.filter(([, to]) => to === v).map(([a]) => "@" + a).join(" ");
+      rows.push([el("b", {}, m.name + ":" + v), named, evidenceLink(m.name + ":" + v)]);
+    }
+  }
+  return table(["version", "aliases", ""], rows, "No models yet: modelplane push PACKAGE");
+}
+
 async function section(id, path, render) {
   const target = document.getElementById(id);
   try {
-    target.replaceChildren(render(await get(path)));
+    target.replaceChildren(await render(await get(path)));
     target.className = "";
     return null;
   } catch (error) {
@@ -317,8 +438,20 @@ async function refresh() {
   document.getElementById("when").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
+async function refreshSlow() {
+  await Promise.all([
+    section("outcomes", "/v1/outcomes", outcomes),
+    section("cost", "/v1/reports/cost?since=7d", cost),
+    section("waste", "/v1/reports/usage?since=7d&top=5", waste),
+    section("versions", "/v1/models", versions),
+  ]);
+}
+
 refresh();
+refreshSlow();
 setInterval(refresh, 2000);
+// outcomes and usage move slowly and cost more to compute: read them less often
+setInterval(refreshSlow, 15000);
 </script>
 </body>
 </html>
