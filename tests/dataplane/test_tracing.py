@@ -5,16 +5,19 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.dataplane import gateway_kit as kit
-from tests.kit import wait_for
+from tests.kit import free_port, wait_for
 from tests.kit.otlp import OtlpReceiver, ReceivedSpan
 
 from modelplane.dataplane.codec_v2 import encode_request
@@ -184,3 +187,54 @@ def test_without_the_variable_serving_imports_no_opentelemetry() -> None:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"status": 200, "tracer": "None", "otel": []}
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "tracing.md"
+
+
+def test_the_docs_example_traces_a_request_of_modelplane_serve(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """docs/tracing.md's two shell blocks as written, with the collector, the package and
+    the port made this test's: ``modelplane serve`` (a real process) and curl."""
+    serve_block, curl_block = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S)[:2]
+    port = str(free_port())
+    package = str(kit.source("sklearn").directory)
+    serve_script = (
+        serve_block.replace("http://127.0.0.1:4318", receiver.url)
+        .replace("./fraud-package", package)
+        .replace("--port 8000", f"--port {port}")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"MODELPLANE_HOME": str(tmp_path / "home"), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        serving = subprocess.Popen(
+            ["bash", "-c", serve_script], env=env, start_new_session=True,
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: _ready(port), 60.0, f"modelplane serve to be ready ({log})")
+        curl = curl_block.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        done = subprocess.run(
+            ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["model_name"] == "lr"
+    finally:
+        os.killpg(serving.pid, signal.SIGTERM)  # drains: the gateway's stop exports its spans
+        serving.wait(30)
+    spans = wait_for(lambda: _by_request(receiver.received(), "checkout-42"), 10.0, "spans")
+    root = spans["root"]
+    assert root.resource["service.name"] == "fraud-gateway"
+    assert (root.trace_id, root.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
+    assert root.attributes["modelplane.model_version"].startswith("lr:")
+    assert {"decode", "validate", "batch", "queue", "compute", "encode"} <= set(spans)
+
+
+def _ready(port: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
