@@ -1,0 +1,145 @@
+"""Outcomes end to end through ``modelplane up``: callers send feedback for what they were
+answered; a version made worse on purpose is rolled back by the ``outcome`` gate
+(``examples/rollout-outcome.yaml``), shows as a regression in ``modelplane outcomes`` and
+``modelplane status``; a Parquet import of business outcomes joins the same answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+from tests.kit import cli, home_env, running_up, wait_for
+
+from modelplane.registry.build import package
+
+pd = pytest.importorskip("pandas")
+pytestmark = pytest.mark.timeout(240)
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
+
+
+def frame(n: int, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "amount": rng.gamma(2.0, 40.0, n), "age_days": rng.uniform(0, 2000, n),
+        "merchant_risk": rng.beta(2, 5, n), "night": rng.integers(0, 2, n).astype(float),
+    })  # fmt: skip
+
+
+def truth(rows: Any) -> Any:
+    return (rows.merchant_risk + 0.2 * rows.night > 0.4).astype(int)
+
+
+class Callers(threading.Thread):
+    """Closed-loop callers that learn the truth at once and send it back as feedback."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop = url, threading.Event()
+        self.answered: list[tuple[str, str]] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        rows = frame(5000, 9)
+        labels = truth(rows)
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            for i in range(len(rows)):
+                if self.stop.is_set():
+                    return
+                request_id = f"call-{i}"
+                record = {c: float(rows[c].iloc[i]) for c in COLUMNS}
+                answer = http.post("/v1/endpoints/fraud-score:predict",
+                                   json={"instances": [record]},
+                                   headers={"x-request-id": request_id})  # fmt: skip
+                feedback = http.post("/v1/endpoints/fraud-score:feedback",
+                                     json={"request_id": request_id, "label": int(labels[i])})  # fmt: skip
+                if answer.status_code != 200 or feedback.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {feedback.status_code}")
+                self.answered.append(
+                    (request_id, answer.headers.get("modelplane-model-version", ""))
+                )
+
+
+def phase(env: dict[str, str]) -> str:
+    [resource] = json.loads(cli(env, "get", "rollouts", "--json"))
+    return str(resource["status"]["state"]["phase"])
+
+
+def test_a_worse_version_is_rolled_back_by_its_outcomes(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    train = frame(400, 7)
+    target = truth(train)
+    # fraud:2 is made worse on purpose: trained on the opposite of the truth
+    for version, y in ((1, target), (2, 1 - target)):
+        model = LogisticRegression(max_iter=500).fit(train[COLUMNS], y)
+        built = package(model, name="fraud", output_dir=tmp_path / f"v{version}",
+                        sample_input=train[COLUMNS].head())  # fmt: skip
+        cli(env, "push", str(built.path))
+    callers = None
+    with running_up(env) as up:
+        try:
+            cli(env, "apply", "-f", str(EXAMPLES / "endpoint.yaml"))
+            wait_for(lambda: _serves(up.url), 90, "the endpoint")
+            callers = Callers(up.url)
+            callers.start()
+            cli(env, "rollout", "fraud-score", "-f", str(EXAMPLES / "rollout-outcome.yaml"))
+            wait_for(lambda: phase(env) in ("rolled_back", "promoted", "failed"), 120,
+                     "the outcome gate to decide")  # fmt: skip
+            assert phase(env) == "rolled_back"
+            callers.stop.set()
+            callers.join(timeout=30)
+            status = wait_for(lambda: _alerting(env), 60, "status to show the regression")
+        finally:
+            if callers is not None:
+                callers.stop.set()
+                callers.join(timeout=30)
+        decisions = json.loads(cli(env, "audit", "log", "--action", "rollout.decision", "--json"))
+        failed = [g for d in decisions for g in (d["after"] or {}).get("gates", [])
+                  if g["name"] == "outcome" and g["outcome"] == "fail"]  # fmt: skip
+        assert failed, decisions
+        assert failed[0]["reading"]["candidate_labels"] >= 50
+        assert "worse by at least" in failed[0]["reason"]
+
+        # business outcomes for answers already given, from a Parquet file
+        ids = [request_id for request_id, _ in callers.answered[:20]]
+        labels_file = tmp_path / "revenue.parquet"
+        pq.write_table(pa.table({"request_id": ids, "revenue": [2.5] * len(ids)}), labels_file)
+        imported = cli(env, "feedback", "import", str(labels_file), "--endpoint", "fraud-score")
+        assert "stored 20 outcomes" in imported
+    assert not callers.failures, callers.failures[:5]
+    assert "OUTCOME ALERT fraud:2 is worse than fraud:1 on auc" in status
+    report = json.loads(cli(env, "outcomes", "fraud-score", "--json"))
+    [comparison] = report["comparisons"]
+    assert (comparison["baseline"], comparison["candidate"]) == ("fraud:1", "fraud:2")
+    assert comparison["regressed"]
+    by_version = {v["version"]: v for v in report["versions"]}
+    assert by_version["fraud:1"]["metrics"]["auc"] > 0.9
+    assert by_version["fraud:2"]["metrics"]["auc"] < 0.1
+    revenue = sum(v["business"].get("revenue", {}).get("sum", 0.0) for v in report["versions"])
+    assert revenue == 50.0
+    text = cli(env, "outcomes", "fraud-score")
+    assert "REGRESSION" in text
+
+
+def _serves(url: str) -> bool:
+    record = {"amount": 10.0, "age_days": 3.0, "merchant_risk": 0.5, "night": 1.0}
+    try:
+        response = httpx.post(f"{url}/v1/endpoints/fraud-score:predict",
+                              json={"instances": [record]}, timeout=5)  # fmt: skip
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
+def _alerting(env: dict[str, str]) -> str | None:
+    text = cli(env, "status")
+    return text if "OUTCOME ALERT fraud:2 is worse than" in text else None
