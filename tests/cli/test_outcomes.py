@@ -60,13 +60,12 @@ class Callers(threading.Thread):
                 answer = http.post("/v1/endpoints/fraud-score:predict",
                                    json={"instances": [record]},
                                    headers={"x-request-id": request_id})  # fmt: skip
-                feedback = http.post("/v1/endpoints/fraud-score:feedback",
-                                     json={"request_id": request_id, "label": int(labels[i])})  # fmt: skip
+                label = {"request_id": request_id, "label": int(labels[i])}
+                feedback = http.post("/v1/endpoints/fraud-score:feedback", json=label)
                 if answer.status_code != 200 or feedback.status_code != 200:
                     self.failures.append(f"{answer.status_code} {feedback.status_code}")
-                self.answered.append(
-                    (request_id, answer.headers.get("modelplane-model-version", ""))
-                )
+                version = answer.headers.get("modelplane-model-version", "")
+                self.answered.append((request_id, version))
 
 
 def phase(env: dict[str, str]) -> str:
