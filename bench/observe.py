@@ -19,9 +19,12 @@ Sections (each a key of ``bench/results/observe.json``):
    Throughput (req/s) and the gateway's CPU time per request (this process's, which is
    the gateway's event loop, the span processor's thread and nothing else: the client,
    the receiver and the model workers are other processes) for each, and each mode's ratio
-   to ``off``. Aim: ``off`` costs nothing measurable (see the CPU per request of ``off``
-   against the span-building modes; the hooks are one ``is not None`` test).
-2. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
+   to ``off``. Aim: ``off`` costs nothing measurable.
+2. ``off_hooks``: what tracing adds to a request while off, statement for statement (the
+   header list kept, three ``is not None`` tests, five more fields in the request's trace
+   object), timed against the same without, as a share of ``off``'s CPU per request: the
+   ratio of ``off`` to a gateway without tracing code, which no throughput run resolves.
+3. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
    (batches of 1,000, SQLite and PostgreSQL when reachable), and end to end through the
    gateway's ``POST /v1/endpoints/{e}:feedback`` (1,000 outcomes per request, parsed and
    stored) on SQLite.
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import socket
@@ -252,6 +256,66 @@ def _flushed_count(tracers: Iterable[Any], receiver: str) -> int:
     return _spans_received(receiver)
 
 
+def bench_off_hooks(calls: int = 1_000_000) -> dict[str, Any]:
+    """What tracing costs a request while it is off, statement for statement: the header
+    list kept by the scan, three ``is not None`` tests (two of them of a local), and five
+    more fields in the request's trace object (its dataclass ``__init__``), against the
+    same without them. The throughput runs cannot show a cost this small; this can."""
+    import dataclasses
+    import timeit
+
+    @dataclasses.dataclass(slots=True)
+    class Before:
+        request_id: str
+        a: float = 0.0
+        b: float = 0.0
+        c: float = 0.0
+        d: float = 0.0
+        e: float = 0.0
+        f: Any = None
+        g: Any = None
+        h: Any = None
+        i: Any = None
+        j: Any = None
+
+    @dataclasses.dataclass(slots=True)
+    class After(Before):
+        headers: Any = None
+        decoded_at: float = 0.0
+        answered_at: float = 0.0
+        join_started_at: float = 0.0
+        joined_at: float = 0.0
+
+    class Gateway:
+        __slots__ = ("tracer",)
+
+        def __init__(self) -> None:
+            self.tracer: Any = None
+
+    gateway, headers = Gateway(), [(b"host", b"x")]
+
+    def before() -> None:
+        Before("")
+
+    def after() -> None:
+        request = After("")
+        request.headers = headers
+        tracing = gateway.tracer is not None
+        if tracing:
+            request.decoded_at = 1.0
+        if tracing:
+            request.answered_at = 1.0
+        if gateway.tracer is not None:
+            return
+
+    best = {"before": math.inf, "after": math.inf}
+    for _ in range(5):  # the best of five: the machine is shared
+        for name, call in (("before", before), ("after", after)):
+            best[name] = min(best[name], timeit.timeit(call, number=calls) / calls * 1e9)
+    return {"calls": calls, "ns_before": best["before"], "ns_after": best["after"],
+            "ns_added": best["after"] - best["before"]}  # fmt: skip
+
+
 # ---------------------------------------------------------------- feedback
 
 
@@ -450,7 +514,16 @@ def main() -> None:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results["tracing"] = bench_tracing(mode, console)
+    hooks = results["off_hooks"] = bench_off_hooks(200_000 if args.quick else 1_000_000)
+    off_cpu_ns = results["tracing"]["off"]["cpu_us_per_request"] * 1000
+    hooks["share_of_off_cpu_per_request"] = hooks["ns_added"] / off_cpu_ns
     console.print(_table(results))
+    console.print(
+        f"tracing off adds {hooks['ns_added']:.0f} ns to a request "
+        f"({hooks['share_of_off_cpu_per_request']:.4%} of the gateway's CPU per request, "
+        f"{results['tracing']['off']['cpu_us_per_request']:.0f} us): off vs no tracing code "
+        f"{1 - hooks['share_of_off_cpu_per_request']:.4f}"
+    )
     results["feedback"] = bench_feedback(mode, console)
     console.print(_feedback_table(results["feedback"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
