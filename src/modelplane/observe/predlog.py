@@ -69,6 +69,8 @@ class PredictionLogConfig:
     """How long the request log keeps a brief record."""
     request_capacity: int = 50_000
     """Brief records waiting to be written at most; beyond that they are dropped."""
+    keep_answers: bool = True
+    """Keep what models answered (outputs, feature-set versions) for the outcome join."""
     answer_retain_s: float = 90 * 86400.0
     """How long what a model answered is kept for the outcome join (labels that arrive
     later than this no longer join; see :mod:`modelplane.observe.outcomes`)."""
@@ -158,7 +160,7 @@ class PredictionLog:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch))]
             try:
-                await asyncio.to_thread(write_predictions, self.engine, batch)
+                await asyncio.to_thread(write_predictions, self.engine, batch, self._answers)
             except ModelplaneError as exc:
                 # The store being down must not stop serving; the evidence is lost, counted.
                 self.dropped += len(batch)
@@ -178,7 +180,7 @@ class PredictionLog:
         while self._brief:
             batch = [self._brief.popleft() for _ in range(min(len(self._brief), self._batch))]
             try:
-                await asyncio.to_thread(write_requests, self.engine, batch)
+                await asyncio.to_thread(write_requests, self.engine, batch, self._answers)
             except ModelplaneError as exc:
                 self.dropped_brief += len(batch)
                 log.warning("request log: %d records not written: %s", len(batch), exc)
@@ -200,6 +202,10 @@ class PredictionLog:
                     trim_answers, self.engine, now - self.config.answer_retain_s
                 )
         return written
+
+    @property
+    def _answers(self) -> bool:
+        return self.config.keep_answers
 
     @property
     def _batch(self) -> int:
@@ -236,13 +242,17 @@ def _row(record: PredictionRecord) -> dict[str, Any]:
     }
 
 
-def write_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None:
-    """Insert ``records`` in one transaction (blocking: call it from a thread)."""
+def write_predictions(
+    engine: Engine, records: Sequence[PredictionRecord], answers: bool = True
+) -> None:
+    """Insert ``records`` in one transaction (blocking: call it from a thread), and with
+    ``answers`` what the model answered, for the outcome join."""
     if not records:
         return
     with write_session(engine) as session:
         session.execute(insert(PredictionRow), [_row(r) for r in records])
-        insert_answers(session.connection(), records)
+        if answers:
+            insert_answers(session.connection(), records)
 
 
 _REQUEST_COLUMNS = ("request_id", "at", "endpoint", "contract", "contract_version",
@@ -258,7 +268,9 @@ def _request_row(record: PredictionRecord) -> tuple[Any, ...]:
             latency.compute_ms, latency.total_ms, record.batch_size)  # fmt: skip
 
 
-def write_requests(engine: Engine, records: Sequence[PredictionRecord]) -> None:
+def write_requests(
+    engine: Engine, records: Sequence[PredictionRecord], answers: bool = True
+) -> None:
     """Insert brief ``records`` into the request log in one transaction (from a thread).
 
     Every request lands here, so rows go to the driver's ``executemany`` as plain tuples:
@@ -273,7 +285,8 @@ def write_requests(engine: Engine, records: Sequence[PredictionRecord]) -> None:
     with write_session(engine) as session:
         connection = session.connection()
         connection.exec_driver_sql(sql, [_request_row(r) for r in records])
-        insert_answers(connection, records)
+        if answers:
+            insert_answers(connection, records)
 
 
 def trim_requests(engine: Engine, before: float) -> int:
