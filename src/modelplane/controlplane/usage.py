@@ -53,6 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MIB = float(1 << 20)
+_MIN_RATE_SPAN_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +224,21 @@ class _Window:
     cpu_peak_milli: float | None = None
     pid: int | None = None
     cpu_mark: tuple[float, float] | None = None
-    """The last reading of ``pid``: (time, its CPU seconds)."""
+    """The last reading of ``pid``: (monotonic time, its CPU seconds)."""
+    rate_mark: tuple[float, float] | None = None
+    """Where the next peak-rate span begins; moves only once a span was long enough."""
     memory: list[float] = field(default_factory=list)
     gpu_busy: list[float] = field(default_factory=list)
     gpu_memory_peak: float | None = None
     fresh: bool = True
     """The replica appeared while sampling (not at the first reading): its first process
     began after the last reading."""
-
     seen: bool = False
 
-    def add(self, at: float, slot: ReplicaSlot, reading: ProcessReading | None) -> None:
+    def add(
+        self, at: float, tick: float, slot: ReplicaSlot, reading: ProcessReading | None
+    ) -> None:
+        """A reading taken at wall time ``at`` (monotonic ``tick``)."""
         self.last_at = at
         self.slot = slot
         seen, self.seen = self.seen, True
@@ -242,20 +247,31 @@ class _Window:
         if slot.pid != self.pid or self.cpu_mark is None:
             # A process not read before started since the last reading (a restart, or a
             # replica added while sampling), so all it spent is new; the processes found
-            # at the first reading are only marked. Not by start time: the wall clock may
-            # have moved since, and the kernel's start times do not follow it.
+            # at the first reading are only marked. Not by start time: the kernel's start
+            # times are whole seconds off the clock.
             if seen or self.fresh:
                 self.cpu_seconds += reading.cpu_seconds
             self.pid = slot.pid
+            self.rate_mark = (tick, reading.cpu_seconds)
         else:
-            then, cpu_then = self.cpu_mark
-            spent = max(0.0, reading.cpu_seconds - cpu_then)
-            self.cpu_seconds += spent
-            if at > then:
-                rate = spent / (at - then) * 1000.0
-                self.cpu_peak_milli = max(self.cpu_peak_milli or 0.0, rate)
-        self.cpu_mark = (at, reading.cpu_seconds)
+            self.cpu_seconds += max(0.0, reading.cpu_seconds - self.cpu_mark[1])
+            self._peak(tick, reading.cpu_seconds)
+        self.cpu_mark = (tick, reading.cpu_seconds)
+        if self.cpu_peak_milli is None:
+            # Known from the second reading on; until then the rate seen is none, not the
+            # process's whole life squeezed into a moment.
+            self.cpu_peak_milli = 0.0
         self.memory.append(reading.rss_mib)
+
+    def _peak(self, tick: float, cpu_seconds: float) -> None:
+        assert self.rate_mark is not None
+        then, cpu_then = self.rate_mark
+        # CPU time moves in clock ticks (10 ms): a rate over a shorter span is noise.
+        if tick - then < _MIN_RATE_SPAN_S:
+            return
+        rate = max(0.0, cpu_seconds - cpu_then) / (tick - then) * 1000.0
+        self.cpu_peak_milli = max(self.cpu_peak_milli or 0.0, rate)
+        self.rate_mark = (tick, cpu_seconds)
 
     def add_gpu(self, reading: GpuReading | None) -> None:
         self.gpu_busy.append(0.0 if reading is None else reading.busy)
@@ -365,12 +381,13 @@ class UsageSampler:
             except ModelplaneError as exc:  # a bad cluster.yaml: sample all the same
                 log.warning("usage: cannot read the cluster model: %s", exc)
         slots = list(self.source.replicas())
-        now = self._clock.wall()
+        pids = {s.pid for s in slots if s.pid is not None}
+        readings, gpu = await asyncio.to_thread(self._read, pids)
+        # Once read: the thread may have waited its turn, and rates divide by this time.
+        now, tick = self._clock.wall(), self._clock.monotonic()
         first = self._period_start is None
         if first:
             self._period_start = now
-        pids = {s.pid for s in slots if s.pid is not None}
-        readings, gpu = await asyncio.to_thread(self._read, pids)
         present = set()
         for slot in slots:
             present.add(slot.key)
@@ -382,7 +399,8 @@ class UsageSampler:
             if window is None:
                 window = _Window(slot, now, now, fresh=not first)
                 self._windows[slot.key] = window
-            window.add(now, slot, None if slot.pid is None else readings.get(slot.pid))
+            reading = None if slot.pid is None else readings.get(slot.pid)
+            window.add(now, tick, slot, reading)
             if gpu is not None:
                 window.add_gpu(None if slot.pid is None else gpu.get(slot.pid))
         for key in set(self._windows) - present:
