@@ -14,6 +14,7 @@ from modelplane.cli import (
     evidence,
     evidence_pack,
     features,
+    jobs,
     keys,
     models,
     outcomes,
@@ -76,6 +77,7 @@ app.add_typer(contract.app, name="contract")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")
 app.add_typer(features.app, name="features")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
 
 

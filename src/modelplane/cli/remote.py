@@ -119,6 +119,10 @@ class Remote:
             raise ModelplaneError(message, details=details)
         raise cls(message, details=details)
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call: its JSON answer, or the API's error raised as the same error."""
+        return self._call(method, path, **kwargs)
+
     def apply(
         self, documents: list[dict[str, Any]], *, reason: str, allow_breaking: bool
     ) -> list[dict[str, Any]]:

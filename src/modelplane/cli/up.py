@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from modelplane.cli.context import CliContext
+from modelplane.cli.job_planner import run_jobs, submit_check
 from modelplane.cli.output import console, handle_errors
 from modelplane.cli.rollout import GatewayEvidence
 
@@ -227,6 +228,7 @@ async def _run(
         actor=cli.actor,
         online_store=online_store,
         gateway_url=f"http://{host}:{port}",
+        job_check=submit_check(registry, settings.home),
     )
     controller = EndpointController(
         registry, GatewayTarget(gateway), settings.home / "cache" / "packages"
@@ -268,6 +270,7 @@ async def _run(
                     ("usage sampler", usage.run),
                     ("autoscaler", autoscaler.run),
                     ("degrader", degrader.run),
+                    ("job controller", run_jobs(registry, settings.home, degrader)),
                     ("outcome recorder", _outcome_recorder(registry.engine)),
                 )
             )

@@ -34,10 +34,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from modelplane.controlplane.degrader import Degrader
 from modelplane.controlplane.loop import every
 from modelplane.controlplane.why import applied_policy, endpoint_workloads
 from modelplane.core.cluster import GPU_MILLI, Demand
-from modelplane.core.degrade import Effects
+from modelplane.core.degrade import Effects, effects
 from modelplane.core.jobplan import JobPlanner, PlannedJob
 from modelplane.core.jobqueue import (
     QueuedJob,
@@ -72,6 +73,7 @@ __all__ = [
     "JobController",
     "Reason",
     "capacity_of",
+    "degrader_effects",
     "job_cost",
     "shard_demand",
 ]
@@ -383,12 +385,12 @@ class JobController:
         items = [a for a in active if a.record.state in (JobState.QUEUED, JobState.RUNNING)]
         policy = applied_policy(self.resources)
         cluster = self.cluster()
-        effects = self.degradation() if self.degradation is not None else Effects()
+        active_steps = self.degradation() if self.degradation is not None else Effects()
         queued = tuple(self._queued(item, cluster, now) for item in items)
         serving = tuple(endpoint_workloads(self.registry, self.resources))
         snapshot = QueueSnapshot(
-            queued, capacity_of(cluster), serving, effects.paused_tiers,
-            effects.preempt_borrowed_tiers,
+            queued, capacity_of(cluster), serving, active_steps.paused_tiers,
+            active_steps.preempt_borrowed_tiers,
         )  # fmt: skip
         decision, self.state = decide(snapshot, policy, now, self.state)
         by_name = {item.record.name: item for item in items}
@@ -552,3 +554,16 @@ def _condition(
     stamp = datetime.fromtimestamp(now, UTC).isoformat()
     condition["last_transition_time"] = old.get("last_transition_time") if same and old else stamp
     return condition
+
+
+def degrader_effects(degrader: Degrader) -> Callable[[], Effects]:
+    """What the degrader's active steps mean now, for the queue: ``pause-batch-admission``
+    and ``preempt-borrowed-batch`` act through this."""
+
+    def now() -> Effects:
+        if degrader.state.level == 0:
+            return Effects()
+        policy = applied_policy(degrader.resources)
+        return effects(policy.degradation.steps[: degrader.state.level])
+
+    return now
