@@ -75,17 +75,26 @@ def nodes(ctx: typer.Context, cluster: ClusterOption = None, as_json: JsonFlag =
 def why(
     ctx: typer.Context,
     workload: Annotated[
-        str, typer.Argument(help="An endpoint, or one replica: ENDPOINT/ROUTE/INDEX.")
+        str, typer.Argument(help="An endpoint, a replica (ENDPOINT/ROUTE/INDEX) or a job.")
     ],
     cluster: ClusterOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Where a workload is placed, or why it is pending or preempted, in one line."""
     from modelplane.controlplane.why import explain
+    from modelplane.store.jobs import JobStore
 
     cli: CliContext = ctx.obj
     spec = _cluster(cli, cluster)
     with registry_from(cli) as registry:
+        job = JobStore(registry.engine).find(workload)
+        if job is not None:  # a job's reason is the queue's own, written on every pass
+            line = f"job {job.name} ({job.team}, {job.tier}) is {job.state.value}: {job.reason}"
+            if as_json:
+                emit_json({"line": line, "job": job})
+            else:
+                console.print(line, markup=False)
+            return
         found = explain(registry, spec, workload, time.time())
     if as_json:
         emit_json(
