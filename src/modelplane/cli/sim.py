@@ -33,7 +33,28 @@ def run(
     target: Annotated[
         float, typer.Option(help="Inflate arrivals to this share of GPU capacity.")
     ] = 1.3,
-    sample: Annotated[int | None, typer.Option(help="Use only this many pods.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="Sample this many pods at random per seed, and the same share of nodes."),
+    ] = None,
+    nodes: Annotated[
+        str,
+        typer.Option(
+            help="Node list: gpu (the paper's 1,213 GPU nodes), all (with CPU-only), or a CSV."
+        ),
+    ] = "gpu",
+    pods: Annotated[
+        str,
+        typer.Option(help="Pod list variant in the folder (default, gpuspec33, ...) or a CSV."),
+    ] = "default",
+    experiment: Annotated[
+        str,
+        typer.Option(help="inflation (the paper's: nothing departs, no preemption) or departures."),
+    ] = "inflation",
+    durations: Annotated[
+        str,
+        typer.Option(help="Departures: trace (its own, else exponential) or exp:SECONDS."),
+    ] = "trace",
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
 ) -> None:
     """Replay TRACE under POLICY (and VS) with the production decision functions."""
@@ -48,6 +69,10 @@ def run(
         out_dir=out,
         target=target,
         sample=sample,
+        nodes=nodes,
+        pods=pods,
+        experiment=experiment,
+        durations=durations,
         plots=plots,
         console=console,
     )

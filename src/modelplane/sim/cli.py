@@ -8,6 +8,7 @@ table, writes PNG plots and ``summary.json`` under ``out_dir`` and returns the r
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -32,13 +33,21 @@ def sim_run(
     out_dir: Path = Path("sim-out"),
     target: float = 1.3,
     sample: int | None = None,
+    nodes: str = "gpu",
+    pods: str = "default",
+    experiment: str = "inflation",
+    durations: str = "trace",
     plots: bool = True,
     console: Console | None = None,
 ) -> SimulationResult:
     """Replay ``trace`` under ``policy`` (and ``vs``), print the table, write the outputs.
 
     ``trace`` is ``openb``, ``openb-gpuspec33``, ``synthetic`` or a folder of openb CSVs;
-    ``trace_dir`` defaults to ``../shared/traces`` beside the working directory.
+    ``trace_dir`` defaults to ``../shared/traces`` beside the working directory. ``nodes``
+    is ``gpu`` (the paper's GPU-node list), ``all`` or a CSV; ``pods`` a pod-list variant
+    (``default``, ``gpuspec33``, ``multigpu50``...) or a CSV. ``experiment`` is
+    ``inflation`` (the paper's: nothing departs) or ``departures`` (pods run for
+    ``durations``: ``trace`` or ``exp:SECONDS``, and preempted work is retried).
     """
     console = console or Console()
     policies = [(_label(policy), load_yaml(Policy, policy))]
@@ -54,6 +63,10 @@ def sim_run(
         trace_dir=trace_dir or default_trace_dir(Path.cwd()),
         target=target,
         sample=sample,
+        nodes=nodes,
+        pods=pods,
+        experiment=experiment,
+        durations=durations,
         console=console,
     )
     console.print(summary_table(result))
@@ -61,7 +74,7 @@ def sim_run(
     if plots:
         outputs += write_plots(result, out_dir)
     console.print(f"wrote {', '.join(str(p) for p in outputs)}")
-    return SimulationResult(result.trace, result.seeds, result.results, tuple(outputs))
+    return replace(result, outputs=tuple(outputs))
 
 
 def _label(path: Path) -> str:
@@ -78,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("sim-out"))
     parser.add_argument("--sample", type=int)
+    parser.add_argument("--target", type=float, default=1.3)
+    parser.add_argument("--nodes", default="gpu")
+    parser.add_argument("--pods", default="default")
+    parser.add_argument("--experiment", choices=("inflation", "departures"), default="inflation")
+    parser.add_argument("--durations", default="trace")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     console = Console()
@@ -90,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             trace_dir=args.trace_dir,
             out_dir=args.out,
             sample=args.sample,
+            target=args.target,
+            nodes=args.nodes,
+            pods=args.pods,
+            experiment=args.experiment,
+            durations=args.durations,
             plots=not args.no_plots,
             console=console,
         )

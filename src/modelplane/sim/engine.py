@@ -9,6 +9,7 @@ Work holds quota only while it runs. Metrics are sampled after every cycle.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from modelplane.core.preemption import (
     floor_holdings,
     preempt,
 )
+from modelplane.sim.accounting import allocation_by_percent, unallocated_at
 from modelplane.spec.policy import Policy
 
 __all__ = ["Arrival", "RunMetrics", "Sample", "simulate"]
@@ -60,12 +62,18 @@ class RunMetrics:
     decision_s: tuple[float, ...]
     placed: int
     arrived: int
+    finished: int = 0
+    """Work that ran to its end (departures experiments; 0 where nothing departs)."""
+    retried: int = 0
+    """Evicted work placed again later."""
+    elapsed_s: float = 0.0
 
     def unallocated_at(self, arrived_pct: float) -> float:
-        for sample in self.samples:
-            if sample.arrived_pct >= arrived_pct:
-                return 100.0 - sample.allocated_pct
-        return 100.0 - self.samples[-1].allocated_pct if self.samples else 100.0
+        """The artifact's figure: 100 - mean allocation over samples rounding to that %."""
+        curve = allocation_by_percent(
+            [s.arrived_pct for s in self.samples], [s.allocated_pct for s in self.samples]
+        )
+        return unallocated_at(curve, round(arrived_pct))
 
 
 @dataclass
@@ -92,6 +100,9 @@ class _World:
     gpu_hours_lost: float = 0.0
     floor_violations: int = 0
     placed: int = 0
+    finished: int = 0
+    retried: int = 0
+    evicted: set[str] = field(default_factory=set)
 
 
 def simulate(
@@ -104,9 +115,18 @@ def simulate(
     shapes: TaskDistribution | None = None,
     sample_every: int = 1,
     frag_every: int = 10,
+    until_s: float | None = None,
 ) -> RunMetrics:
-    """Replay ``arrivals`` (sorted by time) on ``nodes`` under ``policy``."""
+    """Replay ``arrivals`` (sorted by time) on ``nodes`` under ``policy``.
+
+    The run ends once every arrival is in and nothing more can change (nothing pending, or
+    nothing left to finish), or at ``until_s`` (default: the last arrival plus one day of
+    simulated time, so work that never fits cannot keep it going).
+    """
+    began = time.perf_counter()
     ordered = sorted(arrivals, key=lambda a: a.at)
+    last = ordered[-1].at if ordered else 0.0
+    stop = until_s if until_s is not None else last + 86_400.0
     world = _World(
         policy=policy,
         cluster=ClusterSnapshot.build(nodes),
@@ -116,8 +136,16 @@ def simulate(
     capacity = max(world.cluster.gpu_capacity, 1)
     samples: list[Sample] = []
     arrived_gpu, i, cycle, now = 0, 0, 0, 0.0
-    while i < len(ordered) or ((world.pending or world.parked) and world.ends):
-        now += cycle_s
+    # Runs while work arrives or runs; cycles where nothing can change are skipped.
+    while (i < len(ordered) or world.ends) and now < stop:
+        if world.pending:
+            now += cycle_s
+        else:
+            upcoming = min(
+                ordered[i].at if i < len(ordered) else math.inf,
+                world.ends[0][0] if world.ends else math.inf,
+            )
+            now = max(now + cycle_s, math.ceil(upcoming / cycle_s) * cycle_s)
         while i < len(ordered) and ordered[i].at <= now:
             arrival = ordered[i]
             world.pending.append(arrival.workload)
@@ -144,6 +172,9 @@ def simulate(
         decision_s=tuple(world.latencies),
         placed=world.placed,
         arrived=len(ordered),
+        finished=world.finished,
+        retried=world.retried,
+        elapsed_s=time.perf_counter() - began,
     )
 
 
@@ -157,6 +188,7 @@ def _release(world: _World, now: float) -> None:
             del world.running[name]
             del world.admitted[name]
             world.cluster = world.cluster.release(item.workload.demand, item.binding)
+            world.finished += 1
             freed = True
     if freed:
         world.pending += world.parked
@@ -165,6 +197,8 @@ def _release(world: _World, now: float) -> None:
 
 def _cycle(world: _World, now: float) -> None:
     """1. admission, 2. placement, 3. preemption, for the whole pending queue."""
+    if not world.pending:
+        return
     snapshot = AdmissionSnapshot(tuple(world.pending), tuple(world.admitted.values()))
     decision, world.admission = admit(snapshot, world.policy, now, world.admission)
     for name in decision.evict:
@@ -209,6 +243,9 @@ def _place_one(world: _World, workload: Workload, now: float, borrowed: bool) ->
     if duration is not None:
         heapq.heappush(world.ends, (now + duration, workload.name, now))
     world.placed += 1
+    if workload.name in world.evicted:
+        world.evicted.discard(workload.name)
+        world.retried += 1
     return True
 
 
@@ -221,7 +258,9 @@ def _evict(world: _World, name: str, now: float) -> None:
     world.preemptions += 1
     since = item.checkpointed_at if item.checkpointed_at is not None else item.started_at
     world.gpu_hours_lost += (now - since) / 3600 * item.workload.demand.gpu_total / GPU_MILLI
-    # Evicted work waits for capacity to free up; its stale end event is ignored.
+    # Evicted work waits for capacity to free up and runs again from its start (or its
+    # checkpoint) for its whole duration; its stale end event is ignored.
+    world.evicted.add(name)
     world.parked.append(item.workload)
 
 

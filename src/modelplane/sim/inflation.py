@@ -4,8 +4,10 @@ Creation and deletion times in the openb trace never load the cluster past ~66 G
 the paper treats it as a sample of shapes: shuffle the pods by seed, submit them one by one
 (sampling again once the list runs out) until the arrived GPU demand reaches 130% of the
 cluster's GPU capacity, never release anything, and plot the share of GPUs left
-unallocated against the arrived workload. A pod that fits nowhere fails and is dropped.
-Placement goes through :func:`modelplane.core.placement.place`, the production function.
+unallocated against the arrived workload. A pod that fits nowhere fails and is dropped, but
+its demand counts as arrived. Figures follow the artifact's accounting
+(:mod:`modelplane.sim.accounting`). Placement goes through
+:func:`modelplane.core.placement.place`, the production function.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, replace
 from modelplane.core.cluster import ClusterSnapshot, Node, Workload
 from modelplane.core.fragmentation import TaskDistribution, cluster_fragmentation
 from modelplane.core.placement import PlacementRequest, PlacementState, place
+from modelplane.sim.accounting import allocation_by_percent, unallocated_at
 from modelplane.spec.policy import PlacementPolicy, PlacementStrategy
 
 __all__ = ["InflationCurve", "inflate", "replay_inflation"]
@@ -25,24 +28,31 @@ __all__ = ["InflationCurve", "inflate", "replay_inflation"]
 
 @dataclass(frozen=True, slots=True)
 class InflationCurve:
-    """One replay: per arrived-workload percent, what share of GPU capacity sat unallocated."""
+    """One replay: per arrived-workload percent k, the share of GPUs left unallocated."""
 
     strategy: str
     seed: int
     arrived_pct: tuple[float, ...]
+    """The k (whole percents) the curve has a point for."""
     unallocated_pct: tuple[float, ...]
+    """100 - mean allocation over the arrivals whose arrived share rounds to k."""
     fragmentation_pct: tuple[float, ...]
     placed: int
     failed: int
     failed_by_tier: tuple[tuple[str, int], ...]
     decision_s: tuple[float, ...]
+    elapsed_s: float = 0.0
 
     def unallocated_at(self, arrived: float) -> float:
-        """Unallocated GPU % at the first recorded point at or past ``arrived`` %."""
-        for x, y in zip(self.arrived_pct, self.unallocated_pct, strict=True):
-            if x >= arrived:
-                return y
-        return self.unallocated_pct[-1]
+        """Unallocated GPU % at ``arrived`` % (the artifact's figure at that k)."""
+        curve = {
+            int(x): 100.0 - y for x, y in zip(self.arrived_pct, self.unallocated_pct, strict=True)
+        }
+        return unallocated_at(curve, round(arrived))
+
+    @property
+    def pods_per_s(self) -> float:
+        return (self.placed + self.failed) / self.elapsed_s if self.elapsed_s else 0.0
 
 
 def inflate(
@@ -71,22 +81,25 @@ def replay_inflation(
     seed: int,
     *,
     target: float = 1.3,
-    step_pct: float = 1.0,
     frag_every_pct: float = 5.0,
+    shapes: TaskDistribution | None = None,
 ) -> InflationCurve:
     """Replay one seed under one strategy; the task mix for FGD is the trace's own."""
     cluster = ClusterSnapshot.build(nodes)
     capacity = cluster.gpu_capacity
-    shapes = TaskDistribution.from_demands(w.demand for w in workloads)
+    if capacity <= 0:
+        raise ValueError("the cluster has no GPU: nothing to fill")
+    shapes = shapes or TaskDistribution.from_demands(w.demand for w in workloads)
     config = PlacementPolicy(strategy=strategy, seed=seed)
     state = PlacementState()
-    xs: list[float] = []
-    ys: list[float] = []
-    frags: list[float] = []
+    arrived_log: list[int] = []
+    used_log: list[int] = []
+    frag_at: dict[int, float] = {}
     latencies: list[float] = []
     failed: dict[str, int] = {}
-    arrived = placed = 0
-    next_mark, next_frag = 0.0, 0.0
+    arrived = placed = used = 0
+    next_frag = 0.0
+    began = time.perf_counter()
     for workload in inflate(workloads, capacity, seed, target):
         started = time.perf_counter()
         decision, state = place(PlacementRequest(cluster, workload, shapes), config, 0.0, state)
@@ -95,28 +108,35 @@ def replay_inflation(
             failed[workload.tier] = failed.get(workload.tier, 0) + 1
         else:
             cluster = cluster.bind(workload.demand, decision.binding)
+            used += workload.demand.gpu_total
             placed += 1
         arrived += workload.demand.gpu_total
+        arrived_log.append(arrived)
+        used_log.append(used)
         pct = 100.0 * arrived / capacity
-        if pct >= next_mark:
-            xs.append(pct)
-            ys.append(100.0 * (capacity - cluster.gpu_allocated) / capacity)
-            if pct >= next_frag:
-                frags.append(_frag_pct(cluster, shapes))
-                next_frag += frag_every_pct
-            else:
-                frags.append(frags[-1] if frags else 0.0)
-            next_mark = pct + step_pct
+        if pct >= next_frag:
+            frag_at[round(pct)] = _frag_pct(cluster, shapes)
+            next_frag += frag_every_pct
+    elapsed = time.perf_counter() - began
+    curve = allocation_by_percent(
+        [100.0 * a / capacity for a in arrived_log], [100.0 * u / capacity for u in used_log]
+    )
+    ks = sorted(curve)
+    frags, last = [], 0.0
+    for k in ks:
+        last = frag_at.get(k, last)
+        frags.append(last)
     return InflationCurve(
         strategy=strategy.value,
         seed=seed,
-        arrived_pct=tuple(xs),
-        unallocated_pct=tuple(ys),
+        arrived_pct=tuple(float(k) for k in ks),
+        unallocated_pct=tuple(100.0 - curve[k] for k in ks),
         fragmentation_pct=tuple(frags),
         placed=placed,
         failed=sum(failed.values()),
         failed_by_tier=tuple(sorted(failed.items())),
         decision_s=tuple(latencies),
+        elapsed_s=elapsed,
     )
 
 

@@ -14,6 +14,10 @@ __all__ = ["summary_table", "write_json", "write_plots"]
 
 _ROWS = (
     ("unallocated_pct_at_100", "unallocated GPU % at 100% arrived", "{:.2f}"),
+    ("arrived", "arrived pods", "{:.0f}"),
+    ("placed", "placements (retries included)", "{:.0f}"),
+    ("finished", "finished", "{:.0f}"),
+    ("retried", "evicted work placed again", "{:.0f}"),
     ("allocation_pct_mean", "GPU allocation rate % (mean)", "{:.1f}"),
     ("fragmentation_pct_end", "fragmentation % of capacity (end)", "{:.2f}"),
     ("preemptions", "preemptions", "{:.1f}"),
@@ -21,12 +25,15 @@ _ROWS = (
     ("floor_violations", "floor violations", "{:.0f}"),
     ("decision_ms_p50", "decision latency p50 ms", "{:.3f}"),
     ("decision_ms_p99", "decision latency p99 ms", "{:.3f}"),
+    ("run_s", "seconds per run", "{:.1f}"),
 )
 
 
 def summary_table(result: SimulationResult) -> Table:
     """Policies side by side, one row per figure, means over seeds."""
-    table = Table(title=f"{result.trace}: {len(result.seeds)} seeds")
+    table = Table(
+        title=f"{result.trace}: {len(result.seeds)} seeds", caption=result.experiment or None
+    )
     table.add_column("metric")
     for item in result.results:
         table.add_column(item.label, justify="right")
@@ -46,6 +53,7 @@ def write_json(result: SimulationResult, path: Path) -> Path:
     payload = {
         "trace": result.trace,
         "seeds": list(result.seeds),
+        "experiment": result.experiment,
         "policies": {r.label: {"name": r.policy.name, **r.summary} for r in result.results},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,7 @@ def write_plots(result: SimulationResult, out_dir: Path) -> list[Path]:
         ("pending", "pending workloads", lambda s: float(sum(c for _, c in s.pending_by_tier))),
     )
     # Synthetic traces run in time; the inflation replay's axis is arrived workload.
-    timed = result.trace == "synthetic"
+    timed = result.trace == "synthetic" or result.experiment.startswith("departures")
     paths = []
     for name, ylabel, value in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
