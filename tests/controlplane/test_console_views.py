@@ -1,0 +1,173 @@
+"""The console's outcome, usage and version views and an evidence pack, in a real browser
+(headless Chromium from the Debian packages, over the DevTools protocol), against
+``modelplane up`` after a real rollout under load on loopback, with labels fed back to the
+gateway and the usage sampler running.
+
+No request the pages make may fail, and none may leave loopback (the evidence pack opens
+from a ``blob:`` URL the page made). Set ``MODELPLANE_SCREENSHOTS=DIR`` to keep the
+screenshots (bench/results/console-views.png and evidence-pack.png are made that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from tests.cli.test_up import ENDPOINT
+from tests.controlplane import test_console as browser_kit
+from tests.kit import cli, running_up, wait_for
+
+from modelplane.observe.evidence_pack import verify_pack
+from modelplane.registry.build import package
+
+pd = pytest.importorskip("pandas")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+browser = browser_kit.browser  # the fixture: a headless Chromium's DevTools URL
+Tab = browser_kit.Tab
+
+FAST = """
+kind: Rollout
+steps: [{weight: 50, hold_s: 1}, {weight: 100, hold_s: 1}]
+gates:
+  - {type: min_samples, requests: 5}
+  - {type: error_rate, max_rate: 0.01}
+"""
+
+
+class Load(threading.Thread):
+    """Closed-loop predictions; each answer's request id, version and the true label."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop = url, threading.Event()
+        self.answered: list[tuple[str, str, int]] = []
+
+    def run(self) -> None:
+        rng = np.random.default_rng(3)
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                a, b = rng.normal(size=2)
+                response = http.post(self.url, json={"instances": [{"a": a, "b": b}]})
+                if response.status_code == 200:
+                    self.answered.append((response.headers["modelplane-request-id"],
+                                          response.headers["modelplane-model-version"],
+                                          int(a > 0)))  # fmt: skip
+
+
+def whole_page(tab: Any, path: Path) -> None:
+    """A screenshot of the whole page, not only the window."""
+    import base64
+
+    size = tab.call("Page.getLayoutMetrics")["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = tab.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def evaluate(tab: Any, expression: str) -> Any:
+    return tab.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get(
+        "value"
+    )
+
+
+def test_console_views_and_an_evidence_pack_load_whole_from_loopback(
+    browser: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home"),
+           "MODELPLANE_USAGE_SAMPLE_S": "0.5", "MODELPLANE_USAGE_FLUSH_S": "2"}  # fmt: skip
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(40, 2)), columns=["a", "b"])
+    for version, c in enumerate((1.0, 0.5), start=1):
+        model = LogisticRegression(C=c).fit(frame, (frame["a"] > 0).astype(int))
+        built = package(model, name="fraud", output_dir=tmp_path / f"p{version}",
+                        sample_input=frame.head())  # fmt: skip
+        cli(env, "push", str(built.path), *(("--alias", "champion") if version == 1 else ()))
+    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
+    (tmp_path / "fast.yaml").write_text(FAST)
+    keep = Path(os.environ.get("MODELPLANE_SCREENSHOTS", tmp_path))
+    with running_up(env) as up:
+        cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
+        load = Load(f"{up.url}/v1/endpoints/fraud-score:predict")
+        wait_for(lambda: up.process.poll() is not None or answers(up.url), 90, "the endpoint")
+        load.start()
+        try:
+            wait_for(lambda: len(load.answered) > 20, 60, "traffic on fraud:1")
+            cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "fast.yaml"))
+            wait_for(lambda: phase(env) == "promoted", 90, "the promotion")
+            wait_for(lambda: sum(v == "fraud:2" for _, v, _ in load.answered) > 40, 60,
+                     "traffic on fraud:2")  # fmt: skip
+        finally:
+            load.stop.set()
+            load.join(timeout=30)
+        labels = [{"request_id": r, "label": y} for r, _, y in load.answered]
+        fed = httpx.post(f"{up.url}/v1/endpoints/fraud-score:feedback",
+                         json={"outcomes": labels}, timeout=30)  # fmt: skip
+        assert fed.status_code < 300, fed.text
+        token = (Path(env["MODELPLANE_HOME"]) / "token").read_text().strip()
+        auth = {"authorization": f"Bearer {token}"}
+        api = up.api_url
+
+        def cost_has_risk() -> bool:
+            doc = httpx.get(f"{api}/v1/reports/cost?since=1h", headers=auth, timeout=10).json()
+            return any(t["team"] == "risk" for t in doc["teams"])
+
+        wait_for(cost_has_risk, 60, "the usage sampler's first intervals")
+        # the pack the API serves lists every decision of the audit log, in order
+        pack = httpx.get(f"{api}/v1/versions/fraud:2/evidence", headers=auth, timeout=30).json()
+        verify_pack(pack)
+        audit = httpx.get(f"{api}/v1/audit", params={"subject": "Rollout/fraud-score",
+                          "limit": 1000}, headers=auth, timeout=10).json()  # fmt: skip
+        assert [d["seq"] for r in pack["rollouts"] for d in r["decisions"]] == sorted(
+            e["seq"] for e in audit
+        )
+        assert pack["rollouts"][0]["outcome"] == "promoted"
+
+        console = Tab(browser)
+        console.call("Page.navigate", url=f"{api}/#token={token}")
+        wait_for(lambda: "fraud:2" in console.text("#outcomes"), 60, "the outcome view")
+        wait_for(lambda: "risk" in console.text("#cost"), 60, "the cost view")
+        wait_for(lambda: "fraud:2" in console.text("#versions"), 60, "the version list")
+        outcomes = console.text("#outcomes")
+        assert "fraud-score" in outcomes
+        assert "classifier" in outcomes
+        assert "fraud:1" in outcomes
+        assert console.count("#endpoints a.evidence") >= 1
+        whole_page(console, keep / "console-views.png")
+        evaluate(console, "document.querySelector('#versions a.evidence').click()")
+        wait_for(lambda: "evidence pack" in str(evaluate(console, "document.title")), 30,
+                 "the evidence pack to open")  # fmt: skip
+        assert str(evaluate(console, "location.href")).startswith("blob:")
+        wait_for(lambda: console.text("#rollouts"), 30, "the pack's rollouts")
+        shown = console.text("#rollouts")
+        assert "promoted" in shown
+        assert str(pack["rollouts"][0]["decisions"][-1]["seq"]) in shown
+        assert "intact" in console.text("#audit")
+        embedded = evaluate(console, "document.getElementById('evidence').textContent")
+        assert json.loads(embedded)["subject"] == "fraud:2"
+        whole_page(console, keep / "evidence-pack.png")
+        assert console.failures() == []
+        requests = console.requests()
+        assert all(url.startswith((api, "data:", "blob:")) for url in requests), requests
+        console.close()
+    assert (keep / "evidence-pack.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def answers(url: str) -> bool:
+    try:
+        response = httpx.post(f"{url}/v1/endpoints/fraud-score:predict",
+                              json={"instances": [{"a": 1.0, "b": 0.0}]}, timeout=5)  # fmt: skip
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
+def phase(env: dict[str, str]) -> str:
+    found = json.loads(cli(env, "get", "rollouts", "--json"))
+    return str(found[0]["status"]["state"]["phase"]) if found and found[0]["status"] else ""
