@@ -247,17 +247,25 @@ def test_slo_figures_and_incidents_come_from_the_logs(registry: Registry) -> Non
                 route_kind="fallback", fallback_reason=reason, status=200, queue_ms=0.0,
                 batch_ms=0.0, compute_ms=0.0, total_ms=float(10 + i),
             ))  # fmt: skip
-    pack = build_pack(registry.engine, CANARY, now=now + timedelta(seconds=400))
+        # without a fallback, the breaker's refusal is an error row
+        session.execute(insert(PredictionRow).values(
+            request_id="r9", at=now + timedelta(seconds=900), endpoint=ENDPOINT,
+            contract=ENDPOINT, contract_version=1, model_version=CANARY, digest=digest,
+            route_kind="stable", status=503, error_code="worker_failed", queue_ms=0.0,
+            detail="the circuit of route 'fraud:2' is open", batch_ms=0.0, compute_ms=0.0,
+            total_ms=0.5,
+        ))  # fmt: skip
+    pack = build_pack(registry.engine, CANARY, now=now + timedelta(seconds=1000))
     [span] = [s for s in pack["production"]["slo"] if s["to"] is None]
     assert (span["requests"], span["availability"], span["availability_met"]) == (1000, 0.99, True)
     assert (span["within_latency"], span["latency_met"]) == (0.9, False)  # p99 <= 50 ms missed
     figures = pack["production"]["requests"]
-    assert (figures["requests_seen"], figures["fallbacks"]) == (4, 4)
+    assert (figures["requests_seen"], figures["errors"], figures["fallbacks"]) == (5, 1, 4)
     incidents = pack["incidents"]
     assert [(f["reason"], f["count"]) for f in incidents["fallbacks"]] == [
         ("circuit_open", 3), ("timeout", 1)
     ]  # fmt: skip
-    assert [o["answers_while_open"] for o in incidents["breaker_openings"]] == [2, 1]
+    assert [o["answers_while_open"] for o in incidents["breaker_openings"]] == [2, 1, 1]
     assert pack_of(registry, "fraud:1")["incidents"]["fallbacks"] == []
 
 

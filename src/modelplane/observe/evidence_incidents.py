@@ -10,8 +10,10 @@ Where each fact is recorded:
 * **request figures**: the prediction log (every error and fallback, a sample of the
   rest) and the request log (every request, kept briefly), matched by the version's digest.
 * **fallbacks** and **circuit-breaker openings**: every fallback answer is kept in the
-  prediction log with its reason; ``circuit_open`` rows are answers given while the
-  route's breaker was open, grouped into openings by :data:`BREAKER_GAP_S`.
+  prediction log with its reason, and every error; ``circuit_open`` fallback rows, and the
+  error rows of an endpoint without a fallback refused because the route's breaker was
+  open, are grouped into openings by :data:`BREAKER_GAP_S`. The breaker's own state lives
+  in the gateway's memory only: an opening that no request met is not seen.
 * **rollbacks**: ``rollout.rollback`` events and people's rollback commands in the
   rollouts that involved the version; **degradations**: ``degradation.*`` events while it
   served.
@@ -30,11 +32,19 @@ from sqlalchemy.orm import Session
 from modelplane.observe.evidence_timeline import Period, RolloutStory, decision_row
 from modelplane.store.schema import AuditEventRow, PredictionRow, RequestRow, SloIntervalRow
 
-__all__ = ["BREAKER_GAP_S", "MAX_ROWS", "incidents_section", "production_section"]
+__all__ = [
+    "BREAKER_GAP_S",
+    "MAX_ROWS",
+    "OPEN_CIRCUIT",
+    "incidents_section",
+    "production_section",
+]
 
 BREAKER_GAP_S = 60.0
 """Answers given while the breaker was open that are further apart than this belong to
 different openings."""
+OPEN_CIRCUIT = "the circuit of route"
+"""How the gateway's refusal reads when a route's breaker is open (dataplane/handler.py)."""
 MAX_ROWS = 200_000
 """Bounds how many log rows one pack reads (the newest)."""
 
@@ -157,7 +167,18 @@ def incidents_section(
         if len(entry["example_request_ids"]) < 5:
             entry["example_request_ids"].append(row.request_id)
     fallbacks = [{**e, "endpoints": sorted(e["endpoints"])} for e in by_reason.values()]
-    opened = [r for r in rows if r.fallback_reason == "circuit_open"]
+    # Without a fallback, an open breaker's refusal is an error row that says so.
+    refused = session.execute(
+        select(PredictionRow.at, PredictionRow.endpoint, PredictionRow.fallback_reason,
+               PredictionRow.request_id)
+        .where(PredictionRow.digest == digest, PredictionRow.fallback_reason.is_(None),
+               PredictionRow.detail.like(f"%{OPEN_CIRCUIT}%"))
+        .order_by(PredictionRow.id.desc())
+        .limit(MAX_ROWS)
+    ).all()  # fmt: skip
+    opened = sorted(
+        [*(r for r in rows if r.fallback_reason == "circuit_open"), *refused], key=lambda r: r.at
+    )
     return {
         "rollbacks": _rollbacks(stories),
         "fallbacks": sorted(fallbacks, key=lambda e: -int(e["count"])),
