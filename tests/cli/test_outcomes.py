@@ -142,3 +142,11 @@ def _serves(url: str) -> bool:
 def _alerting(env: dict[str, str]) -> str | None:
     text = cli(env, "status")
     return text if "OUTCOME ALERT fraud:2 is worse than" in text else None
+
+
+def test_the_docs_show_the_example_the_test_runs() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "outcomes.md").read_text()
+    shown = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = (EXAMPLES / "rollout-outcome.yaml").read_text()
+    shipped = "".join(line + "\n" for line in example.splitlines() if not line.startswith("#"))
+    assert shown == shipped
