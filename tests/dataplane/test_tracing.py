@@ -10,19 +10,25 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from tests.dataplane import gateway_kit as kit
 from tests.kit import free_port, wait_for
 from tests.kit.otlp import OtlpReceiver, ReceivedSpan
 
 from modelplane.dataplane.codec_v2 import encode_request
+from modelplane.dataplane.endpoint_runtime import EndpointConfig
 from modelplane.dataplane.server import ServerThread
 from modelplane.dataplane.tracing import from_environment, tracing_requested
+from modelplane.features.stores import open_online_store
+from modelplane.spec.endpoint import FeatureBinding
+from modelplane.spec.featureset import FeatureSet
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models
@@ -119,6 +125,48 @@ def test_a_request_is_a_tree_of_spans_under_the_callers_trace(receiver: OtlpRece
     rec = _by_request(spans, "rec-1")["root"]
     assert rec.name == "POST /v1/endpoints/{endpoint}:predict"
     assert rec.attributes["url.path"] == "/v1/endpoints/echo:predict"
+
+
+CUSTOMERS = FeatureSet.model_validate(
+    {
+        "name": "customers",
+        "version": 1,
+        "team": "risk",
+        "entity": {"name": "customer_id", "dtype": "string"},
+        "features": [{"name": "n", "dtype": "int64", "default": 5}],
+        "freshness": {"max_age_s": 60.0},
+    }
+)
+
+
+def test_a_feature_join_is_a_span_naming_its_sets(receiver: OtlpReceiver, tmp_path: Path) -> None:
+    store = open_online_store(f"sqlite:///{tmp_path}/features.db")
+    store.write("customers", 1, [("stale", time.time() - 600, {"n": 2})])
+    builder = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo"))
+    binding = FeatureBinding(feature_set="customers:1", entity_key="customer_id", policy="default")
+    builder.settings["features"] = (binding,)
+    built = builder.build()
+    endpoint = EndpointConfig(built.endpoint, built.models, {"customers:1": CUSTOMERS})
+    server = ServerThread([endpoint], config=kit.gateway_config())
+    server.gateway.handler.online_store = store
+    inputs = kit.echo_inputs(1)
+    del inputs["n"]
+    inputs["customer_id"] = np.array(["stale"], dtype=object)
+    with server, httpx.Client(base_url=server.url, timeout=10.0) as client:
+        answer = client.post(
+            "/v2/models/echo/infer",
+            content=encode_request(inputs).body,
+            headers={"x-request-id": "joined-1"},
+        )
+        assert answer.status_code == 200, answer.text
+    spans = wait_for(lambda: _by_request(receiver.received(), "joined-1"), 10.0, "spans")
+    join = spans["feature_join"]
+    assert join.parent_span_id == spans["root"].span_id
+    assert join.attributes == {
+        "modelplane.feature_sets": ["customers:1"],
+        "modelplane.features.defaulted": ["n"],
+    }
+    assert spans["decode"].end_ns <= join.start_ns <= join.end_ns <= spans["validate"].start_ns
 
 
 def test_the_sampler_comes_from_the_environment(

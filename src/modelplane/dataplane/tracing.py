@@ -136,8 +136,10 @@ class RequestTracer:
         self._context = SpanContext
         self._sampled = TraceFlags(TraceFlags.SAMPLED)
         self._server = SpanKind.SERVER
+        self._internal = SpanKind.INTERNAL
         self._status = Status
         self._error = StatusCode.ERROR
+        self._unset = Status(StatusCode.UNSET)
 
     def record(
         self,
@@ -242,15 +244,10 @@ class RequestTracer:
         kind: Any = None,
         status: Any = None,
     ) -> Any:
-        extra: dict[str, Any] = {}
-        if kind is not None:
-            extra["kind"] = kind
-        if status is not None:
-            extra["status"] = status
         return self._span(
-            name, context, parent, self._resource, attributes,
-            start_time=int(start * 1e9) + offset, end_time=int(end * 1e9) + offset,
-            instrumentation_scope=self._scope, **extra,
+            name, context, parent, self._resource, attributes, (), (),
+            kind or self._internal, None, status or self._unset,
+            int(start * 1e9) + offset, int(end * 1e9) + offset, self._scope,
         )  # fmt: skip
 
     def _parent(self, headers: Iterable[tuple[bytes, bytes]]) -> Any:
