@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from tests.backends.jobs.conftest import (
@@ -38,10 +38,6 @@ def run_all(executor: LocalShardExecutor, count: int, timeout_s: float = 120) ->
     return outcomes
 
 
-def shard_processes(attempt_id: str) -> list[multiprocessing.process.BaseProcess]:
-    return [p for p in multiprocessing.active_children() if p.name.endswith(attempt_id)]
-
-
 def test_four_shards_give_the_models_own_outputs(scoring: Scoring, tmp_path: Path) -> None:
     job = job_of(scoring.dataset, tmp_path / "out")
     tasks = tasks_of(scoring, job, "job-1")
@@ -64,11 +60,12 @@ def test_four_shards_give_the_models_own_outputs(scoring: Scoring, tmp_path: Pat
     expected = direct_scores(scoring)
     assert out["txn_id"].tolist() == scoring.frame["txn_id"].tolist()
     assert np.array_equal(out["label"].to_numpy(), expected["label"])
-    # shards call BLAS on 250 rows, the direct call on 1000: equal to the last few bits
     scores = np.stack(out["probabilities"].to_numpy())
-    assert np.allclose(scores, expected["probabilities"], rtol=1e-12, atol=0)
-    proba = scoring.estimator.predict_proba(scoring.frame[COLUMNS])
-    assert np.allclose(scores, proba, rtol=1e-12, atol=0)
+    # float32 kernels may round the last bit differently for other batch sizes and buffers
+    assert np.allclose(scores, expected["probabilities"], rtol=1e-6, atol=1e-7)
+    # and scikit-learn's own answer, to float32's precision (the ONNX model computes in it)
+    proba = scoring.estimator.predict_proba(scoring.frame[COLUMNS].astype(np.float32))
+    assert np.allclose(scores, proba, rtol=1e-4, atol=1e-5)
     assert out["request_id"].iloc[0] == "job-1/0/0"
     assert out["request_id"].iloc[-1] == "job-1/3/999"
     assert set(out["model_digest"]) == {scoring.model.digest}
@@ -87,25 +84,25 @@ def test_a_killed_shard_leaves_nothing_and_its_retry_writes_once(
         executor.start(task)
         staging = Path(task.temp_path)
         wait_for(staging.exists, 60, "the shard to start writing")
-        [process] = [
-            p for p in multiprocessing.active_children() if p.name.endswith(task.attempt_id)
-        ]
-        assert process.pid is not None
-        os.kill(process.pid, signal.SIGKILL)
+        pid = executor.pid(task.attempt_id)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         [killed] = run_all(executor, 1)
         assert killed.status is OutcomeStatus.FAILED
         assert "SIGKILL" in str(killed.error)
         assert not Path(task.final_path).exists()
         assert not staging.exists()
 
-        [retry] = tasks_of(scoring, job, "job-2", attempt=2)
+        # the retry may call the model on many rows at once: the output is the same
+        quick = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1})
+        [retry] = tasks_of(scoring, quick, "job-2", attempt=2)
         executor.start(retry)
         [done] = run_all(executor, 1)
         assert (done.status, done.rows, done.reused) == (OutcomeStatus.DONE, 1000, False)
         first_write = os.stat(task.final_path).st_mtime_ns
 
         # a third attempt (a resumed job) finds the shard done and writes nothing
-        [again] = tasks_of(scoring, job, "job-2", attempt=3)
+        [again] = tasks_of(scoring, quick, "job-2", attempt=3)
         executor.start(again)
         [reused] = run_all(executor, 1)
         assert (reused.status, reused.rows, reused.reused) == (OutcomeStatus.DONE, 1000, True)
@@ -124,10 +121,10 @@ def test_a_preempted_shard_is_gone_within_the_grace(scoring: Scoring, tmp_path: 
         with pytest.raises(Conflict):
             executor.start(task)
         wait_for(Path(task.temp_path).exists, 60, "the shard to start writing")
+        pid = executor.pid(task.attempt_id)
+        assert pid is not None
         executor.stop(task.attempt_id, reason=OutcomeStatus.PREEMPTED, grace_s=2.0)
-        assert not [
-            p for p in multiprocessing.active_children() if p.name.endswith(task.attempt_id)
-        ]
+        assert not psutil.pid_exists(pid)
         [outcome] = executor.poll()
     finally:
         executor.close()

@@ -1,32 +1,10 @@
-"""Batch jobs on this platform's executors: plans and checks, the shard runner, and the
-local-process and Ray executors the job controller drives."""
+"""Batch jobs on this platform's executors.
 
-from modelplane.backends.jobs.local import LocalShardExecutor
-from modelplane.backends.jobs.models import JobModel, fetch_package, resolve_model
-from modelplane.backends.jobs.plan import (
-    DatasetInfo,
-    check_columns,
-    check_output,
-    claim_output,
-    inspect_dataset,
-    plan_batch_score,
-    plan_shards,
-    shard_task,
-    write_success,
-)
+* :mod:`.plan`: checks and shard plans before any shard runs, output claims and markers;
+* :mod:`.models`: the job's model resolved, pinned and fetched;
+* :mod:`.runner`: one shard attempt (read, sandbox, score, write) and its commit;
+* :mod:`.process`: the program a shard attempt runs as;
+* :mod:`.local`, :mod:`.ray`: the executors the job controller drives.
 
-__all__ = [
-    "DatasetInfo",
-    "JobModel",
-    "LocalShardExecutor",
-    "check_columns",
-    "check_output",
-    "claim_output",
-    "fetch_package",
-    "inspect_dataset",
-    "plan_batch_score",
-    "plan_shards",
-    "resolve_model",
-    "shard_task",
-    "write_success",
-]
+Nothing is imported here: a shard's process imports only what it runs.
+"""

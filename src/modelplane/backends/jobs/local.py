@@ -1,8 +1,9 @@
-"""Shards as local processes: one spawned process per attempt, measured and stoppable.
+"""Shards as local processes: one fresh interpreter per attempt, measured and stoppable.
 
-The process does the reading, scoring and writing (:func:`.runner.run_shard`, sandboxed
-like model workers when a policy is given); this side commits the finished file, so the
-rename that makes a shard done happens once, outside code that the model could disturb.
+The process (:mod:`.process`) does the reading, scoring and writing
+(:func:`.runner.run_shard`, sandboxed like model workers when a policy is given); this
+side commits the finished file, so the rename that makes a shard done happens once,
+outside code that the model could disturb.
 CPU seconds and peak memory come from the process itself when it ends normally, and from
 ``psutil`` samples taken on every poll when it is killed.
 """
@@ -10,54 +11,34 @@ CPU seconds and peak memory come from the process itself when it ends normally, 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
-from multiprocessing.process import BaseProcess
-from typing import Any
 
 import psutil
 
-from modelplane.backends.jobs.runner import ShardResult, commit_shard, final_rows, run_shard
+from modelplane.backends.jobs.runner import ShardResult, commit_shard, final_rows
 from modelplane.backends.jobs.runner import staging_path as staging_for
 from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask
 from modelplane.errors import Conflict, ModelplaneError
 from modelplane.security.sandbox import SandboxPolicy
 
-__all__ = ["LocalShardExecutor", "shard_process_main"]
+__all__ = ["LocalShardExecutor"]
 
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
-
-
-def shard_process_main(
-    task: ShardTask, staging: str, sandbox: SandboxPolicy | None, conn: Connection
-) -> None:
-    """Entry point of a shard's process: run it, report one message, exit."""
-    # A shard must not outlive whoever runs it (a Ray worker killed by force, say).
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        result = run_shard(task, staging, sandbox)
-    except BaseException as exc:  # everything becomes the shard's error text
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise SystemExit(1) from None
-    conn.send(("ok", result))
 
 
 @dataclass
 class _Attempt:
     task: ShardTask
-    process: BaseProcess
-    conn: Connection
+    process: subprocess.Popen[bytes]
     staging: str
     started_at: float
     started_mono: float
@@ -65,6 +46,10 @@ class _Attempt:
     cpu_seconds: float = 0.0
     stopped: OutcomeStatus | None = None
     watcher: psutil.Process | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
 
 class LocalShardExecutor:
@@ -74,9 +59,9 @@ class LocalShardExecutor:
     shard gets it narrowed to its package and its reserved memory.
     """
 
-    def __init__(self, *, sandbox: SandboxPolicy | None = None, start_method: str = "spawn"):
+    def __init__(self, *, sandbox: SandboxPolicy | None = None, python: str | None = None):
         self._sandbox = sandbox
-        self._context: Any = multiprocessing.get_context(start_method)
+        self._python = python or sys.executable
         self._attempts: dict[str, _Attempt] = {}
         self._ready: list[ShardOutcome] = []
 
@@ -91,22 +76,30 @@ class LocalShardExecutor:
             self._ready.append(_outcome(task, OutcomeStatus.DONE, now, now, rows=rows, reused=True))
             return
         staging = staging_for(task)
-        receive, send = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=shard_process_main,
-            args=(task, staging, self._sandbox, send),
-            name=f"shard-{task.attempt_id}",
-            daemon=True,
+        process = subprocess.Popen(
+            [self._python, "-m", "modelplane.backends.jobs.process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
         )
-        process.start()
-        send.close()
-        attempt = _Attempt(task, process, receive, staging, now, time.monotonic())
+        assert process.stdin is not None
+        try:
+            pickle.dump((task, staging, self._sandbox), process.stdin)
+            process.stdin.close()
+        except OSError:  # it died at once; its exit code says so when collected
+            pass
+        attempt = _Attempt(task, process, staging, now, time.monotonic())
         with contextlib.suppress(psutil.Error):
             attempt.watcher = psutil.Process(process.pid)
         self._attempts[task.attempt_id] = attempt
 
     def running(self) -> Sequence[str]:
         return tuple(self._attempts)
+
+    def pid(self, attempt_id: str) -> int | None:
+        """The process id of a running attempt (for operators' tools and logs)."""
+        attempt = self._attempts.get(attempt_id)
+        return None if attempt is None else attempt.process.pid
 
     def poll(self) -> list[ShardOutcome]:
         return self._collect()
@@ -118,8 +111,9 @@ class LocalShardExecutor:
             left = deadline - time.monotonic()
             if outcomes or left <= 0:
                 return outcomes
-            waitables: list[Connection | int] = [a.conn for a in self._attempts.values()]
-            waitables += [a.process.sentinel for a in self._attempts.values()]
+            # a reply pipe becomes readable (EOF at least) when its process ends
+            waitables = [a.process.stdout.fileno() for a in self._attempts.values()
+                         if a.process.stdout is not None]  # fmt: skip
             if not waitables:
                 return []
             wait_any(waitables, timeout=min(left, 0.5))
@@ -133,10 +127,11 @@ class LocalShardExecutor:
         attempt.stopped = reason
         self._sample(attempt)
         attempt.process.terminate()
-        attempt.process.join(grace_s)
-        if attempt.process.is_alive():
+        try:
+            attempt.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
             attempt.process.kill()
-            attempt.process.join(grace_s)
+            attempt.process.wait(grace_s)
 
     def close(self) -> None:
         for attempt_id in list(self._attempts):
@@ -158,11 +153,8 @@ class LocalShardExecutor:
     def _collect(self) -> list[ShardOutcome]:
         done, self._ready = self._ready, []
         for attempt_id, attempt in list(self._attempts.items()):
-            if attempt.process.is_alive() and attempt.stopped is None:
+            if attempt.alive:
                 self._sample(attempt)
-                continue
-            attempt.process.join(5.0)
-            if attempt.process.is_alive():
                 continue
             del self._attempts[attempt_id]
             done.append(self._finish(attempt))
@@ -170,13 +162,12 @@ class LocalShardExecutor:
 
     def _finish(self, attempt: _Attempt) -> ShardOutcome:
         task, now = attempt.task, time.time()
-        message = _received(attempt.conn)
-        attempt.conn.close()
+        message = _received(attempt.process)
         if attempt.stopped is not None:
             _discard(attempt.staging)
             return _outcome(task, attempt.stopped, attempt.started_at, now,
                             cpu=attempt.cpu_seconds, rss=attempt.peak_rss_mib)  # fmt: skip
-        if message is not None and message[0] == "ok" and attempt.process.exitcode == 0:
+        if message is not None and message[0] == "ok" and attempt.process.returncode == 0:
             result = message[1]
             assert isinstance(result, ShardResult)
             try:
@@ -192,19 +183,26 @@ class LocalShardExecutor:
         if message is not None and message[0] == "error":
             error = str(message[1])
         else:
-            error = _death(attempt.process.exitcode)
+            error = _death(attempt.process.returncode)
         return _outcome(task, OutcomeStatus.FAILED, attempt.started_at, now, error=error,
                         cpu=attempt.cpu_seconds, rss=attempt.peak_rss_mib)  # fmt: skip
 
 
-def _received(conn: Connection) -> tuple[str, object] | None:
+def _received(process: subprocess.Popen[bytes]) -> tuple[str, object] | None:
+    """The one reply of an ended process, if it wrote a whole one."""
+    assert process.stdout is not None
     try:
-        if conn.poll(0):
-            message = conn.recv()
-            if isinstance(message, tuple) and len(message) == 2:
-                return (str(message[0]), message[1])
-    except (EOFError, OSError):
+        data = process.stdout.read()
+    except OSError:
         return None
+    finally:
+        process.stdout.close()
+    try:
+        message = pickle.loads(data) if data else None
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
+        return None
+    if isinstance(message, tuple) and len(message) == 2:
+        return (str(message[0]), message[1])
     return None
 
 
