@@ -136,3 +136,31 @@ def test_a_broken_audit_chain_is_written_down_and_fails_the_command(
     assert pack["audit"]["intact"] is False
     assert "seq 5" in pack["audit"]["problem"]
     assert "BROKEN" in page
+
+
+DOC = Path(__file__).parents[2] / "docs" / "evidence.md"
+
+
+def test_the_guides_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/evidence.md's 'Try it': train.py, the shell lines, then the digest check."""
+    import sys
+
+    text = DOC.read_text()
+    blocks = re.findall(r"```(python|sh)\n(.*?)```", text, re.S)
+    [check] = [b for kind, b in blocks if kind == "python" and "hashlib" in b]
+    [train] = [b for kind, b in blocks if kind == "python" and "# train.py" in b]
+    [shell] = [b for kind, b in blocks if kind == "sh" and "python train.py" in b]
+    env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
+    env.pop("MODELPLANE_AUDIT_KEY", None)
+    (tmp_path / "train.py").write_text(train)
+    for line in shell.strip().splitlines():
+        program, *args = line.split()
+        command = [sys.executable if program == "python" else CLI, *args]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "digest ok"
+    assert (tmp_path / "packs" / "evidence-fraud-1.html").exists()
