@@ -237,6 +237,7 @@ def test_jobs_and_serving_are_summed_together_with_queue_wait() -> None:
         gpu_fraction=0.5,
         gpu_util=0.25,
         queue_wait_s=30.0,
+        memory_peak_mib=512,
     )
     again = UsageInterval(
         kind=WorkloadKind.SHARD,
@@ -249,14 +250,18 @@ def test_jobs_and_serving_are_summed_together_with_queue_wait() -> None:
         shard=1,
         cpu_milli=1000,
         memory_mib=1024,
-        queue_wait_s=12.0,
+        queue_wait_s=30.0,
+        memory_peak_mib=256,
     )
     report = cost_report([replica(), shard, again], [node()], T0, T0 + HOUR)
     (risk,) = report.teams
     assert math.isclose(risk.cost, risk.serving_cost + risk.jobs_cost)
     assert risk.jobs_cost > 0
     assert risk.serving_cost > 0
-    assert (risk.shards, risk.queue_wait_s) == (2, 42.0)
+    # both shards carry their job's wait: counted once
+    assert (risk.jobs, risk.shards, risk.queue_wait_s) == (1, 2, 30.0)
+    # no mean memory reported: the peak counts as used
+    assert risk.used["memory"] == pytest.approx(0.0 + 0.5 * 600 + 0.25 * 100)
     assert risk.used["gpu"] == 0.25 * 600  # a quarter of a device kept busy
     job = next(g for g in group_usage([shard, again], [node()]) if g.kind is WorkloadKind.SHARD)
     assert (job.name, job.replicas, job.utilization["gpu"]) == ("score-q3", 2, 0.5)

@@ -100,13 +100,13 @@ def cost(
             _money(t["jobs_cost"]),
             _money(t["cost"]),
             _money(t["waste"]),
-            f"{t['shards']} / {t['queue_wait_s']:,.0f} s" if t["shards"] else "",
+            f"{t['jobs']} / {t['shards']} / {t['queue_wait_s']:,.0f} s" if t["shards"] else "",
         ))  # fmt: skip
     table(
         f"cost since {since}",
         ["team", "CPU core-h used/reserved", "memory GiB-h used/reserved",
          "GPU-h used/reserved", "left idle", "serving", "jobs", "cost", "idle in reservation",
-         "shards / queue wait"],
+         "jobs / shards / queue wait"],
         rows,
     )  # fmt: skip
     console.print(

@@ -83,7 +83,9 @@ def _reserved_amounts(interval: UsageInterval) -> tuple[float, float, float]:
 def _used_amount_seconds(interval: UsageInterval) -> tuple[float, float, float]:
     """Cores, GiB and devices used, times seconds, over the interval."""
     gpu = (interval.gpu_util or 0.0) * interval.seconds
-    return interval.cpu_seconds, interval.memory_mean_mib / _MIB_PER_GIB * interval.seconds, gpu
+    mean = interval.memory_mean_mib
+    memory = interval.memory_peak_mib if mean is None else mean
+    return interval.cpu_seconds, memory / _MIB_PER_GIB * interval.seconds, gpu
 
 
 def _peak_amounts(interval: UsageInterval) -> tuple[float, float, float]:
@@ -246,8 +248,9 @@ class TeamCost:
     idle_share: float
     """Unused share of the reservation, weighted by the reference prices (unit-free)."""
     shards: int
+    jobs: int
     queue_wait_s: float
-    """Summed wait for admission of the team's shard attempts that reported one."""
+    """Summed wait for admission of the team's jobs (each job once)."""
     unpriced_s: float
 
 
@@ -323,9 +326,18 @@ def _team_row(team: str, charges: Sequence[Charge], reference: UnitPrices) -> Te
         waste=math.fsum(w for c in charges for w in c.waste()),
         idle_share=_weighted(unused, reference) / weight if weight > 0 else 0.0,
         shards=len({(s.job, s.shard) for s in shards}),
-        queue_wait_s=math.fsum(s.queue_wait_s or 0.0 for s in shards),
+        jobs=len({s.job for s in shards}),
+        queue_wait_s=_queue_wait(shards),
         unpriced_s=math.fsum(c.unpriced_s for c in charges),
     )
+
+
+def _queue_wait(shards: Sequence[UsageInterval]) -> float:
+    """Each job's wait once: every shard of a job carries the same."""
+    waits: dict[str | None, float] = {}
+    for shard in shards:
+        waits[shard.job] = max(waits.get(shard.job, 0.0), shard.queue_wait_s or 0.0)
+    return math.fsum(waits.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,8 +82,8 @@ class UsageInterval:
     """One workload on one node over ``[start, end]``: reserved against used.
 
     Build a replica's with ``endpoint``, ``route``, ``version`` and ``replica``; a shard's
-    with ``job`` and ``shard`` (and ``queue_wait_s``: how long the shard waited for
-    admission before this attempt started). Bad values raise
+    with ``job`` and ``shard`` (and ``queue_wait_s``: how long its job waited for
+    admission; the same for every shard of a job, counted once per job). Bad values raise
     :class:`~modelplane.errors.InvalidSpec` naming the field, before anything is stored.
     """
 
@@ -106,7 +106,8 @@ class UsageInterval:
     """Highest CPU rate between two readings, in millicores; ``None``: only the mean
     (``cpu_seconds / seconds``) is known."""
     memory_peak_mib: float = 0.0
-    memory_mean_mib: float = 0.0
+    memory_mean_mib: float | None = None
+    """``None``: only the peak is known, and reports count the peak as used."""
     gpu_util: float | None = None
     """GPU devices kept busy, on average: 0.25 is a quarter of one device's time (all of a
     quarter GPU held, or half of a half). ``None``: no GPU was measured, which is not the
@@ -123,6 +124,7 @@ class UsageInterval:
     job: str | None = None
     shard: int | None = None
     queue_wait_s: float | None = None
+    """A shard's job's wait for admission (submitted to admitted)."""
 
     def __post_init__(self) -> None:
         try:

@@ -95,6 +95,7 @@ def _team(row: TeamCost) -> dict[str, Any]:
         "reserved_hours": _hours(row.reserved),
         "used_hours": _hours(row.used),
         "shards": row.shards,
+        "jobs": row.jobs,
         "queue_wait_s": round(row.queue_wait_s, 3),
         "unpriced_s": round(row.unpriced_s, 3),
     }

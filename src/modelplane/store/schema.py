@@ -501,7 +501,7 @@ class UsageIntervalRow(Base):
     cpu_seconds: Mapped[float] = mapped_column(Float)
     cpu_peak_milli: Mapped[float | None] = mapped_column(Float)
     memory_peak_mib: Mapped[float] = mapped_column(Float)
-    memory_mean_mib: Mapped[float] = mapped_column(Float)
+    memory_mean_mib: Mapped[float | None] = mapped_column(Float)
     gpu_util: Mapped[float | None] = mapped_column(Float)
     gpu_memory_mib: Mapped[float | None] = mapped_column(Float)
     samples: Mapped[int] = mapped_column(Integer)

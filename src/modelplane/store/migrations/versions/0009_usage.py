@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("cpu_seconds", sa.Float(), nullable=False),
         sa.Column("cpu_peak_milli", sa.Float(), nullable=True),
         sa.Column("memory_peak_mib", sa.Float(), nullable=False),
-        sa.Column("memory_mean_mib", sa.Float(), nullable=False),
+        sa.Column("memory_mean_mib", sa.Float(), nullable=True),
         sa.Column("gpu_util", sa.Float(), nullable=True),
         sa.Column("gpu_memory_mib", sa.Float(), nullable=True),
         sa.Column("samples", sa.Integer(), nullable=False),
