@@ -1,0 +1,50 @@
+"""The cluster model as ``up``'s usage sampler reads it: this machine detected once and
+first, declared nodes beside it, prices re-read from ``cluster.yaml`` at every call. (The
+gateway side, :class:`GatewayReplicas`, is read by a real ``up`` in test_report_cli.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelplane.cli.gateway_usage import LocalCluster
+from modelplane.controlplane.nodes import detect_local_node
+from modelplane.errors import InvalidSpec
+
+DECLARED = """
+kind: Cluster
+local: {{cost_per_hour: {price}}}
+nodes:
+  - {{name: {name}, cpu_milli: 16000, memory_mib: 65536, cost_per_hour: 0.68}}
+"""
+
+
+def test_this_machine_first_and_prices_re_read(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(DECLARED.format(price=0.4, name="cpu-1"))
+    cluster = LocalCluster(path)
+    local, declared = cluster()
+    here = detect_local_node()
+    assert (local.name, local.cpu_milli, local.cost_per_hour) == (here.name, here.cpu_milli, 0.4)
+    assert (declared.name, declared.cost_per_hour) == ("cpu-1", 0.68)
+    path.write_text(DECLARED.format(price=0.9, name="cpu-1"))
+    assert cluster()[0].cost_per_hour == 0.9
+    assert cluster.gpu_model == (here.gpus.model if here.gpus else None)
+
+
+def test_a_declared_node_named_like_this_machine_replaces_it(tmp_path: Path) -> None:
+    here = detect_local_node()
+    path = tmp_path / "cluster.yaml"
+    path.write_text(DECLARED.format(price=0.4, name=here.name))
+    (only,) = LocalCluster(path)()
+    assert (only.name, only.cpu_milli, only.cost_per_hour) == (here.name, 16000, 0.68)
+
+
+def test_no_file_is_this_machine_at_no_price_and_a_bad_file_is_named(tmp_path: Path) -> None:
+    (local,) = LocalCluster(tmp_path / "absent.yaml")()
+    assert local.cost_per_hour == 0.0
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("kind: Cluster\nlocal: {cost_per_hour: -1}\n")
+    with pytest.raises(InvalidSpec, match="cost_per_hour"):
+        LocalCluster(bad)()
