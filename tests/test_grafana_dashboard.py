@@ -202,7 +202,7 @@ def _expressions(node: Any) -> Iterator[str]:
 
 def test_the_parser_reads_promql_and_refuses_what_is_not() -> None:
     parsed = PromQL(
-        'sum by (team) (clamp_min(a{x=~"1"} - rate(b_total[5m]), 0) * on (e) group_right c)'
+        'sum by (team) (clamp_min(a{x=~"1"} - rate(b_total[5m]), 0) * ignoring (t) group_right c)'
     )
     assert parsed.metrics == {"a", "b_total", "c"}
     assert PromQL("histogram_quantile(0.99, sum by (le) (rate(h_bucket[5m])))").metrics == {
