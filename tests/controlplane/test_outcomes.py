@@ -77,3 +77,16 @@ def test_a_regression_is_reported_and_recorded_once(engine: Engine) -> None:
 
 def test_no_outcomes_no_report(engine: Engine) -> None:
     assert OutcomeRecorder(engine).record_now() == {}
+
+
+def test_an_endpoint_is_reported_again_only_when_outcomes_arrived(engine: Engine) -> None:
+    answered_and_labelled(engine, 100)
+    clock = FakeClock(start=1_800_000_000.0)
+    recorder = OutcomeRecorder(engine, clock=clock, refresh_s=300.0)
+    assert set(recorder.record_now()) == {"fraud-score"}
+    clock.advance(10.0)
+    assert recorder.record_now() == {}
+    OutcomeStore(engine).ingest("fraud-score", [Feedback("r1", 0.0)], now=clock.wall())
+    assert set(recorder.record_now()) == {"fraud-score"}
+    clock.advance(301.0)
+    assert set(recorder.record_now()) == {"fraud-score"}

@@ -66,11 +66,20 @@ def summary(report: OutcomeReport, now: float) -> dict[str, Any]:
 
 
 class OutcomeRecorder:
-    """Writes ``OutcomeReport`` resources and records new outcome events; see the module."""
+    """Writes ``OutcomeReport`` resources and records new outcome events; see the module.
 
-    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
+    A report reads every labelled answer of the endpoint (seconds at 100,000 labels), so
+    an endpoint is reported again only when outcomes arrived since its last report, or
+    after ``refresh_s`` (coverage moves with every answer, slowly)."""
+
+    def __init__(
+        self, engine: Engine, *, clock: Clock | None = None, refresh_s: float = 300.0
+    ) -> None:
         self.engine = engine
+        self.refresh_s = refresh_s
         self._clock = clock or SystemClock()
+        self._reported: dict[str, tuple[tuple[int, float], float]] = {}
+        """Per endpoint: the outcomes' (count, latest arrival) last reported, and when."""
 
     async def run(self, stop: asyncio.Event, interval_s: float = 30.0) -> None:
         await every(stop, interval_s, self.record, log=log, what="outcome recording")
@@ -81,13 +90,20 @@ class OutcomeRecorder:
 
     def record_now(self) -> dict[str, dict[str, Any]]:
         now = self._clock.wall()
-        documents = {
-            name: summary(outcomes_by_version(self.engine, name), now)
-            for name in OutcomeStore(self.engine).endpoints()
+        due = {
+            name: seen
+            for name, seen in OutcomeStore(self.engine).arrivals().items()
+            if self._due(name, seen, now)
         }
+        documents = {name: summary(outcomes_by_version(self.engine, name), now) for name in due}
         if documents:
             self._write(documents, now)
+        self._reported |= {name: (seen, now) for name, seen in due.items()}
         return documents
+
+    def _due(self, name: str, seen: tuple[int, float], now: float) -> bool:
+        last = self._reported.get(name)
+        return last is None or last[0] != seen or now - last[1] >= self.refresh_s
 
     def _write(self, documents: Mapping[str, dict[str, Any]], now: float) -> None:
         at = datetime.fromtimestamp(now, UTC)

@@ -194,7 +194,7 @@ def outcomes_by_version(
     confidence: float = 0.95,
     tolerance: float = 0.0,
     min_labels: int = MIN_LABELS,
-    estimate_rows: int = 20_000,
+    estimate_rows: int = 10_000,
 ) -> OutcomeReport:
     """The outcome report of ``endpoint``; see the module docstring."""
     store = OutcomeStore(engine)
