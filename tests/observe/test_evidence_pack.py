@@ -113,6 +113,15 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     registry.close()
 
 
+@pytest.fixture
+def either(tmp_path: Path, database_url: str) -> Iterator[Registry]:
+    """The seeded registry on SQLite, then on PostgreSQL."""
+    registry = open_registry(database_url, str(tmp_path / "art"), actor="alice", audit_key=KEY)
+    seed(registry, tmp_path)
+    yield registry
+    registry.close()
+
+
 def rollout_spec() -> RolloutSpec:
     steps = (CanaryStep(weight=10, hold_s=10), CanaryStep(weight=100, hold_s=10))
     gates = (MinSamplesGate(requests=10, name="samples"), ErrorRateGate(max_rate=0.02))
@@ -165,8 +174,9 @@ def pack_of(registry: Registry, ref: str = CANARY) -> dict[str, Any]:
 
 
 def test_the_pack_lists_every_rollout_decision_of_the_audit_log_in_order(
-    registry: Registry,
+    either: Registry,
 ) -> None:
+    registry = either
     rolled_back_then_promoted(registry)
     pack = pack_of(registry)
     assert pack["subject"] == "fraud:2"
@@ -228,7 +238,8 @@ def test_who_pushed_promoted_and_approved_and_what_it_served(registry: Registry)
     assert pack["audit"]["events"] == len(registry.audit_events(limit=10_000))
 
 
-def test_slo_figures_and_incidents_come_from_the_logs(registry: Registry) -> None:
+def test_slo_figures_and_incidents_come_from_the_logs(either: Registry) -> None:
+    registry = either
     rolled_back_then_promoted(registry)
     digest = registry.get(CANARY).digest
     now = datetime.now(UTC) + timedelta(seconds=120)

@@ -154,8 +154,9 @@ def build_pack(
         row = _version_row(session, name, number, alias)
         version_ref = f"{row.model_name}:{row.version}"
         team = session.scalar(select(ModelRow.team).where(ModelRow.name == row.model_name))
-        periods = serving_periods(_events(session, _endpoint_events()), version_ref)
-        stories = _stories(session, version_ref)
+        endpoint_events = _events(session, _endpoint_events())
+        periods = serving_periods(endpoint_events, version_ref)
+        stories = _stories(session, version_ref, endpoint_events)
         document: dict[str, Any] = {
             "format": FORMAT,
             "subject": version_ref,
@@ -308,10 +309,11 @@ def _contracts(periods: Sequence[Period]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _stories(session: Session, ref: str) -> list[tuple[RolloutStory, str]]:
+def _stories(
+    session: Session, ref: str, endpoint_events: Sequence[audit.AuditRecord]
+) -> list[tuple[RolloutStory, str]]:
     """The rollouts that moved traffic to ``ref`` or away from it, with that role."""
     stories = rollouts_of(_events(session, [AuditEventRow.subject.like("Rollout/%")]))
-    endpoint_events = _events(session, _endpoint_events())
     found = []
     for story in stories:
         role = story.role(ref, _pins_during(endpoint_events, story))
