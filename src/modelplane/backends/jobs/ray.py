@@ -1,0 +1,167 @@
+"""Shards as Ray tasks: the same attempts as :mod:`.local`, placed by Ray across a cluster.
+
+Each attempt is one Ray task asking for the shard's reservation (fractional CPUs, memory
+in bytes, fractional GPUs, the GPU model as Ray's ``accelerator_type:<MODEL>`` resource).
+Inside, the task runs the attempt exactly as the local executor does, as its own fresh,
+sandboxed process on that node (:mod:`.process`), so a shard behaves the same on both
+backends, and commits it there; the output URL must therefore be reachable from every node
+(a shared folder, or an fsspec URL such as ``s3://``).
+
+Stopping an attempt cancels its task: Ray interrupts it, which stops the shard's process
+(SIGTERM, then a kill after the grace), and a task still running after the grace is killed
+by force (the shard's process dies with it: it asked the kernel to, see :mod:`.process`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+
+from modelplane.backends.jobs.local import LocalShardExecutor
+from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask
+from modelplane.errors import Conflict
+from modelplane.security.sandbox import SandboxPolicy
+
+__all__ = ["RayShardExecutor", "run_attempt", "task_options"]
+
+_LONGEST_ATTEMPT_S = 7 * 24 * 3600.0
+"""An attempt is bounded even without a deadline: a week, then it is cancelled."""
+
+
+def run_attempt(
+    task: ShardTask, sandbox: SandboxPolicy | None, grace_s: float = 5.0
+) -> ShardOutcome:
+    """Run one attempt as a local process and wait for its outcome (inside a Ray task)."""
+    executor = LocalShardExecutor(sandbox=sandbox)
+    deadline = time.monotonic() + _LONGEST_ATTEMPT_S
+    try:
+        executor.start(task)
+        while time.monotonic() < deadline:
+            outcomes = executor.wait(1.0)
+            if outcomes:
+                return outcomes[0]
+        executor.stop(task.attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=grace_s)
+        return executor.poll()[0]
+    finally:
+        # reached on Ray's cancel (KeyboardInterrupt) too: the process never outlives us
+        for attempt_id in executor.running():
+            executor.stop(attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=grace_s)
+
+
+def task_options(task: ShardTask) -> dict[str, Any]:
+    """The Ray resources of one attempt: the reservation the scheduler counted."""
+    reservation = task.reservation
+    options: dict[str, Any] = {
+        "num_cpus": reservation.cpu_milli / 1000,
+        "memory": reservation.memory_mib * (1 << 20),
+        "max_retries": 0,  # retries are the job controller's, with its backoff and limit
+        "name": f"shard-{task.attempt_id}",
+    }
+    if reservation.gpu_milli:
+        options["num_gpus"] = reservation.gpu_milli / 1000
+        if reservation.gpu_model:
+            options["resources"] = {f"accelerator_type:{reservation.gpu_model}": 0.001}
+    return options
+
+
+@dataclass
+class _Submitted:
+    task: ShardTask
+    ref: ray.ObjectRef[ShardOutcome]
+    started_at: float
+    stopped: OutcomeStatus | None = None
+
+
+class RayShardExecutor:
+    """A :class:`~modelplane.core.jobs.ShardExecutor` over a Ray cluster.
+
+    Connects to ``address`` unless this process is already connected (``ray.init`` with
+    no dashboard: nothing here needs it, and an open one is CVE-2023-48022).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        sandbox: SandboxPolicy | None = None,
+        namespace: str = "modelplane",
+    ) -> None:
+        if not ray.is_initialized():
+            ray.init(
+                address=address,
+                namespace=namespace,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        self._sandbox = sandbox
+        self._remote = ray.remote(run_attempt)
+        self._submitted: dict[str, _Submitted] = {}
+
+    def start(self, task: ShardTask) -> None:
+        if task.attempt_id in self._submitted:
+            raise Conflict(f"shard attempt {task.attempt_id} is already running")
+        ref = self._remote.options(**task_options(task)).remote(task, self._sandbox)
+        self._submitted[task.attempt_id] = _Submitted(task, ref, time.time())
+
+    def running(self) -> Sequence[str]:
+        return tuple(self._submitted)
+
+    def poll(self) -> list[ShardOutcome]:
+        return self.wait(0.0)
+
+    def wait(self, timeout: float) -> list[ShardOutcome]:
+        if not self._submitted:
+            return []
+        refs = [s.ref for s in self._submitted.values()]
+        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
+        if ready:  # then take every other one that is ready too
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        finished = set(ready)
+        outcomes = []
+        for attempt_id, submitted in list(self._submitted.items()):
+            if submitted.ref in finished:
+                del self._submitted[attempt_id]
+                outcomes.append(self._outcome(submitted))
+        return outcomes
+
+    def stop(self, attempt_id: str, *, reason: OutcomeStatus, grace_s: float = 5.0) -> None:
+        submitted = self._submitted.get(attempt_id)
+        if submitted is None or submitted.stopped is not None:
+            return
+        if reason not in (OutcomeStatus.PREEMPTED, OutcomeStatus.CANCELLED):
+            raise ValueError(f"a stop is preempted or cancelled, not {reason}")
+        submitted.stopped = reason
+        ray.cancel(submitted.ref, force=False)
+        ready, _ = ray.wait([submitted.ref], timeout=grace_s + 1.0)
+        if not ready:
+            ray.cancel(submitted.ref, force=True)
+            ray.wait([submitted.ref], timeout=grace_s)
+
+    def close(self) -> None:
+        for attempt_id in list(self._submitted):
+            self.stop(attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=2.0)
+        self._submitted.clear()
+
+    def _outcome(self, submitted: _Submitted) -> ShardOutcome:
+        task = submitted.task
+        try:
+            outcome: ShardOutcome = ray.get(submitted.ref, timeout=30.0)
+        except (TaskCancelledError, RayError, GetTimeoutError) as exc:
+            status = submitted.stopped or OutcomeStatus.FAILED
+            error = None if submitted.stopped else f"the shard's Ray task failed: {exc}"
+            return ShardOutcome(task.job_uid, task.plan.index, task.attempt, status,
+                                started_at=submitted.started_at, finished_at=time.time(),
+                                error=error)  # fmt: skip
+        if submitted.stopped is not None and outcome.status is not OutcomeStatus.DONE:
+            # the process was stopped for the controller's reason, not the task's
+            return ShardOutcome(task.job_uid, task.plan.index, task.attempt, submitted.stopped,
+                                started_at=outcome.started_at, finished_at=outcome.finished_at,
+                                cpu_seconds=outcome.cpu_seconds,
+                                peak_memory_mib=outcome.peak_memory_mib)  # fmt: skip
+        return outcome

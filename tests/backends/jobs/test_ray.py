@@ -1,0 +1,87 @@
+"""RayShardExecutor on a real three-node Ray cluster (loopback, no dashboard)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, read_output, tasks_of
+from tests.kit import wait_for
+from tests.kit.ray import Node, RayCluster, ray_cluster
+
+from modelplane.backends.jobs.ray import RayShardExecutor, task_options
+from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
+from modelplane.security.sandbox import SandboxPolicy
+from modelplane.spec.io import parse
+from modelplane.spec.job import Job
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    with ray_cluster(Node(cpus=1), [Node(cpus=1), Node(cpus=1)]) as started:
+        yield started
+
+
+def run_all(executor: ShardExecutor, count: int, timeout_s: float = 180) -> list[ShardOutcome]:
+    outcomes: list[ShardOutcome] = []
+
+    def collect() -> bool:
+        outcomes.extend(executor.wait(1.0))
+        return len(outcomes) >= count
+
+    wait_for(collect, timeout_s, f"{count} shard outcomes", every_s=0)
+    return outcomes
+
+
+def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
+    cluster: RayCluster, scoring: Scoring, tmp_path: Path
+) -> None:
+    job = job_of(scoring.dataset, tmp_path / "out")
+    tasks = tasks_of(scoring, job, "ray-1")
+    executor = RayShardExecutor(cluster.address, sandbox=SandboxPolicy())
+    assert isinstance(executor, ShardExecutor)
+    try:
+        for task in tasks:
+            executor.start(task)
+        outcomes = run_all(executor, 4)
+    finally:
+        executor.close()
+    assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
+    out = read_output(tmp_path / "out")
+    assert out["txn_id"].tolist() == list(range(1000))
+    scores = np.stack(out["probabilities"].to_numpy())
+    assert np.allclose(scores, direct_scores(scoring)["probabilities"], rtol=1e-6, atol=1e-7)
+    assert len(ray.nodes()) == 3  # type: ignore[no-untyped-call]
+
+
+def test_a_cancelled_task_stops_its_shard(
+    cluster: RayCluster, scoring: Scoring, tmp_path: Path
+) -> None:
+    job = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1}, batch_rows=1)
+    [task] = tasks_of(scoring, job, "ray-2")
+    executor = RayShardExecutor(cluster.address)
+    try:
+        executor.start(task)
+        wait_for(Path(task.temp_path).exists, 120, "the shard to start writing")
+        executor.stop(task.attempt_id, reason=OutcomeStatus.PREEMPTED, grace_s=2.0)
+        [outcome] = run_all(executor, 1)
+    finally:
+        executor.close()
+    assert outcome.status is OutcomeStatus.PREEMPTED
+    assert not Path(task.final_path).exists()
+
+
+def test_resources_follow_the_reservation(scoring: Scoring, tmp_path: Path) -> None:
+    shard = {"cpu": 0.5, "memory_mb": 256, "gpus": 0.25, "gpu_model": "A10"}
+    job = parse(Job, {**job_of(scoring.dataset, tmp_path / "o").model_dump(), "resources": shard})
+    [task, *_] = tasks_of(scoring, job, "ray-3")
+    options = task_options(task)
+    assert options["num_cpus"] == 0.5
+    assert options["memory"] == 256 << 20
+    assert options["num_gpus"] == 0.25
+    assert options["resources"] == {"accelerator_type:A10": 0.001}
+    assert options["max_retries"] == 0
