@@ -94,45 +94,6 @@ def test_ten_thousand_late_out_of_order_labels_give_scikit_learns_metrics(engine
     assert [c.regressed for c in report.comparisons] == [False]
 
 
-def test_business_outcomes_sum_and_mean_per_version(engine: Engine) -> None:
-    write_requests(engine, [answer("a", "fraud:1", [0.2]), answer("b", "fraud:1", [0.9]),
-                            answer("c", "fraud:2", [0.4, 0.6])])  # fmt: skip
-    body = (b'{"outcomes": [{"request_id": "a", "values": {"revenue": 10}},'
-            b' {"request_id": "b", "values": {"revenue": 30}, "label": 1},'
-            b' {"request_id": "c", "row": 1, "values": {"revenue": 5}}]}')  # fmt: skip
-    OutcomeStore(engine).ingest("fraud-score", parse_feedback(body))
-    report = outcomes_by_version(engine, "fraud-score").to_dict()
-    [v1, v2] = report["versions"]
-    assert v1["business"]["revenue"] == {"sum": 40.0, "mean": 20.0, "rows": 2.0}
-    assert v2["business"]["revenue"]["sum"] == 5.0
-    assert v1["labelled_rows"] == 1
-    assert v1["coverage"] == 0.5
-    assert v2["answered_rows"] == 2
-
-
-def test_a_regressor_is_judged_by_mae_and_rmse(engine: Engine) -> None:
-    rng = np.random.default_rng(3)
-    truth = rng.normal(50, 10, size=400)
-    records = []
-    for i, y in enumerate(truth):
-        version = "price:2" if i % 2 else "price:1"
-        noise = 1.0 if version == "price:1" else 8.0  # the second version made worse
-        records.append(PredictionRecord(
-            request_id=f"q{i}", at=T0 + i, endpoint="price", contract="price",
-            contract_version=1, status=200, latency=LatencySplit(0, 0, 0, 0),
-            model_version=version, outputs={"prediction": np.array([y + rng.normal(0, noise)])},
-        ))  # fmt: skip
-    write_requests(engine, records)
-    OutcomeStore(engine).ingest("price", [Feedback(f"q{i}", float(y)) for i, y in enumerate(truth)])
-    report = outcomes_by_version(engine, "price")
-    assert report.task == "regressor"
-    assert report.metric == "rmse"
-    assert set(report.versions[0].metrics) == {"mae", "rmse"}
-    [comparison] = report.comparisons
-    assert comparison.regressed
-    assert "price:2 is worse than price:1 on rmse" in report.alerts[0]
-
-
 def test_parquet_import_is_checked_whole_then_stored(engine: Engine, tmp_path: Path) -> None:
     write_requests(engine, [answer(f"r{i}", "fraud:1", [0.7]) for i in range(3)])
     good = tmp_path / "labels.parquet"
