@@ -1,0 +1,136 @@
+"""The inside of a replica, wherever it runs: load the model, answer framed batches.
+
+The same host runs in a local process (``backends.local``) and in a Ray actor
+(``backends.ray``). It serves one batch at a time, from any number of connections, behind a
+lock: a replica computes serially, like a local worker, and its concurrency is its count.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from modelplane.backends.wire import (
+    Frame,
+    Op,
+    decode,
+    encode,
+    read_frame,
+    secret_matches,
+    write_frame,
+)
+from modelplane.core.backend import Arrays, ReplicaSpec
+
+__all__ = ["ReplicaHost", "load_model"]
+
+_log = logging.getLogger("modelplane.backends.replica")
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"loader '{path}' is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load_model(spec: ReplicaSpec) -> Any:
+    """Import the loader and call it; check the result looks like a loaded model."""
+    for path in reversed(spec.paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    model = _resolve(spec.loader)(*spec.args, **dict(spec.kwargs))
+    if not callable(getattr(model, "predict", None)) or not hasattr(model, "supports_batching"):
+        raise TypeError(f"loader '{spec.loader}' returned {type(model).__name__}, not a model")
+    return model
+
+
+class ReplicaHost:
+    """A loaded model and the socket it answers on."""
+
+    def __init__(self, spec: ReplicaSpec, secret: str, warmup: Arrays | None = None) -> None:
+        self._model = load_model(spec)
+        self._secret = secret
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        if warmup is not None:
+            self.predict(warmup)
+
+    def predict(self, arrays: Arrays) -> Arrays:
+        with self._lock:
+            if self._model.supports_batching:
+                outputs = self._model.predict(arrays)
+            else:
+                outputs = _row_by_row(self._model, arrays)
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"predict returned {type(outputs).__name__}, not a dict of arrays")
+        return {str(k): np.asarray(v) for k, v in outputs.items()}
+
+    def answer(self, frame: Frame) -> list[bytes | memoryview]:
+        """The reply to one request frame."""
+        if frame.op is Op.PING:
+            return encode(Op.PONG, frame.id, pid=os.getpid())
+        if frame.op is not Op.PREDICT:
+            return encode(Op.ERROR, frame.id, error=f"unexpected op {frame.op}", error_type="Op")
+        try:
+            return encode(Op.RESULT, frame.id, self.predict(frame.arrays))
+        except Exception as exc:
+            return encode(Op.ERROR, frame.id, error=str(exc), error_type=type(exc).__name__)
+
+    def answer_bytes(self, data: bytes) -> bytes:
+        """One framed request in, one framed reply out (the Ray actor-call path)."""
+        return b"".join(self.answer(decode(memoryview(data)[4:])))
+
+    def listen(self, host: str) -> int:
+        """Open the replica's socket on ``host`` (an ephemeral port) and serve it in threads."""
+        listener = socket.create_server((host, 0), backlog=64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return int(listener.getsockname()[1])
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                # A bound on the greeting: a peer that connects and says nothing holds no thread.
+                conn.settimeout(10.0)
+                hello = read_frame(conn)
+                if not secret_matches(hello, self._secret):
+                    _log.warning("refused a connection without the replica's secret")
+                    return
+                conn.settimeout(None)
+                write_frame(conn, encode(Op.HELLO, 0, pid=os.getpid()))
+                while True:
+                    write_frame(conn, self.answer(read_frame(conn)))
+            except (OSError, EOFError, ValueError):
+                return
+
+
+def _row_by_row(model: Any, inputs: Arrays) -> Arrays:
+    rows = len(next(iter(inputs.values())))
+    answers = [model.predict({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(rows)]
+    if not answers:
+        return {}
+    return {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}

@@ -1,0 +1,249 @@
+"""Batches to a replica over one TCP connection: the data plane's framing, over a socket.
+
+A frame is ``[u32 length][u32 header length][msgpack header][raw tensor bytes ...]``: the
+header names the op, the request id and each tensor's dtype, shape and size, and the tensor
+bytes follow, so the receiver builds arrays with ``np.frombuffer`` (no copy) and nothing is
+unpickled on either side. It is the framing of ``dataplane/pool/messages.py`` (which this
+layer may not import) with a length prefix for a byte stream.
+
+A connection opens with a ``HELLO`` carrying the replica's secret: the replica listens on a
+node address other machines reach, and answers nobody who does not hold the secret it was
+started with. Requests are pipelined: the client writes as many as it has, the replica
+answers them in order, each with its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import socket
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from modelplane.core.backend import Arrays
+from modelplane.errors import DeadlineExceeded, WorkerFailed
+
+__all__ = [
+    "MAX_FRAME",
+    "Frame",
+    "Op",
+    "SocketChannel",
+    "decode",
+    "encode",
+    "read_frame",
+    "write_frame",
+]
+
+MAX_FRAME = 1 << 30
+"""The largest frame either side accepts (1 GiB): a bound, so a bad length cannot exhaust memory."""
+
+_U32 = struct.Struct("!I")
+
+
+class Op(IntEnum):
+    HELLO = 1
+    """client → replica: the secret, in ``error``; answered with HELLO (or the door shut)."""
+    PREDICT = 2
+    RESULT = 3
+    ERROR = 4
+    PING = 5
+    PONG = 6
+
+
+class _Tensor(msgspec.Struct, array_like=True):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int = 0
+    items: list[Any] | None = None
+
+
+class _Header(msgspec.Struct, array_like=True, omit_defaults=True):
+    op: Op
+    id: int
+    tensors: list[_Tensor] = []
+    error: str = ""
+    error_type: str = ""
+    pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    op: Op
+    id: int
+    arrays: Arrays
+    error: str = ""
+    error_type: str = ""
+    pid: int = 0
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Header)
+
+
+def encode(
+    op: Op,
+    id: int,
+    arrays: Mapping[str, Any] | None = None,
+    *,
+    error: str = "",
+    error_type: str = "",
+    pid: int = 0,
+) -> list[bytes | memoryview]:
+    """The parts of one frame, length prefix included, to be written in order."""
+    tensors: list[_Tensor] = []
+    buffers: list[bytes | memoryview] = []
+    for name, value in (arrays or {}).items():
+        array = np.asarray(value)
+        if array.dtype.kind in "OUS":
+            tensors.append(_Tensor(name, "O", array.shape, 0, array.ravel().tolist()))
+            continue
+        contiguous = np.ascontiguousarray(array)
+        tensors.append(_Tensor(name, contiguous.dtype.str, contiguous.shape, contiguous.nbytes))
+        buffers.append(contiguous.data.cast("B"))
+    header = _ENCODER.encode(_Header(op, id, tensors, error, error_type, pid))
+    size = 4 + len(header) + sum(len(b) for b in buffers)
+    return [_U32.pack(size) + _U32.pack(len(header)) + header, *buffers]
+
+
+def decode(data: bytes | bytearray | memoryview) -> Frame:
+    """One frame (without its length prefix); arrays share ``data``'s memory."""
+    view = memoryview(data)
+    (size,) = _U32.unpack_from(view, 0)
+    header = _DECODER.decode(view[4 : 4 + size])
+    offset = 4 + size
+    arrays: Arrays = {}
+    for t in header.tensors:
+        if t.items is not None:
+            array = np.empty(len(t.items), dtype=object)
+            array[:] = t.items
+            arrays[t.name] = array.reshape(t.shape)
+            continue
+        chunk = view[offset : offset + t.nbytes]
+        offset += t.nbytes
+        arrays[t.name] = np.frombuffer(chunk, dtype=np.dtype(t.dtype)).reshape(t.shape)
+    return Frame(header.op, header.id, arrays, header.error, header.error_type, header.pid)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("the peer closed the connection")
+        got += n
+    return buffer
+
+
+def read_frame(sock: socket.socket) -> Frame:
+    """Blocking read of one frame (the replica's side)."""
+    (size,) = _U32.unpack(_recv_exact(sock, 4))
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME} limit")
+    return decode(_recv_exact(sock, size))
+
+
+def write_frame(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """Blocking write of one frame (the replica's side)."""
+    sock.sendmsg(parts)
+
+
+def secret_matches(frame: Frame, secret: str) -> bool:
+    return frame.op is Op.HELLO and hmac.compare_digest(frame.error, secret)
+
+
+__all__ += ["secret_matches"]
+
+
+class SocketChannel:
+    """The caller's end of one replica's connection: pipelined requests, a future per id.
+
+    A connection that breaks fails every request it holds with :class:`WorkerFailed` (which
+    the gateway retries once elsewhere); the channel then reports ``closed``.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        self.closed = False
+
+    @classmethod
+    async def connect(cls, host: str, port: int, secret: str, timeout_s: float) -> SocketChannel:
+        try:
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(host, port)
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.writelines(encode(Op.HELLO, 0, error=secret))
+                (size,) = _U32.unpack(await reader.readexactly(4))
+                hello = decode(await reader.readexactly(min(size, MAX_FRAME)))
+        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise WorkerFailed(f"cannot reach the replica at {host}:{port}: {exc!r}") from exc
+        if hello.op is not Op.HELLO:
+            writer.close()
+            raise WorkerFailed(f"the replica at {host}:{port} refused the connection")
+        return cls(reader, writer)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    async def _read_loop(self) -> None:
+        reason = "the connection closed"
+        try:
+            while True:
+                (size,) = _U32.unpack(await self._reader.readexactly(4))
+                if size > MAX_FRAME:
+                    reason = f"a frame of {size} bytes"
+                    break
+                frame = decode(await self._reader.readexactly(size))
+                future = self._pending.pop(frame.id, None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            reason = f"the connection broke: {exc!r}"
+        finally:
+            self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        self.closed = True
+        held, self._pending = self._pending, {}
+        for future in held.values():
+            if not future.done():
+                future.set_exception(WorkerFailed(f"replica lost: {reason}"))
+
+    async def call(self, op: Op, arrays: Arrays | None, timeout_s: float) -> Frame:
+        if self.closed:
+            raise WorkerFailed("the replica's connection is closed")
+        rid = next(self._ids)
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        self._writer.writelines(encode(op, rid, arrays))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self._pending.pop(rid, None)
+            raise DeadlineExceeded(f"no answer within {timeout_s:.3g}s") from None
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        self._fail_all("closed")
