@@ -171,3 +171,63 @@ def answers(url: str) -> bool:
 def phase(env: dict[str, str]) -> str:
     found = json.loads(cli(env, "get", "rollouts", "--json"))
     return str(found[0]["status"]["state"]["phase"]) if found and found[0]["status"] else ""
+
+
+def test_outcomes_are_read_by_the_endpoints_team_only(tmp_path: Path) -> None:
+    """Over real HTTP with tokens: each team sees its own endpoint's outcomes, admin both;
+    a comparison names its versions apart from its metric values."""
+    import time
+
+    from sqlalchemy import insert
+    from tests.kit import serving_app
+
+    from modelplane.controlplane.api import create_api
+    from modelplane.observe.outcomes import Feedback, OutcomeStore
+    from modelplane.registry.service import open_registry
+    from modelplane.security.auth import CachedAuthenticator
+    from modelplane.security.tokens import TokenStore
+    from modelplane.store.resources import ResourceStore
+    from modelplane.store.schema import AnswerRow
+
+    registry = open_registry(f"sqlite:///{tmp_path}/state.db", str(tmp_path / "art"), actor="x")
+    resources = ResourceStore(registry.engine)
+    contract = {"name": "score", "inputs": [{"name": "a", "dtype": "float64"}]}
+    rng = np.random.default_rng(4)
+    for team in ("risk", "growth"):
+        name = f"{team}-score"
+        spec = {"kind": "Endpoint", "name": name, "team": team, "contract": contract,
+                "routes": [{"model": "m:1"}]}  # fmt: skip
+        resources.apply("Endpoint", name, spec, actor="seed")
+        labels = []
+        with registry.engine.begin() as conn:
+            for version, noise in (("m:1", 0.05), ("m:2", 0.6)):
+                for i in range(60):
+                    y = int(rng.integers(0, 2))
+                    conn.execute(insert(AnswerRow).values(
+                        request_id=f"{name}-{version}-{i}", at=time.time(), endpoint=name,
+                        model_version=version, route=version, route_kind="stable", rows=1,
+                        outputs={"probability": [float(np.clip(y + rng.normal(0, noise), 0, 1))]},
+                    ))  # fmt: skip
+                    labels.append(Feedback(f"{name}-{version}-{i}", float(y)))
+        OutcomeStore(registry.engine).ingest(name, labels)
+    store = TokenStore(registry.engine)
+    tokens = {t: store.create(subject=t, team=t, scopes=["read"], actor="test").token
+              for t in ("risk", "growth")}  # fmt: skip
+    tokens["admin"] = store.create(subject="a", team="ops", scopes=["admin"], actor="test").token
+    app = create_api(registry, authenticator=CachedAuthenticator(store.verify))
+    with serving_app(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/v1/outcomes").status_code == 401
+        seen = {
+            who: http.get("/v1/outcomes", headers={"authorization": f"Bearer {token}"}).json()
+            for who, token in tokens.items()
+        }
+    registry.close()
+    assert [r["endpoint"] for r in seen["risk"]] == ["risk-score"]
+    assert [r["endpoint"] for r in seen["growth"]] == ["growth-score"]
+    assert [r["endpoint"] for r in seen["admin"]] == ["growth-score", "risk-score"]
+    [report] = seen["risk"]
+    assert [v["version"] for v in report["versions"]] == ["m:1", "m:2"]
+    [comparison] = report["comparisons"]
+    assert (comparison["baseline"], comparison["candidate"]) == ("m:1", "m:2")
+    assert comparison["regressed"] is True
+    assert comparison["reading"]["candidate"] < comparison["reading"]["baseline"]
