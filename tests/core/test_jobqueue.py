@@ -218,8 +218,7 @@ def test_one_pass_over_ten_thousand_pending_jobs_is_well_under_a_second() -> Non
     began = time.perf_counter()
     decision, _ = decide(snapshot, policy, 0.0, QueueState())
     elapsed = time.perf_counter() - began
-    # a gang half admitted holds its half of the quota for the pass (admission is per
-    # workload), so the two teams' 8 cores start 7 or 8 shards
-    assert 7 <= sum(s.count for s in decision.starts) <= 8
+    assert sum(s.count for s in decision.starts) == 8  # the two teams' 8 cores
     assert len(decision.waiting) == 10_000 - len(decision.starts)
-    assert elapsed < 2.0, f"one pass took {elapsed:.2f}s"
+    # about 0.2 s on a quiet core; generous for a shared, loaded CI machine
+    assert elapsed < 3.0, f"one pass took {elapsed:.2f}s"

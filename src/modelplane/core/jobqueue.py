@@ -28,12 +28,12 @@ Resources are the scheduler's quota vectors (``cpu`` millicores, ``memory`` MiB,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from modelplane.core.admission import Admission, AdmissionSnapshot, AdmissionState, Admitted, admit
-from modelplane.core.cluster import Binding, Demand, Running, Workload, WorkloadKind
+from modelplane.core.cluster import GPU_MILLI, Binding, Demand, Running, Workload, WorkloadKind
 from modelplane.core.preemption import floor_holdings, work_lost
 from modelplane.spec.policy import Floor, Policy
 
@@ -296,10 +296,14 @@ class _Gang:
 
 
 def _candidates(work: _Pass, snapshot: QueueSnapshot) -> list[Workload]:
+    """Every job's minimum (so each waiting job learns why), and extra shards only as many
+    as the room left could hold: at depth most jobs get no room, and asking admission
+    about their growth would only cost time."""
     running: dict[str, int] = {}
     for job, _ in work.holding.values():
         running[job.name] = running.get(job.name, 0) + 1
     out: list[Workload] = []
+    growth: list[tuple[QueuedJob, int, int]] = []
     for job in snapshot.jobs:
         if job.ready <= 0:
             continue
@@ -307,13 +311,56 @@ def _candidates(work: _Pass, snapshot: QueueSnapshot) -> list[Workload]:
             work.waiting[job.name] = job.blocked
             continue
         now_running = running.get(job.name, 0)
-        want = min(job.max_shards, now_running + job.ready) - now_running
+        want = max(0, min(job.max_shards, now_running + job.ready) - now_running)
         floor = max(0, min(job.min_shards, now_running + job.ready) - now_running)
-        out += [
-            shard_workload(job, f"+{k}" if k < floor else f"*{k}", growth=k >= floor)
-            for k in range(max(want, 0))
-        ]
+        if floor and now_running == 0:
+            size = _gang_size(job.shard, floor)
+            out.append(_gang_workload(job, size))
+            floor = size
+        else:
+            out += [shard_workload(job, f"+{k}") for k in range(floor)]
+        if want > floor:
+            growth.append((job, floor, want))
+    budget = _room_for(work.free, [job for job, _, _ in growth])
+    priority = {t.name: t.priority for t in work.policy.tiers}
+    growth.sort(key=lambda g: (-priority.get(g[0].tier, 0), g[0].submitted_at, g[0].name))
+    for job, floor, want in growth:
+        if budget <= 0:
+            break
+        extra = min(want - floor, budget)
+        budget -= extra
+        out += [shard_workload(job, f"*{k}", growth=True) for k in range(floor, floor + extra)]
     return out
+
+
+def _gang_size(demand: Demand, wanted: int) -> int:
+    """Shards a gang asks for at once: a fraction of one GPU cannot be multiplied into one
+    demand, so such a job starts one shard at a time."""
+    return 1 if demand.gpus == 1 and demand.gpu_milli < GPU_MILLI else wanted
+
+
+def _gang_workload(job: QueuedJob, size: int) -> Workload:
+    """A job's minimum as one workload: admission takes it whole or not at all."""
+    d = job.shard
+    demand = Demand(
+        d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli, d.gpu_models
+    )
+    return Workload(
+        f"{job.name}/g{size}", demand, team=job.team, tier=job.tier, kind=WorkloadKind.JOB,
+        submitted_at=job.submitted_at,
+    )  # fmt: skip
+
+
+def _room_for(free: Mapping[str, int], jobs: list[QueuedJob]) -> int:
+    """How many shards, of the smallest size among ``jobs`` per resource, fit in ``free``."""
+    smallest: dict[str, int] = {}
+    for job in jobs:
+        for resource, amount in job.shard.vector().items():
+            if amount > 0:
+                smallest[resource] = min(smallest.get(resource, amount), amount)
+    if not smallest:
+        return sum(j.max_shards for j in jobs)
+    return max(0, min(free.get(r, 0) // a for r, a in smallest.items()))
 
 
 def _admit(work: _Pass, snapshot: QueueSnapshot) -> list[_Gang]:
@@ -331,51 +378,30 @@ def _admit(work: _Pass, snapshot: QueueSnapshot) -> list[_Gang]:
     for name in decision.evict:
         if name in work.holding:
             _stop(work, name, StopReason.RECLAIM, "its lender reclaims the borrowed quota")
-    running = {job.name for job, _ in work.holding.values()}
     short_gangs: list[_Gang] = []
-    for job_name, results in _in_order(decision.admissions, running):
+    for item in decision.admissions:
+        job_name, slot = item.workload.rsplit("/", 1)
         job = work.jobs[job_name]
-        if len(results) > 1 or (job_name not in running and results[0].workload.endswith("+0")):
-            short = _start_gang(work, job, results)
+        if slot.startswith("g"):
+            short = _start_gang(work, job, item, int(slot[1:]))
             if short is not None:
                 short_gangs.append(short)
-        elif job_name in running or job_name in work.starts:
-            _start_one(work, job, results[0])
+        elif job.running or job_name in work.starts:
+            _start_one(work, job, item)
     return short_gangs
 
 
-def _in_order(
-    admissions: Iterable[Admission], running: set[str]
-) -> list[tuple[str, list[Admission]]]:
-    """Admissions in queue order, the minimum (``+k`` slots) of a job that runs nothing
-    as one gang, every other slot on its own."""
-    out: list[tuple[str, list[Admission]]] = []
-    gangs: dict[str, list[Admission]] = {}
-    for item in admissions:
-        job, slot = item.workload.rsplit("/", 1)
-        if slot.startswith("+") and job not in running:
-            if job not in gangs:
-                gangs[job] = []
-                out.append((job, gangs[job]))
-            gangs[job].append(item)
-        else:
-            out.append((job, [item]))
-    return out
-
-
-def _start_gang(work: _Pass, job: QueuedJob, results: list[Admission]) -> _Gang | None:
-    refused = next((r for r in results if not r.admitted), None)
-    if refused is not None:
-        work.waiting[job.name] = _quota_line(job, refused.reason)
+def _start_gang(work: _Pass, job: QueuedJob, item: Admission, size: int) -> _Gang | None:
+    if not item.admitted:
+        work.waiting[job.name] = _quota_line(job, item.reason)
         return None
-    demand = {r: a * len(results) for r, a in job.shard.vector().items()}
+    demand = {r: a * size for r, a in job.shard.vector().items()}
     lacking = _short(work.free, demand)
     if lacking:
-        count = len(results)
-        work.waiting[job.name] = f"waiting for capacity: {count} shard(s) need {_fmt(lacking)} more"
-        return _Gang(job, demand, tuple(r.borrowed for r in results))
+        work.waiting[job.name] = f"waiting for capacity: {size} shard(s) need {_fmt(lacking)} more"
+        return _Gang(job, demand, (item.borrowed,) * size)
     _take(work.free, demand)
-    work.starts[job.name] = [r.borrowed for r in results]
+    work.starts[job.name] = [item.borrowed] * size
     return None
 
 
