@@ -24,7 +24,9 @@ Sections (each a key of ``bench/results/observe.json``):
    header list kept, three ``is not None`` tests, five more fields in the request's trace
    object), timed against the same without, as a share of ``off``'s CPU per request: the
    ratio of ``off`` to a gateway without tracing code, which no throughput run resolves.
-3. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
+3. ``record_cost``: one request's tracing in process, best of five: sampled out, seven spans
+   built, and their OTLP encoding (the exporter thread's work), each in microseconds.
+4. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
    (batches of 1,000, SQLite and PostgreSQL when reachable), and end to end through the
    gateway's ``POST /v1/endpoints/{e}:feedback`` (1,000 outcomes per request, parsed and
    stored) on SQLite.
@@ -316,6 +318,59 @@ def bench_off_hooks(calls: int = 1_000_000) -> dict[str, Any]:
             "ns_added": best["after"] - best["before"]}  # fmt: skip
 
 
+def bench_record_cost(calls: int = 20_000) -> dict[str, Any]:
+    """One request's tracing, in process and without HTTP: ``RequestTracer.record`` for a
+    request sampled out, for one sampled (seven spans built, no exporter), and the OTLP
+    exporter's encoding of those seven spans (the exporter thread's share). Best of five:
+    the machine is shared."""
+    import timeit
+    from types import SimpleNamespace
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from modelplane.dataplane.tracing import RequestTracer
+    from modelplane.observe.records import BatchTiming, RequestTrace
+
+    runtime: Any = SimpleNamespace(name="lr", endpoint=SimpleNamespace(team="bench"))
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+               (b"content-length", b"120"), (b"user-agent", b"bench")]  # fmt: skip
+    kept: list[Any] = []
+
+    class Keep:  # a span processor that holds the spans for the encoding measure
+        def on_end(self, span: Any) -> None:
+            if len(kept) < 7:
+                kept.append(span)
+
+    def request() -> RequestTrace:
+        trace = RequestTrace(started_at=1.0, enqueued_at=1.0002)
+        trace.batch = BatchTiming(1.0003, 4)
+        trace.batch.returned_at = 1.0010
+        return trace
+
+    def timed(tracer: RequestTracer) -> float:
+        def call() -> None:
+            tracer.record(request(), runtime, "bench-1", decoded_at=1.0001, answered_at=1.0011,
+                          status=200, model_version="lr:1", route="lr:1", headers=headers,
+                          ended_at=1.0012)  # fmt: skip
+
+        return min(timeit.repeat(call, number=calls, repeat=5)) / calls * 1e6
+
+    dropped = timed(RequestTracer(TracerProvider(sampler=ALWAYS_OFF), None))
+    built = timed(RequestTracer(TracerProvider(sampler=ALWAYS_ON), None))
+    timed(RequestTracer(TracerProvider(sampler=ALWAYS_ON), Keep()))
+    rounds = max(1, calls // 20)
+    encode = min(
+        timeit.repeat(lambda: encode_spans(kept).SerializeToString(), number=rounds, repeat=5)
+    )
+    return {
+        "sampled_out_us": dropped,
+        "seven_spans_built_us": built,
+        "otlp_encoding_of_seven_spans_us": encode / rounds * 1e6,
+    }
+
+
 # ---------------------------------------------------------------- feedback
 
 
@@ -517,7 +572,13 @@ def main() -> None:
     hooks = results["off_hooks"] = bench_off_hooks(200_000 if args.quick else 1_000_000)
     off_cpu_ns = results["tracing"]["off"]["cpu_us_per_request"] * 1000
     hooks["share_of_off_cpu_per_request"] = hooks["ns_added"] / off_cpu_ns
+    record = results["record_cost"] = bench_record_cost(5_000 if args.quick else 20_000)
     console.print(_table(results))
+    console.print(
+        f"one request's tracing in process: sampled out {record['sampled_out_us']:.1f} us, "
+        f"seven spans built {record['seven_spans_built_us']:.1f} us, their OTLP encoding "
+        f"{record['otlp_encoding_of_seven_spans_us']:.1f} us (the exporter's thread)"
+    )
     console.print(
         f"tracing off adds {hooks['ns_added']:.0f} ns to a request "
         f"({hooks['share_of_off_cpu_per_request']:.4%} of the gateway's CPU per request, "

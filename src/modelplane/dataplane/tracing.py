@@ -1,9 +1,10 @@
 """OpenTelemetry traces of predictions, exported over OTLP/HTTP when the environment asks.
 
 Tracing is off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
-is set, and off costs nothing: :func:`from_environment` returns ``None``, the gateway's hot
-path tests ``gateway.tracer is not None`` once per request, and no ``opentelemetry`` module
-is imported (the SDK is the optional ``otel`` extra). When it is on, the standard variables
+is set, and off costs nothing: :func:`from_environment` (called when a gateway is built, so
+by ``serve`` and ``up``) returns ``None``, a request's path tests ``tracer is not None``
+three times, and no ``opentelemetry`` module is imported (the SDK is the optional ``otel``
+extra). When it is on, the standard variables
 of the SDK and the OTLP exporter apply as they do anywhere: ``OTEL_SERVICE_NAME`` (default
 ``modelplane-gateway``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_HEADERS``,
 ``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, the
