@@ -11,9 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 from tests.dataplane import gateway_kit as kit
+from tests.kit import wait_for
 
 from modelplane.dataplane.server import ServerThread
-from modelplane.observe.outcome_report import outcomes_by_version
+from modelplane.observe.outcome_report import OutcomeReport, outcomes_by_version
 from modelplane.observe.outcomes import OutcomeStore
 from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
 from modelplane.security.auth import CachedAuthenticator, PredictGate
@@ -30,6 +31,16 @@ def engine(sqlite_url: str) -> Iterator[Engine]:
     engine = open_engine(sqlite_url)
     audit.bind_key(engine, audit.AuditKey(b"k" * 32))
     yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, str]]:
+    """One gateway for the tests that need no token: starting one costs seconds."""
+    engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('feedback')}/state.db")
+    audit.bind_key(engine, audit.AuditKey(b"k" * 32))
+    with serve(engine) as server:
+        yield engine, server.url
     engine.dispose()
 
 
@@ -50,14 +61,21 @@ def predict(client: httpx.Client, request_id: str, rows: int, **headers: str) ->
     return client.post("/v1/endpoints/lr:predict", json={"instances": instances}, headers=headers)
 
 
+def _answered(engine: Engine, rows: int) -> OutcomeReport | None:
+    report = outcomes_by_version(engine, "lr")
+    done = report.versions and report.versions[0].answered_rows >= rows
+    return report if done else None
+
+
 def stored(engine: Engine) -> int:
     with read_session(engine) as session:
         return int(session.scalar(select(func.count()).select_from(OutcomeRow)) or 0)
 
 
-def test_feedback_one_and_a_batch_join_what_was_answered(engine: Engine) -> None:
+def test_feedback_one_and_a_batch_join_what_was_answered(shared: tuple[Engine, str]) -> None:
+    engine, url = shared
     _, y = kit.lr_data()
-    with serve(engine) as server, httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with httpx.Client(base_url=url, timeout=10.0) as client:
         assert predict(client, "req-1", 1).status_code == 200
         assert predict(client, "req-2", 3).status_code == 200
         one = client.post("/v1/endpoints/lr:feedback",
@@ -69,8 +87,7 @@ def test_feedback_one_and_a_batch_join_what_was_answered(engine: Engine) -> None
                   "values": {"revenue": 10.0 * i}} for i in range(3)]  # fmt: skip
         many = client.post("/v1/endpoints/lr:feedback", json={"outcomes": batch})
         assert many.json()["stored"] == 6
-    # stopping the gateway flushed the answers
-    report = outcomes_by_version(engine, "lr")
+    report = wait_for(lambda: _answered(engine, 4), 30, "the answers to be written")
     [version] = report.versions
     assert (version.version, version.answered_rows, version.labelled_rows) == ("lr:1", 4, 4)
     assert version.metrics["accuracy"] == 1.0  # the model fits this separable data
@@ -78,8 +95,10 @@ def test_feedback_one_and_a_batch_join_what_was_answered(engine: Engine) -> None
     assert report.score_output == "probabilities"
 
 
-def test_bad_feedback_names_the_field_and_stores_nothing(engine: Engine) -> None:
-    with serve(engine) as server, httpx.Client(base_url=server.url, timeout=10.0) as client:
+def test_bad_feedback_names_the_field_and_stores_nothing(shared: tuple[Engine, str]) -> None:
+    engine, url = shared
+    before = stored(engine)
+    with httpx.Client(base_url=url, timeout=10.0) as client:
         bad = {"outcomes": [{"request_id": "a", "label": 1}, {"request_id": "b", "label": None}]}
         response = client.post("/v1/endpoints/lr:feedback", json=bad)
         assert response.status_code == 400
@@ -91,7 +110,7 @@ def test_bad_feedback_names_the_field_and_stores_nothing(engine: Engine) -> None
         assert client.get("/v1/endpoints/lr:feedback").status_code == 405
         unknown = client.post("/v1/endpoints/nope:feedback", json={"request_id": "a", "label": 1})
         assert unknown.status_code == 404
-    assert stored(engine) == 0
+    assert stored(engine) == before
 
 
 def test_feedback_needs_a_predict_token_for_the_endpoint(engine: Engine) -> None:
