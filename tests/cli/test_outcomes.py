@@ -6,6 +6,7 @@ answered; a version made worse on purpose is rolled back by the ``outcome`` gate
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
-from tests.kit import cli, home_env, running_up, wait_for
+from tests.kit import CLI, cli, home_env, running_up, wait_for
 
 from modelplane.registry.build import package
 
@@ -150,3 +151,18 @@ def test_the_docs_show_the_example_the_test_runs() -> None:
     example = (EXAMPLES / "rollout-outcome.yaml").read_text()
     shipped = "".join(line + "\n" for line in example.splitlines() if not line.startswith("#"))
     assert shown == shipped
+
+
+def test_a_bad_import_says_why_and_stores_nothing(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"request_id": ["a", "b"], "label": ["yes", "no"]}), bad)
+    for path, problem in ((bad, "rows[0].label"), (tmp_path / "nope.parquet", "nope.parquet")):
+        args = [CLI, "feedback", "import", str(path), "--endpoint", "fraud-score"]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode == 2, done
+        assert problem in done.stderr + done.stdout
+    report = json.loads(cli(env, "outcomes", "fraud-score", "--json"))
+    assert report["versions"] == []
+    assert "no answers kept yet" in cli(env, "outcomes", "fraud-score")
