@@ -76,3 +76,35 @@ def run(
         plots=plots,
         console=console,
     )
+
+
+@app.command("mixed")
+@handle_errors
+def mixed(
+    policy: Annotated[Path, typer.Option(help="Policy YAML.")],
+    vs: Annotated[Path | None, typer.Option(help="A second policy to compare with.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds to average over.")] = 3,
+    hours: Annotated[float, typer.Option(help="Simulated hours (a day by default).")] = 24.0,
+    job_rate: Annotated[float, typer.Option(help="Poisson job arrivals per hour.")] = 30.0,
+    trace_pods: Annotated[
+        int, typer.Option(help="Best-effort openb pods to add as jobs (0: none).")
+    ] = 150,
+    trace_dir: Annotated[
+        Path | None, typer.Option(help="Where the openb CSVs are (default ../shared/traces).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for mixed.json.")] = Path("sim-out"),
+) -> None:
+    """Jobs and serving on one cluster: cost per finished job, floor violations, GPU idle."""
+    from modelplane.sim.cli import sim_mixed
+
+    sim_mixed(
+        policy,
+        vs,
+        seeds=seeds,
+        trace_dir=trace_dir,
+        trace_pods=trace_pods,
+        hours=hours,
+        job_rate_per_h=job_rate,
+        out_dir=out,
+        console=console,
+    )

@@ -8,19 +8,22 @@ table, writes PNG plots and ``summary.json`` under ``out_dir`` and returns the r
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-from modelplane.errors import ModelplaneError
+from modelplane.errors import InvalidSpec, ModelplaneError
+from modelplane.sim.mixed import MixedConfig, MixedResult, run_mixed
 from modelplane.sim.report import summary_table, write_json, write_plots
 from modelplane.sim.runner import SimulationResult, run_simulation
-from modelplane.sim.trace import default_trace_dir
+from modelplane.sim.trace import default_trace_dir, find_pods_file, read_pods
 from modelplane.spec.io import load_yaml
 from modelplane.spec.policy import Policy
 
-__all__ = ["main", "sim_run"]
+__all__ = ["main", "mixed_table", "sim_mixed", "sim_run"]
 
 
 def sim_run(
@@ -50,12 +53,7 @@ def sim_run(
     ``durations``: ``trace`` or ``exp:SECONDS``, and preempted work is retried).
     """
     console = console or Console()
-    policies = [(_label(policy), load_yaml(Policy, policy))]
-    if vs is not None:
-        label = _label(vs)
-        policies.append(
-            (label if label != policies[0][0] else f"{label} (vs)", load_yaml(Policy, vs))
-        )
+    policies = _policies(policy, vs)
     result = run_simulation(
         trace,
         policies,
@@ -75,6 +73,90 @@ def sim_run(
         outputs += write_plots(result, out_dir)
     console.print(f"wrote {', '.join(str(p) for p in outputs)}")
     return replace(result, outputs=tuple(outputs))
+
+
+_MIXED_ROWS = (
+    ("cost_per_finished_job", "cost per finished job ($)", "{:.2f}"),
+    ("serving_floor_violations", "serving floor violations (all seeds)", "{:.0f}"),
+    ("gpu_idle_share", "GPU idle share", "{:.1%}"),
+    ("jobs_finished", "jobs finished", "{:.0f}"),
+    ("jobs", "jobs arrived", "{:.0f}"),
+    ("job_hours_mean", "hours from submit to done (mean)", "{:.2f}"),
+    ("preemptions", "preemptions", "{:.1f}"),
+    ("gpu_hours_lost", "GPU-hours lost to preemption", "{:.2f}"),
+    ("unplaceable_starts", "admitted shards no node had room for", "{:.0f}"),
+    ("batch_spend", "batch reserved ($)", "{:.0f}"),
+    ("serving_spend", "serving reserved ($)", "{:.0f}"),
+    ("cluster_cost", "nodes' cost ($)", "{:.0f}"),
+)
+
+
+def mixed_table(result: MixedResult) -> Table:
+    """Policies side by side: means over seeds, violations summed."""
+    table = Table(title=f"jobs and serving: {len(result.seeds)} seeds", caption=result.experiment)
+    table.add_column("metric")
+    labels = list(result.runs)
+    for label in labels:
+        table.add_column(label, justify="right")
+    summaries = [result.summary(label) for label in labels]
+    for key, name, fmt in _MIXED_ROWS:
+        table.add_row(name, *(fmt.format(s[key]) for s in summaries))
+    return table
+
+
+def sim_mixed(
+    policy: Path,
+    vs: Path | None = None,
+    *,
+    seeds: int = 3,
+    trace_dir: Path | None = None,
+    trace_pods: int = 150,
+    hours: float = 24.0,
+    job_rate_per_h: float = 30.0,
+    out_dir: Path = Path("sim-out"),
+    console: Console | None = None,
+) -> MixedResult:
+    """Jobs and serving on one simulated cluster under ``policy`` (and ``vs``).
+
+    Best-effort pods of the openb trace join as one-shard jobs when ``trace_dir`` holds the
+    default pod list (``trace_pods=0`` leaves them out). Prints the table and writes
+    ``mixed.json`` under ``out_dir``.
+    """
+    console = console or Console()
+    if hours <= 0 or job_rate_per_h < 0 or trace_pods < 0 or seeds < 1:
+        raise InvalidSpec(
+            "sim mixed: --hours must be > 0, --job-rate and --trace-pods >= 0, --seeds >= 1"
+        )
+    policies = _policies(policy, vs)
+    pods = []
+    if trace_pods:
+        folder = trace_dir or default_trace_dir(Path.cwd())
+        pods = read_pods(find_pods_file(folder, "default"))
+    config = MixedConfig(
+        horizon_s=hours * 3600, job_rate_per_h=job_rate_per_h, trace_pods=trace_pods
+    )
+    result = run_mixed(policies, seeds=seeds, trace_pods=pods, config=config)
+    console.print(mixed_table(result))
+    path = out_dir / "mixed.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "experiment": result.experiment,
+        "seeds": list(result.seeds),
+        "policies": {label: result.summary(label) for label in result.runs},
+    }
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    console.print(f"wrote {path}")
+    return result
+
+
+def _policies(policy: Path, vs: Path | None) -> list[tuple[str, Policy]]:
+    policies = [(_label(policy), load_yaml(Policy, policy))]
+    if vs is not None:
+        label = _label(vs)
+        policies.append(
+            (label if label != policies[0][0] else f"{label} (vs)", load_yaml(Policy, vs))
+        )
+    return policies
 
 
 def _label(path: Path) -> str:

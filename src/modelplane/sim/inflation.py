@@ -42,6 +42,8 @@ class InflationCurve:
     failed_by_tier: tuple[tuple[str, int], ...]
     decision_s: tuple[float, ...]
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    """Process CPU time of the replay: on a shared machine, steadier than wall time."""
 
     def unallocated_at(self, arrived: float) -> float:
         """Unallocated GPU % at ``arrived`` % (the artifact's figure at that k)."""
@@ -99,7 +101,7 @@ def replay_inflation(
     failed: dict[str, int] = {}
     arrived = placed = used = 0
     next_frag = 0.0
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     for workload in inflate(workloads, capacity, seed, target):
         started = time.perf_counter()
         decision, state = place(PlacementRequest(cluster, workload, shapes), config, 0.0, state)
@@ -117,7 +119,7 @@ def replay_inflation(
         if pct >= next_frag:
             frag_at[round(pct)] = _frag_pct(cluster, shapes)
             next_frag += frag_every_pct
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - began_cpu
     curve = allocation_by_percent(
         [100.0 * a / capacity for a in arrived_log], [100.0 * u / capacity for u in used_log]
     )
@@ -137,6 +139,7 @@ def replay_inflation(
         failed_by_tier=tuple(sorted(failed.items())),
         decision_s=tuple(latencies),
         elapsed_s=elapsed,
+        cpu_s=cpu,
     )
 
 
