@@ -161,8 +161,11 @@ class RayBackend:
                     f"replica {request.name} did not start on {request.node} in {timeout_s:g}s "
                     "(the node lacks the resources, or the model is slow to load)"
                 ) from None
-            if isinstance(exc, ray.exceptions.RayActorError):
-                raise WorkerFailed(f"replica {request.name} failed to start: {exc}") from exc
+            if isinstance(exc, ray.exceptions.RayError):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise WorkerFailed(
+                    f"replica {request.name} did not start on {request.node}: {first}"
+                ) from exc
             raise
         return ReplicaStatus(
             request.name, request.node, ReplicaState.READY, pid=pid, request=request

@@ -182,6 +182,7 @@ class SocketChannel:
 
     @classmethod
     async def connect(cls, host: str, port: int, secret: str, timeout_s: float) -> SocketChannel:
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -191,11 +192,16 @@ class SocketChannel:
                 writer.writelines(encode(Op.HELLO, 0, error=secret))
                 (size,) = _U32.unpack(await reader.readexactly(4))
                 hello = decode(await reader.readexactly(min(size, MAX_FRAME)))
-        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            raise WorkerFailed(f"cannot reach the replica at {host}:{port}: {exc!r}") from exc
-        if hello.op is not Op.HELLO:
-            writer.close()
-            raise WorkerFailed(f"the replica at {host}:{port} refused the connection")
+            if hello.op is not Op.HELLO:
+                raise WorkerFailed(f"the replica at {host}:{port} refused the connection")
+        except BaseException as exc:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if isinstance(exc, OSError | EOFError | TimeoutError | asyncio.IncompleteReadError):
+                raise WorkerFailed(f"cannot reach the replica at {host}:{port}: {exc!r}") from exc
+            raise
         return cls(reader, writer)
 
     @property

@@ -1,0 +1,118 @@
+"""The Ray backend on a real three-node cluster: pinned actors, the same resources, the
+data path both ways, and a replica's socket closed to anyone without its secret."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import ray
+from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
+
+from modelplane.backends.ray import DataPath, RayBackend
+from modelplane.backends.wire import SocketChannel
+from modelplane.core.backend import ReplicaRequest, ReplicaSpec, ReplicaState
+from modelplane.core.cluster import Demand
+from modelplane.errors import WorkerFailed
+
+T = TypeVar("T")
+SPEC = ReplicaSpec("fake_models:load", paths=(str(Path(__file__).parents[1] / "dataplane"),))
+WARMUP = {"x": np.zeros((1, 2))}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayTestCluster]:
+    gpu = NodeShape(
+        "gpu-a", 2, gpus=2, gpu_model="A100", labels={"modelplane.io/cost-per-hour": "3.25"}
+    )
+    with ray_test_cluster(NodeShape("head", 0), [NodeShape("cpu-a", 2, memory_gib=2), gpu]) as c:
+        yield c
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, 120)
+
+    return asyncio.run(bounded())
+
+
+def actor_node(name: str) -> str | None:
+    from ray._private import state
+
+    nodes: Any = ray.nodes()  # type: ignore[no-untyped-call]
+    names = {n["NodeID"]: n["Labels"].get("modelplane.io/node") for n in nodes}
+    for row in state.actors().values():
+        if row.get("Name") == name and row["State"] == "ALIVE":
+            return str(names[row["Address"]["NodeID"]])
+    return None
+
+
+def test_nodes_are_read_from_ray_and_the_cluster_is_closed(cluster: RayTestCluster) -> None:
+    backend = RayBackend()
+    nodes = {n.name: n for n in run(backend.nodes())}
+    assert sorted(nodes) == ["cpu-a", "gpu-a", "head"]
+    assert (nodes["cpu-a"].cpu_milli, nodes["cpu-a"].memory_mib) == (2000, 2048)
+    gpu = nodes["gpu-a"]
+    assert (gpu.gpu_model, gpu.gpu_count, gpu.cost_per_hour) == ("A100", 2, 3.25)
+    assert all(n.alive and n.engine_id for n in nodes.values())
+    # token authentication on, no dashboard: nothing to warn about
+    assert backend.exposure() == []
+
+
+@pytest.mark.parametrize("path", [DataPath.SOCKET, DataPath.ACTOR])
+def test_a_replica_runs_pinned_with_a_quarter_gpu_and_answers(
+    cluster: RayTestCluster, path: DataPath
+) -> None:
+    backend = RayBackend(data_path=path)
+    name = f"quarter-{path}"
+    request = ReplicaRequest(name, "gpu-a", SPEC, Demand(500, 64, 1, 250), warmup=WARMUP)
+
+    async def scenario() -> None:
+        status = await backend.start(request, 60)
+        assert status.state is ReplicaState.READY
+        assert actor_node(name) == "gpu-a"
+        free: Any = ray.available_resources()  # type: ignore[no-untyped-call]
+        assert free["GPU"] == pytest.approx(1.75)
+        answer = await backend.predict(name, {"x": np.array([[1.0, 2.0]])}, 10)
+        np.testing.assert_array_equal(answer["y"], [[2.0, 4.0]])
+        assert int(answer["pid"][0]) == status.pid
+        assert await backend.ping(name, 10)
+        (seen,) = await backend.replicas()
+        assert (seen.name, seen.node, seen.state) == (name, "gpu-a", ReplicaState.READY)
+        with pytest.raises(WorkerFailed, match="the model raised ValueError"):
+            await backend.predict(name, {"x": np.array([[-2.0, 0.0]])}, 10)
+        await backend.stop(name, 1.0)
+        assert await backend.replicas() == []
+
+    run(scenario())
+    assert actor_node(name) is None
+
+
+def test_a_replica_its_node_cannot_take_fails_and_runs_nowhere(cluster: RayTestCluster) -> None:
+    backend = RayBackend()
+    # three CPUs on a two-CPU node: a soft affinity would put it elsewhere, a hard one waits
+    request = ReplicaRequest("too-big", "cpu-a", SPEC, Demand(3000, 64))
+    with pytest.raises(WorkerFailed, match="did not start on cpu-a"):
+        run(backend.start(request, 3.0))
+    assert actor_node("too-big") is None
+    with pytest.raises(WorkerFailed, match="node nowhere is not alive"):
+        run(backend.start(ReplicaRequest("lost", "nowhere", SPEC, Demand(100, 64)), 3.0))
+
+
+def test_a_replica_socket_refuses_a_caller_without_its_secret(cluster: RayTestCluster) -> None:
+    backend = RayBackend()
+    request = ReplicaRequest("guarded", "cpu-a", SPEC, Demand(500, 64))
+
+    async def scenario() -> None:
+        await backend.start(request, 60)
+        handle: Any = ray.get_actor("guarded", namespace="modelplane")
+        _, host, port = await handle.ready.remote()
+        with pytest.raises(WorkerFailed, match=r"cannot reach|refused"):
+            await SocketChannel.connect(host, port, "not-the-secret", 10)
+        await backend.close()
+
+    run(scenario())
