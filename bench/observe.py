@@ -565,7 +565,12 @@ def main() -> None:
     console = Console()
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # a shared machine: what else ran says how far to trust the req/s ratios
+            "load_average_at_start": os.getloadavg(),
+        },
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results["tracing"] = bench_tracing(mode, console)
@@ -587,6 +592,7 @@ def main() -> None:
     )
     results["feedback"] = bench_feedback(mode, console)
     console.print(_feedback_table(results["feedback"]))
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {RESULTS.relative_to(ROOT)}")
