@@ -37,6 +37,7 @@ from modelplane.observe.usage import (
     WorkloadKind,
     record_period,
 )
+from modelplane.observe.usage_compact import compact
 from modelplane.spec.cluster import NodeSpec
 from modelplane.types import Clock, SystemClock
 
@@ -328,6 +329,7 @@ class UsageSampler:
         clock: Clock | None = None,
         sample_s: float = 5.0,
         flush_s: float = 60.0,
+        compact_every_s: float = 600.0,
         processes: ProcessMeter | None = None,
         gpus: GpuMeter | None = None,
     ) -> None:
@@ -338,6 +340,7 @@ class UsageSampler:
         self.nodes = nodes
         self.sample_s = sample_s
         self.flush_s = flush_s
+        self.compact_every_s = compact_every_s
         self._clock = clock or SystemClock()
         self._processes = processes or ProcessMeter()
         self._gpus = gpus
@@ -352,12 +355,15 @@ class UsageSampler:
         if self._gpus is None:
             self._gpus = await asyncio.to_thread(GpuMeter)
         try:
-            flushed = self._clock.monotonic()
+            flushed = compacted = self._clock.monotonic()
             while not stop.is_set():
                 await self.sample()
                 if self._clock.monotonic() - flushed >= self.flush_s:
                     await self._flush_logged()
                     flushed = self._clock.monotonic()
+                if self._clock.monotonic() - compacted >= self.compact_every_s:
+                    await self._compact_logged()
+                    compacted = self._clock.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.sample_s)
             await self.sample()
@@ -365,6 +371,14 @@ class UsageSampler:
         finally:
             self._gpus.close()
             self._gpus = None  # a restarted run opens NVML again
+
+    async def _compact_logged(self) -> None:
+        try:
+            merged = await asyncio.to_thread(compact, self.engine, self._clock.wall())
+        except ModelplaneError as exc:
+            log.warning("usage compaction failed (tried again later): %s", exc)
+        else:
+            log.debug("usage compaction merged away %d rows", merged)
 
     async def _flush_logged(self) -> None:
         try:

@@ -277,8 +277,8 @@ def read_usage(
         query = query.where(_USAGE.c.kind.in_([WorkloadKind(k).value for k in kinds]))
     with read_session(engine) as session:
         found = session.execute(query.order_by(_USAGE.c.start, _USAGE.c.id)).all()
-    clipped = (UsageInterval(**dict(zip(_USAGE_FIELDS, row, strict=True))) for row in found)
-    return [c for i in clipped if (c := i.clipped(since, until)) is not None]
+    stored = (_stored(UsageInterval, _USAGE_FIELDS, row) for row in found)
+    return [c for i in stored if (c := i.clipped(since, until)) is not None]
 
 
 def read_nodes(engine: Engine, since: float, until: float) -> list[NodeInterval]:
@@ -288,8 +288,19 @@ def read_nodes(engine: Engine, since: float, until: float) -> list[NodeInterval]
     )
     with read_session(engine) as session:
         found = session.execute(query.order_by(_NODES.c.start, _NODES.c.id)).all()
-    clipped = (NodeInterval(**dict(zip(_NODE_FIELDS, row, strict=True))) for row in found)
-    return [c for n in clipped if (c := n.clipped(since, until)) is not None]
+    stored = (_stored(NodeInterval, _NODE_FIELDS, row) for row in found)
+    return [c for n in stored if (c := n.clipped(since, until)) is not None]
+
+
+def _stored(cls: type[_Item], names: Sequence[str], row: Sequence[Any]) -> _Item:
+    """A row as its dataclass, unchecked: it was checked before it was written, and a
+    week's report reads hundreds of thousands."""
+    item = object.__new__(cls)
+    for name, value in zip(names, row, strict=True):
+        object.__setattr__(item, name, value)
+    if isinstance(item, UsageInterval):
+        object.__setattr__(item, "kind", WorkloadKind(item.kind))
+    return item
 
 
 def as_document(interval: UsageInterval) -> dict[str, Any]:
