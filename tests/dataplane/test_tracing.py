@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -25,8 +26,9 @@ from tests.kit.otlp import OtlpReceiver, ReceivedSpan
 from modelplane.dataplane.codec_v2 import encode_request
 from modelplane.dataplane.endpoint_runtime import EndpointConfig
 from modelplane.dataplane.server import ServerThread
-from modelplane.dataplane.tracing import from_environment, tracing_requested
+from modelplane.dataplane.tracing import RequestTracer, from_environment, tracing_requested
 from modelplane.features.stores import open_online_store
+from modelplane.observe.records import BatchTiming, RequestTrace
 from modelplane.spec.endpoint import FeatureBinding
 from modelplane.spec.featureset import FeatureSet
 
@@ -286,3 +288,45 @@ def _ready(port: str) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _recorded(trace: RequestTrace, **outcome: Any) -> dict[str, Any]:
+    """``record`` into the SDK's in-memory exporter: span name → span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer = RequestTracer(TracerProvider(), SimpleSpanProcessor(exporter))
+    endpoint = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo")).build()
+    runtime: Any = SimpleNamespace(name="echo", endpoint=endpoint.endpoint)
+    tracer.record(trace, runtime, "r-1", **outcome)
+    tracer.shutdown()
+    tracer.shutdown()  # twice is harmless (a failed start stops the gateway twice)
+    return {span.name: span for span in exporter.get_finished_spans()}
+
+
+def test_a_request_refused_before_the_batcher_has_only_its_decode() -> None:
+    trace = RequestTrace(started_at=10.0)
+    spans = _recorded(trace, decoded_at=10.001, answered_at=0.0, status=422,
+                      model_version=None, route="", error_code="contract_violation",
+                      ended_at=10.002)  # fmt: skip
+    assert set(spans) == {"POST /v2/models/{model}/infer", "decode"}
+    root = spans["POST /v2/models/{model}/infer"]
+    assert root.attributes["error.type"] == "contract_violation"
+    assert root.status.is_unset  # a 4xx is the caller's error, not the server's
+
+
+def test_a_deadline_cuts_the_batch_at_the_answer() -> None:
+    trace = RequestTrace(started_at=10.0, enqueued_at=10.002)
+    trace.batch = BatchTiming(10.003, 8)  # never returned: the deadline answered first
+    spans = _recorded(trace, decoded_at=10.001, answered_at=0.0, status=504,
+                      model_version="echo:1", route="echo:1", error_code="deadline_exceeded",
+                      version="1", ended_at=10.5)  # fmt: skip
+    root = spans["POST /v2/models/{model}/versions/{version}/infer"]
+    assert root.attributes["url.path"] == "/v2/models/echo/versions/1/infer"
+    assert not root.status.is_ok
+    assert not root.status.is_unset
+    assert spans["compute"].end_time == spans["batch"].end_time == root.end_time
+    assert spans["compute"].attributes == {"modelplane.batch.rows": 8}
+    assert spans["queue"].end_time == spans["compute"].start_time

@@ -127,6 +127,7 @@ class RequestTracer:
 
         self.provider = provider
         self.processor = processor
+        self._stopped = False
         self._sampler = provider.sampler
         self._ids = provider.id_generator
         self._resource = provider.resource
@@ -260,8 +261,10 @@ class RequestTracer:
         return bool(self.processor.force_flush(timeout_ms)) if self.processor else True
 
     def shutdown(self) -> None:
-        """Export what is buffered and stop (blocks up to the exporter's timeout)."""
-        self.provider.shutdown()
+        """Export what is buffered and stop (blocks up to the exporter's timeout); once."""
+        if not self._stopped:
+            self._stopped = True
+            self.provider.shutdown()
 
 
 def _stages(
