@@ -9,6 +9,8 @@ does not silently change what an endpoint runs; applying it again (or a rollout)
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from modelplane.spec.io import parse
 from modelplane.spec.job import Job
 from modelplane.spec.manifest import Manifest
 from modelplane.spec.policy import Policy
+from modelplane.store.jobs import JobStore
 from modelplane.store.resources import Applied, ResourceStore
 
 __all__ = ["ApplyResult", "Applier", "load_documents"]
@@ -196,6 +199,11 @@ class Applier:
             self.job_check(job.model_copy(update={"pins": pins}))
         return resolved
 
+    def _queue_job(self, job: Job, generation: int, submitted_at: float) -> None:
+        """The run exists from submit on (``jobs show`` answers at once); the job
+        controller creates it too, should this process die in between."""
+        _new_run(JobStore(self.resources.engine), job, generation, submitted_at)
+
     def _check_endpoint(
         self, endpoint: Endpoint, allow_breaking: bool
     ) -> tuple[dict[str, Any], tuple[Incompatibility, ...]]:
@@ -280,9 +288,18 @@ class Applier:
             spec.kind, name, spec.model_dump(mode="json"), actor=self.actor, reason=reason
         )
         resource = applied.resource
+        if isinstance(spec, Job):
+            self._queue_job(spec, resource.generation, resource.updated_at.timestamp())
         return ApplyResult(
             spec.kind, name, applied.outcome, resource.generation, warnings, resolved
         )
+
+
+def _new_run(jobs: JobStore, job: Job, generation: int, submitted_at: float) -> None:
+    jobs.create(
+        name=job.name, uid=str(uuid.uuid4()), generation=generation, team=job.team,
+        tier=job.tier, work_type=job.work.type, submitted_at=submitted_at, now=time.time(),
+    )  # fmt: skip
 
 
 def _check_lineage(subject: str, manifest: Manifest, bindings: Sequence[FeatureBinding]) -> None:
