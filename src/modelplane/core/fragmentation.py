@@ -20,7 +20,7 @@ F_n(M) x N is exact and equal states give equal scores.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -53,6 +53,8 @@ class TaskDistribution:
     """How many tasks of each shape were seen; ``weight`` is this over their sum."""
     _masks: dict[tuple[str, ...], BoolArray] = field(default_factory=dict, repr=False)
     _tables: dict[int, tuple[BoolArray, FloatArray]] = field(default_factory=dict, repr=False)
+    memo: OrderedDict[object, object] = field(default_factory=OrderedDict, repr=False)
+    """Room for callers' memos of pure functions of this mix (FGD keeps node scores here)."""
 
     @classmethod
     def from_demands(cls, demands: Iterable[Demand]) -> TaskDistribution:

@@ -139,10 +139,80 @@ def choose_slots(free: IntArray, demand: Demand, pack: bool = True) -> tuple[int
     return (int(fitting[order[0] if pack else order[-1]]),)
 
 
+@dataclass(frozen=True, slots=True)
+class _NodeScores:
+    """FGD's per-node result for one demand on one cluster state: the least fragmentation
+    any option on the node adds (inf where none fits) and the GPU slot of its first best
+    option. A node's entry depends only on that node's row, so rows unchanged since the
+    last decision for the same demand are reused (snapshot arrays are immutable)."""
+
+    nodes: tuple[object, ...]
+    cpu: IntArray
+    mem: IntArray
+    gpu: IntArray
+    best: FloatArray
+    slot: IntArray
+
+
+_MEMO_SIZE = 1024
+"""Demands whose node scores are kept (least recently used go first)."""
+
+
 def _fgd(
     cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, shapes: TaskDistribution
 ) -> tuple[Binding, float]:
     """Every (node, GPU) option is scored by the fragmentation it adds; the least wins."""
+    best, slot = _node_scores(cluster, demand, candidates, shapes)
+    scores = best[candidates]
+    # Ties (identical empty nodes are common) go to the fullest node: best-fit as second key.
+    tied = candidates[scores <= scores.min() + 1e-9]
+    left = cluster.gpu_free[tied].sum(axis=1) - demand.gpu_total
+    node = int(tied[np.argmin(left)])
+    if demand.gpus == 1:
+        chosen: tuple[int, ...] = (int(slot[node]),)
+    else:
+        chosen = _whole_slots(cluster.gpu_free[node], demand.gpus)
+    return Binding(node, chosen, demand.gpu_milli), float(best[node])
+
+
+def _node_scores(
+    cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, shapes: TaskDistribution
+) -> tuple[FloatArray, IntArray]:
+    key = ("fgd", id(cluster.nodes), demand)
+    memo = shapes.memo.get(key)
+    if isinstance(memo, _NodeScores) and memo.nodes is cluster.nodes:
+        changed = (
+            (memo.cpu != cluster.cpu_free)
+            | (memo.mem != cluster.mem_free)
+            | (memo.gpu != cluster.gpu_free).any(axis=1)
+        )
+        best, slot = memo.best.copy(), memo.slot.copy()
+        best[changed] = np.inf
+        fresh = candidates[changed[candidates]]
+        shapes.memo.move_to_end(key)
+    else:
+        best = np.full(len(cluster.nodes), np.inf)
+        slot = np.zeros(len(cluster.nodes), dtype=np.int64)
+        fresh = candidates
+    if fresh.size:
+        _score_nodes(cluster, demand, fresh, shapes, best, slot)
+    shapes.memo[key] = _NodeScores(
+        cluster.nodes, cluster.cpu_free, cluster.mem_free, cluster.gpu_free, best, slot
+    )
+    while len(shapes.memo) > _MEMO_SIZE:
+        shapes.memo.popitem(last=False)
+    return best, slot
+
+
+def _score_nodes(
+    cluster: ClusterSnapshot,
+    demand: Demand,
+    candidates: IntArray,
+    shapes: TaskDistribution,
+    best: FloatArray,
+    slot: IntArray,
+) -> None:
+    """Fill ``best`` and ``slot`` for ``candidates`` (ascending node indices)."""
     nodes, slots, rows = _options(cluster, demand, candidates)
     gpu = cluster.gpu_free[nodes]
     if demand.gpus == 1:
@@ -161,16 +231,14 @@ def _fgd(
         mask=shapes.model_mask(cluster.models),
     )
     delta = scores[count:] - scores[:count][rows]
-    # Ties (identical empty nodes are common) go to the fullest node: best-fit as second key.
-    tied = np.flatnonzero(delta <= delta.min() + 1e-9)
-    left = cluster.gpu_free[nodes[tied]].sum(axis=1) - demand.gpu_total
-    pick = int(tied[np.argmin(left)])
-    node = int(nodes[pick])
-    if demand.gpus == 1:
-        chosen: tuple[int, ...] = (int(slots[pick]),)
-    else:
-        chosen = _whole_slots(cluster.gpu_free[node], demand.gpus)
-    return Binding(node, chosen, demand.gpu_milli), float(delta[pick])
+    least = np.full(count, np.inf)
+    np.minimum.at(least, rows, delta)
+    # Within a node, the first option as good as its best (options run in slot order).
+    good = np.flatnonzero(delta <= least[rows] + 1e-9)
+    _, first = np.unique(rows[good], return_index=True)
+    pick = good[first]
+    best[candidates] = least
+    slot[nodes[pick]] = slots[pick]
 
 
 def _options(
