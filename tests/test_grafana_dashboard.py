@@ -1,4 +1,5 @@
-"""The Grafana dashboard under examples/ queries only series a real gateway exports.
+"""The Grafana dashboard under examples/ (and the Prometheus rules docs/tracing.md gives)
+query only series a real gateway exports.
 
 Every PromQL expression of ``examples/grafana/modelplane.json`` (panels and template
 variables) is parsed by the small PromQL parser below (the grammar of what dashboards use:
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
@@ -34,6 +36,7 @@ from modelplane.spec.featureset import FeatureSet
 pytestmark = pytest.mark.timeout(120)
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "examples" / "grafana" / "modelplane.json"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "tracing.md"
 
 # ------------------------------------------------------------------ a small PromQL parser
 
@@ -297,18 +300,31 @@ def _samples(text: str) -> dict[str, int]:
     return counts
 
 
-def test_every_series_the_dashboard_queries_exists(tmp_path: Path) -> None:
+def _rules() -> list[dict[str, Any]]:
+    """The Prometheus rules docs/tracing.md gives (its YAML block of ``groups``)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
+    (rules,) = [yaml.safe_load(b) for b in blocks if b.startswith("groups:")]
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_every_series_the_dashboard_and_the_rules_query_exists(tmp_path: Path) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = list(_expressions(dashboard))
     assert len(expressions) >= 20
+    rules = _rules()
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    assert {"modelplane:idle_cost_per_hour", "modelplane:error_ratio:rate5m"} <= recorded
+    assert {rule["alert"] for rule in rules if "alert" in rule} == {
+        "ModelplaneErrorBudgetBurnFast", "ModelplaneErrorBudgetBurnSlow"
+    }  # fmt: skip
     queried: dict[str, str] = {}
-    for expr in expressions:
+    for expr in [*expressions, *(rule["expr"] for rule in rules)]:
         expanded = _expand(expr)
         try:
             parsed = PromQL(expanded)
         except SyntaxError as exc:
             raise AssertionError(f"does not parse: {expr}\n{exc}") from None
-        for name in parsed.metrics:
+        for name in parsed.metrics - recorded:
             queried.setdefault(name, expr)
     samples = _scrape_after_traffic(tmp_path)
     exported = _samples(samples)
