@@ -116,3 +116,17 @@ def test_a_replica_socket_refuses_a_caller_without_its_secret(cluster: RayTestCl
         await backend.close()
 
     run(scenario())
+
+
+def test_the_docs_example_places_two_quarter_gpu_replicas(
+    cluster: RayTestCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "backends.md").read_text()
+    example = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/backends.md", "exec"), namespace)
+    where = run(namespace["place_and_ask"](RayBackend(), SPEC))
+    assert where == {"fraud-0": "gpu-a", "fraud-1": "gpu-a"}
+    printed = capsys.readouterr().out
+    assert "fraud-0 answered [[2.0, 2.0]]" in printed
+    assert actor_node("fraud-0") is None
