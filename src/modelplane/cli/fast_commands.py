@@ -74,6 +74,8 @@ KIND_ALIASES = {
     "fs": "FeatureSet",
     "rollout": "Rollout",
     "rollouts": "Rollout",
+    "job": "Job",
+    "jobs": "Job",
 }
 """``modelplane get``'s kinds (``cli.resources``; a test keeps them equal)."""
 PLURALS = {"Policy": "policies", "FeatureSet": "feature sets"}
@@ -430,6 +432,10 @@ def resource_summary(spec: Mapping[str, Any]) -> str:
             f"team={spec['team']} tier={spec['tier']} contract={contract['name']} "
             f"v{contract['version']} routes: {routes}"
         )
+    if spec.get("kind") == "Job":
+        work = spec.get("work", {})
+        what = f"{work.get('type', '')} {work.get('model') or work.get('package') or ''}"
+        return f"team={spec['team']} tier={spec['tier']} {what}".rstrip()
     return str(spec.get("placement", ""))
 
 

@@ -20,7 +20,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def _kind(text: str) -> str:
     kind = KIND_ALIASES.get(text.lower())
     if kind is None:
-        raise InvalidSpec(f"unknown kind '{text}' (endpoints, policies, featuresets, rollouts)")
+        known = "endpoints, policies, featuresets, rollouts, jobs"
+        raise InvalidSpec(f"unknown kind '{text}' ({known})")
     return kind
 
 

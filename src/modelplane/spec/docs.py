@@ -74,7 +74,7 @@ KINDS: tuple[Kind, ...] = (
         "Job",
         "Batch work of a team in shards: `batch-score`, `materialize` or `python`. "
         "`modelplane apply -f job.yaml` or `modelplane jobs submit`; see docs/jobs.md.",
-        "(in [docs/jobs.md](jobs.md))",
+        "examples/job-batch-score.yaml",
     ),
     Kind(
         Policy,

@@ -1,0 +1,68 @@
+"""docs/jobs.md's example is the shipped one, and its four shards score as the model does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from tests.backends.jobs.conftest import COLUMNS, Scoring, read_output, tasks_of
+from tests.kit import wait_for
+
+from modelplane.backends.jobs.local import LocalShardExecutor
+from modelplane.backends.jobs.runner import load_model
+from modelplane.core.jobs import OutcomeStatus, ShardOutcome
+from modelplane.spec.io import parse
+from modelplane.spec.job import BatchScoreJob, Job, OutputData
+
+ROOT = Path(__file__).resolve().parents[3]
+PAGE = ROOT / "docs" / "jobs.md"
+EXAMPLE = ROOT / "examples" / "job-batch-score.yaml"
+
+
+def documented_job() -> dict[str, object]:
+    [block] = re.findall(r"```yaml\n(.*?)```", PAGE.read_text(encoding="utf-8"), re.S)
+    data = yaml.safe_load(block)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_the_page_shows_the_shipped_example() -> None:
+    assert documented_job() == yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+
+
+def test_the_example_runs_in_four_shards(scoring: Scoring, tmp_path: Path) -> None:
+    shipped = parse(Job, documented_job())
+    assert isinstance(shipped.work, BatchScoreJob)
+    # the shipped paths are relative to the repository root; the output goes to tmp here
+    work = shipped.work.model_copy(update={
+        "input": shipped.work.input.model_copy(update={"url": str(ROOT / shipped.work.input.url)}),
+        "output": OutputData(url=str(tmp_path / "scores")),
+    })  # fmt: skip
+    job = shipped.model_copy(update={"work": work})
+    tasks = tasks_of(scoring, job, "docs-1")
+    assert [t.plan.expected_rows for t in tasks] == [50, 50, 50, 50]
+    executor = LocalShardExecutor()
+    outcomes: list[ShardOutcome] = []
+    try:
+        for task in tasks:
+            executor.start(task)
+
+        def four_done() -> bool:
+            outcomes.extend(executor.wait(1.0))
+            return len(outcomes) == 4
+
+        wait_for(four_done, 180, "four shards", every_s=0)
+    finally:
+        executor.close()
+    assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
+    out = read_output(tmp_path / "scores")
+    rows = pd.read_csv(ROOT / "examples" / "data" / "transactions.csv")
+    assert out["txn_id"].tolist() == rows["txn_id"].tolist()
+    model = load_model(str(scoring.model_dir), scoring.model.digest)
+    expected = model.predict({c: rows[c].to_numpy() for c in COLUMNS})
+    assert np.array_equal(out["label"].to_numpy(), expected["label"])
+    scores = np.stack(out["probabilities"].to_numpy())
+    assert np.allclose(scores, expected["probabilities"], rtol=1e-6, atol=1e-7)
