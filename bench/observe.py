@@ -21,9 +21,10 @@ Sections (each a key of ``bench/results/observe.json``):
    the receiver and the model workers are other processes) for each, and each mode's ratio
    to ``off``. Aim: ``off`` costs nothing measurable.
 2. ``off_hooks``: what tracing adds to a request while off, statement for statement (the
-   header list kept, three ``is not None`` tests, five more fields in the request's trace
-   object), timed against the same without, as a share of ``off``'s CPU per request: the
-   ratio of ``off`` to a gateway without tracing code, which no throughput run resolves.
+   header list kept, two ``is not None`` tests and two of a local flag, five more fields in
+   the request's trace object), timed against the same without, as a share of ``off``'s
+   CPU per request: the ratio of ``off`` to a gateway without tracing code, which no
+   throughput run resolves.
 3. ``record_cost``: one request's tracing in process, best of five: sampled out, seven spans
    built, and their OTLP encoding (the exporter thread's work), each in microseconds.
 4. ``feedback``: outcomes taken in, rows per second: ``OutcomeStore.ingest`` in process
@@ -260,7 +261,7 @@ def _flushed_count(tracers: Iterable[Any], receiver: str) -> int:
 
 def bench_off_hooks(calls: int = 1_000_000) -> dict[str, Any]:
     """What tracing costs a request while it is off, statement for statement: the header
-    list kept by the scan, three ``is not None`` tests (two of them of a local), and five
+    list kept by the scan, two ``is not None`` tests and two of a local flag, and five
     more fields in the request's trace object (its dataclass ``__init__``), against the
     same without them. The throughput runs cannot show a cost this small; this can."""
     import dataclasses

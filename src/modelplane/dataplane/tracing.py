@@ -3,9 +3,9 @@
 Tracing is off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
 is set, and off costs nothing: :func:`from_environment` (called when a gateway is built, so
 by ``serve`` and ``up``) returns ``None``, a request's path tests ``tracer is not None``
-three times, and no ``opentelemetry`` module is imported (the SDK is the optional ``otel``
-extra). When it is on, the standard variables
-of the SDK and the OTLP exporter apply as they do anywhere: ``OTEL_SERVICE_NAME`` (default
+twice (and a local flag twice), and no ``opentelemetry`` module is imported (the SDK is
+the optional ``otel`` extra). When it is on, the standard variables of the SDK and the
+OTLP exporter apply as they do anywhere: ``OTEL_SERVICE_NAME`` (default
 ``modelplane-gateway``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_HEADERS``,
 ``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, the
 batch processor's ``OTEL_BSP_*``; ``OTEL_TRACES_EXPORTER=none`` builds spans and exports
