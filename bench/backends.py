@@ -11,8 +11,9 @@ at concurrency 1 and 64, against one replica of each kind:
 - ``ray actor``: the same actor, one Ray actor call per batch.
 
 Ratios are throughput against ``local backend`` and ``local pool (today)``, in this run.
-Then the controller's decision (snapshot of live nodes + admission + placement) for one
-replica over 1,500 nodes, least-allocated and FGD.
+Then the controller's steps for one replica over 1,500 nodes that run 1,500 replicas
+(snapshot of the live nodes, admission, placement by least-allocated and by FGD), and the
+time from killing a Ray node under a replica to that replica answering on another node.
 
 Prints a table and writes ``bench/results/backends.json``.
 Run: ``.venv/bin/python bench/backends.py [--seconds 3]``.
@@ -162,26 +163,61 @@ def placement_decision(nodes: int = 1500, repeat: int = 20) -> dict[str, float]:
         )
     want = Demand(2000, 4096, 1, 500)
     shapes = TaskDistribution.from_demands([want, Demand(4000, 8192, 1, 1000)])
-    out: dict[str, float] = {}
-    for strategy in (PlacementStrategy.LEAST_ALLOCATED, PlacementStrategy.FGD):
-        policy = Policy(placement=PlacementPolicy(strategy=strategy))
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            cluster, held = snapshot_of(fleet, running)
-            pending = ReplicaRequest("new", "n0", spec, want).workload()
-            admit(
-                AdmissionSnapshot((pending,), tuple(Admitted(h.workload) for h in held)),
-                policy,
-                0.0,
-                AdmissionState(),
+    steps: dict[str, list[float]] = {}
+
+    def timed(label: str, step: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = step()
+        steps.setdefault(label, []).append(time.perf_counter() - start)
+        return value
+
+    pending = ReplicaRequest("new", "n0", spec, want).workload()
+    for _ in range(repeat):
+        cluster, held = timed("snapshot of live nodes", lambda: snapshot_of(fleet, running))
+        admitted = tuple(Admitted(h.workload) for h in held)
+        timed(
+            "admission",
+            lambda held=admitted: admit(  # type: ignore[misc]
+                AdmissionSnapshot((pending,), held), Policy(), 0.0, AdmissionState()
+            ),
+        )
+        for strategy in (PlacementStrategy.LEAST_ALLOCATED, PlacementStrategy.FGD):
+            config = PlacementPolicy(strategy=strategy)
+            asked = PlacementRequest(cluster, pending, shapes)
+            timed(
+                f"place ({strategy.value})",
+                lambda a=asked, c=config: place(a, c, 0.0, PlacementState()),  # type: ignore[misc]
             )
-            place(
-                PlacementRequest(cluster, pending, shapes), policy.placement, 0.0, PlacementState()
-            )
-            times.append(time.perf_counter() - start)
-        out[f"{strategy.value} p50_ms"] = statistics.median(times) * 1000
-    return out
+    return {f"{label} p50_ms": statistics.median(t) * 1000 for label, t in steps.items()}
+
+
+async def failover(cluster: Any) -> dict[str, float]:
+    """A node dies under a replica: seconds until the replica answers on another node."""
+    from modelplane.backends.ray import RayBackend
+    from modelplane.controlplane.placement import ReplicaPlacer
+    from modelplane.core.backend import ReplicaWant
+    from modelplane.spec.policy import Policy
+
+    backend = RayBackend()
+    placer = ReplicaPlacer(backend, Policy())
+    spec = ReplicaSpec(_LOADER, paths=(str(_HERE),))
+    wanted = [ReplicaWant("survivor", spec, Demand(1000, 128))]
+    first = (await placer.reconcile(wanted)).where()["survivor"]
+    loop = asyncio.get_running_loop()
+    killed = loop.time()
+    cluster.kill_node(first)
+    passes = 0
+    try:
+        while loop.time() - killed < 120:
+            passes += 1
+            where = (await placer.reconcile(wanted)).where().get("survivor")
+            if where is not None and where != first:
+                await backend.predict("survivor", ROW, 10.0)
+                return {"seconds": loop.time() - killed, "passes": passes}
+            await asyncio.sleep(0.2)
+        raise RuntimeError("the replica never served elsewhere")
+    finally:
+        await backend.close()
 
 
 async def data_paths(seconds: float) -> dict[str, dict[str, dict[str, float]]]:
@@ -199,8 +235,10 @@ def main() -> None:
     args = parser.parse_args()
     from tests.kit.ray_cluster import NodeShape, ray_test_cluster
 
-    with ray_test_cluster(NodeShape("head", 0), [NodeShape("worker", 2, memory_gib=2)]):
+    workers = [NodeShape("worker", 2, memory_gib=2), NodeShape("spare", 2, memory_gib=2)]
+    with ray_test_cluster(NodeShape("head", 0), workers) as cluster:
         results = asyncio.run(data_paths(args.seconds))
+        recovered = asyncio.run(failover(cluster))
     placement = placement_decision()
     table = Table(title="single-row predictions, one replica, closed loop")
     for column in ("path", "c", "req/s", "p50 ms", "p99 ms", "x local backend", "x local pool"):
@@ -220,18 +258,23 @@ def main() -> None:
             )
     console = Console()
     console.print(table)
-    decisions = Table(title="placement decision for one replica over 1,500 nodes")
-    decisions.add_column("strategy")
+    decisions = Table(title="one replica over 1,500 nodes running 1,500 replicas")
+    decisions.add_column("step")
     decisions.add_column("p50 ms", justify="right")
     for key, value in placement.items():
         decisions.add_row(key.removesuffix(" p50_ms"), f"{value:.2f}")
     console.print(decisions)
+    console.print(
+        f"node killed under a replica -> it answers on another node: "
+        f"{recovered['seconds']:.2f} s ({recovered['passes']:.0f} controller passes)"
+    )
     report = {
         "benchmark": "execution backends: data path and placement decision",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "seconds_per_point": args.seconds,
         "data_path": results,
         "placement_1500_nodes": placement,
+        "node_death_to_serving_elsewhere": recovered,
     }
     out = _HERE / "results" / "backends.json"
     out.parent.mkdir(exist_ok=True)

@@ -19,10 +19,13 @@ everything it decides from is read back from the backend at the start of the pas
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
 
 from modelplane.core.admission import AdmissionSnapshot, AdmissionState, Admitted, admit
 from modelplane.core.backend import (
@@ -109,27 +112,36 @@ class PlacementReport:
 def snapshot_of(
     nodes: Sequence[BackendNode], running: Sequence[ReplicaStatus]
 ) -> tuple[ClusterSnapshot, list[Running]]:
-    """The live nodes with every running replica's demand taken from its node."""
-    cluster = ClusterSnapshot.build([n.as_cluster_node() for n in nodes])
+    """The live nodes with every running replica's demand taken from its node.
+
+    Built in one go (``ClusterSnapshot.bind`` copies every array per call: quadratic over
+    a fleet). What the engine runs beyond a node's capacity leaves it at zero free, never
+    below: placement then sees it full, which it is.
+    """
+    empty = ClusterSnapshot.build([n.as_cluster_node() for n in nodes])
+    cpu, mem, gpu = empty.cpu_free.copy(), empty.mem_free.copy(), empty.gpu_free.copy()
     held: list[Running] = []
     for status in running:
         request = status.request
-        index = cluster.index.get(status.node)
+        index = empty.index.get(status.node)
         if request is None or index is None:
             continue
         demand = request.demand
-        slots = request.gpu_slots or choose_slots(cluster.gpu_free[index], demand)
-        binding = Binding(index, tuple(slots), demand.gpu_milli)
-        try:
-            cluster = cluster.bind(demand, binding)
-        except ValueError:
-            # the engine packed it where our count disagrees (slots it chose itself): count
-            # it on any slots that still hold it, so capacity is never counted twice
-            binding = Binding(
-                index, choose_slots(cluster.gpu_free[index], demand), demand.gpu_milli
-            )
-            cluster = cluster.bind(demand, binding)
-        held.append(Running(request.workload(), binding))
+        slots = tuple(request.gpu_slots)
+        fits = all(s < gpu.shape[1] and gpu[index, s] >= demand.gpu_milli for s in slots)
+        if not slots or not fits:
+            # the engine chose the devices (or our count disagrees): count it on slots that
+            # still hold it, so no capacity is counted twice
+            slots = choose_slots(gpu[index], demand) if demand.gpus else ()
+        cpu[index] -= demand.cpu_milli
+        mem[index] -= demand.memory_mib
+        for slot in slots:
+            gpu[index, slot] -= demand.gpu_milli
+        held.append(Running(request.workload(), Binding(index, slots, demand.gpu_milli)))
+    for array in (cpu, mem, gpu):
+        np.maximum(array, 0, out=array)
+        array.flags.writeable = False
+    cluster = dataclasses.replace(empty, cpu_free=cpu, mem_free=mem, gpu_free=gpu)
     return cluster, held
 
 
