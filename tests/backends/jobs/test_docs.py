@@ -9,11 +9,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from tests.backends.jobs.conftest import COLUMNS, Scoring, read_output, tasks_of
-from tests.kit import wait_for
 
-from modelplane.backends.jobs.local import LocalShardExecutor
-from modelplane.backends.jobs.runner import load_model
-from modelplane.core.jobs import OutcomeStatus, ShardOutcome
+from modelplane.backends.jobs.runner import commit_shard, load_model, run_shard, staging_path
 from modelplane.spec.io import parse
 from modelplane.spec.job import BatchScoreJob, Job, OutputData
 
@@ -44,20 +41,10 @@ def test_the_example_runs_in_four_shards(scoring: Scoring, tmp_path: Path) -> No
     job = shipped.model_copy(update={"work": work})
     tasks = tasks_of(scoring, job, "docs-1")
     assert [t.plan.expected_rows for t in tasks] == [50, 50, 50, 50]
-    executor = LocalShardExecutor()
-    outcomes: list[ShardOutcome] = []
-    try:
-        for task in tasks:
-            executor.start(task)
-
-        def four_done() -> bool:
-            outcomes.extend(executor.wait(1.0))
-            return len(outcomes) == 4
-
-        wait_for(four_done, 180, "four shards", every_s=0)
-    finally:
-        executor.close()
-    assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
+    # in this process (tests/backends/jobs/test_local.py runs shards as processes)
+    for task in tasks:
+        run_shard(task, staging_path(task))
+        assert commit_shard(task, staging_path(task)) == (50, True)
     out = read_output(tmp_path / "scores")
     rows = pd.read_csv(ROOT / "examples" / "data" / "transactions.csv")
     assert out["txn_id"].tolist() == rows["txn_id"].tolist()

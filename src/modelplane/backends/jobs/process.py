@@ -22,6 +22,7 @@ import sys
 __all__ = ["main"]
 
 _PR_SET_PDEATHSIG = 1
+_MAX_ERROR = 8192
 
 
 def main() -> int:
@@ -37,7 +38,8 @@ def main() -> int:
         task, staging, sandbox = pickle.load(sys.stdin.buffer)
         result = run_shard(task, staging, sandbox)
     except BaseException as exc:  # every failure becomes the shard's error text
-        pickle.dump(("error", f"{type(exc).__name__}: {exc}"), reply)
+        # bounded: the reply must fit the pipe, which nobody reads until this process ends
+        pickle.dump(("error", f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]), reply)
         reply.close()
         return 1
     pickle.dump(("ok", result), reply)
