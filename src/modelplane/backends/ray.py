@@ -43,7 +43,7 @@ from modelplane.core.backend import (
 )
 from modelplane.errors import DeadlineExceeded, ModelplaneError, NotFound, WorkerFailed
 
-__all__ = ["NAMESPACE", "DataPath", "RayBackend", "ReplicaActor"]
+__all__ = ["NAMESPACE", "DataPath", "RayBackend", "ReplicaActor", "replicas_by_node"]
 
 NAMESPACE = "modelplane"
 _log = logging.getLogger("modelplane.backends.ray")
@@ -277,6 +277,17 @@ def _actor_table() -> dict[str, dict[str, Any]]:
         name = str(row.get("Name") or "")
         if name and (name not in out or out[name].get("State") == "DEAD"):
             out[name] = row
+    return out
+
+
+def replicas_by_node() -> dict[str, int]:
+    """Live modelplane replicas per node name, whoever started them, from Ray's actor table."""
+    names = {n.engine_id: n.name for n in nodes_from_ray(ray.nodes())}  # type: ignore[no-untyped-call]
+    out: dict[str, int] = {}
+    for row in _actor_table().values():
+        if row.get("State") == "ALIVE":
+            node = names.get(str((row.get("Address") or {}).get("NodeID", "")), "?")
+            out[node] = out.get(node, 0) + 1
     return out
 
 

@@ -47,9 +47,29 @@ def _cluster(cli: CliContext, path: Path | None) -> ClusterSpec:
     return live_cluster(path or cli.settings.home / "cluster.yaml")
 
 
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="MODELPLANE_RAY_ADDRESS",
+        help="A Ray cluster's nodes instead (warns when it is open to strangers).",
+    ),
+]
+
+
 @handle_errors
-def nodes(ctx: typer.Context, cluster: ClusterOption = None, as_json: JsonFlag = False) -> None:
+def nodes(
+    ctx: typer.Context,
+    cluster: ClusterOption = None,
+    as_json: JsonFlag = False,
+    ray_address: RayAddressOption = None,
+) -> None:
     """The nodes workloads may be placed on: this machine and those declared."""
+    if ray_address:
+        from modelplane.cli.ray_nodes import show_ray_nodes
+
+        show_ray_nodes(ray_address, as_json)
+        return
     spec = _cluster(ctx.obj, cluster)
     if as_json:
         emit_json(list(spec.nodes))
