@@ -185,7 +185,10 @@ def load_trace(
     all_pods = read_pods(pods_path)
     check_replayable(all_nodes, all_pods, f"{pods_path.name} on {nodes_path.name}")
     files = f"{pods_path.name} on {nodes_path.name} ({len(all_nodes)} nodes)"
-    shrink = f", {sample} pods sampled per seed" if sample is not None else ""
+    shrink = ""
+    if sample is not None and sample < len(all_pods):
+        kept = max(1, round(sample / len(all_pods) * len(all_nodes)))
+        shrink = f", {sample} pods and {kept} nodes sampled per seed"
 
     def scenario(seed: int) -> tuple[list[Node], list[Arrival]]:
         kept, picked = _sampled(all_nodes, all_pods, sample, seed)
