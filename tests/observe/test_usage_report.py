@@ -121,3 +121,27 @@ def test_the_guide_example_runs_as_written(tmp_path: Path) -> None:
     assert "reserve most, use least: fraud-score" in usage
     assert (tmp_path / "usage.png").is_file()
     assert os.path.getsize(tmp_path / "usage.png") > 1000
+
+
+def test_a_team_filter_leaves_each_share_as_it_is(sqlite_url: str) -> None:
+    engine = open_engine(sqlite_url)
+    node = NodeInterval(
+        node="n1", start=NOW - 3600, end=NOW, cpu_milli=8000, memory_mib=16384, cost_per_hour=1.0
+    )
+    # 10 cores asked of 8: each is charged its share of the 8, whoever reads the report
+    asks = [("risk", "fraud-score", 4000), ("growth", "ranker", 6000)]
+    usage = [
+        UsageInterval(
+            kind=WorkloadKind.REPLICA, team=team, node="n1", start=NOW - 3600, end=NOW,
+            endpoint=endpoint, cpu_milli=cpu, memory_mib=1024,
+        )
+        for team, endpoint, cpu in asks
+    ]  # fmt: skip
+    record_period(engine, usage, [node])
+    period = Period(NOW - 3600, NOW)
+    everyone = {g["name"]: g["cost"] for g in usage_document(engine, period)["groups"]}
+    (risk,) = usage_document(engine, period, teams=["risk"])["groups"]
+    assert risk["cost"] == everyone["fraud-score"]
+    (risk_cost,) = cost_document(engine, period, teams=["risk"])["teams"]
+    assert risk_cost["cost"] == everyone["fraud-score"]
+    engine.dispose()

@@ -157,9 +157,11 @@ def usage_document(
     names the worst few in one line."""
     if top < 0:
         raise InvalidSpec("top: must be >= 0", details=[{"field": "top", "problem": "< 0"}])
-    usage = read_usage(engine, period.since, period.until, teams=teams)
+    # Every team's intervals are charged, then the rows narrowed: on a node reserved past
+    # its capacity each share depends on the others'.
+    usage = read_usage(engine, period.since, period.until)
     nodes = read_nodes(engine, period.since, period.until)
-    groups = group_usage(usage, nodes)
+    groups = [g for g in group_usage(usage, nodes) if teams is None or g.team in teams]
     # An endpoint that uses what it reserves is no finding, however much it costs.
     wasteful = [g for g in groups if g.idle_share >= 0.5 and g.wasted_reference > 0]
     return {
