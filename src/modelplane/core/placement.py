@@ -154,8 +154,9 @@ class _NodeScores:
     slot: IntArray
 
 
-_MEMO_SIZE = 1024
-"""Demands whose node scores are kept (least recently used go first)."""
+_MEMO_SIZE = 256
+"""Demands whose node scores are kept, least recently used dropped first (each entry holds
+one cluster state: about 0.1 MB on the 1,213-node openb cluster)."""
 
 
 def _fgd(
