@@ -77,6 +77,12 @@ def test_the_embedded_store_gives_both_files_with_every_decision_in_order(
     embedded = re.search(r'<script type="application/json" id="evidence">(.*)</script>', page, re.S)
     assert embedded is not None
     assert json.loads(embedded.group(1)) == pack
+    # checked against an anchor of the chain's head kept apart from the database
+    anchors = tmp_path / "elsewhere" / "anchors.jsonl"
+    cli(home.env, "audit", "anchor", "--to", str(anchors))
+    args = ("evidence", "fraud:2", "--out", str(out), "--anchor", str(anchors))
+    assert json.loads(cli(home.env, *args, "--json"))["audit_intact"] is True
+    assert written(out)[0]["audit"]["anchors"] == 1
     text = cli(home.env, "evidence", "fraud@champion", "--out", str(out))
     assert "evidence pack of fraud:2" in text
     assert "audit chain intact" in text

@@ -42,13 +42,16 @@ def write_pack(pack: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return data, page
 
 
-def _local(cli: CliContext, ref: str) -> dict[str, Any]:
+def _local(cli: CliContext, ref: str, anchor: str | None) -> dict[str, Any]:
     from modelplane.cli.audit import DEFAULT_ANCHORS
     from modelplane.controlplane.evidence import evidence_for
     from modelplane.store.audit_anchors import read_anchors
 
-    place = cli.settings.home / DEFAULT_ANCHORS
-    anchors = read_anchors(place) if place.exists() else []
+    if anchor is not None:
+        anchors = read_anchors(anchor)
+    else:
+        place = cli.settings.home / DEFAULT_ANCHORS
+        anchors = read_anchors(place) if place.exists() else []
     with registry_from(cli) as registry:
         return evidence_for(registry, ref, anchors=anchors)
 
@@ -78,6 +81,14 @@ def evidence(
         Path, typer.Option("--out", help="Folder to write the pack in (made if missing).")
     ] = Path("."),
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written.")] = False,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="Anchor file or fsspec URL to check the audit chain against (default:"
+            " home/audit-anchors.jsonl when it exists; a server checks its own chain).",
+        ),
+    ] = None,
 ) -> None:
     """Write the evidence pack of a model version: what shipped (package, lineage,
     contracts), who pushed and promoted it, every rollout decision with its gate readings,
@@ -87,7 +98,7 @@ def evidence(
 
     parse_version_ref(ref)  # a bad ref is named before any store or server is reached
     cli: CliContext = ctx.obj
-    pack = _local(cli, ref) if cli.remote is None else _remote(cli.remote, ref)
+    pack = _local(cli, ref, anchor) if cli.remote is None else _remote(cli.remote, ref)
     data, page = write_pack(pack, out)
     audit = pack["audit"]
     decisions = sum(len(r["decisions"]) for r in pack["rollouts"])
