@@ -65,6 +65,7 @@ from modelplane.core.rollout import (
 )
 from modelplane.errors import Conflict, NotFound
 from modelplane.observe.outcome_report import compare_versions
+from modelplane.observe.outcomes import OutcomeStore
 from modelplane.registry.service import Registry
 from modelplane.spec.endpoint import Endpoint
 from modelplane.spec.rollout import OutcomeGate, RolloutSpec, ShadowStep
@@ -176,6 +177,8 @@ class RolloutController:
         self.evidence = evidence
         self._clock = clock or SystemClock()
         self._resolver = resolver
+        self._outcome_readings: dict[tuple[str, float], tuple[Any, dict[str, Comparison]]] = {}
+        """Per (endpoint, since): the outcomes' arrival mark and the comparisons it gave."""
 
     async def reconcile(self) -> None:
         """One pass over every unsettled rollout; safe at any time, any number of times."""
@@ -272,8 +275,15 @@ class RolloutController:
     ) -> dict[str, Comparison]:
         """Each ``outcome`` gate's comparison: labels of rows answered since the rollout's
         first step, the new version's against stable's (same period, same callers)."""
+        # A comparison reads every label since the rollout began: again only when labels
+        # came, or 5 s passed (a label can arrive before its answer is written).
+        arrival = OutcomeStore(self.registry.engine).arrival(spec.endpoint)
+        mark = (arrival, spec.gates, int(self._clock.monotonic() // 5))
+        kept = self._outcome_readings.get((spec.endpoint, since))
+        if kept is not None and kept[0] == mark:
+            return kept[1]
         versions = [self.registry.get(endpoint.pinned(ref)).ref for ref in (stable, spec.to)]
-        return {
+        found = {
             gate.label: compare_versions(
                 self.registry.engine,
                 spec.endpoint,
@@ -288,6 +298,12 @@ class RolloutController:
             for gate in spec.gates
             if isinstance(gate, OutcomeGate)
         }
+        # one entry per endpoint: its rollout's, the latest rollout's
+        self._outcome_readings = {
+            key: value for key, value in self._outcome_readings.items() if key[0] != spec.endpoint
+        }
+        self._outcome_readings[spec.endpoint, since] = (mark, found)
+        return found
 
     def _readings(
         self,

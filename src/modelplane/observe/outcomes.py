@@ -369,6 +369,15 @@ class OutcomeStore:
         """Endpoints that have outcomes."""
         return sorted(self.arrivals())
 
+    def arrival(self, endpoint: str) -> tuple[int, float]:
+        """``endpoint``'s outcomes: how many, and when the latest arrived."""
+        query = select(func.count(), func.max(OutcomeRow.arrived_at)).where(
+            OutcomeRow.endpoint == endpoint
+        )
+        with read_session(self.engine) as session:
+            count, latest = session.execute(query).one()
+        return int(count), float(latest or 0.0)
+
     def arrivals(self) -> dict[str, tuple[int, float]]:
         """Per endpoint with outcomes: how many, and when the latest arrived (one index
         scan: what a reader checks before recomputing anything)."""
