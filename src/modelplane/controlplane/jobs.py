@@ -49,7 +49,7 @@ from modelplane.core.jobqueue import (
     decide,
 )
 from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome, ShardPlan, shard_id
-from modelplane.errors import ModelplaneError
+from modelplane.errors import Conflict, ModelplaneError, StoreUnavailable
 from modelplane.observe.usage import UsageInterval, WorkloadKind, record_usage
 from modelplane.registry.service import Registry
 from modelplane.spec.cluster import ClusterSpec
@@ -231,8 +231,10 @@ class JobController:
         now = self._clock.wall()
         try:
             planned = self.planner.plan(job, record.uid)
-        except ModelplaneError as exc:
-            self.jobs.set_state(record.name, JobState.FAILED, f"invalid: {exc.message}", now=now)
+        except StoreUnavailable:
+            raise  # the store's trouble, not the job's: the next pass plans it again
+        except Exception as exc:  # a check that failed, or a dataset a driver cannot read
+            self.jobs.set_state(record.name, JobState.FAILED, f"invalid: {_text(exc)}", now=now)
             return
         shards = [NewShard(p.index, p.row_start, p.row_stop, p.row_groups) for p in planned.shards]
         self.jobs.planned(
@@ -366,8 +368,9 @@ class JobController:
         rows = sum(s.rows or 0 for s in item.shards)
         try:
             self.planner.finish(item.job, record.uid, item.planned, rows)
-        except ModelplaneError as exc:
-            self.jobs.set_state(record.name, JobState.FAILED, f"finishing: {exc.message}", now=now)
+        except Exception as exc:  # one job's output must not stop the queue's pass
+            reason = f"finishing: {_text(exc)}"
+            self.jobs.set_state(record.name, JobState.FAILED, reason, now=now)
             return
         reason = f"{len(item.shards)} shard(s), {rows} rows done"
         self.jobs.set_state(record.name, JobState.SUCCEEDED, reason, now=now)
@@ -453,23 +456,26 @@ class JobController:
         if record.admitted_at is None and ready:
             try:
                 self.planner.claim(job, record.uid, planned)
-            except ModelplaneError as exc:
-                reason = f"invalid: {exc.message}"
+            except Exception as exc:  # one job's output must not stop the queue's pass
+                reason = f"invalid: {_text(exc)}"
                 self.jobs.set_state(record.name, JobState.FAILED, reason, now=now)
                 return
         for shard, flag in zip(ready, borrowed, strict=False):
-            attempt = self.jobs.shard_started(
-                record.name, shard.index, borrowed=flag, now=now, admitted=True
-            )
+            try:
+                attempt = self.jobs.shard_started(
+                    record.name, shard.index, borrowed=flag, now=now, admitted=True
+                )
+            except Conflict:
+                return  # cancelled since this pass read it
             plan = planned.shards[shard.index]
             try:
                 self.executor.start(self.planner.task(job, record.uid, plan, attempt, planned))
-            except ModelplaneError as exc:
+            except Exception as exc:  # a package that cannot be fetched, a process that won't
                 wait = job.retries.backoff_s
                 self.jobs.shard_ended(
                     record.name, shard.index, state=ShardState.PENDING, now=now,
-                    error=exc.message, failed=True, not_before=now + wait,
-                    message=f"shard {shard.index} could not start: {exc.message}",
+                    error=_text(exc), failed=True, not_before=now + wait,
+                    message=f"shard {shard.index} could not start: {_text(exc)}",
                 )  # fmt: skip
 
     # -- 6. status ---------------------------------------------------------------------
@@ -520,6 +526,10 @@ class JobController:
             "rows": {"done": done_rows, "total": record.rows_total},
             "conditions": conditions,
         }
+
+
+def _text(exc: Exception) -> str:
+    return exc.message if isinstance(exc, ModelplaneError) else f"{type(exc).__name__}: {exc}"
 
 
 def _settled(resource: Resource | None, record: JobRecord) -> bool:
