@@ -379,3 +379,29 @@ def test_outcomes_of_the_version_come_from_the_outcome_report(registry: Registry
     assert comparison["regressed"] is True  # made noisier on purpose
     assert any("fraud:2 is worse than fraud:1" in line for line in endpoint["alerts"])
     assert "fraud:2 is worse than fraud:1" in render_page(pack_of(registry))
+
+
+def test_the_feature_sets_it_reads_come_with_their_definitions(registry: Registry) -> None:
+    from modelplane.store.schema import FeatureLineageRow, ModelVersionRow
+
+    feature_set = {
+        "kind": "FeatureSet", "name": "customer", "version": 3, "team": "risk",
+        "entity": {"name": "customer_id", "dtype": "string"},
+        "features": [{"name": "spend", "dtype": "float64"}],
+        "freshness": {"max_age_s": 3600.0},
+    }  # fmt: skip
+    ResourceStore(registry.engine).apply("FeatureSet", "customer:3", feature_set, actor="x")
+    with write_session(registry.engine) as session:
+        [row] = session.query(ModelVersionRow).filter_by(model_name="fraud", version=2)
+        session.add(FeatureLineageRow(version_id=row.id, feature_set="customer",
+                                      feature_set_version=3))  # fmt: skip
+        session.add(FeatureLineageRow(version_id=row.id, feature_set="gone",
+                                      feature_set_version=1))  # fmt: skip
+    pack = pack_of(registry)
+    by_name = {f["feature_set"]: f for f in pack["package"]["lineage"]["features"]}
+    assert by_name["customer"]["definition"] == feature_set
+    assert by_name["gone"]["definition"] is None
+    page = render_page(pack)
+    assert "customer_id:string" in page
+    assert "spend:float64" in page
+    assert "no longer in the store" in page

@@ -48,6 +48,7 @@ from modelplane.store.schema import (
     FeatureLineageRow,
     ModelRow,
     ModelVersionRow,
+    ResourceRow,
     VersionSignatureRow,
 )
 
@@ -266,12 +267,24 @@ def _package(
             "parameters": lineage.get("parameters") or {},
             "metrics": lineage.get("metrics") or {},
             "features": [
-                {"feature_set": f.feature_set, "version": f.feature_set_version} for f in features
+                {
+                    "feature_set": f.feature_set,
+                    "version": f.feature_set_version,
+                    "definition": _feature_set(session, f.feature_set, f.feature_set_version),
+                }
+                for f in features
             ],
         },
         "signatures": _signatures(session, row, check),
         "manifest": manifest,
     }
+
+
+def _feature_set(session: Session, name: str, version: int) -> dict[str, Any] | None:
+    """The feature set version's definition as applied (entity, features, freshness), if
+    the store still holds it."""
+    row = session.get(ResourceRow, ("FeatureSet", f"{name}:{version}"))
+    return None if row is None else dict(row.spec)
 
 
 def _signatures(

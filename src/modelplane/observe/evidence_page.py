@@ -75,6 +75,15 @@ def _badge(ok: bool | None, yes: str, no: str) -> _Html:
     return _Html(f'<span class="{"ok" if ok else "bad"}">{html.escape(yes if ok else no)}</span>')
 
 
+def _definition(spec: Mapping[str, Any] | None) -> tuple[Any, Any, Any]:
+    """A feature set's entity, features and freshness, as applied."""
+    if not spec:
+        return ("no longer in the store", None, None)
+    entity = spec.get("entity") or {}
+    features = ", ".join(f"{f.get('name')}:{f.get('dtype')}" for f in spec.get("features") or [])
+    return (f"{entity.get('name')}:{entity.get('dtype')}", features, spec.get("freshness"))
+
+
 def _package(pack: Mapping[str, Any]) -> str:
     p = pack["package"]
     lineage = p["lineage"]
@@ -94,8 +103,9 @@ def _package(pack: Mapping[str, Any]) -> str:
         + _table(["training data", "sha256"],
                  [(d["uri"], d["sha256"]) for d in lineage["training_data"]],
                  "no training data recorded")
-        + _table(["feature set", "version"],
-                 [(f["feature_set"], f["version"]) for f in lineage["features"]],
+        + _table(["feature set", "version", "entity", "features", "freshness"],
+                 [(f["feature_set"], f["version"], *_definition(f.get("definition")))
+                  for f in lineage["features"]],
                  "reads no feature set")
         + _table(["parameter", "value"], sorted(lineage["parameters"].items()), "no parameters")
         + _table(["training metric", "value"], sorted(lineage["metrics"].items()), "no metrics")
