@@ -20,6 +20,7 @@ import numpy as np
 
 from modelplane.backends.wire import (
     Frame,
+    FrameBuffer,
     Op,
     decode,
     encode,
@@ -122,8 +123,14 @@ class ReplicaHost:
                     return
                 conn.settimeout(None)
                 write_frame(conn, encode(Op.HELLO, 0, pid=os.getpid()))
-                while True:
-                    write_frame(conn, self.answer(read_frame(conn)))
+                frames = FrameBuffer()
+                # Requests that arrived together are answered with one write.
+                while data := conn.recv(1 << 16):
+                    replies = [
+                        part for raw in frames.feed(data) for part in self.answer(decode(raw))
+                    ]
+                    if replies:
+                        conn.sendall(b"".join(replies))
             except (OSError, EOFError, ValueError):
                 return
 

@@ -34,6 +34,7 @@ from modelplane.errors import DeadlineExceeded, WorkerFailed
 __all__ = [
     "MAX_FRAME",
     "Frame",
+    "FrameBuffer",
     "Op",
     "SocketChannel",
     "decode",
@@ -153,6 +154,30 @@ def read_frame(sock: socket.socket) -> Frame:
     return decode(_recv_exact(sock, size))
 
 
+class FrameBuffer:
+    """Splits a byte stream into frames (each without its length prefix)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        pos = 0
+        while len(buffer) - pos >= 4:
+            (size,) = _U32.unpack_from(buffer, pos)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME} limit")
+            if len(buffer) - pos - 4 < size:
+                break
+            frames.append(bytes(buffer[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buffer[:pos]
+        return frames
+
+
 def write_frame(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
     """Blocking write of one frame (the replica's side)."""
     sock.sendmsg(parts)
@@ -210,17 +235,17 @@ class SocketChannel:
 
     async def _read_loop(self) -> None:
         reason = "the connection closed"
+        frames = FrameBuffer()
         try:
-            while True:
-                (size,) = _U32.unpack(await self._reader.readexactly(4))
-                if size > MAX_FRAME:
-                    reason = f"a frame of {size} bytes"
-                    break
-                frame = decode(await self._reader.readexactly(size))
-                future = self._pending.pop(frame.id, None)
-                if future is not None and not future.done():
-                    future.set_result(frame)
-        except (OSError, asyncio.IncompleteReadError) as exc:
+            # One read takes every answer that has arrived: at high concurrency many frames
+            # come together, and one await per frame is what the loop would spend its time on.
+            while data := await self._reader.read(1 << 16):
+                for raw in frames.feed(data):
+                    frame = decode(raw)
+                    future = self._pending.pop(frame.id, None)
+                    if future is not None and not future.done():
+                        future.set_result(frame)
+        except (OSError, ValueError) as exc:
             reason = f"the connection broke: {exc!r}"
         finally:
             self._fail_all(reason)
