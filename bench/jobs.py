@@ -8,13 +8,15 @@ regression over four columns, as the tests use):
   (:func:`modelplane.backends.jobs.runner.load_model`) and writes the same output table
   (request ids, version and digest, the outputs) to one Parquet file;
 * **job, 1 shard**: planning and checks, then one shard as a sandboxed process of
-  :class:`LocalShardExecutor` (interpreter start, sandbox, digest check, load, score,
-  write, commit), timed from the plan to the committed file;
+  :class:`LocalShardExecutor` (fork from its warm template, sandbox, digest check, load,
+  score, write, commit), timed from the plan to the committed file;
 * **job, 2 shards**: the same with two shards at once (two processes, two cores).
 
-Then a one-row shard, start to done (the overhead of a shard's start: spawn, imports,
-sandbox, verification, load, first row, commit), and the time from ``stop`` (SIGTERM) to
-the shard's process being gone, ``--runs`` times each (medians).
+Then a one-row shard, start to done (the overhead of a shard's start: fork, sandbox,
+verification, load, first row, commit; and once, the executor's first shard, which also
+starts the template), and the time from ``stop`` (SIGTERM) to the shard's process being
+gone, ``--runs`` times each (medians). One executor serves the whole run, as one serves
+``modelplane up``.
 
     .venv/bin/python bench/jobs.py [--rows 2000000] [--runs 5] [--quick]
 """
@@ -147,39 +149,53 @@ def plain_loop(dataset: Path, output: Path, model: JobModel, folder: Path, job: 
 
 
 def job_path(
-    dataset: Path, out: Path, model: JobModel, folder: Path, shards: int
+    executor: LocalShardExecutor,
+    dataset: Path,
+    out: Path,
+    model: JobModel,
+    folder: Path,
+    shards: int,
 ) -> tuple[float, list[ShardOutcome]]:
+    """Plan, check, claim, run ``shards`` shards at once and commit them: seconds."""
     started = time.perf_counter()
     job = job_of(dataset, out, shard={"count": shards})
-    tasks = tasks_for(job, f"job-{shards}", model, folder)
-    executor = LocalShardExecutor(sandbox=SandboxPolicy())
-    try:
-        for task in tasks:
-            executor.start(task)
-        outcomes = run_until_done(executor, len(tasks))
-    finally:
-        executor.close()
+    tasks = tasks_for(job, f"{out.name}-{shards}", model, folder)
+    for task in tasks:
+        executor.start(task)
+    outcomes = run_until_done(executor, len(tasks))
     return time.perf_counter() - started, outcomes
 
 
-def shard_start(root: Path, dataset: Path, model: JobModel, folder: Path, run: int) -> float:
-    """Start to done of a one-row shard: what every shard pays before its first row."""
+def shard_start(
+    executor: LocalShardExecutor,
+    root: Path,
+    dataset: Path,
+    model: JobModel,
+    folder: Path,
+    run: int,
+) -> float:
+    """Start to done of a one-row shard: what every shard pays besides its rows."""
     one = root / f"one-{run}.parquet"
     pq.write_table(pq.read_table(dataset).slice(0, 1), one)
     job = job_of(one, root / f"start-{run}")
     [task] = tasks_for(job, f"start-{run}", model, folder)
-    executor = LocalShardExecutor(sandbox=SandboxPolicy())
     started = time.perf_counter()
     executor.start(task)
     run_until_done(executor, 1)
     return time.perf_counter() - started
 
 
-def preemption(root: Path, dataset: Path, model: JobModel, folder: Path, run: int) -> float:
+def preemption(
+    executor: LocalShardExecutor,
+    root: Path,
+    dataset: Path,
+    model: JobModel,
+    folder: Path,
+    run: int,
+) -> float:
     """Seconds from ``stop`` (SIGTERM) until the shard's process no longer exists."""
     job = job_of(dataset, root / f"preempt-{run}", shard={"count": 1}, batch_rows=1)
     [task] = tasks_for(job, f"preempt-{run}", model, folder)
-    executor = LocalShardExecutor(sandbox=SandboxPolicy())
     executor.start(task)
     deadline = time.monotonic() + 120
     while not Path(task.temp_path).exists() and time.monotonic() < deadline:
@@ -207,12 +223,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
         root = Path(tmp)
         registry, model, folder, dataset = setup(root, rows)
-        plain = [plain_loop(dataset, root / f"plain-{i}.parquet", model, folder,
-                            job_of(dataset, root / f"plain-{i}")) for i in range(runs)]  # fmt: skip
-        one = [job_path(dataset, root / f"one-shard-{i}", model, folder, 1) for i in range(runs)]
-        two = [job_path(dataset, root / f"two-shards-{i}", model, folder, 2) for i in range(runs)]
-        starts = [shard_start(root, dataset, model, folder, i) for i in range(runs)]
-        stops = [preemption(root, dataset, model, folder, i) for i in range(runs)]
+        executor = LocalShardExecutor(sandbox=SandboxPolicy())
+        # the executor's first shard also starts its template (once per executor)
+        cold = shard_start(executor, root, dataset, model, folder, -1)
+        plain, one, two = [], [], []
+        for i in range(runs):  # interleaved, so the machine's drift hits every path
+            plain.append(plain_loop(dataset, root / f"plain-{i}.parquet", model, folder,
+                                    job_of(dataset, root / f"plain-{i}")))  # fmt: skip
+            one.append(job_path(executor, dataset, root / f"one-{i}", model, folder, 1))
+            two.append(job_path(executor, dataset, root / f"two-{i}", model, folder, 2))
+        starts = [shard_start(executor, root, dataset, model, folder, i) for i in range(runs)]
+        stops = [preemption(executor, root, dataset, model, folder, i) for i in range(runs)]
+        executor.close()
         registry.close()
     plain_s = statistics.median(plain)
     one_s = statistics.median(t for t, _ in one)
@@ -230,7 +252,8 @@ def main() -> None:
                           "shard_cpu_seconds": cpu_one, "shard_peak_rss_mib": peak_one},
         "job_two_shards": {"seconds": two_s, "rows_per_s": rows / two_s,
                            "ratio_to_plain": plain_s / two_s, "aim": 1.7},
-        "shard_start_s": {"median": statistics.median(starts), "all": starts},
+        "shard_start_s": {"median": statistics.median(starts), "all": starts,
+                          "first_with_template_start": cold},
         "preemption_to_free_s": {"median": statistics.median(stops), "all": stops},
         "model": "ONNX logistic regression, 4 float columns, batch_rows 8192",
         "python": sys.version.split()[0],
@@ -248,6 +271,7 @@ def main() -> None:
     other = Table(title="shard lifecycle, medians")
     other.add_column("what")
     other.add_column("seconds", justify="right")
+    other.add_row("first shard of an executor (template start)", f"{cold:.3f}")
     other.add_row("one-row shard, start to committed", f"{statistics.median(starts):.3f}")
     other.add_row("preemption: SIGTERM to process gone", f"{statistics.median(stops):.4f}")
     console.print(other)

@@ -1,10 +1,12 @@
-"""Shards as local processes: one fresh interpreter per attempt, measured and stoppable.
+"""Shards as local processes, forked from a warm template, measured and stoppable.
 
-The process (:mod:`.process`) does the reading, scoring and writing
-(:func:`.runner.run_shard`, sandboxed like model workers when a policy is given); this
-side commits the finished file, so the rename that makes a shard done happens once,
-outside code that the model could disturb.
-CPU seconds and peak memory come from the process itself when it ends normally, and from
+Each attempt is a child of :mod:`.template`: a fresh interpreter this executor starts
+once, which has imported what shards need and forks one child per attempt, so a shard
+starts in milliseconds instead of re-importing pyarrow, pandas and the model library. The
+child does the reading, scoring and writing (:func:`.runner.run_shard`, sandboxed like
+model workers when a policy is given); this side commits the finished file, so the rename
+that makes a shard done happens once, outside code that the model could disturb.
+CPU seconds and peak memory come from the child itself when it ends normally, and from
 ``psutil`` samples taken on every poll when it is killed.
 """
 
@@ -14,34 +16,50 @@ import contextlib
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_any
+from pathlib import Path
+from typing import Any
 
 import psutil
 
 from modelplane.backends.jobs.runner import ShardResult, commit_shard, final_rows
 from modelplane.backends.jobs.runner import staging_path as staging_for
+from modelplane.backends.jobs.template import read_frame, write_frame
 from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask
-from modelplane.errors import Conflict, ModelplaneError
+from modelplane.errors import Conflict, ModelplaneError, WorkerFailed
 from modelplane.security.sandbox import SandboxPolicy
 
 __all__ = ["LocalShardExecutor"]
 
 log = logging.getLogger(__name__)
 
+_RUNTIME_MODULES = {
+    "onnx": ("onnxruntime",),
+    "sklearn": ("sklearn", "skops.io"),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+}
+"""Model libraries the template imports before forking a shard of that runtime (torch is
+left to the child: its import starts threads, and a fork must not copy a threaded process)."""
+_START_TIMEOUT_S = 60.0
+
 
 @dataclass
 class _Attempt:
     task: ShardTask
-    process: subprocess.Popen[bytes]
+    pid: int
     staging: str
+    reply: str
     started_at: float
-    started_mono: float
+    returncode: int | None = None
     peak_rss_mib: float = 0.0
     cpu_seconds: float = 0.0
     stopped: OutcomeStatus | None = None
@@ -49,7 +67,51 @@ class _Attempt:
 
     @property
     def alive(self) -> bool:
+        return self.returncode is None
+
+
+class _Template:
+    """The parent's end of :mod:`.template`: start it, ask for forks, read its news."""
+
+    def __init__(self, python: str) -> None:
+        self.process = subprocess.Popen(
+            [python, "-m", "modelplane.backends.jobs.template"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.inbox = self.process.stdin
+        self.news = self.process.stdout.fileno()
+
+    @property
+    def alive(self) -> bool:
         return self.process.poll() is None
+
+    def fork(self, attempt_id: str, payload: bytes, preload: tuple[str, ...]) -> None:
+        write_frame(self.inbox, ("start", attempt_id, payload, preload))
+
+    def read(self, timeout: float) -> list[tuple[Any, ...]]:
+        """Messages that arrive within ``timeout`` (all that are ready, at least one)."""
+        messages: list[tuple[Any, ...]] = []
+        while wait_any([self.news], timeout=timeout if not messages else 0):
+            message = read_frame(self.news)
+            if message is None:
+                break
+            messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.inbox.close()  # EOF: the template exits, and children die with it
+        try:
+            self.process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5.0)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class LocalShardExecutor:
@@ -63,7 +125,12 @@ class LocalShardExecutor:
         self._sandbox = sandbox
         self._python = python or sys.executable
         self._attempts: dict[str, _Attempt] = {}
+        self._by_pid: dict[int, _Attempt] = {}
+        self._early_exits: dict[int, int] = {}
+        """Exit codes read before their attempt was registered (a child that ends at once)."""
         self._ready: list[ShardOutcome] = []
+        self._template: _Template | None = None
+        self._replies = Path(tempfile.mkdtemp(prefix="modelplane-shards-"))
 
     # -- protocol --------------------------------------------------------------------
 
@@ -76,22 +143,19 @@ class LocalShardExecutor:
             self._ready.append(_outcome(task, OutcomeStatus.DONE, now, now, rows=rows, reused=True))
             return
         staging = staging_for(task)
-        process = subprocess.Popen(
-            [self._python, "-m", "modelplane.backends.jobs.process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-        assert process.stdin is not None
-        try:
-            pickle.dump((task, staging, self._sandbox), process.stdin)
-            process.stdin.close()
-        except OSError:  # it died at once; its exit code says so when collected
-            pass
-        attempt = _Attempt(task, process, staging, now, time.monotonic())
+        reply = str(self._replies / f"{task.attempt_id.replace('/', '_')}.reply")
+        template = self._warm_template()
+        payload = pickle.dumps((task, staging, self._sandbox, reply))
+        template.fork(task.attempt_id, payload, _preload_for(task))
+        pid = self._started_pid(task.attempt_id)
+        attempt = _Attempt(task, pid, staging, reply, now)
         with contextlib.suppress(psutil.Error):
-            attempt.watcher = psutil.Process(process.pid)
+            attempt.watcher = psutil.Process(pid)
         self._attempts[task.attempt_id] = attempt
+        if pid in self._early_exits:
+            attempt.returncode = self._early_exits.pop(pid)
+        else:
+            self._by_pid[pid] = attempt
 
     def running(self) -> Sequence[str]:
         return tuple(self._attempts)
@@ -99,9 +163,10 @@ class LocalShardExecutor:
     def pid(self, attempt_id: str) -> int | None:
         """The process id of a running attempt (for operators' tools and logs)."""
         attempt = self._attempts.get(attempt_id)
-        return None if attempt is None else attempt.process.pid
+        return None if attempt is None else attempt.pid
 
     def poll(self) -> list[ShardOutcome]:
+        self._read_news(0.0)
         return self._collect()
 
     def wait(self, timeout: float) -> list[ShardOutcome]:
@@ -109,14 +174,9 @@ class LocalShardExecutor:
         while True:
             outcomes = self._collect()
             left = deadline - time.monotonic()
-            if outcomes or left <= 0:
+            if outcomes or left <= 0 or not self._attempts:
                 return outcomes
-            # a reply pipe becomes readable (EOF at least) when its process ends
-            waitables = [a.process.stdout.fileno() for a in self._attempts.values()
-                         if a.process.stdout is not None]  # fmt: skip
-            if not waitables:
-                return []
-            wait_any(waitables, timeout=min(left, 0.5))
+            self._read_news(min(left, 0.5))
 
     def stop(self, attempt_id: str, *, reason: OutcomeStatus, grace_s: float = 5.0) -> None:
         attempt = self._attempts.get(attempt_id)
@@ -126,18 +186,70 @@ class LocalShardExecutor:
             raise ValueError(f"a stop is preempted or cancelled, not {reason}")
         attempt.stopped = reason
         self._sample(attempt)
-        attempt.process.terminate()
-        try:
-            attempt.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            attempt.process.kill()
-            attempt.process.wait(grace_s)
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, max(grace_s, 5.0))):
+            if not attempt.alive:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(attempt.pid, sig)
+            deadline = time.monotonic() + wait_s
+            while attempt.alive and time.monotonic() < deadline:
+                self._read_news(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
         for attempt_id in list(self._attempts):
             self.stop(attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=2.0)
         self._collect()
         self._attempts.clear()
+        if self._template is not None:
+            self._template.close()
+            self._template = None
+        shutil.rmtree(self._replies, ignore_errors=True)
+
+    # -- the template ----------------------------------------------------------------
+
+    def _warm_template(self) -> _Template:
+        if self._template is None or not self._template.alive:
+            if self._template is not None:
+                self._template_died()
+            self._template = _Template(self._python)
+        return self._template
+
+    def _template_died(self) -> None:
+        """Its children died with it: each running attempt ends as killed."""
+        assert self._template is not None
+        log.warning("the shard template process exited (%s)", self._template.process.returncode)
+        for attempt in self._attempts.values():
+            if attempt.alive:
+                attempt.returncode = -signal.SIGKILL
+        self._by_pid.clear()
+        self._early_exits.clear()
+        self._template.close()
+        self._template = None
+
+    def _started_pid(self, attempt_id: str) -> int:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while self._template is not None and time.monotonic() < deadline:
+            for message in self._read_news(max(0.0, min(1.0, deadline - time.monotonic()))):
+                if message[0] == "started" and message[1] == attempt_id:
+                    return int(message[2])
+        raise WorkerFailed(f"the shard template did not start attempt {attempt_id}")
+
+    def _read_news(self, timeout: float) -> list[tuple[Any, ...]]:
+        """Apply the template's exit news; return every message read."""
+        template = self._template
+        if template is None:
+            return []
+        messages = template.read(timeout)
+        for message in messages:
+            if message[0] == "exit":
+                attempt = self._by_pid.pop(int(message[1]), None)
+                if attempt is not None:
+                    attempt.returncode = int(message[2])
+                else:
+                    self._early_exits[int(message[1])] = int(message[2])
+        if not messages and not template.alive:
+            self._template_died()
+        return messages
 
     # -- internals -------------------------------------------------------------------
 
@@ -162,12 +274,12 @@ class LocalShardExecutor:
 
     def _finish(self, attempt: _Attempt) -> ShardOutcome:
         task, now = attempt.task, time.time()
-        message = _received(attempt.process)
+        message = _received(attempt.reply)
         if attempt.stopped is not None:
             _discard(attempt.staging)
             return _outcome(task, attempt.stopped, attempt.started_at, now,
                             cpu=attempt.cpu_seconds, rss=attempt.peak_rss_mib)  # fmt: skip
-        if message is not None and message[0] == "ok" and attempt.process.returncode == 0:
+        if message is not None and message[0] == "ok" and attempt.returncode == 0:
             result = message[1]
             assert isinstance(result, ShardResult)
             try:
@@ -183,20 +295,33 @@ class LocalShardExecutor:
         if message is not None and message[0] == "error":
             error = str(message[1])
         else:
-            error = _death(attempt.process.returncode)
+            error = _death(attempt.returncode)
         return _outcome(task, OutcomeStatus.FAILED, attempt.started_at, now, error=error,
                         cpu=attempt.cpu_seconds, rss=attempt.peak_rss_mib)  # fmt: skip
 
 
-def _received(process: subprocess.Popen[bytes]) -> tuple[str, object] | None:
-    """The one reply of an ended process, if it wrote a whole one."""
-    assert process.stdout is not None
+def _preload_for(task: ShardTask) -> tuple[str, ...]:
+    """The model library of the task's package, read from its manifest's ``runtime``."""
+    if task.model_dir is None:
+        return ()
     try:
-        data = process.stdout.read()
+        text = (Path(task.model_dir) / "modelplane.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return ()
+    runtime = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                    if line.startswith("runtime:")), "")  # fmt: skip
+    return _RUNTIME_MODULES.get(runtime, ())
+
+
+def _received(path: str) -> tuple[str, object] | None:
+    """The one reply an ended attempt wrote, if it wrote a whole one."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError:
         return None
     finally:
-        process.stdout.close()
+        _discard(path)
     try:
         message = pickle.loads(data) if data else None
     except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):

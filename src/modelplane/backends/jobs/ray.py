@@ -3,13 +3,13 @@
 Each attempt is one Ray task asking for the shard's reservation (fractional CPUs, memory
 in bytes, fractional GPUs, the GPU model as Ray's ``accelerator_type:<MODEL>`` resource).
 Inside, the task runs the attempt exactly as the local executor does, as its own fresh,
-sandboxed process on that node (:mod:`.process`), so a shard behaves the same on both
+sandboxed process on that node (:mod:`.local`), so a shard behaves the same on both
 backends, and commits it there; the output URL must therefore be reachable from every node
 (a shared folder, or an fsspec URL such as ``s3://``).
 
 Stopping an attempt cancels its task: Ray interrupts it, which stops the shard's process
 (SIGTERM, then a kill after the grace), and a task still running after the grace is killed
-by force (the shard's process dies with it: it asked the kernel to, see :mod:`.process`).
+by force (its shard process dies with it: :func:`.runner.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,17 @@ _LONGEST_ATTEMPT_S = 7 * 24 * 3600.0
 """An attempt is bounded even without a deadline: a week, then it is cancelled."""
 
 
+_executors: dict[SandboxPolicy | None, LocalShardExecutor] = {}
+"""One local executor (one warm template) per Ray worker process and sandbox policy."""
+
+
 def run_attempt(
     task: ShardTask, sandbox: SandboxPolicy | None, grace_s: float = 5.0
 ) -> ShardOutcome:
     """Run one attempt as a local process and wait for its outcome (inside a Ray task)."""
-    executor = LocalShardExecutor(sandbox=sandbox)
+    executor = _executors.get(sandbox)
+    if executor is None:
+        executor = _executors[sandbox] = LocalShardExecutor(sandbox=sandbox)
     deadline = time.monotonic() + _LONGEST_ATTEMPT_S
     try:
         executor.start(task)

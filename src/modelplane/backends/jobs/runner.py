@@ -19,8 +19,11 @@ final name without ever replacing one that exists, so a shard is written exactly
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import resource
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ __all__ = [
     "VERSION_COLUMNS",
     "ShardResult",
     "commit_shard",
+    "die_with_parent",
     "final_rows",
     "load_model",
     "output_table",
@@ -57,6 +61,7 @@ __all__ = [
 ]
 
 REQUEST_ID = "request_id"
+_PR_SET_PDEATHSIG = 1
 VERSION_COLUMNS = ("model_version", "model_digest")
 
 
@@ -204,6 +209,18 @@ def _scored(task: ShardTask, model: LoadedModel, table: pa.Table) -> Iterator[pa
 # -------------------------------------------------------------------------------- run
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux; a no-op elsewhere).
+
+    A shard must not outlive whoever runs it; the setting is lost on a change of uid.
+    """
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
 def run_shard(task: ShardTask, staging: str, sandbox: SandboxPolicy | None = None) -> ShardResult:
     """Score the shard into ``staging`` (see the module's steps); the caller commits."""
     table = read_shard(task)
@@ -216,6 +233,8 @@ def run_shard(task: ShardTask, staging: str, sandbox: SandboxPolicy | None = Non
                 gpus=task.reservation.gpu_milli / 1000,
             )
             report = apply_sandbox(policy).summary()
+            # dropping to the sandbox's uid cleared the parent-death signal: set it again
+            die_with_parent()
         model = load_model(
             task.model_dir or "", task.model_digest, threads=task.reservation.cpu_milli // 1000
         )
