@@ -28,6 +28,7 @@ Resources are the scheduler's quota vectors (``cpu`` millicores, ``memory`` MiB,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -339,12 +340,16 @@ def _gang_size(demand: Demand, wanted: int) -> int:
     return 1 if demand.gpus == 1 and demand.gpu_milli < GPU_MILLI else wanted
 
 
+@functools.lru_cache(maxsize=1024)
+def _times(d: Demand, size: int) -> Demand:
+    if size == 1:
+        return d
+    return Demand(d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli, d.gpu_models)
+
+
 def _gang_workload(job: QueuedJob, size: int) -> Workload:
     """A job's minimum as one workload: admission takes it whole or not at all."""
-    d = job.shard
-    demand = Demand(
-        d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli, d.gpu_models
-    )
+    demand = _times(job.shard, size)
     return Workload(
         f"{job.name}/g{size}", demand, team=job.team, tier=job.tier, kind=WorkloadKind.JOB,
         submitted_at=job.submitted_at,
@@ -354,8 +359,8 @@ def _gang_workload(job: QueuedJob, size: int) -> Workload:
 def _room_for(free: Mapping[str, int], jobs: list[QueuedJob]) -> int:
     """How many shards, of the smallest size among ``jobs`` per resource, fit in ``free``."""
     smallest: dict[str, int] = {}
-    for job in jobs:
-        for resource, amount in job.shard.vector().items():
+    for demand in {job.shard for job in jobs}:  # a few sizes among many jobs
+        for resource, amount in demand.vector().items():
             if amount > 0:
                 smallest[resource] = min(smallest.get(resource, amount), amount)
     if not smallest:
