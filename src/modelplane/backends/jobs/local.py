@@ -47,8 +47,8 @@ _RUNTIME_MODULES = {
     "xgboost": ("xgboost",),
     "lightgbm": ("lightgbm",),
 }
-"""Model libraries the template imports before forking a shard of that runtime (torch is
-left to the child: its import starts threads, and a fork must not copy a threaded process)."""
+"""Model libraries the template imports before forking a shard of that runtime, once per
+executor (torch is left to its own jobs' children: a large import few jobs need)."""
 _START_TIMEOUT_S = 60.0
 
 

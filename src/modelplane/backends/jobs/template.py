@@ -4,8 +4,10 @@ Starting a fresh interpreter per shard costs seconds on a busy node (pyarrow, pa
 fsspec, the specs and the model library are imported again every time). This process
 imports them once, then forks one child per attempt on request, so an attempt starts with
 everything loaded yet shares nothing with the control plane: the template is itself a
-fresh interpreter that never opens a database, never starts a thread and never runs a
-model; each child enters the sandbox before any model code, as before.
+fresh interpreter that never opens a database, never reads data and never runs a model;
+each child enters the sandbox before any model code, as before. The only threads it holds
+are the idle helpers its libraries start on import (OpenBLAS, jemalloc, onnxruntime),
+which handle a fork, as under multiprocessing's forkserver that model workers start from.
 
 Protocol, length-prefixed pickles: on stdin ``("start", attempt_id, payload, preload)``,
 where ``payload`` pickles ``(task, staging, sandbox, reply_path)`` and ``preload`` names
