@@ -13,12 +13,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.kit import wait_for
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
 from modelplane.backends.ray import RayBackend
-from modelplane.controlplane.placement import Outcome, ReplicaPlacer
-from modelplane.core.backend import ExecutionBackend, ReplicaSpec, ReplicaWant
+from modelplane.controlplane.placement import Outcome, PlacementReport, ReplicaPlacer, snapshot_of
+from modelplane.core.backend import (
+    BackendNode,
+    ExecutionBackend,
+    ReplicaRequest,
+    ReplicaSpec,
+    ReplicaState,
+    ReplicaStatus,
+    ReplicaWant,
+)
 from modelplane.core.cluster import Demand
 from modelplane.core.fragmentation import TaskDistribution
 from modelplane.spec.policy import PlacementPolicy, PlacementStrategy, Policy
@@ -152,3 +162,50 @@ async def until_placed(
         if loop.time() > deadline:
             raise AssertionError(f"{name} never ran on {node}: {report.entries}")
         await asyncio.sleep(0.5)
+
+
+def test_on_the_local_backend_what_fits_nowhere_waits_with_its_reason() -> None:
+    from modelplane.backends.local import LocalBackend
+
+    backend = LocalBackend(BackendNode("laptop", 2000, 1024))
+    wanted = [want(f"r{i}", ONE_CPU) for i in range(3)]
+
+    async def scenario() -> PlacementReport:
+        control = placer(backend, PlacementStrategy.MOST_ALLOCATED)
+        try:
+            return await control.reconcile(wanted)
+        finally:
+            await control.reconcile([])
+            await backend.close()
+
+    report = run(scenario())
+    assert report.where() == {"r0": "laptop", "r1": "laptop"}
+    assert report.pending() == {
+        "r2": "no node fits (1 nodes: 1 lack cpu); no running workload may be preempted"
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shares=st.lists(st.sampled_from([0, 250, 500, 1000]), min_size=0, max_size=12),
+    slots=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+)
+def test_the_snapshot_never_counts_a_node_past_its_capacity(
+    shares: list[int], slots: list[int]
+) -> None:
+    nodes = [BackendNode(f"n{i}", 4000, 4096, "A100", 2) for i in range(2)]
+    running = []
+    for i, share in enumerate(shares):
+        demand = Demand(500, 256, 1 if share else 0, share)
+        gpu_slots = (slots[i] % 3,) if share else ()  # slot 2 does not exist: the engine's view
+        request = ReplicaRequest(f"r{i}", f"n{i % 2}", SPEC, demand, gpu_slots=gpu_slots)
+        running.append(
+            ReplicaStatus(request.name, request.node, ReplicaState.READY, request=request)
+        )
+    cluster, held = snapshot_of(nodes, running)
+    assert len(held) == len(shares)
+    assert (cluster.cpu_free >= 0).all()
+    assert (cluster.mem_free >= 0).all()
+    assert (cluster.gpu_free >= 0).all()
+    assert (cluster.gpu_free <= 1000).all()
+    assert int(cluster.cpu_free.sum()) == max(0, 8000 - 500 * len(shares))

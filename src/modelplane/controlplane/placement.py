@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from modelplane.core.admission import AdmissionSnapshot, AdmissionState, Admitted, admit
 from modelplane.core.backend import (
@@ -35,7 +36,7 @@ from modelplane.core.backend import (
     ReplicaStatus,
     ReplicaWant,
 )
-from modelplane.core.cluster import Binding, ClusterSnapshot, Running
+from modelplane.core.cluster import Binding, ClusterSnapshot, Demand, Running
 from modelplane.core.fragmentation import TaskDistribution
 from modelplane.core.placement import (
     Placement,
@@ -130,9 +131,7 @@ def snapshot_of(
         slots = tuple(request.gpu_slots)
         fits = all(s < gpu.shape[1] and gpu[index, s] >= demand.gpu_milli for s in slots)
         if not slots or not fits:
-            # the engine chose the devices (or our count disagrees): count it on slots that
-            # still hold it, so no capacity is counted twice
-            slots = choose_slots(gpu[index], demand) if demand.gpus else ()
+            slots = _slots_holding(gpu[index], demand)
         cpu[index] -= demand.cpu_milli
         mem[index] -= demand.memory_mib
         for slot in slots:
@@ -143,6 +142,20 @@ def snapshot_of(
         array.flags.writeable = False
     cluster = dataclasses.replace(empty, cpu_free=cpu, mem_free=mem, gpu_free=gpu)
     return cluster, held
+
+
+def _slots_holding(free: npt.NDArray[np.int64], demand: Demand) -> tuple[int, ...]:
+    """Slots to count a running replica on when the engine chose its devices itself.
+
+    Those that still hold it, so no capacity is counted twice; when none does (the engine
+    runs more than our count allows), the emptiest, which then reads as full.
+    """
+    if not demand.gpus:
+        return ()
+    if int((free >= demand.gpu_milli).sum()) >= demand.gpus:
+        return choose_slots(free, demand)
+    emptiest = np.argsort(-free, kind="stable")[: demand.gpus]
+    return tuple(sorted(int(s) for s in emptiest))
 
 
 class ReplicaPlacer:
