@@ -4,6 +4,10 @@ Every node is a real raylet on 127.0.0.1 with its own CPU, memory, fake GPUs (``
 plus ``accelerator_type:<MODEL>``, as Ray reports a real one) and a ``modelplane.io/node``
 label naming it. The cluster runs with Ray's token authentication (``RAY_AUTH_MODE=token``,
 a fresh token per cluster) and no dashboard, so no Jobs API listens at all (CVE-2023-48022).
+
+Beside ``tests/kit/ray.py`` (the jobs' cluster) because placement needs what that one does not
+give: nodes named by label (placement speaks node names), token authentication, the token
+itself (for a CLI subprocess to join) and killing one node by name.
 """
 
 from __future__ import annotations
