@@ -235,51 +235,6 @@ def test_a_shard_that_crashes_is_retried_then_fails_the_job_with_its_error(
     assert any("retry 1 of 1" in m for m in messages(world, "crashy"))
 
 
-def test_serving_scale_up_preempts_a_borrowed_shard_and_the_job_completes(
-    world: World, executor: LocalShardExecutor
-) -> None:
-    world.cpu_milli = 4000
-    world.apply(
-        {
-            "kind": "Policy",
-            "teams": [
-                {"name": "web", "cohort": "shared", "quotas": {"cpu": {"nominal": 3000}}},
-                {"name": "risk", "cohort": "shared", "quotas": {"cpu": {"nominal": 1000}}},
-            ],
-        }
-    )
-    world.submit(
-        job_doc("wide", world.dataset, world.root / "w", parallelism=(1, 2), shard={"count": 2})
-    )
-    control = controller(world, executor)
-    jobs = JobStore(world.registry.engine)
-
-    def two_running() -> bool:
-        control.reconcile_now()
-        shards = jobs.shards(["wide"])["wide"]
-        return sum(s.state is ShardState.RUNNING for s in shards) == 2
-
-    wait_for(two_running, 240, "two shards of the job to run")
-    borrowed = [
-        s.index
-        for s in jobs.shards(["wide"])["wide"]
-        if s.state is ShardState.RUNNING and s.borrowed
-    ]
-    assert len(borrowed) == 1
-    endpoint = {
-        "kind": "Endpoint", "name": "checkout", "team": "web", "tier": "critical", "replicas": 3,
-        "contract": {"name": "score", "inputs": [{"name": c, "dtype": "float64"} for c in COLUMNS]},
-        "routes": [{"model": "fraud:1"}],
-    }  # fmt: skip
-    ResourceStore(world.registry.engine).apply("Endpoint", "checkout", endpoint, actor="web")
-    assert run_until(control, "wide", {JobState.SUCCEEDED, JobState.FAILED}) is JobState.SUCCEEDED
-    log = messages(world, "wide")
-    assert any(f"shard {borrowed[0]} preempted (serving)" in m for m in log), log
-    assert len(read_output(world.root / "w")) == ROWS
-    parts = sorted(p.name for p in (world.root / "w").glob("part-*"))
-    assert parts == ["part-00000.parquet", "part-00001.parquet"]
-
-
 def test_paused_batch_admission_holds_the_queue(world: World, executor: LocalShardExecutor) -> None:
     world.submit(job_doc("held", world.dataset, world.root / "h"))
     paused = Effects(paused_tiers=frozenset({"batch"}))
