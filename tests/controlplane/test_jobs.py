@@ -19,15 +19,22 @@ from tests.kit.jobs import COLUMNS, build_model, frame_of, job_doc, read_output,
 from modelplane.backends.jobs.local import LocalShardExecutor
 from modelplane.cli.job_planner import LocalJobPlanner
 from modelplane.controlplane.apply import Applier
-from modelplane.controlplane.jobs import JobController
-from modelplane.core.degrade import Effects
+from modelplane.controlplane.degrader import Degrader
+from modelplane.controlplane.jobs import (
+    JobController,
+    capacity_of,
+    degrader_effects,
+    job_cost,
+    shard_demand,
+)
+from modelplane.core.degrade import DegradeState, Effects
 from modelplane.core.jobplan import JobPlanner
 from modelplane.errors import Conflict, InvalidSpec, NotFound
 from modelplane.observe.usage import WorkloadKind, read_usage
 from modelplane.registry.service import Registry, open_registry
-from modelplane.spec.cluster import ClusterSpec, NodeSpec
+from modelplane.spec.cluster import ClusterSpec, GPUs, NodeSpec
 from modelplane.spec.job import Job
-from modelplane.store.jobs import JobState, JobStore, ShardState
+from modelplane.store.jobs import JobState, JobStore, ShardRecord, ShardState
 from modelplane.store.resources import ResourceStore
 
 ROWS = 1000
@@ -248,3 +255,54 @@ def test_paused_batch_admission_holds_the_queue(world: World, executor: LocalSha
     control.reconcile_now()
     assert "admission of batch is paused" in jobs.get("held").reason
     assert executor.running() == ()
+
+
+class NoLoad:
+    """The degrader's evidence when nothing is served."""
+
+    def load(self, endpoint: str) -> None:
+        return None
+
+
+def test_the_degraders_active_steps_reach_the_queue(world: World) -> None:
+    steps = ["pause-batch-admission", "preempt-borrowed-batch", "freeze-canaries"]
+    world.apply({"kind": "Policy", "degradation": {"steps": steps}})
+    degrader = Degrader(world.registry, NoLoad())
+    now = degrader_effects(degrader)
+    assert now() == Effects()
+    degrader.state = DegradeState(level=1)
+    assert now() == Effects(paused_tiers=frozenset({"batch"}))
+    degrader.state = DegradeState(level=2)
+    assert now().preempt_borrowed_tiers == frozenset({"batch"})
+
+
+def test_capacity_demand_and_cost_in_the_schedulers_units() -> None:
+    gpu_node = NodeSpec(
+        name="g", cpu_milli=16_000, memory_mib=64_000, cost_per_hour=4.0,
+        gpus=GPUs(model="A10", count=2, memory_mib=24_000),
+    )  # fmt: skip
+    cluster = ClusterSpec(nodes=(gpu_node, NodeSpec(name="c", cpu_milli=8000, memory_mib=32_000)))
+    assert capacity_of(cluster) == {"cpu": 24_000, "memory": 96_000, "gpu": 2000, "gpu/A10": 2000}
+    job = Job.model_validate(
+        {
+            **job_doc("j", "/d.parquet", "/o"),
+            "resources": {"cpu": 2, "memory_mb": 8000, "gpus": 0.5},
+        }
+    )
+    demand = shard_demand(job)
+    assert (demand.cpu_milli, demand.memory_mib, demand.gpus, demand.gpu_milli) == (
+        2000,
+        8000,
+        1,
+        500,
+    )
+    # half an hour of shard time holding a quarter of the node's GPUs (its largest share)
+    shards = [replace_wall(1800.0)]
+    assert job_cost(shards, demand, cluster) == pytest.approx(0.5 * 0.25 * 4.0)
+
+
+def replace_wall(seconds: float) -> ShardRecord:
+    return ShardRecord(
+        "j", 0, 0, 10, (), ShardState.DONE, 1, 0, None, 10, False, None, 0.0, 1.0, seconds,
+        0.0, 0.0, 0.0,
+    )  # fmt: skip
