@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from modelplane.sim.accounting import PUBLISHED, PUBLISHED_SOURCE
+from modelplane.sim.accounting import ARTIFACT_NAME, PUBLISHED, PUBLISHED_SOURCE
 from modelplane.sim.inflation import InflationCurve, replay_inflation
 from modelplane.sim.trace import (
     default_trace_dir,
@@ -45,13 +45,6 @@ STRATEGIES = (
     PlacementStrategy.RANDOM,
     PlacementStrategy.LEAST_ALLOCATED,
 )
-ARTIFACT_NAME = {
-    PlacementStrategy.FGD.value: "FGD",
-    PlacementStrategy.MOST_ALLOCATED.value: "BestFit",
-    PlacementStrategy.RANDOM.value: "Random",
-}
-"""Our strategy -> the artifact's closest one. Its BestFit scores free CPU and GPU against
-the largest node spec; our most-allocated, free CPU, memory and GPU against each node's own."""
 
 
 def _one(args: tuple[Path, Path, str, int]) -> InflationCurve:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from modelplane.core.cluster import Demand, Node, Workload
-from modelplane.sim.accounting import allocation_by_percent, unallocated_at
+from modelplane.sim.accounting import allocation_by_percent, beside_published, unallocated_at
 from modelplane.sim.cli import sim_run
 from modelplane.sim.engine import Arrival, simulate
 from modelplane.sim.inflation import inflate, replay_inflation
@@ -145,3 +145,11 @@ def test_the_artifacts_accounting() -> None:
     assert curve[103] == 95.0  # none rounds to 103: those within 102..104
     assert unallocated_at(curve, 100) == pytest.approx(8.0)
     assert unallocated_at(curve, 120) == 5.0  # past the end: the last point
+
+
+def test_ours_beside_the_published_table() -> None:
+    line = beside_published({"fgd": 5.22, "least-allocated": 7.2, "random": 13.6})
+    assert "fgd 5.22 vs FGD 4.77" in line
+    assert "random 13.60 vs Random 13.70" in line
+    assert "least-allocated" not in line  # no published counterpart
+    assert "DotProd 9.38" in line

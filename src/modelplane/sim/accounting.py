@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PUBLISHED", "PUBLISHED_SOURCE", "allocation_by_percent", "unallocated_at"]
+__all__ = [
+    "ARTIFACT_NAME",
+    "PUBLISHED",
+    "PUBLISHED_SOURCE",
+    "allocation_by_percent",
+    "beside_published",
+    "unallocated_at",
+]
 
 PUBLISHED: dict[str, float] = {
     "FGD": 4.77,
@@ -27,6 +34,21 @@ PUBLISHED_SOURCE = (
     "hkust-adsl/kubernetes-scheduler-simulator, experiments/analysis/expected_results "
     "(ATC '23 artifact), openb_pod_list_default, tune 1.3, seeds 42-51"
 )
+
+ARTIFACT_NAME = {"fgd": "FGD", "most-allocated": "BestFit", "random": "Random"}
+"""Our placement strategy -> the artifact's closest. Its BestFit scores free CPU and GPU
+against the largest node's; our most-allocated, CPU, memory and GPU against each node's."""
+
+
+def beside_published(ours: dict[str, float]) -> str:
+    """One line: each of ours (strategy -> unallocated % at 100%) beside the published."""
+    parts = []
+    for strategy, value in ours.items():
+        if (theirs := ARTIFACT_NAME.get(strategy)) is not None:
+            parts.append(f"{strategy} {value:.2f} vs {theirs} {PUBLISHED[theirs]:.2f}")
+    table = ", ".join(f"{name} {value:.2f}" for name, value in PUBLISHED.items())
+    mine = "; ".join(parts) if parts else "no strategy of ours has a published counterpart"
+    return f"unallocated GPU % at 100% arrived, ours vs published: {mine} (published: {table})"
 
 
 def allocation_by_percent(

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelplane.errors import InvalidSpec, ModelplaneError
+from modelplane.sim.accounting import PUBLISHED_SOURCE, beside_published
 from modelplane.sim.mixed import MixedConfig, MixedResult, run_mixed
 from modelplane.sim.report import summary_table, write_json, write_plots
 from modelplane.sim.runner import SimulationResult, run_simulation
@@ -68,6 +69,13 @@ def sim_run(
         console=console,
     )
     console.print(summary_table(result))
+    if _comparable(result, sample):
+        ours = {
+            r.policy.placement.strategy.value: r.summary["unallocated_pct_at_100"]
+            for r in result.results
+        }
+        console.print(beside_published(ours))
+        console.print(f"published: {PUBLISHED_SOURCE}")
     outputs = [write_json(result, out_dir / "summary.json")]
     if plots:
         outputs += write_plots(result, out_dir)
@@ -147,6 +155,17 @@ def sim_mixed(
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     console.print(f"wrote {path}")
     return result
+
+
+def _comparable(result: SimulationResult, sample: int | None) -> bool:
+    """The artifact's setting: the default pod list on the GPU-node list, inflated, whole."""
+    line = result.experiment
+    return (
+        sample is None
+        and line.startswith("inflation")
+        and "openb_pod_list_default.csv" in line
+        and "openb_node_list_gpu_node.csv" in line
+    )
 
 
 def _policies(policy: Path, vs: Path | None) -> list[tuple[str, Policy]]:
