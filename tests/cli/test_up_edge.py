@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelplane.cli.up import _server
+from modelplane.system.live import server as _server
 from modelplane.dataplane.edge import API_EDGE, EdgeConfig, EdgeProtocol
 from modelplane.dataplane.gateway import Gateway, GatewayConfig
 

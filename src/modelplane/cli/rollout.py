@@ -18,43 +18,12 @@ from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors
 
 if TYPE_CHECKING:
-    from modelplane.core.gates import ArmStats, ShadowStats
     from modelplane.core.rollout import Command
-    from modelplane.dataplane.endpoint_runtime import RouteRuntime
-    from modelplane.dataplane.gateway import Gateway
 
-__all__ = ["GatewayEvidence", "register"]
+__all__ = ["register"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 EndpointArg = Annotated[str, typer.Argument(help="The endpoint being rolled out.")]
-
-
-class GatewayEvidence:
-    """Adapts the gateway to the rollout controller's ``RolloutEvidence``."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def _route(self, endpoint: str, model: str) -> RouteRuntime | None:
-        runtime = self.gateway.handler.endpoints.get(endpoint)
-        if runtime is None:
-            return None
-        return next((route for route in runtime.routes if route.ref == model), None)
-
-    def route_ready(self, endpoint: str, model: str) -> bool:
-        route = self._route(endpoint, model)
-        return route is not None and route.target.ready
-
-    def route_stats(self, endpoint: str, model: str) -> ArmStats | None:
-        route = self._route(endpoint, model)
-        return route.target.stats.snapshot() if route is not None else None
-
-    def shadow_stats(self, endpoint: str, model: str) -> ShadowStats | None:
-        runtime = self.gateway.handler.endpoints.get(endpoint)
-        if runtime is None:
-            return None
-        shadow = next((s for s in runtime.shadows if s.ref == model), None)
-        return shadow.comparison.snapshot() if shadow is not None else None
 
 
 def _spec_document(

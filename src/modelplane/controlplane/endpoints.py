@@ -23,7 +23,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -31,12 +31,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from modelplane.controlplane.featuresets import resolve_feature_set
 from modelplane.controlplane.loop import every
+from modelplane.core.plan import EndpointPlan, ModelSource
 from modelplane.errors import IntegrityError, ModelplaneError
 from modelplane.registry.digest import verify_package
 from modelplane.registry.service import Registry
 from modelplane.security.signing import require_trusted_refs
 from modelplane.spec.endpoint import Endpoint
-from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.manifest import Manifest
 from modelplane.store.resources import Resource, ResourceStore
 from modelplane.types import Clock, Digest, SystemClock
@@ -89,25 +89,8 @@ class Reason(StrEnum):
     """Not ready: no generation of it has been served yet."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedModel:
-    """A route's model version, fetched and verified into a local folder."""
-
-    label: str
-    directory: Path
-    manifest: Manifest
-    digest: Digest
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointPlan:
-    """What one endpoint should serve: its spec, every route's resolved model, and the
-    feature sets it binds (by ``name:version``)."""
-
-    endpoint: Endpoint
-    models: Mapping[str, ResolvedModel]
-    generation: int
-    featuresets: Mapping[str, FeatureSet] = field(default_factory=dict)
+ResolvedModel = ModelSource
+"""A route's model version, fetched and verified into a local folder (the plan's source)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +286,7 @@ class EndpointController:
     def _plan(self, resource: Resource, verify_cache: bool) -> EndpointPlan:
         endpoint = Endpoint.model_validate(resource.spec)
         legacy = (resource.status or {}).get("resolved", {})  # pins before they moved to spec
-        models: dict[str, ResolvedModel] = {}
+        models: dict[str, ModelSource] = {}
         refs = [r.model for r in endpoint.routes]
         refs += [s.model for s in endpoint.shadows if s.model not in refs]
         pinned = {
@@ -318,9 +301,9 @@ class EndpointController:
             b.feature_set: resolve_feature_set(self.resources, b.feature_set)
             for b in endpoint.features
         }
-        return EndpointPlan(endpoint, models, resource.generation, featuresets)
+        return EndpointPlan(endpoint, models, featuresets, generation=resource.generation)
 
-    def _fetch(self, ref: str, verify_cache: bool) -> ResolvedModel:
+    def _fetch(self, ref: str, verify_cache: bool) -> ModelSource:
         version = self.registry.get(ref)
         # Endpoints are planned in parallel threads; two may need the same package.
         with self._fetch_locks.setdefault(version.digest, threading.Lock()):
@@ -328,7 +311,7 @@ class EndpointController:
 
     def _fetch_locked(
         self, ref: str, manifest: Manifest, digest: Digest, verify_cache: bool
-    ) -> ResolvedModel:
+    ) -> ModelSource:
         folder = self.cache_dir / digest.removeprefix("sha256:")
         if folder.is_dir() and verify_cache:
             try:
@@ -342,7 +325,7 @@ class EndpointController:
                 shutil.rmtree(staging)
             self.registry.fetch(ref, staging)
             staging.rename(folder)
-        return ResolvedModel(ref, folder, manifest, digest)
+        return ModelSource(ref, folder, manifest, digest)
 
     # ------------------------------------------------------------------ status
 

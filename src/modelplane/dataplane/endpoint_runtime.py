@@ -25,7 +25,6 @@ import math
 import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -35,6 +34,7 @@ import numpy.typing as npt
 from modelplane.core.batching import BatchingConfig
 from modelplane.core.circuit import CircuitBreaker
 from modelplane.core.gates import ShadowStats
+from modelplane.core.plan import EndpointPlan, ModelSource
 from modelplane.core.routing import WeightedChoice
 from modelplane.core.validate import CompiledContract
 from modelplane.dataplane.batcher import Batcher, BatcherConfig
@@ -49,10 +49,7 @@ from modelplane.dataplane.routestats import LABEL_KINDS, RouteStats
 from modelplane.errors import InvalidSpec, WorkerFailed
 from modelplane.spec.contract import FallbackKind
 from modelplane.spec.endpoint import Endpoint
-from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.fields import FieldSpec
-from modelplane.spec.manifest import Manifest
-from modelplane.types import Digest
 
 __all__ = [
     "EndpointConfig",
@@ -81,35 +78,9 @@ class OutputViolation(WorkerFailed):
     code = "output_contract_violation"
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """A resolved model version: its package folder, manifest and digest.
-
-    ``label`` is what responses name (``fraud:7``); ``paths`` are put first on the worker's
-    ``sys.path`` (code a package imports that is not installed).
-    """
-
-    label: str
-    directory: Path
-    manifest: Manifest
-    digest: Digest
-    paths: tuple[str, ...] = ()
-
-    @property
-    def version(self) -> str:
-        """The part of ``label`` after the model name: ``7`` of ``fraud:7``."""
-        return self.label.rpartition(":")[2]
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointConfig:
-    """An endpoint spec and the model version each of its routes resolved to."""
-
-    endpoint: Endpoint
-    models: Mapping[str, ModelSource]
-    """Route model ref (as written in the spec) → the version it resolved to."""
-    featuresets: Mapping[str, FeatureSet] = field(default_factory=dict)
-    """The feature sets the endpoint binds, by ``name:version``."""
+EndpointConfig = EndpointPlan
+"""An endpoint spec and the model version each of its routes resolved to: the control
+plane's :class:`~modelplane.core.plan.EndpointPlan`, the one plan both planes speak."""
 
 
 def version_settings(endpoint: Endpoint, source: ModelSource) -> tuple[Any, ...]:

@@ -35,6 +35,7 @@ import msgspec
 
 from modelplane import __version__
 from modelplane.core.circuit import BreakerConfig, BreakerState
+from modelplane.core.serving import GatewaySnapshot
 from modelplane.dataplane.codec_v2 import InferResponse, check_datatypes, encode_response
 from modelplane.dataplane.edge import EdgeConfig
 from modelplane.dataplane.endpoint_runtime import (
@@ -75,6 +76,7 @@ from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.pool import PoolConfig, forkserver
 from modelplane.dataplane.records import encode_predictions
+from modelplane.dataplane.snapshot import build_snapshot
 from modelplane.dataplane.tracing import RequestTracer, from_environment
 from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
 from modelplane.features.base import OnlineStore
@@ -136,6 +138,8 @@ class GatewayConfig:
     name: str = "modelplane"
     clock: Clock = field(default_factory=SystemClock)
     """What circuit breakers read (windows, cool-downs); deadlines use the monotonic clock."""
+    node: str = "local"
+    """The node this gateway's worker processes run on, as its snapshot names it."""
 
 
 @dataclass(slots=True)
@@ -252,6 +256,13 @@ class Gateway:
             self._initial = desired
         self._desired = desired
         self._refresh_pending()
+
+    def snapshot(self, endpoint: str | None = None) -> GatewaySnapshot:
+        """What this gateway serves now, as controllers read it: copies, built on demand
+        (never on a request's path); ``endpoint`` narrows it to that one endpoint."""
+        return build_snapshot(
+            self.handler.endpoints, self.metrics, node=self.config.node, only=endpoint
+        )
 
     def start_failure(self, endpoint: str) -> str | None:
         """Why the last start of ``endpoint`` failed; ``None`` when it did not."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelplane.cli.gateway_usage import LocalCluster
 from modelplane.controlplane.nodes import detect_local_node
 from modelplane.errors import InvalidSpec
+from modelplane.system.usage import LocalCluster
 
 DECLARED = """
 kind: Cluster

@@ -1,4 +1,5 @@
-"""The gateway and the cluster model as the usage sampler reads them (inside ``up``)."""
+"""The usage sampler of the live system: the gateway's replicas and the cluster model's
+nodes, read at the settings' cadence."""
 
 from __future__ import annotations
 
@@ -6,60 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelplane.controlplane.usage import ReplicaSlot
-
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from modelplane.controlplane.usage import UsageSampler
-    from modelplane.dataplane.endpoint_runtime import ModelVersionRuntime
     from modelplane.dataplane.gateway import Gateway
     from modelplane.settings import Settings
     from modelplane.spec.cluster import NodeSpec
 
-__all__ = ["GatewayReplicas", "LocalCluster", "usage_sampler"]
-
-
-class GatewayReplicas:
-    """Adapts the gateway to the sampler's ``ReplicaSource``: every worker of every model
-    version an endpoint reaches, by its routes or its shadows (each version once)."""
-
-    def __init__(self, gateway: Gateway, cluster: LocalCluster | None = None) -> None:
-        self.gateway = gateway
-        self.cluster = cluster
-
-    def replicas(self) -> list[ReplicaSlot]:
-        slots: list[ReplicaSlot] = []
-        for name, runtime in list(self.gateway.handler.endpoints.items()):
-            refs = {id(r.target): r.ref for r in runtime.routes}
-            for shadow in runtime.shadows:
-                refs.setdefault(id(shadow.target), f"shadow:{shadow.ref}")
-            for target in runtime.targets:
-                slots += self._slots(name, refs[id(target)], target, runtime.endpoint.team,
-                                     runtime.endpoint.tier)  # fmt: skip
-        return slots
-
-    def _slots(
-        self, endpoint: str, route: str, target: ModelVersionRuntime, team: str, tier: str
-    ) -> list[ReplicaSlot]:
-        resources = target.source.manifest.resources
-        gpu_model = self.cluster.gpu_model if self.cluster is not None else None
-        return [
-            ReplicaSlot(
-                endpoint=endpoint,
-                route=route,
-                version=target.label,
-                replica=info.index,
-                pid=info.pid,
-                team=team,
-                tier=tier,
-                cpu_milli=max(1, round(resources.cpu * 1000)),
-                memory_mib=resources.memory_mb,
-                gpu_fraction=resources.gpus,
-                gpu_model=gpu_model if resources.gpus > 0 else None,
-            )
-            for info in target.pool.replicas()
-        ]
+__all__ = ["LocalCluster", "usage_sampler"]
 
 
 class LocalCluster:
@@ -95,8 +51,9 @@ class LocalCluster:
 
 
 def usage_sampler(engine: Engine, gateway: Gateway, settings: Settings) -> UsageSampler:
-    """The sampler ``up`` runs, at the settings' cadence."""
+    """The sampler the live system runs, at the settings' cadence."""
     from modelplane.controlplane.usage import UsageSampler
+    from modelplane.system.gateway_views import GatewayReplicas
 
     cluster = LocalCluster(settings.home / "cluster.yaml")
     return UsageSampler(

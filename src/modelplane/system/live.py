@@ -1,0 +1,331 @@
+"""The live system, assembled from settings: the gateway, the control-plane API, the
+controllers, and their lifecycle.
+
+``modelplane up`` parses its flags into :class:`SystemOptions` and calls
+:func:`run_until_signalled`; everything it runs is built here:
+
+- the state store (registry and audit key), the online feature store, the prediction log
+  and the outcome store;
+- the gateway (data plane) and the API, each behind its own uvicorn server under the
+  edge's limits;
+- the controllers, each reading the gateway through :mod:`.gateway_views` (one typed
+  snapshot): endpoints, rollouts, the SLO recorder, the usage sampler, the autoscaler, the
+  degrader, jobs (shards as local processes) and the outcome recorder.
+
+Order matters. The endpoint controller primes the gateway before it listens, so endpoints
+in the store answer 503 (retry) while they start, never 404. Each controller then runs on
+its own (:func:`~modelplane.controlplane.loop.keep_running`): one that fails is logged and
+restarted, and neither the gateway nor the other controllers stop with it. On stop, the
+controllers end first, then the API, then the gateway drains: accepted requests are
+answered before the workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+    from sqlalchemy import Engine
+
+    from modelplane.dataplane.gateway import Gateway
+    from modelplane.features.base import OnlineStore
+    from modelplane.observe.predlog import PredictionLogConfig
+    from modelplane.registry.service import Registry
+    from modelplane.security.auth import Authenticator, PredictAuthorizer
+    from modelplane.settings import Settings
+
+__all__ = [
+    "CONTROLLERS",
+    "LiveSystem",
+    "ServingAuth",
+    "StartupFailed",
+    "SystemOptions",
+    "local_node_name",
+    "run_until_signalled",
+    "server",
+]
+
+log = logging.getLogger("modelplane.up")
+
+Loop = Callable[[asyncio.Event], Awaitable[Any]]
+
+CONTROLLERS = (
+    "endpoint controller",
+    "rollout controller",
+    "SLO recorder",
+    "usage sampler",
+    "autoscaler",
+    "degrader",
+    "job controller",
+    "outcome recorder",
+)
+"""What the live system runs beside its servers, in the order they start."""
+
+
+class StartupFailed(Exception):
+    """A server could not start (uvicorn has logged why, e.g. the port is taken)."""
+
+
+class ServingAuth(Protocol):
+    """Who may call: the API's authenticator and the gateway's predict check (``None``:
+    nobody is asked). The caller chooses and announces them (``cli.tokens.server_auth``)."""
+
+    @property
+    def api(self) -> Authenticator | None: ...
+
+    @property
+    def predict(self) -> PredictAuthorizer | None: ...
+
+
+def local_node_name() -> str:
+    """This machine's node name as the cluster model writes it (its hostname, cleaned)."""
+    from modelplane.controlplane.nodes import node_name
+
+    return node_name(socket.gethostname())
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOptions:
+    """How to run the live system, beyond the settings."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    """The gateway's port."""
+    api_port: int = 8080
+    actor: str = "local"
+    """Who the audit log names for changes made without a token."""
+    evidence: PredictionLogConfig | None = None
+    """What the prediction log keeps (``None``: its defaults)."""
+    outcome_interval_s: float = 10.0
+    """The outcome recorder's cadence: a regression found in labels shows in ``status``
+    soon after the labels arrive."""
+    node: str = field(default_factory=local_node_name)
+    """The node the gateway's worker processes run on, as snapshots name it."""
+
+
+def server(
+    app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
+) -> uvicorn.Server:
+    """A uvicorn server under the edge's limits: the gateway's own, or the API's."""
+    import uvicorn
+
+    from modelplane.dataplane.edge import API_EDGE, raise_fd_limit, server_options
+    from modelplane.dataplane.gateway import Gateway
+
+    raise_fd_limit()
+    edge = app.config.edge if isinstance(app, Gateway) else API_EDGE
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan=lifespan,
+        log_level="warning",
+        access_log=False,
+        **server_options(edge),
+    )
+    config.load()
+    built = uvicorn.Server(config)
+    built.lifespan = config.lifespan_class(config)
+    return built
+
+
+class LiveSystem:
+    """Every part of the live system, built and wired but not started.
+
+    Build it with :meth:`open`, run it with :meth:`serve` until a stop event, and
+    :meth:`close` it (``serve`` leaves the stores open for the caller to close).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: SystemOptions,
+        registry: Registry,
+        online_store: OnlineStore,
+        auth: ServingAuth,
+    ) -> None:
+        from modelplane.controlplane.autoscaler import Autoscaler
+        from modelplane.controlplane.degrader import Degrader
+        from modelplane.controlplane.endpoints import EndpointController
+        from modelplane.controlplane.rollouts import RolloutController
+        from modelplane.controlplane.slo import SloRecorder
+        from modelplane.system.gateway_views import (
+            GatewayConcurrency,
+            GatewayEvidence,
+            GatewaySlo,
+            GatewayTarget,
+        )
+        from modelplane.system.jobs import run_jobs
+        from modelplane.system.usage import usage_sampler
+
+        self.settings = settings
+        self.options = options
+        self.registry = registry
+        self.online_store = online_store
+        self.gateway = self._gateway(auth)
+        self.api = self._api(auth)
+        self.endpoints = EndpointController(
+            registry, GatewayTarget(self.gateway), settings.home / "cache" / "packages"
+        )
+        concurrency = GatewayConcurrency(self.gateway)
+        self.degrader = Degrader(registry, concurrency, target=self.gateway)
+        loops: dict[str, Loop] = {
+            "endpoint controller": self.endpoints.run,
+            "rollout controller": RolloutController(registry, GatewayEvidence(self.gateway)).run,
+            "SLO recorder": SloRecorder(registry.engine, GatewaySlo(self.gateway)).run,
+            "usage sampler": usage_sampler(registry.engine, self.gateway, settings).run,
+            "autoscaler": Autoscaler(registry, concurrency).run,
+            "degrader": self.degrader.run,
+            "job controller": run_jobs(registry, settings.home, self.degrader),
+            "outcome recorder": _outcome_recorder(registry.engine, options.outcome_interval_s),
+        }
+        self.controllers: tuple[tuple[str, Loop], ...] = tuple(
+            (what, loops[what]) for what in CONTROLLERS
+        )
+        self.servers = [
+            server(self.gateway, options.host, options.port, lifespan="on"),
+            server(self.api, options.host, options.api_port, lifespan="off"),
+        ]
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        options: SystemOptions,
+        auth: Callable[[Engine], ServingAuth],
+    ) -> LiveSystem:
+        """Open the stores named by ``settings`` and build every part over them; ``auth``
+        chooses who may call once the state store is open (tokens live there)."""
+        from modelplane.features.stores import open_online_store
+        from modelplane.registry.service import open_registry
+        from modelplane.security.keys import audit_key_from
+
+        registry = open_registry(
+            settings.resolved_database_url(),
+            settings.resolved_artifact_url(),
+            actor=options.actor,
+            audit_key=audit_key_from(settings),
+        )
+        try:
+            # One store for both: the API's push writes what the gateway's join reads.
+            online_store = open_online_store(settings.resolved_feature_store_url())
+            try:
+                return cls(settings, options, registry, online_store, auth(registry.engine))
+            except BaseException:
+                online_store.close()
+                raise
+        except BaseException:
+            registry.close()
+            raise
+
+    def _gateway(self, auth: ServingAuth) -> Gateway:
+        from modelplane.dataplane.gateway import Gateway, GatewayConfig
+        from modelplane.observe.outcomes import OutcomeStore
+        from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
+
+        engine = self.registry.engine
+        return Gateway(
+            [],
+            GatewayConfig(node=self.options.node),
+            sink=PredictionLog(engine, self.options.evidence or PredictionLogConfig()),
+            online_store=self.online_store,
+            auth=auth.predict,
+            feedback=OutcomeStore(engine),
+        )
+
+    def _api(self, auth: ServingAuth) -> FastAPI:
+        from modelplane.controlplane.api import create_api
+        from modelplane.system.jobs import submit_check
+
+        options = self.options
+        return create_api(
+            self.registry,
+            authenticator=auth.api,
+            actor=options.actor,
+            online_store=self.online_store,
+            gateway_url=f"http://{options.host}:{options.port}",
+            job_check=submit_check(self.registry, self.settings.home),
+        )
+
+    async def serve(
+        self, stop: asyncio.Event, *, announce: Callable[[str], None] = log.info
+    ) -> None:
+        """Start everything, run until ``stop`` is set, then stop it all in order (raises
+        :class:`StartupFailed` when a server cannot start)."""
+        options = self.options
+        try:
+            # Before the gateway listens: endpoints in the store answer 503 (retry) while
+            # they start, never 404, and /v2/health/ready waits until each has started or
+            # failed.
+            await self.endpoints.prime()
+            for started in self.servers:
+                await started.startup()
+                if started.should_exit:
+                    raise StartupFailed(f"a server on {options.host} could not start")
+            announce(
+                f"gateway  http://{options.host}:{options.port}"
+                "  (Open Inference Protocol v2, records)"
+            )
+            announce(
+                f"control  http://{options.host}:{options.api_port}"
+                "  (console at /, API docs at /docs)"
+            )
+            announce(f"state    {self.settings.resolved_database_url()}")
+            loops = [asyncio.create_task(s.main_loop()) for s in self.servers]
+            await asyncio.gather(
+                *(keep_running(stop, run, what=what) for what, run in self.controllers)
+            )
+            for running in reversed(self.servers):
+                running.should_exit = True
+            await asyncio.gather(*loops)
+        finally:
+            # The API first, the gateway last: its lifespan drains accepted requests.
+            for running in reversed(self.servers):
+                if running.started:
+                    await running.shutdown()
+
+    def close(self) -> None:
+        self.online_store.close()
+        self.registry.close()
+
+
+async def keep_running(stop: asyncio.Event, run: Loop, *, what: str) -> None:
+    from modelplane.controlplane.loop import keep_running as restart_on_failure
+
+    await restart_on_failure(stop, run, log=log, what=what)
+
+
+def _outcome_recorder(engine: Engine, interval_s: float) -> Loop:
+    from modelplane.controlplane.outcomes import OutcomeRecorder
+
+    recorder = OutcomeRecorder(engine)
+    return lambda stop: recorder.run(stop, interval_s=interval_s)
+
+
+async def run_until_signalled(
+    settings: Settings,
+    options: SystemOptions,
+    auth: Callable[[Engine], ServingAuth],
+    *,
+    announce: Callable[[str], None] = log.info,
+) -> None:
+    """Build the live system and serve until SIGTERM or SIGINT, then stop it gracefully."""
+    system = LiveSystem.open(settings, options, auth)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await system.serve(stop, announce=announce)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        system.close()
