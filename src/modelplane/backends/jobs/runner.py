@@ -44,7 +44,7 @@ from modelplane.registry.digest import verify_package
 from modelplane.runtime.base import LoadedModel, RuntimeOptions
 from modelplane.runtime.registry import get_runtime
 from modelplane.security.sandbox import SandboxPolicy, apply_sandbox
-from modelplane.spec.job import BatchScoreJob
+from modelplane.spec.job import BatchScoreJob, InputData, MaterializeJob, PythonJob
 
 __all__ = [
     "REQUEST_ID",
@@ -101,15 +101,29 @@ def staging_path(task: ShardTask) -> str:
 # ------------------------------------------------------------------------------- read
 
 
+def _input(task: ShardTask) -> InputData:
+    data = task.job.work.input
+    if data is None:
+        raise TypeError(f"job {task.job_name} has no input")
+    return data
+
+
 def read_shard(task: ShardTask) -> pa.Table:
-    """The shard's rows of the input, only ``task.input_columns`` (all when empty)."""
-    work = _work(task)
+    """The shard's rows of the input, only ``task.input_columns`` (all when empty).
+
+    CSV columns named in ``task.extra["csv_types"]`` (``name=arrow type`` lines) are read as
+    that type, so a key such as ``007`` stays a string instead of becoming the number 7.
+    """
+    data = _input(task)
     columns = list(task.input_columns) or None
-    fs, path = fsspec.core.url_to_fs(work.input.url)
+    fs, path = fsspec.core.url_to_fs(data.url)
     with fs.open(path, "rb") as handle:
-        if work.input.resolved_format == "parquet":
+        if data.resolved_format == "parquet":
             return _read_parquet(pq.ParquetFile(handle), task.plan, columns)
-        return _read_csv(handle, task.plan, columns)
+        types = dict(
+            line.split("=", 1) for line in task.extra.get("csv_types", "").splitlines() if line
+        )
+        return _read_csv(handle, task.plan, columns, types)
 
 
 def _read_parquet(file: pq.ParquetFile, plan: ShardPlan, columns: list[str] | None) -> pa.Table:
@@ -132,8 +146,13 @@ def _read_parquet(file: pq.ParquetFile, plan: ShardPlan, columns: list[str] | No
     return pa.concat_tables(pieces)
 
 
-def _read_csv(handle: BinaryIO, plan: ShardPlan, columns: list[str] | None) -> pa.Table:
-    convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
+def _read_csv(
+    handle: BinaryIO, plan: ShardPlan, columns: list[str] | None, types: dict[str, str]
+) -> pa.Table:
+    convert = pacsv.ConvertOptions(
+        include_columns=columns or [],
+        column_types={name: pa.type_for_alias(alias) for name, alias in types.items()},
+    )
     reader = pacsv.open_csv(handle, convert_options=convert)
     pieces: list[pa.RecordBatch] = []
     offset = 0
@@ -221,20 +240,46 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def _enter_sandbox(task: ShardTask, sandbox: SandboxPolicy | None) -> str:
+    if sandbox is None or task.model_dir is None:
+        return ""
+    policy = sandbox.for_package(
+        task.model_dir,
+        memory_mb=task.reservation.memory_mib,
+        gpus=task.reservation.gpu_milli / 1000,
+    )
+    report = apply_sandbox(policy).summary()
+    # dropping to the sandbox's uid cleared the parent-death signal: set it again
+    die_with_parent()
+    return report
+
+
+def _usage(rows: int, report: str) -> ShardResult:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return ShardResult(rows, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, report)
+
+
 def run_shard(task: ShardTask, staging: str, sandbox: SandboxPolicy | None = None) -> ShardResult:
-    """Score the shard into ``staging`` (see the module's steps); the caller commits."""
-    table = read_shard(task)
+    """Run the shard into ``staging`` (see the module's steps); the caller commits.
+
+    ``materialize`` shards run platform code only and write to the online store, so they
+    stay outside the sandbox; ``python`` shards run the team's code inside it.
+    """
+    from modelplane.backends.jobs import kinds
+
+    work = task.job.work
+    if isinstance(work, MaterializeJob):
+        return _usage(kinds.run_materialize(task, read_shard(task), staging), "")
+    table = read_shard(task) if work.input is not None else None
+    if isinstance(work, PythonJob):
+        with open(staging, "wb") as handle:
+            report = _enter_sandbox(task, sandbox)
+            verify_package(Path(task.model_dir or ""), task.model_digest)  # type: ignore[arg-type]
+            rows = kinds.run_python(task, table, handle)
+        return _usage(rows, report)
+    assert table is not None
     with open(staging, "wb") as handle:
-        report = ""
-        if sandbox is not None and task.model_dir is not None:
-            policy = sandbox.for_package(
-                task.model_dir,
-                memory_mb=task.reservation.memory_mib,
-                gpus=task.reservation.gpu_milli / 1000,
-            )
-            report = apply_sandbox(policy).summary()
-            # dropping to the sandbox's uid cleared the parent-death signal: set it again
-            die_with_parent()
+        report = _enter_sandbox(task, sandbox)
         model = load_model(
             task.model_dir or "", task.model_digest, threads=task.reservation.cpu_milli // 1000
         )
@@ -249,8 +294,7 @@ def run_shard(task: ShardTask, staging: str, sandbox: SandboxPolicy | None = Non
             empty = output_table(task, table, {}, task.plan.row_start)
             writer = pq.ParquetWriter(handle, empty.schema)
         writer.close()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return ShardResult(rows, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, report)
+    return _usage(rows, report)
 
 
 # ----------------------------------------------------------------------------- commit
@@ -274,7 +318,8 @@ def commit_shard(task: ShardTask, staging: str) -> tuple[int, bool]:
     """
     with open(staging, "rb") as handle:
         rows = int(pq.ParquetFile(handle).metadata.num_rows)
-    if rows != task.plan.expected_rows:
+    # a python job's function returns whatever number of rows it computes
+    if not isinstance(task.job.work, PythonJob) and rows != task.plan.expected_rows:
         os.unlink(staging)
         raise IntegrityError(
             f"shard {task.plan.index} wrote {rows} rows, the plan has {task.plan.expected_rows}"
