@@ -17,7 +17,6 @@ from tests.kit import wait_for
 from tests.kit.jobs import COLUMNS, build_model, frame_of, job_doc, read_output, write_parquet
 
 from modelplane.backends.jobs.local import LocalShardExecutor
-from modelplane.cli.job_planner import LocalJobPlanner
 from modelplane.controlplane.apply import Applier
 from modelplane.controlplane.degrader import Degrader
 from modelplane.controlplane.jobs import (
@@ -36,6 +35,7 @@ from modelplane.spec.cluster import ClusterSpec, GPUs, NodeSpec
 from modelplane.spec.job import Job
 from modelplane.store.jobs import JobState, JobStore, ShardRecord, ShardState
 from modelplane.store.resources import ResourceStore
+from modelplane.system.jobs import LocalJobPlanner
 
 ROWS = 1000
 

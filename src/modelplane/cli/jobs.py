@@ -51,10 +51,10 @@ class _LocalJobs:
         self.jobs = JobStore(registry.engine)
 
     def submit(self, documents: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
-        from modelplane.cli.job_planner import LocalJobPlanner
         from modelplane.controlplane.apply import Applier
         from modelplane.spec.job import Job
         from modelplane.store.resources import ResourceStore
+        from modelplane.system.jobs import LocalJobPlanner
 
         planner = LocalJobPlanner(self.registry, self.cache)
 
