@@ -14,77 +14,28 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelplane.errors import InvalidSpec
+from modelplane.backends.jobs.planner import JobsPlanner
 
 if TYPE_CHECKING:
-    from modelplane.backends.jobs.models import JobModel
     from modelplane.controlplane.degrader import Degrader
-    from modelplane.core.jobplan import PlannedJob
-    from modelplane.core.jobs import ShardPlan, ShardTask
     from modelplane.registry.service import Registry
-    from modelplane.spec.job import BatchScoreJob, Job
+    from modelplane.spec.job import Job
 
 __all__ = ["LocalJobPlanner", "run_jobs", "submit_check"]
 
 
-class LocalJobPlanner:
-    """Plans ``batch-score`` jobs (the kind this release runs) against the registry;
-    packages are fetched and verified once per digest into ``cache_dir``."""
+class LocalJobPlanner(JobsPlanner):
+    """Plans every kind of job against the registry (see :class:`~modelplane.backends.
+    jobs.planner.JobsPlanner`): receipts of jobs without an output folder go under
+    ``home/jobs``, materialize jobs write the online store the settings name."""
 
-    def __init__(self, registry: Registry, cache_dir: Path) -> None:
-        self.registry = registry
-        self.cache_dir = cache_dir
+    def __init__(self, registry: Registry, cache_dir: Path, *, home: Path | None = None) -> None:
+        from modelplane.settings import Settings
 
-    def _work(self, job: Job) -> BatchScoreJob:
-        from modelplane.spec.job import BatchScoreJob
-
-        if not isinstance(job.work, BatchScoreJob):
-            raise InvalidSpec(
-                f"work.type: '{job.work.type}' jobs do not run on this release yet;"
-                " batch-score jobs do",
-                details=[{"field": "work.type", "problem": "not supported yet"}],
-            )
-        return job.work
-
-    def _model(self, job: Job, planned: PlannedJob | None = None) -> JobModel:
-        from modelplane.backends.jobs.models import resolve_model
-
-        ref = planned.model_ref if planned is not None and planned.model_ref else job.model_ref
-        return resolve_model(self.registry, ref or "", field="work.model")
-
-    def plan(self, job: Job, uid: str) -> PlannedJob:
-        from modelplane.backends.jobs.plan import plan_batch_score
-        from modelplane.core.jobplan import PlannedJob
-
-        work = self._work(job)
-        model = self._model(job)
-        info, shards = plan_batch_score(work, model.manifest.signature, uid)
-        return PlannedJob(shards, info.rows, model.ref, model.digest, work.output.url)
-
-    def claim(self, job: Job, uid: str, planned: PlannedJob) -> None:
-        from modelplane.backends.jobs.plan import claim_output
-
-        claim_output(self._work(job).output, uid)
-
-    def task(
-        self, job: Job, uid: str, plan: ShardPlan, attempt: int, planned: PlannedJob
-    ) -> ShardTask:
-        from modelplane.backends.jobs.models import fetch_package
-        from modelplane.backends.jobs.plan import shard_task
-
-        model = self._model(job, planned)
-        folder = fetch_package(self.registry, model, self.cache_dir)
-        return shard_task(
-            job, uid, plan, attempt, model_ref=model.ref, model_digest=model.digest,
-            model_dir=str(folder), signature=model.manifest.signature,
-        )  # fmt: skip
-
-    def finish(self, job: Job, uid: str, planned: PlannedJob, rows: int) -> None:
-        from modelplane.backends.jobs.plan import write_success
-
-        write_success(
-            self._work(job).output, uid, job_name=job.name, shards=len(planned.shards),
-            rows=rows, digest=planned.model_digest or "",
+        settings = Settings(home=home) if home is not None else Settings()
+        super().__init__(
+            registry, cache_dir, state_dir=None if home is None else home / "jobs",
+            feature_store_url=settings.resolved_feature_store_url(),
         )  # fmt: skip
 
 
@@ -94,7 +45,7 @@ def _cache(home: Path) -> Path:
 
 def submit_check(registry: Registry, home: Path) -> Callable[[Job], None]:
     """Every check of a job (model, dataset, columns, output), before it is recorded."""
-    planner = LocalJobPlanner(registry, _cache(home))
+    planner = LocalJobPlanner(registry, _cache(home), home=home)
 
     def check(job: Job) -> None:
         planner.plan(job, "submit")
@@ -112,13 +63,16 @@ def run_jobs(
     async def run(stop: asyncio.Event) -> None:
         from modelplane.backends.jobs.local import LocalShardExecutor
         from modelplane.controlplane.jobs import JobController, degrader_effects
+        from modelplane.security.sandbox import SandboxPolicy
         from modelplane.spec.cluster import ClusterSpec
         from modelplane.system.usage import LocalCluster
 
-        executor = LocalShardExecutor()
+        # the node's policy for model code, as model workers get it: each shard running a
+        # team's code has it narrowed to its package and its reserved memory
+        executor = LocalShardExecutor(sandbox=SandboxPolicy())
         nodes = LocalCluster(home / "cluster.yaml")
         controller = JobController(
-            registry, executor, LocalJobPlanner(registry, _cache(home)),
+            registry, executor, LocalJobPlanner(registry, _cache(home), home=home),
             lambda: ClusterSpec(nodes=tuple(nodes())), degradation=degrader_effects(degrader),
         )  # fmt: skip
         try:
