@@ -42,25 +42,20 @@ class _Jobs(Protocol):
 
 
 class _LocalJobs:
-    def __init__(self, registry: Registry, actor: str, cache: Path) -> None:
+    def __init__(self, registry: Registry, actor: str, home: Path) -> None:
         from modelplane.store.jobs import JobStore
 
         self.registry = registry
         self.actor = actor
-        self.cache = cache
+        self.home = home
         self.jobs = JobStore(registry.engine)
 
     def submit(self, documents: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
         from modelplane.controlplane.apply import Applier
-        from modelplane.spec.job import Job
         from modelplane.store.resources import ResourceStore
-        from modelplane.system.jobs import LocalJobPlanner
+        from modelplane.system.jobs import submit_check
 
-        planner = LocalJobPlanner(self.registry, self.cache)
-
-        def check(job: Job) -> None:
-            planner.plan(job, "submit")
-
+        check = submit_check(self.registry, self.home)
         applier = Applier(
             self.registry, ResourceStore(self.registry.engine), actor=self.actor, job_check=check
         )
@@ -148,7 +143,7 @@ def _jobs(ctx: typer.Context) -> Iterator[_Jobs]:
             yield _RemoteJobs(remote)
         return
     with registry_from(cli) as registry:
-        yield _LocalJobs(registry, cli.actor, cli.settings.home / "cache" / "packages")
+        yield _LocalJobs(registry, cli.actor, cli.settings.home)
 
 
 def _documents(path: Path, overwrite: bool) -> list[dict[str, Any]]:
