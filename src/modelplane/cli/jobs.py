@@ -147,11 +147,13 @@ def _jobs(ctx: typer.Context) -> Iterator[_Jobs]:
 
 
 def _documents(path: Path, overwrite: bool) -> list[dict[str, Any]]:
+    from modelplane.backends.jobs.planner import absolute_urls
     from modelplane.controlplane.apply import load_documents
 
     documents = []
     for found in load_documents(path):
-        document = {"kind": "Job", **found}
+        # relative paths mean the submitter's folder, wherever the control plane runs
+        document = absolute_urls({"kind": "Job", **found}, str(Path.cwd()))
         if document["kind"] != "Job":
             raise InvalidSpec(
                 f"{path}: kind '{document['kind']}' is not a Job (use modelplane apply)",

@@ -46,6 +46,12 @@ def apply(
 
     cli: CliContext = ctx.obj
     documents = [doc for path in files for doc in load_documents(path)]
+    if any(doc.get("kind") == "Job" for doc in documents):
+        from modelplane.backends.jobs.planner import absolute_urls
+
+        # a job's relative paths mean the submitter's folder, wherever the control plane runs
+        cwd = str(Path.cwd())
+        documents = [absolute_urls(d, cwd) if d.get("kind") == "Job" else d for d in documents]
     if cli.remote is not None:
         _apply_remote(cli, documents, reason=reason, allow_breaking=allow_breaking, as_json=as_json)
         return

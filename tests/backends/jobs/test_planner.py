@@ -13,6 +13,7 @@ from tests.backends.jobs.kinds_kit import Home, job, make_home, run_all
 from tests.kit import cli
 
 from modelplane.backends.jobs.local import LocalShardExecutor
+from modelplane.backends.jobs.planner import absolute_urls
 from modelplane.errors import ModelplaneError
 from modelplane.registry.provenance import dataset_ref
 from modelplane.security.sandbox import SandboxPolicy
@@ -131,3 +132,15 @@ def test_a_training_job_pushes_its_package_with_lineage_to_the_job_and_data(
     # finishing again (a control plane that died before recording success) pushes nothing new
     home.planner().finish(spec, "train-1", planned, outcomes[0].rows)
     assert [v.ref for v in home.registry.list_versions("fraud-trained")] == ["fraud-trained:1"]
+
+
+def test_relative_paths_are_made_absolute_against_the_submitters_folder() -> None:
+    document = {"kind": "Job", "name": "j", "work": {
+        "type": "batch-score", "model": "fraud:1", "input": {"url": "data/../data/in.csv"},
+        "output": {"url": "scores", "overwrite": True}}}  # fmt: skip
+    work = absolute_urls(document, "/home/ana/project")["work"]
+    assert work["input"] == {"url": "/home/ana/project/data/in.csv"}
+    assert work["output"] == {"url": "/home/ana/project/scores", "overwrite": True}
+    for kept in ("s3://bucket/in.parquet", "/abs/in.csv", "file:///abs/in.csv"):
+        same = {"kind": "Job", "work": {"type": "python", "input": {"url": kept}}}
+        assert absolute_urls(same, "/elsewhere") == same

@@ -17,10 +17,11 @@ Heavy imports (pyarrow, fsspec) wait until a job needs them, so ``up`` starts as
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelplane.errors import InvalidSpec, NotFound
 from modelplane.spec.job import BatchScoreJob, Job, MaterializeJob, OutputData, PythonJob
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from modelplane.spec.featureset import FeatureSet
     from modelplane.spec.manifest import Manifest
 
-__all__ = ["JobsPlanner"]
+__all__ = ["JobsPlanner", "absolute_urls"]
 
 
 class JobsPlanner:
@@ -300,3 +301,24 @@ def _with_job_lineage(built: Manifest, job: Job, uid: str, planned: PlannedJob) 
         features=built.lineage.features,
     )
     return built.model_copy(update={"name": work.push_as, "lineage": lineage})
+
+
+def absolute_urls(document: dict[str, Any], cwd: str) -> dict[str, Any]:
+    """A Job document whose local, relative ``work.input.url`` and ``work.output.url`` are
+    made absolute against ``cwd``: the submitter's folder, not the control plane's, which
+    may run elsewhere (``modelplane up`` started in another folder, a remote server).
+    URLs with a scheme (``s3://``, ``file://``) and absolute paths are left as written."""
+    work = document.get("work")
+    if not isinstance(work, dict):
+        return document
+    changed = dict(work)
+    for key in ("input", "output"):
+        place = work.get(key)
+        url = place.get("url") if isinstance(place, dict) else None
+        if isinstance(place, dict) and isinstance(url, str) and _relative_path(url):
+            changed[key] = {**place, "url": posixpath.normpath(posixpath.join(cwd, url))}
+    return {**document, "work": changed}
+
+
+def _relative_path(url: str) -> bool:
+    return bool(url) and "://" not in url and not url.startswith(("/", "~"))
