@@ -31,16 +31,15 @@ def cluster() -> Iterator[RayTestCluster]:
 
 
 def nodes_cli(
-    cluster: RayTestCluster, tmp_path: Path, *args: str
+    cluster: RayTestCluster, tmp_path: Path, *args: str, token: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = home_env(tmp_path / "home") | {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": cluster.token,
-        # every node of the test cluster is on loopback: do not swap 127.0.0.1 for this
-        # machine's outward address
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "PATH": os.environ.get("PATH", ""),
-    }
+    env = (
+        home_env(tmp_path / "home")
+        | cluster.join_env(token)
+        | {
+            "PATH": os.environ.get("PATH", ""),
+        }
+    )
     return subprocess.run(
         [CLI, "nodes", "--ray-address", cluster.address, *args],
         env=env,
@@ -78,7 +77,6 @@ def test_nodes_lists_the_ray_cluster_with_its_replicas(
 
 
 def test_a_caller_without_the_token_is_refused(cluster: RayTestCluster, tmp_path: Path) -> None:
-    env_cluster = RayTestCluster(cluster.cluster, cluster.address, "0" * 64, cluster.nodes)
-    done = nodes_cli(env_cluster, tmp_path)
+    done = nodes_cli(cluster, tmp_path, token="0" * 64)
     assert done.returncode != 0
     assert "cannot join the Ray cluster" in done.stderr + done.stdout

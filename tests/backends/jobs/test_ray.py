@@ -1,7 +1,10 @@
-"""RayShardExecutor on a real three-node Ray cluster (loopback, no dashboard)."""
+"""RayShardExecutor on a real three-node Ray cluster (token authentication, loopback, no
+dashboard)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 import ray
 from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, read_output, tasks_of
 from tests.kit import wait_for
-from tests.kit.ray import Node, RayCluster, ray_cluster
+from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
 from modelplane.backends.jobs.ray import RayShardExecutor, task_options
 from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
@@ -20,8 +23,9 @@ from modelplane.spec.job import Job
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    with ray_cluster(Node(cpus=1), [Node(cpus=1), Node(cpus=1)]) as started:
+def cluster() -> Iterator[RayTestCluster]:
+    workers = [NodeShape("worker-a"), NodeShape("worker-b")]
+    with ray_test_cluster(NodeShape("head"), workers) as started:
         yield started
 
 
@@ -37,7 +41,7 @@ def run_all(executor: ShardExecutor, count: int, timeout_s: float = 180) -> list
 
 
 def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
-    cluster: RayCluster, scoring: Scoring, tmp_path: Path
+    cluster: RayTestCluster, scoring: Scoring, tmp_path: Path
 ) -> None:
     job = job_of(scoring.dataset, tmp_path / "out")
     tasks = tasks_of(scoring, job, "ray-1")
@@ -59,7 +63,7 @@ def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
 
 
 def test_a_cancelled_task_stops_its_shard(
-    cluster: RayCluster, scoring: Scoring, tmp_path: Path
+    cluster: RayTestCluster, scoring: Scoring, tmp_path: Path
 ) -> None:
     job = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1}, batch_rows=1)
     [task] = tasks_of(scoring, job, "ray-2")
@@ -73,6 +77,24 @@ def test_a_cancelled_task_stops_its_shard(
         executor.close()
     assert outcome.status is OutcomeStatus.PREEMPTED
     assert not Path(task.final_path).exists()
+
+
+def _auth_of_this_worker() -> tuple[str | None, str]:
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    return os.environ.get("RAY_AUTH_MODE"), hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_shard_tasks_run_on_a_closed_cluster(
+    cluster: RayTestCluster, scoring: Scoring, tmp_path: Path
+) -> None:
+    # a task with a shard's own options lands in a worker that holds the token, and nothing
+    # of the cluster listens beyond loopback
+    [task, *_] = tasks_of(scoring, job_of(scoring.dataset, tmp_path / "o"), "ray-4")
+    assert cluster.token
+    probe = ray.remote(_auth_of_this_worker).options(**task_options(task))
+    mode, token_hash = ray.get(probe.remote(), timeout=120)
+    assert (mode, token_hash) == ("token", hashlib.sha256(cluster.token.encode()).hexdigest())
+    assert cluster.listening_hosts() == {"127.0.0.1"}
 
 
 def test_resources_follow_the_reservation(scoring: Scoring, tmp_path: Path) -> None:
