@@ -8,7 +8,9 @@ rollouts with ``rollout -f`` (after the endpoint they move), contracts with
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,8 @@ def kind_of(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """``fraud:1`` and ``fraud:2``: logistic regressions on the examples' four columns."""
+    """``fraud:1`` and ``fraud:2``: logistic regressions on the examples' four columns;
+    ``team-code:1``: the python job example's code."""
     work = tmp_path_factory.mktemp("packages")
     rng = np.random.default_rng(7)
     frame = pd.DataFrame(
@@ -51,6 +54,17 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         model = LogisticRegression(C=c, max_iter=500).fit(frame[COLUMNS], target)
         out = work / f"fraud-v{version}"
         built.append(package(model, name="fraud", output_dir=out, sample_input=frame.head()).path)
+    # team-code:1, the python job's code (examples/jobs/team_code.py as the package's model.py)
+    spec = importlib.util.spec_from_file_location("team_code", EXAMPLES / "jobs" / "team_code.py")
+    assert spec is not None
+    assert spec.loader is not None
+    code = importlib.util.module_from_spec(spec)
+    sys.modules["team_code"] = code  # the python runtime finds the class's source through it
+    spec.loader.exec_module(code)
+    sample = {"amount": [1.0, 2.0]}
+    out = work / "team-code"
+    built.append(package(code.TeamCode(), name="team-code", output_dir=out, runtime="python",
+                         sample_input=sample).path)  # fmt: skip
     return built
 
 
