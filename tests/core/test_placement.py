@@ -11,6 +11,8 @@ from modelplane.core.placement import (
     PlacementRequest,
     PlacementState,
     dominant_share,
+    fgd_score,
+    gpu_class,
     place,
     queue_order,
 )
@@ -174,3 +176,115 @@ def test_never_over_capacity(seq: list[Demand], strategy: PlacementStrategy) -> 
         assert (used_cpu <= cluster.cpu_cap).all()
         assert (used_gpu <= 1000).all()
         assert (used_gpu.sum(axis=1) <= cluster.gpu_cap).all()
+
+
+# --- the ATC '23 artifact's rules (hkust-adsl/kubernetes-scheduler-simulator) ---
+
+
+def test_fgd_score_is_the_artifacts_whole_points() -> None:
+    """int64(sigmoid((before - after) / 1000) * 100): 50 for no change, truncated."""
+    added = np.array([0.0, 19.0, 41.0, -1000.0, 1000.0, 8000.0])
+    assert fgd_score(added).tolist() == [50.0, 49.0, 48.0, 73.0, 26.0, 0.0]
+
+
+def test_fgd_tie_goes_to_the_first_name_not_the_first_index() -> None:
+    """Identical empty nodes tie; the artifact's selectHost keeps the smallest name."""
+    cluster = ClusterBuilder().node("node-b", gpus=2).node("node-a", gpus=2).build()
+    binding = _place(cluster, job("y", gpus=1), S.FGD)
+    assert binding is not None
+    assert cluster.nodes[binding.node].name == "node-a"
+
+
+def test_fgd_takes_the_lowest_gpu_among_equal_scores() -> None:
+    """Free [1000, 500, 500], a 0.5-GPU pod and a mix of 0.5-GPU pods: every GPU adds no
+    fragmentation (score 50), so the artifact keeps GPU 0, the first it walks, even though
+    a half-used GPU fits as tightly."""
+    cluster = ClusterBuilder().node(gpus=3).build()
+    half = job("h", gpus=1, milli=500).demand
+    cluster = cluster.bind(half, Binding(0, (1,), 500)).bind(half, Binding(0, (2,), 500))
+    shapes = TaskDistribution.from_demands([half])
+    assert _place(cluster, job("y", gpus=1, milli=500), S.FGD, shapes) == Binding(0, (0,), 500)
+
+
+def test_fgd_small_differences_tie_in_whole_points() -> None:
+    """Adding 10 or 30 milli-GPU of fragmentation both score 49: they tie."""
+    assert fgd_score(np.array([10.0, 30.0])).tolist() == [49.0, 49.0]
+
+
+def _artifact_cluster() -> ClusterSnapshot:
+    """a: 8 GPUs, two shared at 500 free; b: 8 GPUs, one whole GPU used; c: empty 2-GPU."""
+    cluster = (
+        ClusterBuilder()
+        .node("a", cpu=96_000, gpus=8)
+        .node("b", cpu=96_000, gpus=8)
+        .node("c", cpu=64_000, gpus=2)
+        .build()
+    )
+    half = job("h", gpus=1, milli=500).demand
+    cluster = cluster.bind(half, Binding(0, (0,), 500)).bind(half, Binding(0, (1,), 500))
+    return cluster.bind(job("w", gpus=1).demand, Binding(1, (0,), 1000))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "node", "slots"),
+    [
+        # free CPU and GPU over 128 cores and 8 GPUs: c has least left (2 GPUs, 64 cores).
+        (S.BEST_FIT, "c", (0,)),
+        # a shared GPU beats a whole one: a, on its fullest fitting GPU (0, lowest index).
+        (S.PACKING, "a", (0,)),
+        # only b runs 1-GPU work ("1-gpu" alone: band 75..100).
+        (S.CLUSTERING, "b", (1,)),
+        # least free CPU x CPU + GPU x GPU: c again.
+        (S.DOT_PRODUCT, "c", (0,)),
+    ],
+)
+def test_artifact_baselines_on_a_small_cluster(
+    strategy: PlacementStrategy, node: str, slots: tuple[int, ...]
+) -> None:
+    cluster = _artifact_cluster()
+    classes = [frozenset({"share-gpu"}), frozenset({"1-gpu"}), frozenset()]
+    demand = job("y", cpu=4000, gpus=1, milli=300 if strategy is S.PACKING else 1000).demand
+    decision, _ = place(
+        PlacementRequest(cluster, Workload("y", demand), node_classes=classes),
+        PlacementPolicy(strategy=strategy),
+        0.0,
+        PlacementState(),
+    )
+    assert decision.node == node
+    assert decision.binding is not None
+    assert decision.binding.gpus == slots
+
+
+def test_packing_scores_follow_the_artifacts_bands() -> None:
+    """Shared GPU: 100 - free%/10 (>= 50); fully free GPU on a used node: 50 - count
+    (>= 33); an empty node: max(33 - GPUs, GPUs)."""
+    cluster = _artifact_cluster()
+    decision, _ = place(
+        PlacementRequest(cluster, job("y", gpus=1, milli=300)),
+        PlacementPolicy(strategy=S.PACKING),
+        0.0,
+        PlacementState(),
+    )
+    assert decision.score == 95.0  # 500 free on the shared GPU: 100 - 50 // 10
+    decision, _ = place(
+        PlacementRequest(cluster, job("z", gpus=1, milli=700)),
+        PlacementPolicy(strategy=S.PACKING),
+        0.0,
+        PlacementState(),
+    )
+    # No shared GPU holds 700: a fully free GPU of a used node scores 49 (a and b tie, a).
+    assert (decision.node, decision.score) == ("a", 49.0)
+
+
+def test_clustering_without_a_record_infers_classes_from_the_gpus() -> None:
+    """Partly used GPUs read as shared work: a shared request joins node a."""
+    decision, _ = place(
+        PlacementRequest(_artifact_cluster(), job("y", gpus=1, milli=200)),
+        PlacementPolicy(strategy=S.CLUSTERING),
+        0.0,
+        PlacementState(),
+    )
+    assert decision.node == "a"
+    assert gpu_class(job("y", gpus=1, milli=200).demand) == "share-gpu"
+    assert gpu_class(job("y", gpus=4).demand) == "4-gpu"
+    assert gpu_class(job("y").demand) == "no-gpu"

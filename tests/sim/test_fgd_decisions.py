@@ -1,4 +1,4 @@
-"""FGD made fast must decide exactly as the plain formula did.
+"""FGD made fast must decide exactly as the plain formula, scored by the artifact's rule.
 
 ``_reference_fragmentation`` is the direct (row x shape) evaluation that
 ``core.fragmentation.fragmentation`` replaced with a dominance table; ``_reference_fgd`` is
@@ -88,13 +88,16 @@ def _reference_fgd(cluster: ClusterSnapshot, demand: Demand, shapes: TaskDistrib
     before = _reference_fragmentation(
         cluster.cpu_free[at], cluster.mem_free[at], cluster.gpu_free[at], model, shapes, mask
     )
-    delta = after - before
-    tied = np.flatnonzero(delta <= delta.min() + 1e-9)
-    left = cluster.gpu_free[at[tied]].sum(axis=1) - demand.gpu_total
-    pick = int(tied[np.argmin(left)])
-    node = int(at[pick])
+    # The artifact's rule: whole points int64(sigmoid(-added / 1000) * 100), the highest
+    # node wins, a tie goes to the node whose name sorts first; on the node, the lowest GPU
+    # index among its best-scoring options.
+    points = np.floor(100.0 / (1.0 + np.exp((after - before) / 1000.0)))
+    top = points.max()
+    names = [cluster.nodes[int(n)].name for n in at[points == top]]
+    node = cluster.index[min(names)]
     if demand.gpus == 1:
-        return Binding(node, (int(slots[pick]),), demand.gpu_milli)
+        mine = (at == node) & (points == top)
+        return Binding(node, (int(slots[mine].min()),), demand.gpu_milli)
     whole_slots = tuple(int(s) for s in np.flatnonzero(cluster.gpu_free[node] >= GPU_MILLI))
     return Binding(node, whole_slots[: demand.gpus], demand.gpu_milli)
 

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from modelplane.core.cluster import GPU_MILLI, Binding, ClusterSnapshot, Demand, IntArray, Workload
+from modelplane.core.cluster import (
+    GPU_MILLI,
+    Binding,
+    ClusterSnapshot,
+    Demand,
+    IntArray,
+    Node,
+    Workload,
+)
 from modelplane.core.fragmentation import TaskDistribution, fragmentation
 from modelplane.spec.policy import PlacementPolicy, PlacementStrategy, Policy
 
@@ -29,6 +37,8 @@ __all__ = [
     "dominant_share",
     "choose_slots",
     "explain_unfit",
+    "fgd_score",
+    "gpu_class",
     "place",
     "queue_order",
 ]
@@ -43,6 +53,10 @@ class PlacementRequest:
     cluster: ClusterSnapshot
     workload: Workload
     shapes: TaskDistribution | None = None
+    node_classes: Sequence[frozenset[str]] | None = None
+    """Per node, the GPU request classes (:func:`gpu_class`) of the work on it, for the
+    clustering strategy; ``None`` infers them from the GPUs' state (see
+    :func:`_inferred_classes`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,8 @@ def place(
         binding = Binding(node, _random_slots(cluster, demand, node, rng), demand.gpu_milli)
         state = PlacementState(state.draws + 1)
         score = 0.0
+    elif strategy in _ARTIFACT_SCORES:
+        binding, score = _artifact_pick(request, candidates, strategy)
     elif strategy is PlacementStrategy.FGD:
         shapes = request.shapes or TaskDistribution.from_demands([demand])
         binding, score = _fgd(cluster, demand, candidates, shapes)
@@ -141,10 +157,10 @@ def choose_slots(free: IntArray, demand: Demand, pack: bool = True) -> tuple[int
 
 @dataclass(frozen=True, slots=True)
 class _NodeScores:
-    """FGD's per-node result for one demand on one cluster state: the least fragmentation
-    any option on the node adds (inf where none fits) and the GPU slot of its first best
-    option. A node's entry depends only on that node's row, so rows unchanged since the
-    last decision for the same demand are reused (snapshot arrays are immutable)."""
+    """FGD's per-node result for one demand on one cluster state: the best option's score
+    (:func:`fgd_score`; -inf where none fits) and the lowest GPU slot with that score. A
+    node's entry depends only on that node's row, so rows unchanged since the last decision
+    for the same demand are reused (snapshot arrays are immutable)."""
 
     nodes: tuple[object, ...]
     cpu: IntArray
@@ -160,15 +176,20 @@ one cluster state: about 0.1 MB on the 1,213-node openb cluster)."""
 
 
 def _fgd(
-    cluster: ClusterSnapshot, demand: Demand, candidates: IntArray, shapes: TaskDistribution
+    cluster: ClusterSnapshot,
+    demand: Demand,
+    candidates: IntArray,
+    shapes: TaskDistribution,
 ) -> tuple[Binding, float]:
-    """Every (node, GPU) option is scored by the fragmentation it adds; the least wins."""
+    """Every (node, GPU) option is scored as the ATC '23 artifact scores it (see
+    :func:`fgd_score`); the highest wins, and a tie goes to the node whose name sorts
+    first, as in the artifact's ``selectHost`` (it replaced kube-scheduler's random draw
+    "for reproducibility"). Whole points make ties common: every option whose
+    fragmentation grows by less than ~20 milli-GPU scores 50."""
     best, slot = _node_scores(cluster, demand, candidates, shapes)
     scores = best[candidates]
-    # Ties (identical empty nodes are common) go to the fullest node: best-fit as second key.
-    tied = candidates[scores <= scores.min() + 1e-9]
-    left = cluster.gpu_free[tied].sum(axis=1) - demand.gpu_total
-    node = int(tied[np.argmin(left)])
+    tied = candidates[scores == scores.max()]
+    node = int(tied[np.argmin(_name_rank(cluster.nodes)[tied])])
     if demand.gpus == 1:
         chosen: tuple[int, ...] = (int(slot[node]),)
     else:
@@ -188,11 +209,11 @@ def _node_scores(
             | (memo.gpu != cluster.gpu_free).any(axis=1)
         )
         best, slot = memo.best.copy(), memo.slot.copy()
-        best[changed] = np.inf
+        best[changed] = -np.inf
         fresh = candidates[changed[candidates]]
         shapes.memo.move_to_end(key)
     else:
-        best = np.full(len(cluster.nodes), np.inf)
+        best = np.full(len(cluster.nodes), -np.inf)
         slot = np.zeros(len(cluster.nodes), dtype=np.int64)
         fresh = candidates
     if fresh.size:
@@ -231,15 +252,41 @@ def _score_nodes(
         shapes=shapes,
         mask=shapes.model_mask(cluster.models),
     )
-    delta = scores[count:] - scores[:count][rows]
-    least = np.full(count, np.inf)
-    np.minimum.at(least, rows, delta)
-    # Within a node, the first option as good as its best (options run in slot order).
-    good = np.flatnonzero(delta <= least[rows] + 1e-9)
-    _, first = np.unique(rows[good], return_index=True)
-    pick = good[first]
-    best[candidates] = least
-    slot[nodes[pick]] = slots[pick]
+    points = fgd_score(scores[count:] - scores[:count][rows])
+    top = np.full(count, -np.inf)
+    np.maximum.at(top, rows, points)
+    # Within a node, the lowest GPU index among its best options: the artifact walks the
+    # GPUs in index order and keeps the first strictly better one.
+    good = points == top[rows]
+    lowest = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(lowest, rows[good], slots[good])
+    best[candidates] = top
+    slot[candidates] = lowest
+
+
+_NAME_RANKS: dict[int, tuple[tuple[Node, ...], IntArray]] = {}
+
+
+def _name_rank(nodes: tuple[Node, ...]) -> IntArray:
+    """Each node's position in the nodes sorted by name (kept per node tuple: snapshots
+    share theirs, and hashing 1,213 nodes per decision would cost more than FGD)."""
+    memo = _NAME_RANKS.get(id(nodes))
+    if memo is not None and memo[0] is nodes:
+        return memo[1]
+    rank = np.empty(len(nodes), dtype=np.int64)
+    rank[np.argsort([n.name for n in nodes], kind="stable")] = np.arange(len(nodes))
+    if len(_NAME_RANKS) >= 8:
+        _NAME_RANKS.clear()
+    _NAME_RANKS[id(nodes)] = (nodes, rank)
+    return rank
+
+
+def fgd_score(added: FloatArray) -> FloatArray:
+    """The ATC '23 artifact's FGD node score for options adding ``added`` milli-GPU of
+    fragmentation: ``int64(sigmoid(-added / 1000) * 100)``, whole points 0..100, higher
+    better (hkust-adsl/kubernetes-scheduler-simulator, plugin/fgd_score.go)."""
+    points: FloatArray = np.floor(100.0 / (1.0 + np.exp(added / 1000.0)))
+    return points
 
 
 def _options(
@@ -267,6 +314,133 @@ def _take_whole(gpu: IntArray, count: int) -> IntArray:
     rank = np.cumsum(full, axis=1)
     gpu[full & (rank <= count)] = 0
     return gpu
+
+
+# The ATC '23 artifact's baselines (hkust-adsl/kubernetes-scheduler-simulator,
+# pkg/simulator/plugin): each scores a node in whole points (higher better), the highest
+# wins, a tie goes to the node whose name sorts first (the artifact's selectHost), and a
+# shared GPU is the tightest that fits ("best" GPU selection, lowest index on a tie).
+
+MAX_SPEC_CPU = 128_000
+"""The artifact's largest node's CPU (milli), the scale of BestFit and DotProd."""
+MAX_SPEC_GPU = 8 * GPU_MILLI
+"""The artifact's largest node's GPU (milli)."""
+
+
+def gpu_class(demand: Demand) -> str:
+    """The artifact's GPU affinity tag of a request: ``no-gpu``, ``share-gpu`` or ``N-gpu``."""
+    if not demand.gpus:
+        return "no-gpu"
+    return "share-gpu" if demand.gpu_milli < GPU_MILLI else f"{demand.gpus}-gpu"
+
+
+def _artifact_pick(
+    request: PlacementRequest, candidates: IntArray, strategy: PlacementStrategy
+) -> tuple[Binding, float]:
+    cluster, demand = request.cluster, request.workload.demand
+    points = _ARTIFACT_SCORES[strategy](request, candidates)
+    tied = candidates[points == points.max()]
+    node = int(tied[np.argmin(_name_rank(cluster.nodes)[tied])])
+    chosen = choose_slots(cluster.gpu_free[node], demand, pack=True)
+    return Binding(node, chosen, demand.gpu_milli), float(points[candidates == node][0])
+
+
+def _best_fit_points(request: PlacementRequest, candidates: IntArray) -> FloatArray:
+    """Free CPU and GPU left after placing, each over the largest node's, half weight each;
+    less is better. Then min-max normalised to 0..100 in integers, as the artifact does."""
+    cluster, demand = request.cluster, request.workload.demand
+    cpu_left = (cluster.cpu_free[candidates] - demand.cpu_milli) / MAX_SPEC_CPU * 0.5
+    gpu_total = cluster.gpu_free[candidates].sum(axis=1)
+    gpu_left = (gpu_total - demand.gpu_total) / MAX_SPEC_GPU * 0.5
+    raw = np.trunc((1.0 - (cpu_left + gpu_left)) * 100.0).astype(np.int64)
+    low, high = int(raw.min()), int(raw.max())
+    if high == low:
+        return np.zeros(candidates.size)
+    # Integer division, as Go's: normalising can merge neighbouring scores into ties.
+    out: FloatArray = ((raw - low) * 100 // (high - low)).astype(np.float64)
+    return out
+
+
+def _packing_points(request: PlacementRequest, candidates: IntArray) -> FloatArray:
+    """Shared GPUs first (50..100, fuller better), then fully free GPUs of a used node
+    (33..50, fewer better), then an empty node (<= 33, smaller better); 0 without GPUs."""
+    cluster, demand = request.cluster, request.workload.demand
+    if not demand.gpus:
+        return np.zeros(candidates.size)
+    free = cluster.gpu_free[candidates]
+    count = cluster.gpu_cap[candidates] // GPU_MILLI
+    fully_free = (free == GPU_MILLI).sum(axis=1)
+    empty_node = np.maximum(33 - fully_free, fully_free)
+    # A share takes the tightest GPU that fits; whole requests take fully free GPUs only
+    # (slots past a node's GPU count hold 0 free, so they never fit).
+    tightest = np.where(free >= demand.gpu_milli, free, GPU_MILLI + 1).min(axis=1)
+    shared = (demand.gpus == 1) & (tightest < GPU_MILLI)
+    on_shared = np.maximum(100 - (tightest * 100 // GPU_MILLI) // 10, 50)
+    on_whole = np.maximum(50 - demand.gpus, 33)
+    used_node = np.where(shared, on_shared, on_whole)
+    out: FloatArray = np.where(fully_free == count, empty_node, used_node).astype(np.float64)
+    return out
+
+
+def _inferred_classes(cluster: ClusterSnapshot, nodes: IntArray) -> list[frozenset[str]]:
+    """Without a record of the work on each node: a partly used GPU means shared work,
+    a fully used one whole-GPU work (of unknown count)."""
+    free = cluster.gpu_free[nodes]
+    real = np.arange(free.shape[1])[None, :] < (cluster.gpu_cap[nodes] // GPU_MILLI)[:, None]
+    partly = [bool(x) for x in np.any(real & (free > 0) & (free < GPU_MILLI), axis=1)]
+    fully = [bool(x) for x in np.any(real & (free == 0), axis=1)]
+    table = {
+        (False, False): frozenset[str](),
+        (True, False): frozenset({"share-gpu"}),
+        (False, True): frozenset({"whole-gpu"}),
+        (True, True): frozenset({"share-gpu", "whole-gpu"}),
+    }
+    return [table[(p, f)] for p, f in zip(partly, fully, strict=True)]
+
+
+def _clustering_points(request: PlacementRequest, candidates: IntArray) -> FloatArray:
+    """Nodes running only this kind of GPU request (75..100), then mixed nodes holding it
+    (50..75), then idle nodes (25..50), then nodes of other kinds (0..25); within a band,
+    less GPU left is better. 0 for requests without GPUs."""
+    cluster, demand = request.cluster, request.workload.demand
+    if not demand.gpus:
+        return np.zeros(candidates.size)
+    wanted = gpu_class(demand)
+    if request.node_classes is not None:
+        classes = [request.node_classes[int(n)] for n in candidates]
+    else:
+        classes = _inferred_classes(cluster, candidates)
+    band = np.array(
+        [
+            (75 if len(held) == 1 else 50) if wanted in held else (0 if held else 25)
+            for held in classes
+        ],
+        dtype=np.int64,
+    )
+    left = cluster.gpu_free[candidates].sum(axis=1)
+    out: FloatArray = (25 * (MAX_SPEC_GPU - left) // MAX_SPEC_GPU + band).astype(np.float64)
+    return out
+
+
+def _dot_product_points(request: PlacementRequest, candidates: IntArray) -> FloatArray:
+    """Tetris: (free CPU, free GPU) . (CPU, GPU) requested, each over the largest node's,
+    halved; a smaller product is better."""
+    cluster, demand = request.cluster, request.workload.demand
+    node_cpu = cluster.cpu_free[candidates] / MAX_SPEC_CPU
+    node_gpu = cluster.gpu_free[candidates].sum(axis=1) / MAX_SPEC_GPU
+    dot = node_cpu * (demand.cpu_milli / MAX_SPEC_CPU) + node_gpu * (
+        demand.gpu_total / MAX_SPEC_GPU
+    )
+    out: FloatArray = np.trunc(100.0 * (1.0 - dot / 2.0))
+    return out
+
+
+_ARTIFACT_SCORES = {
+    PlacementStrategy.BEST_FIT: _best_fit_points,
+    PlacementStrategy.PACKING: _packing_points,
+    PlacementStrategy.CLUSTERING: _clustering_points,
+    PlacementStrategy.DOT_PRODUCT: _dot_product_points,
+}
 
 
 def explain_unfit(cluster: ClusterSnapshot, demand: Demand) -> str:

@@ -14,16 +14,48 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from modelplane.core.cluster import ClusterSnapshot, Node, Workload
+from modelplane.core.cluster import ClusterSnapshot, Demand, Node, Workload
 from modelplane.core.fragmentation import TaskDistribution, cluster_fragmentation
-from modelplane.core.placement import PlacementRequest, PlacementState, place
+from modelplane.core.placement import PlacementRequest, PlacementState, gpu_class, place
 from modelplane.sim.accounting import allocation_by_percent, unallocated_at
 from modelplane.spec.policy import PlacementPolicy, PlacementStrategy
 
-__all__ = ["InflationCurve", "inflate", "replay_inflation"]
+__all__ = ["InflationCurve", "artifact_task_mix", "inflate", "replay_inflation"]
+
+TYPICAL_SHARE = 0.95
+"""The artifact's ``podPopularityThreshold``: the most common shapes covering 95% of pods."""
+
+
+def artifact_task_mix(demands: Iterable[Demand]) -> TaskDistribution:
+    """FGD's target workload as the ATC '23 artifact builds it (``GetTypicalPods``).
+
+    A shape there is (CPU, GPU per device, GPU count, GPU model): memory is not part of it,
+    nor of a node's fragmentation. CPU-only pods count. The most frequent shapes are kept
+    until they cover 95% of the pods (ties: the larger shape first), then re-weighted.
+    """
+    counts = Counter(replace(d, memory_mib=0) for d in demands)
+    if not counts:
+        raise ValueError("a task mix needs at least one pod")
+    ranked = sorted(
+        counts.items(),
+        key=lambda kv: (kv[1], kv[0].cpu_milli, kv[0].gpu_milli, kv[0].gpus, _model(kv[0])),
+        reverse=True,
+    )
+    total, kept, covered = sum(counts.values()), [], 0
+    for shape, count in ranked:
+        if covered >= TYPICAL_SHARE * total:
+            break
+        kept.append((shape, count))
+        covered += count
+    return TaskDistribution.from_demands(shape for shape, count in kept for _ in range(count))
+
+
+def _model(demand: Demand) -> str:
+    return ",".join(sorted(demand.gpu_models))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +118,8 @@ def replay_inflation(
     frag_every_pct: float = 5.0,
     shapes: TaskDistribution | None = None,
 ) -> InflationCurve:
-    """Replay one seed under one strategy; the task mix for FGD is the trace's own."""
+    """Replay one seed under one strategy; FGD's task mix is every shape of the trace
+    unless ``shapes`` is given (:func:`artifact_task_mix` is the artifact's)."""
     cluster = ClusterSnapshot.build(nodes)
     capacity = cluster.gpu_capacity
     if capacity <= 0:
@@ -98,18 +131,24 @@ def replay_inflation(
     used_log: list[int] = []
     frag_at: dict[int, float] = {}
     latencies: list[float] = []
+    # What kind of GPU work each node runs, for the clustering strategy.
+    classes: list[frozenset[str]] = [frozenset()] * len(cluster.nodes)
     failed: dict[str, int] = {}
     arrived = placed = used = 0
     next_frag = 0.0
     began, began_cpu = time.perf_counter(), time.process_time()
     for workload in inflate(workloads, capacity, seed, target):
         started = time.perf_counter()
-        decision, state = place(PlacementRequest(cluster, workload, shapes), config, 0.0, state)
+        request = PlacementRequest(cluster, workload, shapes, classes)
+        decision, state = place(request, config, 0.0, state)
         latencies.append(time.perf_counter() - started)
         if decision.binding is None:
             failed[workload.tier] = failed.get(workload.tier, 0) + 1
         else:
             cluster = cluster.bind(workload.demand, decision.binding)
+            if workload.demand.gpus:
+                node = decision.binding.node
+                classes[node] = classes[node] | {gpu_class(workload.demand)}
             used += workload.demand.gpu_total
             placed += 1
         arrived += workload.demand.gpu_total

@@ -200,6 +200,14 @@ class PlacementStrategy(StrEnum):
     """Order teams by dominant resource share, then spread."""
     FGD = "fgd"
     """Fragmentation gradient descent (Weng et al., ATC '23)."""
+    BEST_FIT = "best-fit"
+    """The ATC '23 artifact's BestFit: least free CPU and GPU left, against the largest node."""
+    PACKING = "packing"
+    """The artifact's GPU packing: shared GPUs first, then used nodes, then empty ones."""
+    CLUSTERING = "clustering"
+    """The artifact's GPU clustering: nodes already running the same kind of GPU request."""
+    DOT_PRODUCT = "dot-product"
+    """The artifact's DotProd (Tetris): least dot product of free resources and request."""
 
 
 class PlacementPolicy(BaseModel):
