@@ -31,13 +31,13 @@ TEAM_CODE = ROOT / "examples" / "jobs" / "team_code.py"
 FEATURESET = ROOT / "examples" / "featureset.yaml"
 
 
-def team_code() -> ModuleType:
+def team_code(path: Path = TEAM_CODE, name: str = "team_code") -> ModuleType:
     """``examples/jobs/team_code.py`` as a module (its class is what gets packaged)."""
-    spec = importlib.util.spec_from_file_location("team_code", TEAM_CODE)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["team_code"] = module  # the python runtime finds a class's source through it
+    sys.modules[name] = module  # the python runtime finds a class's source through it
     spec.loader.exec_module(module)
     return module
 
@@ -62,6 +62,10 @@ def make_home(root: Path) -> Iterator[Home]:
         built = package(module.TeamCode(), name=name, output_dir=root / name, runtime="python",
                         sample_input={"amount": [1.0, 2.0]})  # fmt: skip
         cli(env, "push", str(built.path), *(("--sign", key) if signed else ()))
+    probe = team_code(Path(__file__).with_name("probe_code.py"), "probe_code")
+    built = package(probe.Probe(), name="probe-code", output_dir=root / "probe-code",
+                    runtime="python", sample_input={"x": [1.0]})  # fmt: skip
+    cli(env, "push", str(built.path), "--sign", key)
     cli(env, "apply", "-f", str(FEATURESET))
     registry = open_registry(
         f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="jobs",

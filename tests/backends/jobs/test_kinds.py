@@ -3,6 +3,7 @@ forked from the template and sandboxed like model workers, a trusted team packag
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from modelplane.backends.jobs.local import LocalShardExecutor
 from modelplane.backends.jobs.runner import commit_shard, run_shard, staging_path
 from modelplane.core.jobs import SUCCESS_MARKER
 from modelplane.features.stores import open_online_store
-from modelplane.security.sandbox import SandboxPolicy
+from modelplane.security.sandbox import UID_BASE, SandboxPolicy
 
 pytestmark = pytest.mark.timeout(300)
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -155,3 +156,24 @@ def test_a_python_function_that_raises_fails_its_shard_with_the_error(
     assert outcome.error is not None
     assert "night" in outcome.error
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="the sandbox's own uid and mounts need root (CI runs as root)",
+)
+def test_a_python_shard_runs_in_the_model_workers_sandbox(
+    home: Home, executor: LocalShardExecutor, tmp_path: Path
+) -> None:
+    outside = tmp_path / "escaped.txt"
+    spec = job("probe", {"type": "python", "package": "probe-code:1", "entrypoint": "model:probe",
+                         "output": {"url": str(tmp_path / "out")},
+                         "parameters": {"outside": str(outside), "port": 6379}})  # fmt: skip
+    run_all(home.planner(), spec, "probe-1", executor)
+    [seen] = parts(tmp_path / "out").to_pylist()
+    assert seen["uid"] >= UID_BASE
+    assert seen["wrote_scratch"]
+    assert not seen["wrote_outside"]
+    assert not outside.exists()
+    assert not seen["reached_network"]  # Redis listens there; the shard cannot reach it
+    assert seen["modelplane_env"] == []
