@@ -300,8 +300,20 @@ class LocalShardExecutor:
                         cpu=attempt.cpu_seconds, rss=attempt.peak_rss_mib)  # fmt: skip
 
 
+_MATERIALIZE_MODULES = (
+    "modelplane.backends.jobs.kinds",
+    "modelplane.features.columns",
+    "modelplane.features.sqlite",
+    "modelplane.features.redis",
+)
+"""What a materialize shard imports: the online stores' clients and the column checks."""
+
+
 def _preload_for(task: ShardTask) -> tuple[str, ...]:
-    """The model library of the task's package, read from its manifest's ``runtime``."""
+    """The model library of the task's package, read from its manifest's ``runtime``
+    (materialize shards: the online stores' modules)."""
+    if task.job.work.type == "materialize":
+        return _MATERIALIZE_MODULES
     if task.model_dir is None:
         return ()
     try:
