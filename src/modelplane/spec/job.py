@@ -219,7 +219,7 @@ class MaterializeJob(BaseModel):
     feature_set: str
     """`name` (latest version) or `name:version`."""
     input: InputData
-    """Rows with the entity key, `event_time` and feature columns."""
+    """Rows with the entity key, `event_time` and feature columns (no other column)."""
     shard: Sharding = Sharding()
     """How the input is split; default: 100,000 rows per shard."""
     batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
@@ -252,18 +252,20 @@ class PythonJob(BaseModel):
     package: str
     """The registered package holding the code: `name:version` or `name@alias`."""
     entrypoint: str
-    """`module:function` inside the package, called once per shard."""
+    """`module:function` inside the package (a python-runtime package ships `model.py`:
+    `model:train`), called once per shard as `fn(rows, context)`."""
     input: InputData | None = None
     """Rows handed to the function shard by shard; none: one shard without input."""
     output: OutputData | None = None
-    """Where each shard's returned table goes."""
+    """Where each shard's returned table goes; none: beside the job's state."""
     shard: Sharding = Sharding()
     """How the input is split."""
     parameters: dict[str, str | int | float | bool] = {}
     """Plain values passed to the function (and recorded as lineage of what it pushes)."""
     push_as: Name | None = None
-    """A model name: a package the function builds is pushed under it, with lineage to
-    the job and its input."""
+    """A model name: the job runs as one shard over all of its input, and the package its
+    function builds in `context.package_dir` is pushed under this name when the job
+    finishes, with lineage to the job, its input and the code package."""
 
     @field_validator("package")
     @classmethod
