@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelplane.core.cluster import Workload
+from modelplane.core.cluster import Demand, Workload
 from modelplane.core.placement import queue_order
 from modelplane.spec.policy import Policy, Quota, Team
 
@@ -79,17 +79,38 @@ class AdmissionDecision:
 
 
 Usage = dict[str, dict[str, int]]
+Vector = tuple[tuple[str, int], ...]
+"""A demand as quota resources, in :meth:`Demand.vector`'s order (reasons name the first
+resource short, so the order is part of the decision)."""
 
 
 @dataclass(slots=True)
 class _Cycle:
-    """Per-call scratch: usage as the cycle admits; never escapes ``admit``."""
+    """Per-call scratch: usage as the cycle admits; never escapes ``admit``.
+
+    A cohort's pool and what its members draw on it are kept as running totals per cohort
+    and resource, updated on every admit, so a workload's check costs its own resources and
+    not a walk over every member's usage (at a depth of 10,000 that walk was most of a pass).
+    """
 
     policy: Policy
     teams: dict[str, Team]
     members: dict[str, list[str]]
     usage: Usage
     borrowers: dict[str, list[Admitted]]
+    cohort_of: dict[str, str]
+    rules: dict[str, dict[str, tuple[int, int | None, int]]]
+    """Per team and resource with a quota: its nominal, its limit (nominal plus borrowing
+    limit, None when it may borrow without one) and the part it never lends (protected)."""
+    pool: dict[tuple[str, str], int]
+    """Per (cohort, resource): what its members lend in all."""
+    drawn: dict[tuple[str, str], int]
+    """Per (cohort, resource): what its members use beyond their protected parts."""
+    vectors: dict[int, tuple[Demand, Vector]] = field(default_factory=dict)
+    """Each demand's vector, computed once, by the demand's identity: hashing a demand costs
+    more than its check. The entry holds the demand, so its id is not reused meanwhile."""
+    reclaimable: dict[str, list[Admitted]] = field(default_factory=dict)
+    """Per cohort, its preemptible borrowers in eviction order (built on first need)."""
     doomed: set[str] = field(default_factory=set)
 
 
@@ -101,30 +122,45 @@ def admit(
     out: list[Admission] = []
     waiting: dict[str, float] = {}
     usage = {team: dict(u) for team, u in cycle.usage.items()}
+    paused = snapshot.paused_tiers
+    since = state.pending_since
     for workload in queue_order(snapshot.pending, config, usage, _capacity(config)):
-        if workload.tier in snapshot.paused_tiers:
+        if workload.tier in paused:
             result = Admission(workload.name, False, f"admission of {workload.tier} is paused")
         else:
             result = _try(cycle, workload)
         out.append(result)
         if not result.admitted:
-            waiting[workload.name] = state.pending_since.get(workload.name, now)
+            waiting[workload.name] = since.get(workload.name, now)
     return AdmissionDecision(tuple(out)), AdmissionState(waiting)
 
 
 def _start(snapshot: AdmissionSnapshot, policy: Policy) -> _Cycle:
     teams = {t.name: t for t in policy.teams}
     members: dict[str, list[str]] = {}
+    cohort_of: dict[str, str] = {}
+    rules: dict[str, dict[str, tuple[int, int | None, int]]] = {}
+    pool: dict[tuple[str, str], int] = {}
+    drawn: dict[tuple[str, str], int] = {}
     for team in policy.teams:
-        members.setdefault(team.cohort or f"team:{team.name}", []).append(team.name)
-    usage: Usage = {}
-    borrowers: dict[str, list[Admitted]] = {}
+        cohort = team.cohort or f"team:{team.name}"
+        members.setdefault(cohort, []).append(team.name)
+        cohort_of[team.name] = cohort
+        mine_by_resource = rules[team.name] = {}
+        for r, quota in team.quotas.items():
+            mine = quota.nominal - _lendable(quota)
+            limit = None if quota.borrowing_limit is None else quota.nominal + quota.borrowing_limit
+            mine_by_resource[r] = (quota.nominal, limit, mine)
+            pool[cohort, r] = pool.get((cohort, r), 0) + _lendable(quota)
+            # What an idle member draws: nothing, unless it protects less than zero.
+            drawn[cohort, r] = drawn.get((cohort, r), 0) + max(0, -mine)
+    cycle = _Cycle(policy, teams, members, {}, {}, cohort_of, rules, pool, drawn)
     # Without teams nothing is limited, so usage need not be counted.
     for item in snapshot.admitted if policy.teams else ():
-        _add(usage, item.workload, +1)
+        _add(cycle, item.workload.team, _vector(cycle, item.workload.demand))
         if item.borrowed:
-            borrowers.setdefault(item.workload.team, []).append(item)
-    return _Cycle(policy, teams, members, usage, borrowers)
+            cycle.borrowers.setdefault(item.workload.team, []).append(item)
+    return cycle
 
 
 def _capacity(policy: Policy) -> dict[str, int]:
@@ -135,10 +171,25 @@ def _capacity(policy: Policy) -> dict[str, int]:
     return out
 
 
-def _add(usage: Usage, workload: Workload, sign: int) -> None:
-    bucket = usage.setdefault(workload.team, {})
-    for resource, amount in workload.demand.vector().items():
-        bucket[resource] = bucket.get(resource, 0) + sign * amount
+def _vector(cycle: _Cycle, demand: Demand) -> Vector:
+    entry = cycle.vectors.get(id(demand))
+    if entry is None or entry[0] is not demand:
+        entry = cycle.vectors[id(demand)] = (demand, tuple(demand.vector().items()))
+    return entry[1]
+
+
+def _add(cycle: _Cycle, team: str, vector: Vector) -> None:
+    """Count ``vector`` as used by ``team``, and what it draws on its cohort's pool."""
+    bucket = cycle.usage.setdefault(team, {})
+    cohort = cycle.cohort_of.get(team)
+    rules = cycle.rules.get(team, {})
+    for resource, amount in vector:
+        before = bucket.get(resource, 0)
+        after = bucket[resource] = before + amount
+        rule = rules.get(resource)
+        if cohort is not None and amount and rule is not None:
+            mine = rule[2]
+            cycle.drawn[cohort, resource] += max(0, after - mine) - max(0, before - mine)
 
 
 def _lendable(quota: Quota) -> int:
@@ -148,7 +199,8 @@ def _lendable(quota: Quota) -> int:
 def pool_usage(
     teams: Mapping[str, Team], usage: Mapping[str, Mapping[str, int]], cohort: list[str], r: str
 ) -> int:
-    """How much of a cohort's pool of resource ``r`` its members draw on."""
+    """How much of a cohort's pool of resource ``r`` its members draw on (from scratch;
+    :func:`admit` keeps the same figure as a running total)."""
     total = 0
     for name in cohort:
         quota = teams[name].quotas.get(r)
@@ -160,53 +212,68 @@ def pool_usage(
 
 def _try(cycle: _Cycle, workload: Workload) -> Admission:
     team = cycle.teams.get(workload.team)
+    vector = _vector(cycle, workload.demand)
     if team is None:
         if cycle.policy.admit_unknown_teams:
-            _add(cycle.usage, workload, +1)
+            _add(cycle, workload.team, vector)
             return Admission(workload.name, True, f"team {workload.team} has no quota")
         return Admission(workload.name, False, f"team {workload.team} is not in the policy")
-    cohort = cycle.members[team.cohort or f"team:{team.name}"]
+    cohort = cycle.cohort_of[team.name]
+    rules = cycle.rules[team.name]
+    used = cycle.usage.get(team.name, {})
     borrowed, short = False, []
-    for r, amount in workload.demand.vector().items():
-        quota = team.quotas.get(r)
-        if quota is None or amount == 0:
+    for r, amount in vector:
+        rule = rules.get(r)
+        if rule is None or amount == 0:
             continue
-        before = cycle.usage.get(team.name, {}).get(r, 0)
-        limit = None if quota.borrowing_limit is None else quota.nominal + quota.borrowing_limit
+        nominal, limit, mine = rule
+        before = used.get(r, 0)
         if limit is not None and before + amount > limit:
             return Admission(
                 workload.name,
                 False,
                 f"{r}: {before + amount} would exceed {team.name}'s limit {limit}",
             )
-        borrowed |= before + amount > quota.nominal
-        gap = _pool_gap(cycle, cohort, r, quota, before=before, amount=amount)
+        borrowed |= before + amount > nominal
+        # Only what goes past the team's own protected share draws on the pool.
+        extra = max(0, before + amount - mine) - max(0, before - mine)
+        gap = cycle.drawn[cohort, r] + extra - cycle.pool[cohort, r]
         if gap > 0:
-            short.append((r, gap, before + amount <= quota.nominal))
+            short.append((r, gap, before + amount <= nominal))
     if not short:
-        _add(cycle.usage, workload, +1)
+        _add(cycle, team.name, vector)
         how = "borrowing from its cohort" if borrowed else "within nominal quota"
         return Admission(workload.name, True, f"admitted {how}", borrowed=borrowed)
     return _reclaim_or_wait(cycle, workload, team, cohort, short)
 
 
-def _pool_gap(
-    cycle: _Cycle, cohort: list[str], r: str, quota: Quota, *, before: int, amount: int
-) -> int:
-    """By how much admitting ``amount`` more would overdraw the cohort's pool."""
-    pool = sum(_lendable(q) for n in cohort if (q := cycle.teams[n].quotas.get(r)) is not None)
-    drawn = pool_usage(cycle.teams, cycle.usage, cohort, r)
-    protected = quota.nominal - _lendable(quota)
-    # Only what goes past the team's own protected share draws on the pool.
-    extra = max(0, before + amount - protected) - max(0, before - protected)
-    return drawn + extra - pool
+def _reclaimable(cycle: _Cycle, cohort: str) -> list[Admitted]:
+    """The cohort's preemptible borrowers, cheapest to evict first; fixed for the cycle (work
+    admitted in it is never a borrower to reclaim), so sorted once."""
+    found = cycle.reclaimable.get(cohort)
+    if found is None:
+        priority = {t.name: t.priority for t in cycle.policy.tiers}
+        found = cycle.reclaimable[cohort] = sorted(
+            (
+                item
+                for name in cycle.members[cohort]
+                for item in cycle.borrowers.get(name, [])
+                if cycle.policy.tier(item.workload.tier).preemptible
+            ),
+            key=lambda a: (
+                priority.get(a.workload.tier, 0),
+                -a.workload.submitted_at,
+                a.workload.name,
+            ),
+        )
+    return found
 
 
 def _reclaim_or_wait(
     cycle: _Cycle,
     workload: Workload,
     team: Team,
-    cohort: list[str],
+    cohort: str,
     short: Sequence[tuple[str, int, bool]],
 ) -> Admission:
     r, missing, within_nominal = short[0]
@@ -214,21 +281,11 @@ def _reclaim_or_wait(
         within_nominal and all(s[2] for s in short) and cycle.policy.preemption.reclaim_borrowed
     ):
         return Admission(workload.name, False, f"{r}: cohort has {missing} too little to lend")
-    priority = {t.name: t.priority for t in cycle.policy.tiers}
-    candidates = sorted(
-        (
-            item
-            for name in cohort
-            if name != team.name
-            for item in cycle.borrowers.get(name, [])
-            if item.workload.name not in cycle.doomed
-            and cycle.policy.tier(item.workload.tier).preemptible
-        ),
-        key=lambda a: (priority.get(a.workload.tier, 0), -a.workload.submitted_at, a.workload.name),
-    )
     need = {res: gap for res, gap, _ in short}
     victims: list[str] = []
-    for item in candidates:
+    for item in _reclaimable(cycle, cohort):
+        if item.workload.team == team.name or item.workload.name in cycle.doomed:
+            continue
         if all(v <= 0 for v in need.values()):
             break
         vector = item.workload.demand.vector()
