@@ -70,10 +70,11 @@ class JobsPlanner:
             return self._plan_materialize(work, uid)
         model = self._trusted(job, None)
         self._check_entrypoint(model, work.entrypoint)
-        rows, shards = self._python_shards(work)
+        shards = self._python_shards(work)
         if work.output is not None:
             check_output(work.output, uid)
-        return PlannedJob(shards, rows, model.ref, model.digest, self._output(job, uid).url)
+        # no row total: a shard counts the rows its function returned, which no plan knows
+        return PlannedJob(shards, None, model.ref, model.digest, self._output(job, uid).url)
 
     def claim(self, job: Job, uid: str, planned: PlannedJob) -> None:
         from modelplane.backends.jobs.plan import claim_output
@@ -132,16 +133,16 @@ class JobsPlanner:
         shards = plan_shards(info, work.shard, 100_000)
         return PlannedJob(shards, info.rows, featureset.ref, None, self._receipts(uid))
 
-    def _python_shards(self, work: PythonJob) -> tuple[int | None, tuple[ShardPlan, ...]]:
+    def _python_shards(self, work: PythonJob) -> tuple[ShardPlan, ...]:
         from modelplane.backends.jobs.kinds import plan_one_shard
         from modelplane.backends.jobs.plan import inspect_dataset, plan_shards
 
         if work.input is None:
-            return None, plan_one_shard(0)
+            return plan_one_shard(0)
         info = inspect_dataset(work.input)
         if work.push_as is not None:
-            return info.rows, plan_one_shard(info.rows)  # training sees all of its data
-        return info.rows, plan_shards(info, work.shard, 100_000)
+            return plan_one_shard(info.rows)  # training sees all of its data at once
+        return plan_shards(info, work.shard, 100_000)
 
     def _push_trained(self, job: Job, uid: str, planned: PlannedJob) -> None:
         """Push the package the training shard built under ``push_as``, its lineage naming
