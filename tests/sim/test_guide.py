@@ -22,8 +22,8 @@ def test_the_guides_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     text = GUIDE.read_text(encoding="utf-8")
     files = FILE.findall(text)
     commands = [" ".join(c.replace("\\\n", " ").split()) for c in RUN.findall(text)]
-    assert len(files) == 2
-    assert len(commands) == 2
+    assert len(files) == 3
+    assert len(commands) == 3
     for name, body in files:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,5 +41,7 @@ def test_the_guides_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     summary = json.loads((tmp_path / "mini-out" / "summary.json").read_text())
     assert set(summary["policies"]) == {"fgd", "binpack"}
     assert "openb_pod_list_multigpu50.csv" in summary["experiment"]
+    packing = json.loads((tmp_path / "packing-out" / "summary.json").read_text())
+    assert set(packing["policies"]) == {"packing", "fgd"}
     mixed = json.loads((tmp_path / "mixed-out" / "mixed.json").read_text())
     assert all(p["serving_floor_violations"] == 0 for p in mixed["policies"].values())

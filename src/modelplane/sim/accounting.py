@@ -35,9 +35,17 @@ PUBLISHED_SOURCE = (
     "(ATC '23 artifact), openb_pod_list_default, tune 1.3, seeds 42-51"
 )
 
-ARTIFACT_NAME = {"fgd": "FGD", "most-allocated": "BestFit", "random": "Random"}
-"""Our placement strategy -> the artifact's closest. Its BestFit scores free CPU and GPU
-against the largest node's; our most-allocated, CPU, memory and GPU against each node's."""
+ARTIFACT_NAME = {
+    "fgd": "FGD",
+    "best-fit": "BestFit",
+    "packing": "Packing",
+    "clustering": "Clustering",
+    "dot-product": "DotProd",
+    "random": "Random",
+}
+"""Our placement strategy -> the artifact's policy it implements (core.placement follows
+the artifact's score plugins; most-allocated, our own best-fit, has no counterpart: it
+scores CPU, memory and GPU against each node's own capacity)."""
 
 
 def beside_published(ours: dict[str, float]) -> str:
