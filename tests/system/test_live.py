@@ -21,11 +21,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.kit import cli, free_port, home_env, wait_for
 
+from modelplane.controlplane.nodes import node_name
 from modelplane.core.serving import ReplicaState
 from modelplane.registry.build import package
 from modelplane.security.auth import Authenticator, PredictAuthorizer
 from modelplane.settings import Settings
-from modelplane.system.live import CONTROLLERS, LiveSystem, SystemOptions
+from modelplane.system.live import CONTROLLERS, LiveSystem, SystemOptions, local_node_name
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -173,3 +174,13 @@ def test_a_server_that_cannot_start_stops_those_that_did(tmp_path: Path) -> None
     # the gateway had started before the API failed: it is stopped, its port free again
     with socket.socket() as again:
         again.bind(("127.0.0.1", options.port))
+
+
+def test_the_local_node_is_named_as_the_cluster_file_names_it(tmp_path: Path) -> None:
+    host = node_name(socket.gethostname())
+    assert local_node_name(tmp_path / "absent.yaml") == host
+    declared = tmp_path / "cluster.yaml"
+    declared.write_text("local:\n  name: rack-7\n")
+    assert local_node_name(declared) == "rack-7"
+    declared.write_text("local:\n  name: [not, a, name]\n")
+    assert local_node_name(declared) == host  # up still starts; nodes reports the file

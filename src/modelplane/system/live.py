@@ -27,7 +27,8 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -85,11 +86,19 @@ class ServingAuth(Protocol):
     def predict(self) -> PredictAuthorizer | None: ...
 
 
-def local_node_name() -> str:
-    """This machine's node name as the cluster model writes it (its hostname, cleaned)."""
-    from modelplane.controlplane.nodes import node_name
+def local_node_name(cluster_file: Path | None = None) -> str:
+    """This machine's node name as the cluster model writes it: ``local.name`` in
+    ``cluster_file`` when it names one, else the hostname, cleaned. A file that does not
+    parse leaves the hostname (the usage sampler and ``modelplane nodes`` report it)."""
+    from modelplane.controlplane.nodes import load_cluster, node_name
+    from modelplane.errors import ModelplaneError
 
-    return node_name(socket.gethostname())
+    try:
+        declared = load_cluster(cluster_file).local.name
+    except (ModelplaneError, OSError) as exc:
+        log.warning("%s: %s; the local node is named after the host", cluster_file, exc)
+        declared = None
+    return declared or node_name(socket.gethostname())
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +116,9 @@ class SystemOptions:
     outcome_interval_s: float = 10.0
     """The outcome recorder's cadence: a regression found in labels shows in ``status``
     soon after the labels arrive."""
-    node: str = field(default_factory=local_node_name)
-    """The node the gateway's worker processes run on, as snapshots name it."""
+    node: str | None = None
+    """The node the gateway's worker processes run on, as snapshots name it (``None``:
+    :func:`local_node_name` of ``$MODELPLANE_HOME/cluster.yaml``)."""
 
 
 def server(
@@ -232,9 +242,10 @@ class LiveSystem:
         from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
 
         engine = self.registry.engine
+        node = self.options.node or local_node_name(self.settings.home / "cluster.yaml")
         return Gateway(
             [],
-            GatewayConfig(node=self.options.node),
+            GatewayConfig(node=node),
             sink=PredictionLog(engine, self.options.evidence or PredictionLogConfig()),
             online_store=self.online_store,
             auth=auth.predict,
