@@ -144,3 +144,12 @@ def test_relative_paths_are_made_absolute_against_the_submitters_folder() -> Non
     for kept in ("s3://bucket/in.parquet", "/abs/in.csv", "file:///abs/in.csv"):
         same = {"kind": "Job", "work": {"type": "python", "input": {"url": kept}}}
         assert absolute_urls(same, "/elsewhere") == same
+
+
+def test_a_training_job_may_not_push_to_another_teams_model(home: Home, data: Path) -> None:
+    # team-code was pushed by an administrator, for no team: a team's job cannot add to it
+    error = refused(home, {"type": "python", "package": "team-code:1",
+                           "entrypoint": "model:train", "input": {"url": str(data)},
+                           "push_as": "team-code"})  # fmt: skip
+    assert fields(error) == {"work.push_as"}
+    assert "belongs to no team" in error.message

@@ -70,6 +70,8 @@ class JobsPlanner:
             return self._plan_materialize(work, uid)
         model = self._trusted(job, None)
         self._check_entrypoint(model, work.entrypoint)
+        if work.push_as is not None:
+            self._check_push_as(work.push_as, job.team)
         shards = self._python_shards(work)
         if work.output is not None:
             check_output(work.output, uid)
@@ -191,6 +193,24 @@ class JobsPlanner:
         resources = ResourceStore(self.registry.engine)
         require_trusted_refs(self.registry, resources, job.tier, {"work.package": model.ref})
         return model
+
+    def _check_push_as(self, name: str, team: str) -> None:
+        """A training job pushes only to a model of its own team (or a new one), so the
+        push that ends it never fails after all the work is done."""
+        from modelplane.errors import Forbidden
+
+        try:
+            owner = self.registry.model_team(name)
+        except NotFound:
+            return  # a new model: it becomes the team's
+        if owner == team or (
+            owner is None and not self.registry.list_versions(name, include_archived=True)
+        ):
+            return
+        whose = f"team '{owner}'" if owner else "no team (only admin may push to it)"
+        problem = f"model '{name}' belongs to {whose}, not '{team}'"
+        raise Forbidden(f"work.push_as: {problem}",
+                        details=[{"field": "work.push_as", "problem": problem}])  # fmt: skip
 
     def _check_entrypoint(self, model: JobModel, entrypoint: str) -> None:
         from modelplane.backends.jobs.kinds import check_entrypoint_in
