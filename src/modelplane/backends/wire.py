@@ -1,10 +1,10 @@
 """Batches to a replica over one TCP connection: the data plane's framing, over a socket.
 
-A frame is ``[u32 length][u32 header length][msgpack header][raw tensor bytes ...]``: the
-header names the op, the request id and each tensor's dtype, shape and size, and the tensor
-bytes follow, so the receiver builds arrays with ``np.frombuffer`` (no copy) and nothing is
-unpickled on either side. It is the framing of ``dataplane/pool/messages.py`` (which this
-layer may not import) with a length prefix for a byte stream.
+A frame is ``[u32 length, big-endian]`` then one frame of :mod:`modelplane.core.tensor_frames`
+(a msgpack header naming the op, the request id and each tensor's dtype, shape and size, then
+the tensor bytes), so the receiver builds arrays with ``np.frombuffer`` (no copy) and nothing
+is unpickled on either side: the frames of the data plane's worker pipes, with a length
+prefix for a byte stream. ``decode`` takes a frame without its length prefix.
 
 A connection opens with a ``HELLO`` carrying the replica's secret: the replica listens on a
 node address other machines reach, and answers nobody who does not hold the secret it was
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import itertools
 import socket
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any
 
-import msgspec
-import numpy as np
-
+from modelplane.core import tensor_frames
 from modelplane.core.backend import Arrays
+from modelplane.core.tensor_frames import Frame, Op, decode
 from modelplane.errors import DeadlineExceeded, WorkerFailed
 
 __all__ = [
@@ -49,89 +45,8 @@ MAX_FRAME = 1 << 30
 _U32 = struct.Struct("!I")
 
 
-class Op(IntEnum):
-    HELLO = 1
-    """client → replica: the secret, in ``error``; answered with HELLO (or the door shut)."""
-    PREDICT = 2
-    RESULT = 3
-    ERROR = 4
-    PING = 5
-    PONG = 6
-
-
-class _Tensor(msgspec.Struct, array_like=True):
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int = 0
-    items: list[Any] | None = None
-
-
-class _Header(msgspec.Struct, array_like=True, omit_defaults=True):
-    op: Op
-    id: int
-    tensors: list[_Tensor] = []
-    error: str = ""
-    error_type: str = ""
-    pid: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    op: Op
-    id: int
-    arrays: Arrays
-    error: str = ""
-    error_type: str = ""
-    pid: int = 0
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(_Header)
-
-
-def encode(
-    op: Op,
-    id: int,
-    arrays: Mapping[str, Any] | None = None,
-    *,
-    error: str = "",
-    error_type: str = "",
-    pid: int = 0,
-) -> list[bytes | memoryview]:
-    """The parts of one frame, length prefix included, to be written in order."""
-    tensors: list[_Tensor] = []
-    buffers: list[bytes | memoryview] = []
-    for name, value in (arrays or {}).items():
-        array = np.asarray(value)
-        if array.dtype.kind in "OUS":
-            tensors.append(_Tensor(name, "O", array.shape, 0, array.ravel().tolist()))
-            continue
-        contiguous = np.ascontiguousarray(array)
-        tensors.append(_Tensor(name, contiguous.dtype.str, contiguous.shape, contiguous.nbytes))
-        buffers.append(contiguous.data.cast("B"))
-    header = _ENCODER.encode(_Header(op, id, tensors, error, error_type, pid))
-    size = 4 + len(header) + sum(len(b) for b in buffers)
-    return [_U32.pack(size) + _U32.pack(len(header)) + header, *buffers]
-
-
-def decode(data: bytes | bytearray | memoryview) -> Frame:
-    """One frame (without its length prefix); arrays share ``data``'s memory."""
-    view = memoryview(data)
-    (size,) = _U32.unpack_from(view, 0)
-    header = _DECODER.decode(view[4 : 4 + size])
-    offset = 4 + size
-    arrays: Arrays = {}
-    for t in header.tensors:
-        if t.items is not None:
-            array = np.empty(len(t.items), dtype=object)
-            array[:] = t.items
-            arrays[t.name] = array.reshape(t.shape)
-            continue
-        chunk = view[offset : offset + t.nbytes]
-        offset += t.nbytes
-        arrays[t.name] = np.frombuffer(chunk, dtype=np.dtype(t.dtype)).reshape(t.shape)
-    return Frame(header.op, header.id, arrays, header.error, header.error_type, header.pid)
+encode = functools.partial(tensor_frames.encode, length_prefix=True)
+"""The parts of one frame, length prefix included, to be written in order."""
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytearray:
