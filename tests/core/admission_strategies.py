@@ -1,5 +1,6 @@
 """Random policies and snapshots for comparing admission and the job queue with their slow
-references: small enough that every cohort fills up, borrows, lends and reclaims."""
+references (``admission_reference``, ``jobqueue_reference``): small enough that every
+cohort fills up, borrows, lends and reclaims."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 
 from modelplane.core.admission import Admitted
 from modelplane.core.cluster import GPU_MILLI, Demand, Workload, WorkloadKind
+from modelplane.core.jobqueue import QueuedJob, RunningShard
 from modelplane.spec.policy import (
     Floor,
     PlacementPolicy,
@@ -17,7 +19,16 @@ from modelplane.spec.policy import (
     Team,
 )
 
-__all__ = ["TEAMS", "TIERS", "admitted_items", "demands", "policies", "workloads"]
+__all__ = [
+    "TEAMS",
+    "TIERS",
+    "admitted_items",
+    "capacities",
+    "demands",
+    "policies",
+    "queued_jobs",
+    "workloads",
+]
 
 TEAMS = ("t0", "t1", "t2", "t3", "zz")
 """``zz`` is never in a policy: an unknown team."""
@@ -103,3 +114,40 @@ def admitted_items(max_size: int) -> st.SearchStrategy[list[Admitted]]:
     return st.tuples(workloads("a", max_size), flags).map(
         lambda drawn: [Admitted(w, borrowed=drawn[1][i]) for i, w in enumerate(drawn[0])]
     )
+
+
+@st.composite
+def queued_jobs(draw: st.DrawFn) -> list[QueuedJob]:
+    """Jobs waiting, running (some on borrowed quota), growing, blocked, of every tier."""
+    out = []
+    for i in range(draw(st.integers(0, 10))):
+        low = draw(st.integers(1, 3))
+        running = draw(st.integers(0, 3))
+        out.append(
+            QueuedJob(
+                f"j{i}",
+                draw(st.sampled_from(("t0", "t0", "t1", "t1", "t2", "t3", "zz"))),
+                draw(st.sampled_from(TIERS)),
+                float(draw(st.integers(0, 5))),
+                draw(demands()),
+                min_shards=low,
+                max_shards=low + draw(st.integers(0, 3)),
+                ready=draw(st.integers(0, 5)),
+                running=tuple(
+                    RunningShard(k, float(draw(st.integers(0, 90))), draw(st.booleans()))
+                    for k in range(running)
+                ),
+                blocked=draw(st.sampled_from((None, None, None, "over its budget"))),
+            )
+        )
+    return out
+
+
+@st.composite
+def capacities(draw: st.DrawFn) -> dict[str, int]:
+    return {
+        "cpu": draw(st.integers(0, 40)) * 1000,
+        "memory": draw(st.integers(0, 32)) * 4096,
+        "gpu": draw(st.integers(0, 12)) * 1000,
+        "gpu/A10": draw(st.integers(0, 4)) * 1000,
+    }

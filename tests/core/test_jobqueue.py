@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelplane.core.cluster import Demand, Workload, WorkloadKind
 from modelplane.core.jobqueue import (
@@ -16,6 +20,8 @@ from modelplane.core.jobqueue import (
 )
 from modelplane.spec.policy import Policy
 
+from . import jobqueue_reference as reference
+from .admission_strategies import capacities, policies, queued_jobs, workloads
 from .sched_builders import PolicyBuilder
 
 CPU = {"cpu": 8000, "memory": 65_536, "gpu": 0}
@@ -222,3 +228,49 @@ def test_one_pass_over_ten_thousand_pending_jobs_is_well_under_a_second() -> Non
     assert len(decision.waiting) == 10_000 - len(decision.starts)
     # about 0.2 s on a quiet core; generous for a shared, loaded CI machine
     assert elapsed < 3.0, f"one pass took {elapsed:.2f}s"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    policy=policies(),
+    jobs=queued_jobs(),
+    capacity=capacities(),
+    serving=workloads("replica", 2),
+    paused=st.sampled_from((frozenset(), frozenset(), frozenset({"batch"}))),
+    preempt=st.sampled_from((frozenset(), frozenset(), frozenset({"batch", "adhoc"}))),
+)
+def test_the_pass_decides_as_the_slow_reference(
+    policy: Policy,
+    jobs: list[QueuedJob],
+    capacity: dict[str, int],
+    serving: list[Workload],
+    paused: frozenset[str],
+    preempt: frozenset[str],
+) -> None:
+    # Serving first, degradation, gangs, growth, reclaim and shrink over the fast admission
+    # must start, stop and explain exactly what the pass over the slow one did.
+    snapshot = QueueSnapshot(tuple(jobs), capacity, tuple(serving), paused, preempt)
+    state = QueueState({"j0": 1.0})
+    assert decide(snapshot, policy, 100.0, state) == reference.decide(
+        snapshot, policy, 100.0, state
+    )
+
+
+def test_the_pass_at_depth_decides_as_the_slow_reference() -> None:
+    rng = random.Random(14)
+    builder = PolicyBuilder()
+    for i in range(8):
+        builder.team(f"t{i}", cohort=f"c{i % 2}", resource="cpu", nominal=6000, lend=3000)
+    jobs = [
+        queued(f"j{i}", team=f"t{rng.randrange(9)}", tier=rng.choice(("batch", "standard")),
+               at=float(i), lo=rng.randint(1, 3), hi=6, ready=rng.randint(0, 6),
+               running=tuple(RunningShard(k, float(k), i % 2 == 0) for k in range(i % 3))
+               if i < 40 else ())
+        for i in range(2000)
+    ]  # fmt: skip
+    snapshot = QueueSnapshot(tuple(jobs), {"cpu": 60_000, "memory": 10**6})
+    fast, _ = decide(snapshot, builder.build(), 100.0, QueueState())
+    slow, _ = reference.decide(snapshot, builder.build(), 100.0, QueueState())
+    assert fast == slow
+    assert fast.starts
+    assert fast.stops
