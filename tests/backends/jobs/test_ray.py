@@ -9,17 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import ray
 from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, read_output, tasks_of
+from tests.backends.jobs.kinds_kit import Home, make_home
+from tests.backends.jobs.kinds_kit import job as kinds_job
 from tests.kit import wait_for
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
 from modelplane.backends.jobs.ray import RayShardExecutor, task_options
 from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
+from modelplane.features.stores import open_online_store
 from modelplane.security.sandbox import SandboxPolicy
 from modelplane.spec.io import parse
 from modelplane.spec.job import Job
+
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +113,38 @@ def test_resources_follow_the_reservation(scoring: Scoring, tmp_path: Path) -> N
     assert options["num_gpus"] == 0.25
     assert options["resources"] == {"accelerator_type:A10": 0.001}
     assert options["max_retries"] == 0
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    yield from make_home(tmp_path_factory.mktemp("ray-kinds"))
+
+
+def test_a_materialize_job_as_ray_tasks_fills_the_online_store(
+    cluster: RayTestCluster, home: Home, tmp_path: Path
+) -> None:
+    first = 2_000_000_000 + int.from_bytes(os.urandom(3), "big")  # keys of our own in Redis
+    keys = list(range(first, first + 90))
+    frame = pd.DataFrame({"customer_id": keys, "event_time": [1.7e9] * 90,
+                          "txn_count_7d": [k % 7 for k in keys]})  # fmt: skip
+    frame.to_parquet(tmp_path / "customers.parquet")
+    job = kinds_job("ray-backfill", {"type": "materialize", "feature_set": "customer:1",
+                                     "input": {"url": str(tmp_path / "customers.parquet")},
+                                     "shard": {"count": 3}})  # fmt: skip
+    planner = home.planner(REDIS)
+    planned = planner.plan(job, "ray-mat")
+    planner.claim(job, "ray-mat", planned)
+    executor = RayShardExecutor(cluster.address, sandbox=SandboxPolicy())
+    try:
+        for plan in planned.shards:
+            executor.start(planner.task(job, "ray-mat", plan, 1, planned))
+        outcomes = run_all(executor, 3)
+    finally:
+        executor.close()
+    assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
+    store = open_online_store(REDIS)
+    try:
+        found = store.read("customer", 1, keys, ["txn_count_7d"], now=2e9)
+    finally:
+        store.close()
+    assert [f.values.get("txn_count_7d") for f in found] == [k % 7 for k in keys]
