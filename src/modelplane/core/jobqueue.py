@@ -28,7 +28,6 @@ Resources are the scheduler's quota vectors (``cpu`` millicores, ``memory`` MiB,
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -147,14 +146,8 @@ class QueueDecision:
 
 def shard_workload(job: QueuedJob, slot: str, *, growth: bool = False) -> Workload:
     """One shard of ``job`` as the scheduler's workload (``job/slot``)."""
-    return Workload(
-        f"{job.name}/{slot}",
-        job.shard,
-        team=job.team,
-        tier=job.tier,
-        kind=WorkloadKind.JOB,
-        submitted_at=job.submitted_at + (GROWTH_DELAY_S if growth else 0.0),
-    )
+    at = job.submitted_at + (GROWTH_DELAY_S if growth else 0.0)
+    return Workload(f"{job.name}/{slot}", job.shard, job.team, job.tier, WorkloadKind.JOB, at)
 
 
 @dataclass(slots=True)
@@ -170,6 +163,9 @@ class _Pass:
     stops: list[Stop] = field(default_factory=list)
     starts: dict[str, list[bool]] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
+    gangs: dict[tuple[int, int], tuple[Demand, Demand]] = field(default_factory=dict)
+    """Gang demands by (id of the shard's demand, size); each entry holds its shard's demand
+    so that the id is not reused during the pass."""
 
 
 def decide(
@@ -316,7 +312,7 @@ def _candidates(work: _Pass, snapshot: QueueSnapshot) -> list[Workload]:
         floor = max(0, min(job.min_shards, now_running + job.ready) - now_running)
         if floor and now_running == 0:
             size = _gang_size(job.shard, floor)
-            out.append(_gang_workload(job, size))
+            out.append(_gang_workload(work, job, size))
             floor = size
         else:
             out += [shard_workload(job, f"+{k}") for k in range(floor)]
@@ -340,20 +336,25 @@ def _gang_size(demand: Demand, wanted: int) -> int:
     return 1 if demand.gpus == 1 and demand.gpu_milli < GPU_MILLI else wanted
 
 
-@functools.lru_cache(maxsize=1024)
-def _times(d: Demand, size: int) -> Demand:
+def _times(work: _Pass, d: Demand, size: int) -> Demand:
+    """``size`` shards of ``d`` as one demand, made once per pass and demand: admission
+    recognises a demand it has seen by identity, and hashing a demand costs more than that."""
     if size == 1:
         return d
-    return Demand(d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli, d.gpu_models)
+    entry = work.gangs.get((id(d), size))
+    if entry is None or entry[0] is not d:
+        gang = Demand(d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli,
+                      d.gpu_models)  # fmt: skip
+        entry = work.gangs[id(d), size] = (d, gang)
+    return entry[1]
 
 
-def _gang_workload(job: QueuedJob, size: int) -> Workload:
+def _gang_workload(work: _Pass, job: QueuedJob, size: int) -> Workload:
     """A job's minimum as one workload: admission takes it whole or not at all."""
-    demand = _times(job.shard, size)
+    demand = _times(work, job.shard, size)
     return Workload(
-        f"{job.name}/g{size}", demand, team=job.team, tier=job.tier, kind=WorkloadKind.JOB,
-        submitted_at=job.submitted_at,
-    )  # fmt: skip
+        f"{job.name}/g{size}", demand, job.team, job.tier, WorkloadKind.JOB, job.submitted_at
+    )
 
 
 def _room_for(free: Mapping[str, int], jobs: list[QueuedJob]) -> int:
