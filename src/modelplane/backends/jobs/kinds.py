@@ -192,6 +192,12 @@ def check_entrypoint_in(package_dir: Path, entrypoint: str) -> None:
         for target in node.targets
         if isinstance(target, ast.Name)
     }
+    defined |= {  # a function the module imports from elsewhere is one it has too
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
     if function.split(".")[0] not in defined:
         problem = f"module '{module}' defines no function '{function}'"
         raise InvalidSpec(
