@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelplane.system.live import server as _server
 from modelplane.dataplane.edge import API_EDGE, EdgeConfig, EdgeProtocol
 from modelplane.dataplane.gateway import Gateway, GatewayConfig
+from modelplane.system.live import server as _server
 
 
 async def _api(scope: Any, receive: Any, send: Any) -> None:  # a stand-in ASGI app
