@@ -281,9 +281,12 @@ def _reclaim_or_wait(
         within_nominal and all(s[2] for s in short) and cycle.policy.preemption.reclaim_borrowed
     ):
         return Admission(workload.name, False, f"{r}: cohort has {missing} too little to lend")
+    candidates = _reclaimable(cycle, cohort)
+    if not candidates:  # every gap is positive, so nothing could cover it
+        return Admission(workload.name, False, f"{r}: lent quota cannot be reclaimed yet")
     need = {res: gap for res, gap, _ in short}
     victims: list[str] = []
-    for item in _reclaimable(cycle, cohort):
+    for item in candidates:
         if item.workload.team == team.name or item.workload.name in cycle.doomed:
             continue
         if all(v <= 0 for v in need.values()):

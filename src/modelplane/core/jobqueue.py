@@ -163,9 +163,8 @@ class _Pass:
     stops: list[Stop] = field(default_factory=list)
     starts: dict[str, list[bool]] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
-    gangs: dict[tuple[int, int], tuple[Demand, Demand]] = field(default_factory=dict)
-    """Gang demands by (id of the shard's demand, size); each entry holds its shard's demand
-    so that the id is not reused during the pass."""
+    gangs: dict[tuple[Demand, int], Demand] = field(default_factory=dict)
+    """One demand object per (shard demand, shards) value, see :func:`_times`."""
 
 
 def decide(
@@ -326,7 +325,12 @@ def _candidates(work: _Pass, snapshot: QueueSnapshot) -> list[Workload]:
             break
         extra = min(want - floor, budget)
         budget -= extra
-        out += [shard_workload(job, f"*{k}", growth=True) for k in range(floor, floor + extra)]
+        shard = _times(work, job.shard, 1)
+        at = job.submitted_at + GROWTH_DELAY_S
+        out += [
+            Workload(f"{job.name}/*{k}", shard, job.team, job.tier, WorkloadKind.JOB, at)
+            for k in range(floor, floor + extra)
+        ]
     return out
 
 
@@ -337,16 +341,19 @@ def _gang_size(demand: Demand, wanted: int) -> int:
 
 
 def _times(work: _Pass, d: Demand, size: int) -> Demand:
-    """``size`` shards of ``d`` as one demand, made once per pass and demand: admission
-    recognises a demand it has seen by identity, and hashing a demand costs more than that."""
-    if size == 1:
-        return d
-    entry = work.gangs.get((id(d), size))
-    if entry is None or entry[0] is not d:
-        gang = Demand(d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli,
-                      d.gpu_models)  # fmt: skip
-        entry = work.gangs[id(d), size] = (d, gang)
-    return entry[1]
+    """``size`` shards of ``d`` as one demand, one object per distinct value in a pass:
+    jobs bring equal demands as separate objects, and admission recognises a demand it has
+    already turned into a vector by identity."""
+    key = (d, size)
+    gang = work.gangs.get(key)
+    if gang is None:
+        if size == 1:
+            gang = d
+        else:
+            gang = Demand(d.cpu_milli * size, d.memory_mib * size, d.gpus * size, d.gpu_milli,
+                          d.gpu_models)  # fmt: skip
+        work.gangs[key] = gang
+    return gang
 
 
 def _gang_workload(work: _Pass, job: QueuedJob, size: int) -> Workload:
