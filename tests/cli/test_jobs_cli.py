@@ -155,6 +155,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_recorded(
     unknown = job_doc("unknown", root / "txns.parquet", root / "o", model="ghost:1")
     cli(env, "jobs", "submit", str(write_job(root / "ghost.yaml", unknown)), expect=6)
     assert json.loads(cli(env, "jobs", "list", "--json")) == []
+    assert "No jobs. Submit one" in cli(env, "jobs", "list")
     cli(env, "jobs", "show", "broken", expect=6)
 
 

@@ -216,6 +216,10 @@ def list_jobs(
     if as_json:
         emit_json(found)
         return
+    if not found:
+        # An empty table tells a newcomer nothing; say what would fill it.
+        console.print("No jobs. Submit one with `modelplane jobs submit FILE` (see docs/jobs.md).")
+        return
     table(
         None,
         ["JOB", "TEAM", "TIER", "STATE", "SHARDS", "ROWS", "ROWS/S", "WAITED", "REASON"],
