@@ -1,9 +1,10 @@
 """The job queue's pass at depth: ``core.jobqueue.decide`` against ``core.admission.admit``
 alone over the same shard workloads, side by side.
 
-20 teams in 4 cohorts with CPU quotas, jobs of 1-4 shard minimum and up to 8 maximum, 50
-of them running, the rest pending; a 2,000-core pool. The ratio is what the queue adds to
-admission (serving first, gangs, room, growth, shrink). Best of 5 passes each.
+20 teams in 4 cohorts (and in one, ``--cohorts``) with CPU quotas, jobs of 1-4 shard
+minimum and up to 8 maximum, 50 of them running, the rest pending; a 2,000-core pool. The
+ratio is what the queue adds to admission (serving first, gangs, room, growth, shrink).
+Best of 5 passes each.
 
 "before" runs the same snapshot through the slow references kept as the tests' oracles
 (``tests/core/admission_reference.py``, ``tests/core/jobqueue_reference.py``: every cohort's
@@ -37,9 +38,9 @@ sys.path.insert(0, str(REPO))  # the slow references live with the tests that us
 CAPACITY = {"cpu": 2_000_000, "memory": 8_000_000}
 
 
-def _policy() -> Policy:
+def _policy(cohorts: int = 4) -> Policy:
     teams = tuple(
-        Team(name=f"t{i}", cohort=f"c{i % 4}", quotas={"cpu": Quota(nominal=100_000)})
+        Team(name=f"t{i}", cohort=f"c{i % cohorts}", quotas={"cpu": Quota(nominal=100_000)})
         for i in range(20)
     )
     return Policy(teams=teams)
@@ -73,10 +74,10 @@ def _times(demand: Demand, n: int) -> Demand:
     return Demand(demand.cpu_milli * n, demand.memory_mib * n)
 
 
-def bench(depth: int) -> dict[str, float]:
+def bench(depth: int, cohorts: int = 4) -> dict[str, float]:
     from tests.core import admission_reference, jobqueue_reference
 
-    policy, jobs = _policy(), _jobs(depth, random.Random(depth))
+    policy, jobs = _policy(cohorts), _jobs(depth, random.Random(depth))
     snapshot = QueueSnapshot(tuple(jobs), CAPACITY)
     queue_s = _best(lambda: decide(snapshot, policy, 0.0, QueueState()))
     queue_before_s = _best(
@@ -100,6 +101,7 @@ def bench(depth: int) -> dict[str, float]:
     )
     return {
         "pending_jobs": depth,
+        "cohorts": cohorts,
         "queue_pass_s": queue_s,
         "admission_only_s": admit_s,
         "ratio": queue_s / admit_s,
@@ -113,24 +115,28 @@ def bench(depth: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--depths", default="1000,10000,50000")
+    parser.add_argument(
+        "--cohorts", default="4,1", help="cohorts the 20 teams form (before: cost grows with size)"
+    )
     args = parser.parse_args(argv)
-    rows = [bench(int(d)) for d in args.depths.split(",")]
+    rows = [bench(int(d), int(c)) for c in args.cohorts.split(",") for d in args.depths.split(",")]
     table = Table(title="one queue pass (best of 5; before: best of 2)")
     columns = (
-        "pending jobs", "queue pass", "before", "speedup", "admission only", "before",
+        "pending jobs", "cohorts", "queue pass", "before", "speedup", "admission only", "before",
         "speedup", "queue / admission",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['pending_jobs']:,.0f}", f"{row['queue_pass_s'] * 1000:.0f} ms",
+            f"{row['pending_jobs']:,.0f}", f"{row['cohorts']:.0f}",
+            f"{row['queue_pass_s'] * 1000:.0f} ms",
             f"{row['queue_pass_before_s'] * 1000:.0f} ms", f"{row['queue_speedup']:.2f}x",
             f"{row['admission_only_s'] * 1000:.0f} ms",
             f"{row['admission_only_before_s'] * 1000:.0f} ms",
             f"{row['admission_speedup']:.2f}x", f"{row['ratio']:.2f}x",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=120).print(table)
     out = REPO / "bench" / "results" / "jobqueue.json"
     meta = {"python": sys.version.split()[0], "machine": platform.machine()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
