@@ -7,16 +7,10 @@ lock: a replica computes serially, like a local worker, and its concurrency is i
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
-import sys
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
-
-import numpy as np
 
 from modelplane.backends.wire import (
     Frame,
@@ -29,31 +23,17 @@ from modelplane.backends.wire import (
     write_frame,
 )
 from modelplane.core.backend import Arrays, ReplicaSpec
+from modelplane.runtime.base import LoadedModel
+from modelplane.runtime.loading import load_model_from, predict_checked
 
 __all__ = ["ReplicaHost", "load_model"]
 
 _log = logging.getLogger("modelplane.backends.replica")
 
 
-def _resolve(path: str) -> Callable[..., Any]:
-    module_name, _, attr = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise TypeError(f"loader '{path}' is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-def load_model(spec: ReplicaSpec) -> Any:
+def load_model(spec: ReplicaSpec) -> LoadedModel:
     """Import the loader and call it; check the result looks like a loaded model."""
-    for path in reversed(spec.paths):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    model = _resolve(spec.loader)(*spec.args, **dict(spec.kwargs))
-    if not callable(getattr(model, "predict", None)) or not hasattr(model, "supports_batching"):
-        raise TypeError(f"loader '{spec.loader}' returned {type(model).__name__}, not a model")
-    return model
+    return load_model_from(spec.loader, spec.args, spec.kwargs, spec.paths)
 
 
 class ReplicaHost:
@@ -69,13 +49,7 @@ class ReplicaHost:
 
     def predict(self, arrays: Arrays) -> Arrays:
         with self._lock:
-            if self._model.supports_batching:
-                outputs = self._model.predict(arrays)
-            else:
-                outputs = _row_by_row(self._model, arrays)
-        if not isinstance(outputs, Mapping):
-            raise TypeError(f"predict returned {type(outputs).__name__}, not a dict of arrays")
-        return {str(k): np.asarray(v) for k, v in outputs.items()}
+            return predict_checked(self._model, arrays)
 
     def answer(self, frame: Frame) -> list[bytes | memoryview]:
         """The reply to one request frame."""
@@ -133,11 +107,3 @@ class ReplicaHost:
                         conn.sendall(b"".join(replies))
             except (OSError, EOFError, ValueError):
                 return
-
-
-def _row_by_row(model: Any, inputs: Arrays) -> Arrays:
-    rows = len(next(iter(inputs.values())))
-    answers = [model.predict({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(rows)]
-    if not answers:
-        return {}
-    return {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}

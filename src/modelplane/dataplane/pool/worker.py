@@ -7,26 +7,20 @@ which treats the worker as something that may die or hang at any moment.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from modelplane.dataplane.pool.messages import Message, Op, decode, encode
+from modelplane.runtime.base import LoadedModel
+from modelplane.runtime.loading import load_model_from, predict_checked
 from modelplane.security.sandbox import SandboxPolicy, apply_sandbox
-
-if TYPE_CHECKING:
-    # only for typing: importing modelplane.runtime at run time pulls in every runtime's
-    # engine (onnxruntime, xgboost, ...), which a worker pays for only if its loader does
-    from modelplane.runtime.base import LoadedModel
 
 __all__ = ["WorkerSpec", "load_model", "worker_main"]
 
@@ -50,27 +44,9 @@ class WorkerSpec:
     """What the worker gives up before it imports the loader (``None``: nothing)."""
 
 
-def _resolve(path: str) -> Callable[..., LoadedModel]:
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"loader '{path}' is not 'module:callable'")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise TypeError(f"loader '{path}' is not callable")
-    return target  # type: ignore[no-any-return]
-
-
 def load_model(spec: WorkerSpec) -> LoadedModel:
     """Import the loader and call it; check the result looks like a ``LoadedModel``."""
-    for path in reversed(spec.paths):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    model = _resolve(spec.loader)(*spec.args, **dict(spec.kwargs))
-    if not callable(getattr(model, "predict", None)) or not hasattr(model, "supports_batching"):
-        raise TypeError(f"loader '{spec.loader}' returned {type(model).__name__}, not a model")
-    return model
+    return load_model_from(spec.loader, spec.args, spec.kwargs, spec.paths)
 
 
 def worker_main(spec: WorkerSpec, inbox: Connection, outbox: Connection) -> None:
@@ -123,28 +99,10 @@ def _serve(model: LoadedModel, inbox: Connection, outbox: Connection) -> None:
 
 def _predict(model: LoadedModel, message: Message) -> list[bytes | memoryview]:
     try:
-        if model.supports_batching:
-            outputs = model.predict(message.arrays)
-        else:
-            outputs = _row_by_row(model, message.arrays)
-        checked = _as_arrays(outputs)
+        checked = predict_checked(model, message.arrays)
     except Exception as exc:
         return encode(Op.ERROR, message.id, error=str(exc), error_type=type(exc).__name__)
     return encode(Op.RESULT, message.id, checked)
-
-
-def _row_by_row(model: LoadedModel, inputs: Arrays) -> Arrays:
-    rows = len(next(iter(inputs.values())))
-    answers = [model.predict({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(rows)]
-    if not answers:
-        return {}
-    return {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
-
-
-def _as_arrays(outputs: object) -> Arrays:
-    if not isinstance(outputs, Mapping):
-        raise TypeError(f"predict returned {type(outputs).__name__}, not a dict of arrays")
-    return {str(k): np.asarray(v) for k, v in outputs.items()}
 
 
 def _join(parts: list[bytes | memoryview]) -> bytes:
