@@ -9,8 +9,9 @@ import pyarrow.compute as pc
 
 from modelplane.errors import InvalidSpec
 from modelplane.spec.dtypes import DType
+from modelplane.spec.featureset import FeatureSet
 
-__all__ = ["arrow_type", "check_column", "event_seconds"]
+__all__ = ["arrow_type", "check_column", "checked_rows", "event_seconds"]
 
 _FLOAT_MAX = {DType.FLOAT16: 65504.0, DType.FLOAT32: 3.4028234663852886e38}
 
@@ -78,3 +79,23 @@ def event_seconds(column: pa.ChunkedArray, name: str, where: str) -> list[float]
         raise _bad(name, where, "event times must be finite")
     values: list[float] = column.to_pylist()
     return values
+
+
+def checked_rows(
+    table: pa.Table, featureset: FeatureSet, time_column: str, where: str
+) -> list[tuple[Any, float, dict[str, Any]]]:
+    """Rows for ``OnlineStore.write``, each column checked against the feature set.
+
+    The entity and ``time_column`` must be in ``table``; columns that are not features are
+    ignored here (a caller that must refuse them checks first).
+    """
+    entity = featureset.entity
+    keys = check_column(table.column(entity.name), entity.dtype, entity.name, where, nulls=False)
+    times = event_seconds(table.column(time_column), time_column, where)
+    dtypes = {f.name: f.dtype for f in featureset.features if f.name in table.column_names}
+    names = list(dtypes)
+    columns = [check_column(table.column(n), dtypes[n], n, where) for n in names]
+    return [
+        (key, event_time, dict(zip(names, values, strict=True)))
+        for key, event_time, *values in zip(keys, times, *columns, strict=True)
+    ]

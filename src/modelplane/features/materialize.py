@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from modelplane.errors import Conflict, InvalidSpec
 from modelplane.features.base import OnlineStore, Row, WriteResult
-from modelplane.features.columns import arrow_type, check_column, event_seconds
+from modelplane.features.columns import arrow_type, checked_rows
 from modelplane.spec.featureset import FeatureSet
 from modelplane.types import Clock, SystemClock
 
@@ -110,15 +110,7 @@ def _rows(table: pa.Table, featureset: FeatureSet, time_column: str, index: int)
     for required in (entity.name, time_column):
         if required not in table.column_names:
             raise InvalidSpec(f"the file has no column {required!r}")
-    keys = check_column(table.column(entity.name), entity.dtype, entity.name, where, nulls=False)
-    times = event_seconds(table.column(time_column), time_column, where)
-    dtypes = {f.name: f.dtype for f in featureset.features if f.name in table.column_names}
-    names = list(dtypes)
-    columns = [check_column(table.column(n), dtypes[n], n, where) for n in names]
-    return [
-        (key, event_time, dict(zip(names, values, strict=True)))
-        for key, event_time, *values in zip(keys, times, *columns, strict=True)
-    ]
+    return list(checked_rows(table, featureset, time_column, where))
 
 
 def _fingerprint(path: Path, featureset: FeatureSet, batch_rows: int) -> dict[str, Any]:

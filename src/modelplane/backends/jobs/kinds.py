@@ -92,18 +92,9 @@ def materialize_rows(
     table: pa.Table, featureset: FeatureSet, where: str
 ) -> list[tuple[Any, float, dict[str, Any]]]:
     """Rows for ``OnlineStore.write``, each column checked against the feature set."""
-    from modelplane.features.columns import check_column, event_seconds
+    from modelplane.features.columns import checked_rows
 
-    entity = featureset.entity
-    keys = check_column(table.column(entity.name), entity.dtype, entity.name, where, nulls=False)
-    times = event_seconds(table.column(EVENT_TIME), EVENT_TIME, where)
-    dtypes = {f.name: f.dtype for f in featureset.features if f.name in table.column_names}
-    names = list(dtypes)
-    columns = [check_column(table.column(n), dtypes[n], n, where) for n in names]
-    return [
-        (key, event_time, dict(zip(names, values, strict=True)))
-        for key, event_time, *values in zip(keys, times, *columns, strict=True)
-    ]
+    return checked_rows(table, featureset, EVENT_TIME, where)
 
 
 def run_materialize(task: ShardTask, table: pa.Table, staging: str) -> int:
