@@ -26,6 +26,7 @@ from modelplane.observe.outcome_report import OutcomeReport, outcomes_by_version
 from modelplane.observe.outcomes import OutcomeStore
 from modelplane.store import audit
 from modelplane.store.db import write_session
+from modelplane.store.resources import put_status_row
 from modelplane.store.schema import ResourceRow
 from modelplane.types import Clock, SystemClock
 
@@ -118,13 +119,15 @@ class OutcomeRecorder:
                 for event in document["events"]:
                     if event["key"] not in seen:
                         audit.append(session, _event(name, event, at))
-                if row is None:
-                    session.add(ResourceRow(kind=KIND, name=name, generation=1,
-                                            spec={"endpoint": name}, status=document,
-                                            updated_at=at))  # fmt: skip
-                else:
-                    row.status = document
-                    row.updated_at = at
+                put_status_row(
+                    session,
+                    row,
+                    kind=KIND,
+                    name=name,
+                    spec={"endpoint": name},
+                    status=document,
+                    at=at,
+                )
 
 
 def _event(endpoint: str, event: Mapping[str, Any], at: datetime) -> audit.AuditEvent:

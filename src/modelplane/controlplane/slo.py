@@ -49,6 +49,7 @@ from modelplane.core.slo import (
 from modelplane.errors import ModelplaneError
 from modelplane.spec.contract import SLO
 from modelplane.store.db import read_session, write_session
+from modelplane.store.resources import put_status_row
 from modelplane.store.schema import ResourceRow, SloIntervalRow
 from modelplane.types import Clock, SystemClock
 
@@ -304,13 +305,15 @@ class SloRecorder:
             rows = {row.name: row for row in session.scalars(query)}
             for name, document in documents.items():
                 row = rows.get(name)
-                if row is None:
-                    session.add(ResourceRow(kind=KIND, name=name, generation=1,
-                                            spec={"endpoint": name}, status=document,
-                                            updated_at=at))  # fmt: skip
-                else:
-                    row.status = document
-                    row.updated_at = at
+                put_status_row(
+                    session,
+                    row,
+                    kind=KIND,
+                    name=name,
+                    spec={"endpoint": name},
+                    status=document,
+                    at=at,
+                )
 
 
 def _columns(tally: Tally) -> dict[str, int]:

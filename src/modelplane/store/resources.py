@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from modelplane.errors import Conflict, NotFound
 from modelplane.store import audit
@@ -20,7 +21,7 @@ from modelplane.store.db import read_session, write_session
 from modelplane.store.schema import ResourceRow
 from modelplane.types import Clock, SystemClock
 
-__all__ = ["Applied", "Resource", "ResourceStore"]
+__all__ = ["Applied", "Resource", "ResourceStore", "put_status_row"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +159,28 @@ class ResourceStore:
             if row.status != status:
                 row.status = status
             return True
+
+
+def put_status_row(
+    session: Session,
+    row: ResourceRow | None,
+    *,
+    kind: str,
+    name: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    at: datetime,
+) -> None:
+    """Write ``status`` into ``row``, or add the row (generation 1, ``spec``) where there is none.
+
+    For resources a controller owns and reports on (an endpoint's SLO or outcome report): no
+    one applies them, so the first report creates them. The caller loads ``row`` in ``session``
+    (several at once, and may read its old status first).
+    """
+    if row is None:
+        session.add(
+            ResourceRow(kind=kind, name=name, generation=1, spec=spec, status=status, updated_at=at)
+        )
+    else:
+        row.status = status
+        row.updated_at = at
