@@ -105,6 +105,15 @@ class ReplicaSpec:
             raise ValueError(f"spec.loader: '{self.loader}' is not 'module:callable'")
 
 
+def _replica_workload(
+    name: str, demand: Demand, team: str, tier: str, submitted_at: float
+) -> Workload:
+    # A replica weighs the same whether it is still wanted or already placed on a node.
+    return Workload(
+        name, demand, team=team, tier=tier, kind=WorkloadKind.REPLICA, submitted_at=submitted_at
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaRequest:
     """Start ``name`` (unique in the backend) on ``node`` holding exactly ``demand``."""
@@ -136,14 +145,7 @@ class ReplicaRequest:
 
     def workload(self, submitted_at: float = 0.0) -> Workload:
         """The replica as the scheduler weighs it."""
-        return Workload(
-            self.name,
-            self.demand,
-            team=self.team,
-            tier=self.tier,
-            kind=WorkloadKind.REPLICA,
-            submitted_at=submitted_at,
-        )
+        return _replica_workload(self.name, self.demand, self.team, self.tier, submitted_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +164,7 @@ class ReplicaWant:
     """When it was first wanted: first come, first placed within a tier."""
 
     def workload(self) -> Workload:
-        return Workload(
-            self.name,
-            self.demand,
-            team=self.team,
-            tier=self.tier,
-            kind=WorkloadKind.REPLICA,
-            submitted_at=self.submitted_at,
-        )
+        return _replica_workload(self.name, self.demand, self.team, self.tier, self.submitted_at)
 
     def on(self, node: str, gpu_slots: tuple[int, ...] = ()) -> ReplicaRequest:
         """The start request for ``node``."""
