@@ -28,6 +28,10 @@ __all__ = ["app", "progress_line"]
 
 app = typer.Typer(help="Batch jobs: submit, follow, cancel and retry.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobName = Annotated[str, typer.Argument(help="The job.")]
+WhyText = Annotated[str, typer.Option(help="Why: recorded in the audit log.")]
+WatchFlag = Annotated[bool, typer.Option("--watch", help="Follow the progress until the job ends.")]
+WatchTimeout = Annotated[float, typer.Option(help="Most seconds --watch follows.")]
 _FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -174,11 +178,9 @@ def submit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace another job's finished output.")
     ] = False,
-    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
-    watch: Annotated[
-        bool, typer.Option("--watch", help="Follow the progress until the job ends.")
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Most seconds --watch follows.")] = 3600.0,
+    reason: WhyText = "",
+    watch: WatchFlag = False,
+    timeout: WatchTimeout = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Check and queue jobs (they run under 'modelplane up')."""
@@ -267,11 +269,9 @@ def _progress(job: dict[str, Any]) -> Any:
 @handle_errors
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
-    watch: Annotated[
-        bool, typer.Option("--watch", help="Follow the progress until the job ends.")
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Most seconds --watch follows.")] = 3600.0,
+    name: JobName,
+    watch: WatchFlag = False,
+    timeout: WatchTimeout = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
     """One job: its state and why, model pinned, progress, shards and what they used."""
@@ -330,7 +330,7 @@ def _watch(jobs: _Jobs, name: str, timeout_s: float) -> None:
 @handle_errors
 def logs(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
+    name: JobName,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
@@ -370,8 +370,8 @@ def _command(ctx: typer.Context, name: str, command: str, reason: str, as_json: 
 @handle_errors
 def cancel(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
-    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+    name: JobName,
+    reason: WhyText = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Stop a queued or running job; finished shards stay, running ones are stopped."""
@@ -382,8 +382,8 @@ def cancel(
 @handle_errors
 def retry(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
-    reason: Annotated[str, typer.Option(help="Why: recorded in the audit log.")] = "",
+    name: JobName,
+    reason: WhyText = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Run a failed or cancelled job again from its finished shards."""
