@@ -41,7 +41,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import math
@@ -63,9 +62,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+# run as a script, only bench/ is on sys.path; bench._common lives under the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import latency_summary, load_client, lr_endpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "observe.json"
-FEATURES = 16
 MODES = ("off", "on_no_exporter", "otlp", "otlp_1pct")
 POSTGRES_ADMIN = os.environ.get(
     "MODELPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -86,27 +89,6 @@ QUICK = Mode(warmup_s=1.0, run_s=2.0, repeats=2, concurrency=64, feedback_rows=2
 
 
 # ---------------------------------------------------------------- tracing
-
-
-def _endpoint(work: Path) -> Any:
-    from skl2onnx import to_onnx
-    from sklearn.linear_model import LogisticRegression
-
-    from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
-    from modelplane.registry.build import package
-    from modelplane.spec.contract import Contract
-    from modelplane.spec.endpoint import Endpoint, Route
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(500, FEATURES)).astype(np.float32)
-    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-    onx = to_onnx(LogisticRegression().fit(x, y), x[:1], options={"zipmap": False})
-    built = package(onx, name="lr", output_dir=work / "lr", sample_input=x[:4])
-    source = ModelSource("lr:1", built.path, built.manifest, built.digest)
-    signature = built.manifest.signature
-    contract = Contract(name="lr", inputs=signature.inputs, outputs=signature.outputs)
-    endpoint = Endpoint(name="lr", team="bench", contract=contract, routes=(Route(model="lr:1"),))
-    return EndpointConfig(endpoint, {"lr:1": source})
 
 
 @contextlib.contextmanager
@@ -163,29 +145,10 @@ def _spans_received(receiver: str) -> int:
     return int(httpx.get(f"{receiver}/count", timeout=5.0).json()["spans"])
 
 
-def _client(url: str, concurrency: int, duration_s: float) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--client", url, "--concurrency", str(concurrency)]
-    args += ["--duration", str(duration_s)]
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=duration_s + 60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"load client failed: {done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    latencies = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
-    requests = sum(len(r["latencies_ms"]) for r in runs)
-    return {
-        "rps": requests / sum(r["elapsed_s"] for r in runs),
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "p99_ms": float(np.percentile(latencies, 99)),
-        "cpu_us_per_request": sum(r["gateway_cpu_s"] for r in runs) / max(1, requests) * 1e6,
-        "errors": sum(int(r["errors"]) for r in runs),
-        "requests": requests,
-    }
+    summary = latency_summary(runs)
+    cpu_s = sum(r["gateway_cpu_s"] for r in runs)
+    return summary | {"cpu_us_per_request": cpu_s / max(1, summary["requests"]) * 1e6}
 
 
 def bench_tracing(mode: Mode, console: Console) -> dict[str, Any]:
@@ -198,12 +161,12 @@ def bench_tracing(mode: Mode, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="modelplane-observe-bench-") as tmp, \
             _receiver_process() as receiver:  # fmt: skip
         tracers = _tracers(receiver)
-        with ServerThread([_endpoint(Path(tmp))], config=GatewayConfig(seed=7)) as server:
+        with ServerThread([lr_endpoint(Path(tmp))], config=GatewayConfig(seed=7)) as server:
             url = f"{server.url}/v2/models/lr/infer"
             gateway = server.gateway
             for name in MODES:
                 gateway.tracer = tracers[name]
-                _client(url, mode.concurrency, mode.warmup_s)
+                load_client(url, mode.concurrency, mode.warmup_s)
             for repeat in range(mode.repeats):
                 # rotate the order so that no mode always runs first (or after another)
                 order = MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]
@@ -212,7 +175,7 @@ def bench_tracing(mode: Mode, console: Console) -> dict[str, Any]:
                     # what the previous mode left in flight is counted before this run
                     before = _flushed_count(tracers.values(), receiver)
                     cpu = time.process_time()
-                    run = _client(url, mode.concurrency, mode.run_s)
+                    run = load_client(url, mode.concurrency, mode.run_s)
                     # the spans of this run are exported (and their CPU spent) before the
                     # clock stops: what a run's requests cost includes their export
                     spans[name] += _flushed_count([tracers[name]], receiver) - before
@@ -437,7 +400,7 @@ def _http_feedback_rate(mode: Mode) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="modelplane-observe-feedback-") as tmp:
         work = Path(tmp)
         engine = open_engine(f"sqlite:///{work}/state.db")
-        server = ServerThread([_endpoint(work)], config=GatewayConfig(seed=7))
+        server = ServerThread([lr_endpoint(work)], config=GatewayConfig(seed=7))
         server.gateway.feedback = OutcomeStore(engine)
         bodies = [
             json.dumps(
@@ -475,44 +438,6 @@ def bench_feedback(mode: Mode, console: Console) -> dict[str, Any]:
     section["http_sqlite"] = _http_feedback_rate(mode)
     console.log("feedback: HTTP done")
     return section
-
-
-# ---------------------------------------------------------------- the load client
-
-
-async def _load(url: str, concurrency: int, duration_s: float) -> Any:
-    import aiohttp
-
-    x = np.random.default_rng(1).normal(size=FEATURES)
-    tensor = {"name": "input", "shape": [1, FEATURES], "datatype": "FP32",
-              "data": [round(float(v), 5) for v in x]}  # fmt: skip
-    body = json.dumps({"inputs": [tensor]}).encode()
-    headers = {"content-type": "application/json"}
-    latencies: list[float] = []
-    errors = 0
-    end = time.monotonic() + duration_s
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while time.monotonic() < end:
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=10)
-    began = time.monotonic()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return {"latencies_ms": latencies, "errors": errors, "elapsed_s": time.monotonic() - began}
 
 
 # ---------------------------------------------------------------- report
@@ -555,13 +480,7 @@ def _feedback_table(section: dict[str, Any]) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
-    parser.add_argument("--client", help=argparse.SUPPRESS)
-    parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
-    parser.add_argument("--duration", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.client:
-        print(json.dumps(asyncio.run(_load(args.client, args.concurrency, args.duration))))
-        return
     mode = QUICK if args.quick else FULL
     console = Console()
     results: dict[str, Any] = {

@@ -36,7 +36,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.rollout import _client, _shadow_endpoints, _summary  # noqa: E402
+from bench._common import latency_summary, load_client  # noqa: E402
+from bench.rollout import _shadow_endpoints  # noqa: E402
 
 __all__ = ["main"]
 
@@ -60,8 +61,8 @@ def _one_run(configs: list[Any], home: Path, answers: bool, run_s: float) -> dic
     try:
         with server:
             url = f"{server.url}/v2/models/plain/infer"
-            _client(url, CONCURRENCY, 1.0)  # warm-up
-            run = _client(url, CONCURRENCY, run_s)
+            load_client(url, CONCURRENCY, 1.0)  # warm-up
+            run = load_client(url, CONCURRENCY, run_s)
             time.sleep(1.0)  # the flusher's last batches, before the counts are read
     finally:
         engine.dispose()
@@ -152,7 +153,7 @@ def main() -> None:
             console.log(f"repeat {repeat + 1}/{opts.repeats}")
         costs = _unit_costs(Path(tmp))
         report = _report_time(Path(tmp), opts.labels)
-    summary = {name: _summary(done) for name, done in runs.items()}
+    summary = {name: latency_summary(done) for name, done in runs.items()}
     ratio = {k: summary["on"][k] / summary["off"][k] for k in ("p50_ms", "p99_ms", "rps")}
     table = Table(title=f"answers kept vs not, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s")
     table.add_column("measure")
@@ -187,7 +188,7 @@ def main() -> None:
         "unit_costs_us": costs,
         "report": report,
         "aim_rps_ratio": AIM_RATIO,
-        "per_run": {name: [_summary([one]) for one in done] for name, done in runs.items()},
+        "per_run": {name: [latency_summary([one]) for one in done] for name, done in runs.items()},
         "loadavg_start": loadavg_start,
         "loadavg_end": os.getloadavg(),
     }

@@ -30,7 +30,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.rollout import _client, _shadow_endpoints, _summary  # noqa: E402
+from bench._common import latency_summary, load_client  # noqa: E402
+from bench.rollout import _shadow_endpoints  # noqa: E402
 
 __all__ = ["main"]
 
@@ -54,8 +55,8 @@ def _one_run(configs: list[Any], home: Path, keep: bool, run_s: float) -> dict[s
     try:
         with server:
             url = f"{server.url}/v2/models/plain/infer"
-            _client(url, CONCURRENCY, 1.0)  # warm-up
-            run = _client(url, CONCURRENCY, run_s)
+            load_client(url, CONCURRENCY, 1.0)  # warm-up
+            run = load_client(url, CONCURRENCY, run_s)
             time.sleep(1.0)  # the flusher's last batches, before the counts are read
     finally:
         engine.dispose()
@@ -104,7 +105,7 @@ def main() -> None:
                 done.append(_one_run(configs, home, name == "on", opts.run_s))
             console.log(f"repeat {repeat + 1}/{opts.repeats}")
         costs = _unit_costs(Path(tmp))
-    summary = {name: _summary(done) for name, done in runs.items()}
+    summary = {name: latency_summary(done) for name, done in runs.items()}
     ratio = {k: summary["on"][k] / summary["off"][k] for k in ("p50_ms", "p99_ms", "rps")}
     table = Table(
         title=f"request log on vs off, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s"
@@ -135,7 +136,7 @@ def main() -> None:
         "brief_dropped": dropped,
         "unit_costs_us": costs,
         "aim_rps_ratio": AIM_RATIO,
-        "per_run": {name: [_summary([one]) for one in done] for name, done in runs.items()},
+        "per_run": {name: [latency_summary([one]) for one in done] for name, done in runs.items()},
         "loadavg_start": loadavg_start,
         "loadavg_end": os.getloadavg(),
     }

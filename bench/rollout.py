@@ -27,7 +27,6 @@ the numbers. Prints one table and writes ``bench/results/rollout.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -54,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 # run as a script, only bench/ is on sys.path; bench.status lives under the repository root
 sys.path.insert(0, str(REPO))
 
+from bench._common import FEATURES, latency_summary, load_client  # noqa: E402
 from bench.status import HURRIED_AIM_MS, populate, time_hurried, time_process  # noqa: E402
 
 __all__ = ["main"]
@@ -344,9 +344,6 @@ def bench_status(mode: Mode, endpoints: int = 100) -> dict[str, Any]:
 # ---------------------------------------------------------------- 3. shadow cost
 
 
-FEATURES = 16
-
-
 def _lr_sources(work: Path) -> list[Any]:
     """Two ONNX logistic regressions (different C), as model versions lr:1 and lr:2."""
     from skl2onnx import to_onnx
@@ -388,52 +385,20 @@ def _shadow_endpoints(work: Path) -> list[Any]:
     return configs
 
 
-def _client(url: str, concurrency: int, duration_s: float) -> dict[str, Any]:
-    """Run the load client process: closed loop, one row per request (V2 JSON)."""
-    args = [
-        sys.executable,
-        __file__,
-        "--client",
-        url,
-        "--concurrency",
-        str(concurrency),
-        "--duration",
-        str(duration_s),
-    ]
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=duration_s + 60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"load client failed: {done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    latencies = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
-    return {
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "p99_ms": float(np.percentile(latencies, 99)),
-        "rps": sum(len(r["latencies_ms"]) for r in runs) / sum(r["elapsed_s"] for r in runs),
-        "errors": sum(int(r["errors"]) for r in runs),
-        "requests": len(latencies),
-    }
-
-
 def _shadow_point(url: str, concurrency: int, mode: Mode, console: Console) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], "shadowed": []}
     for name in runs:
-        _client(url.format(name), concurrency, mode.warmup_s)
+        load_client(url.format(name), concurrency, mode.warmup_s)
     for repeat in range(mode.repeats):
         # alternate, so drift in the machine's load hits both alike
         for name, done in runs.items():
-            done.append(_client(url.format(name), concurrency, mode.run_s))
+            done.append(load_client(url.format(name), concurrency, mode.run_s))
         console.log(f"shadow c={concurrency} repeat {repeat + 1}/{mode.repeats}")
-    point: dict[str, Any] = {name: _summary(r) for name, r in runs.items()}
+    point: dict[str, Any] = {name: latency_summary(r) for name, r in runs.items()}
     plain, shadowed = point["plain"], point["shadowed"]
     point["ratio"] = {k: shadowed[k] / plain[k] for k in ("p50_ms", "p99_ms", "rps")}
     # each run on its own too: shows how much of a ratio is the machine's noise
-    point["per_run"] = {name: [_summary([one]) for one in r] for name, r in runs.items()}
+    point["per_run"] = {name: [latency_summary([one]) for one in r] for name, r in runs.items()}
     return point
 
 
@@ -463,49 +428,6 @@ def bench_shadow(mode: Mode, console: Console) -> dict[str, Any]:
         "by_concurrency": by_concurrency,
         "shadow_copies": copies,
     }
-
-
-# ---------------------------------------------------------------- the load client
-
-
-async def _load(url: str, concurrency: int, duration_s: float) -> dict[str, Any]:
-    import aiohttp
-
-    x = np.random.default_rng(1).normal(size=FEATURES)
-    tensor = {
-        "name": "input",
-        "shape": [1, FEATURES],
-        "datatype": "FP32",
-        "data": [round(float(v), 5) for v in x],
-    }
-    body = json.dumps({"inputs": [tensor]}).encode()
-    headers = {"content-type": "application/json"}
-    latencies: list[float] = []
-    errors = 0
-    end = time.monotonic() + duration_s
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while time.monotonic() < end:
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=10)
-    began = time.monotonic()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    elapsed = time.monotonic() - began
-    return {"latencies_ms": latencies, "errors": errors, "elapsed_s": elapsed}
 
 
 # ---------------------------------------------------------------- report
@@ -631,13 +553,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N=2, 2 s per shadow run")
     parser.add_argument("--rounds", type=int, help="rollbacks (default 5, 2 with --quick)")
     parser.add_argument("--threads", type=int, help="load threads for the rollbacks (2-4)")
-    parser.add_argument("--client", help=argparse.SUPPRESS)
-    parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--duration", type=float, default=1.0, help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if opts.client:
-        print(json.dumps(asyncio.run(_load(opts.client, opts.concurrency, opts.duration))))
-        return
     mode = QUICK if opts.quick else FULL
     overrides = {"rounds": opts.rounds, "threads": opts.threads}
     mode = Mode(**{**asdict(mode), **{k: v for k, v in overrides.items() if v is not None}})

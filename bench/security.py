@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+# run as a script, only bench/ is on sys.path; bench._common lives under the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import latency_summary, load_client, lr_endpoint
+
 RESULTS = Path(__file__).parent / "results" / "security.json"
-FEATURES = 16
 
 
 @dataclass(frozen=True)
@@ -58,50 +62,6 @@ QUICK = Mode(warmup_s=1.0, run_s=2.0, repeats=3, concurrency=64, body_mb=100)
 # ---------------------------------------------------------------- gateway_auth
 
 
-def _endpoint(work: Path) -> Any:
-    from skl2onnx import to_onnx
-    from sklearn.linear_model import LogisticRegression
-
-    from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
-    from modelplane.registry.build import package
-    from modelplane.spec.contract import Contract
-    from modelplane.spec.endpoint import Endpoint, Route
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(500, FEATURES)).astype(np.float32)
-    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-    onx = to_onnx(LogisticRegression().fit(x, y), x[:1], options={"zipmap": False})
-    built = package(onx, name="lr", output_dir=work / "lr", sample_input=x[:4])
-    source = ModelSource("lr:1", built.path, built.manifest, built.digest)
-    signature = built.manifest.signature
-    contract = Contract(name="lr", inputs=signature.inputs, outputs=signature.outputs)
-    endpoint = Endpoint(name="lr", team="bench", contract=contract, routes=(Route(model="lr:1"),))
-    return EndpointConfig(endpoint, {"lr:1": source})
-
-
-def _client(url: str, concurrency: int, duration_s: float, token: str | None) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--client", url, "--concurrency", str(concurrency)]
-    args += ["--duration", str(duration_s)] + (["--token", token] if token else [])
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=duration_s + 60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"load client failed: {done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    latencies = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
-    return {
-        "rps": sum(len(r["latencies_ms"]) for r in runs) / sum(r["elapsed_s"] for r in runs),
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "p99_ms": float(np.percentile(latencies, 99)),
-        "errors": sum(int(r["errors"]) for r in runs),
-        "requests": len(latencies),
-    }
-
-
 def bench_gateway_auth(mode: Mode, console: Console) -> dict[str, Any]:
     from modelplane.dataplane.gateway import GatewayConfig
     from modelplane.dataplane.server import ServerThread
@@ -115,13 +75,13 @@ def bench_gateway_auth(mode: Mode, console: Console) -> dict[str, Any]:
         store = TokenStore(engine)
         token = store.create(subject="bench", team="bench", scopes=["predict"], actor="bench")
         gate = PredictGate(CachedAuthenticator(store.verify))
-        with ServerThread([_endpoint(work)], config=GatewayConfig(seed=7)) as server:
+        with ServerThread([lr_endpoint(work)], config=GatewayConfig(seed=7)) as server:
             url = f"{server.url}/v2/models/lr/infer"
             gateway = server.gateway
             settings = {"off": (None, None), "on": (gate, token.token)}
             for auth, bearer in settings.values():
                 gateway.auth = auth
-                _client(url, mode.concurrency, mode.warmup_s, bearer)
+                load_client(url, mode.concurrency, mode.warmup_s, bearer)
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
             for repeat in range(mode.repeats):
                 # pairs, in turn order: off-on, on-off, ... so neither always goes first
@@ -133,14 +93,14 @@ def bench_gateway_auth(mode: Mode, console: Console) -> dict[str, Any]:
                     # model workers do not): its CPU time per request is what a check adds
                     # to, and is far less sensitive than req/s to a busy shared machine.
                     cpu = time.process_time()
-                    run = _client(url, mode.concurrency, mode.run_s, bearer)
+                    run = load_client(url, mode.concurrency, mode.run_s, bearer)
                     run["gateway_cpu_s"] = time.process_time() - cpu
                     runs[name].append(run)
                 console.log(f"gateway_auth pair {repeat + 1}/{mode.repeats}")
         engine.dispose()
-    point: dict[str, Any] = {name: _summary(r) for name, r in runs.items()}
+    point: dict[str, Any] = {name: latency_summary(r) for name, r in runs.items()}
     point["ratio"] = {k: point["on"][k] / point["off"][k] for k in ("rps", "p50_ms", "p99_ms")}
-    per_run = {name: [_summary([one])["rps"] for one in r] for name, r in runs.items()}
+    per_run = {name: [latency_summary([one])["rps"] for one in r] for name, r in runs.items()}
     point["per_run_rps"] = per_run
     # the machine is shared: a pair's ratio cancels what drifts slower than a pair
     pairs = [on / off for on, off in zip(per_run["on"], per_run["off"], strict=True)]
@@ -281,46 +241,6 @@ def _send_body(url: str, body_mb: int) -> dict[str, Any]:
     return {**outcome, "seconds": round(time.perf_counter() - began, 3)}
 
 
-# ---------------------------------------------------------------- the load client
-
-
-async def _load(url: str, concurrency: int, duration_s: float, token: str | None) -> Any:
-    import aiohttp
-
-    x = np.random.default_rng(1).normal(size=FEATURES)
-    tensor = {"name": "input", "shape": [1, FEATURES], "datatype": "FP32",
-              "data": [round(float(v), 5) for v in x]}  # fmt: skip
-    body = json.dumps({"inputs": [tensor]}).encode()
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    latencies: list[float] = []
-    errors = 0
-    end = time.monotonic() + duration_s
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while time.monotonic() < end:
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=10)
-    began = time.monotonic()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return {"latencies_ms": latencies, "errors": errors, "elapsed_s": time.monotonic() - began}
-
-
 # ---------------------------------------------------------------- report
 
 
@@ -359,17 +279,9 @@ def _table(results: dict[str, Any]) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--client", help=argparse.SUPPRESS)
-    parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
-    parser.add_argument("--duration", type=float, default=5.0, help=argparse.SUPPRESS)
-    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--send-body", help=argparse.SUPPRESS)
     parser.add_argument("--body-mb", type=int, default=300, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.client:
-        result = asyncio.run(_load(args.client, args.concurrency, args.duration, args.token))
-        print(json.dumps(result))
-        return
     if args.send_body:
         print(json.dumps(_send_body(args.send_body, args.body_mb)))
         return
