@@ -11,6 +11,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Unpack
 
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +20,7 @@ from modelplane.errors import InvalidSpec, ModelplaneError
 from modelplane.sim.accounting import PUBLISHED_SOURCE, beside_published
 from modelplane.sim.mixed import MixedConfig, MixedResult, run_mixed
 from modelplane.sim.report import summary_table, write_json, write_plots
-from modelplane.sim.runner import SimulationResult, run_simulation
+from modelplane.sim.runner import SimulationResult, TraceOptions, run_simulation
 from modelplane.sim.trace import default_trace_dir, find_pods_file, read_pods
 from modelplane.spec.io import load_yaml
 from modelplane.spec.policy import Policy
@@ -35,14 +36,9 @@ def sim_run(
     seeds: int = 10,
     trace_dir: Path | None = None,
     out_dir: Path = Path("sim-out"),
-    target: float = 1.3,
-    sample: int | None = None,
-    nodes: str = "gpu",
-    pods: str = "default",
-    experiment: str = "inflation",
-    durations: str = "trace",
     plots: bool = True,
     console: Console | None = None,
+    **options: Unpack[TraceOptions],
 ) -> SimulationResult:
     """Replay ``trace`` under ``policy`` (and ``vs``), print the table, write the outputs.
 
@@ -60,16 +56,11 @@ def sim_run(
         policies,
         seeds=seeds,
         trace_dir=trace_dir or default_trace_dir(Path.cwd()),
-        target=target,
-        sample=sample,
-        nodes=nodes,
-        pods=pods,
-        experiment=experiment,
-        durations=durations,
         console=console,
+        **options,
     )
     console.print(summary_table(result))
-    if _comparable(result, sample):
+    if _comparable(result, options.get("sample")):
         ours = {
             r.policy.placement.strategy.value: r.summary["unallocated_pct_at_100"]
             for r in result.results

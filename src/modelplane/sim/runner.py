@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -32,6 +33,7 @@ from modelplane.sim.workloads import (
 from modelplane.spec.policy import Policy
 
 __all__ = [
+    "TraceOptions",
     "EXPERIMENTS",
     "PolicyResult",
     "TraceSetup",
@@ -139,6 +141,21 @@ def _departures(
         now += rng.expovariate(rate)
         out.append(Arrival(now, workload, duration))
     return out
+
+
+class TraceOptions(TypedDict, total=False):
+    """How a trace becomes arrivals: :func:`load_trace`'s keywords, which hold the defaults.
+
+    :func:`run_simulation` and ``sim.cli.sim_run`` pass them through unchanged, so a new
+    option is declared here and in ``load_trace`` only.
+    """
+
+    target: float
+    sample: int | None
+    nodes: str
+    pods: str
+    experiment: str
+    durations: str
 
 
 def load_trace(
@@ -254,25 +271,11 @@ def run_simulation(
     seeds: int = 10,
     first_seed: int = 42,
     trace_dir: Path | None = None,
-    target: float = 1.3,
-    sample: int | None = None,
-    nodes: str = "gpu",
-    pods: str = "default",
-    experiment: str = "inflation",
-    durations: str = "trace",
     console: Console | None = None,
+    **options: Unpack[TraceOptions],
 ) -> SimulationResult:
     """Every policy over the same seeds (so the same arrivals), with a progress bar."""
-    setup = load_trace(
-        trace,
-        trace_dir,
-        target=target,
-        sample=sample,
-        nodes=nodes,
-        pods=pods,
-        experiment=experiment,
-        durations=durations,
-    )
+    setup = load_trace(trace, trace_dir, **options)
     if not setup.preemption:
         # Nothing departs in this experiment: an evicted pod would be lost for good.
         policies = [
