@@ -113,6 +113,33 @@ def latency_summary(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def prediction_log_run(
+    configs: Sequence[Any], home: Path, log_config: Any, run_s: float, concurrency: int
+) -> tuple[dict[str, Any], Any]:
+    """Load endpoint `plain` of `configs` for `run_s` (after a 1 s warm-up) with a
+    `PredictionLog(log_config)` on SQLite under `home` as the gateway's sink; the run and
+    the sink, read after its flusher has had time to write its last batches."""
+    from modelplane.dataplane.gateway import GatewayConfig
+    from modelplane.dataplane.server import ServerThread
+    from modelplane.observe.predlog import PredictionLog
+    from modelplane.store.db import open_engine
+
+    engine = open_engine(f"sqlite:///{home / 'state.db'}")
+    sink = PredictionLog(engine, log_config, seed=3)
+    server = ServerThread([c for c in configs if c.endpoint.name == "plain"],
+                          config=GatewayConfig(seed=7))  # fmt: skip
+    server.gateway.sink = sink
+    try:
+        with server:
+            url = f"{server.url}/v2/models/plain/infer"
+            load_client(url, concurrency, 1.0)  # warm-up
+            run = load_client(url, concurrency, run_s)
+            time.sleep(1.0)  # the flusher's last batches, before the counts are read
+    finally:
+        engine.dispose()
+    return run, sink
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description="the benches' load client process")
     parser.add_argument("--client", required=True, help="the V2 infer URL")

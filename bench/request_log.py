@@ -30,7 +30,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._common import latency_summary, load_client  # noqa: E402
+from bench._common import latency_summary, prediction_log_run  # noqa: E402
 from bench.rollout import _shadow_endpoints  # noqa: E402
 
 __all__ = ["main"]
@@ -42,24 +42,10 @@ AIM_RATIO = 0.95
 
 
 def _one_run(configs: list[Any], home: Path, keep: bool, run_s: float) -> dict[str, Any]:
-    from modelplane.dataplane.gateway import GatewayConfig
-    from modelplane.dataplane.server import ServerThread
-    from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
-    from modelplane.store.db import open_engine
+    from modelplane.observe.predlog import PredictionLogConfig
 
-    engine = open_engine(f"sqlite:///{home / 'state.db'}")
-    sink = PredictionLog(engine, PredictionLogConfig(keep_every_request=keep), seed=3)
-    server = ServerThread([c for c in configs if c.endpoint.name == "plain"],
-                          config=GatewayConfig(seed=7))  # fmt: skip
-    server.gateway.sink = sink
-    try:
-        with server:
-            url = f"{server.url}/v2/models/plain/infer"
-            load_client(url, CONCURRENCY, 1.0)  # warm-up
-            run = load_client(url, CONCURRENCY, run_s)
-            time.sleep(1.0)  # the flusher's last batches, before the counts are read
-    finally:
-        engine.dispose()
+    config = PredictionLogConfig(keep_every_request=keep)
+    run, sink = prediction_log_run(configs, home, config, run_s, CONCURRENCY)
     return run | {"brief_dropped": sink.dropped_brief, "predictions_written": sink.written}
 
 
