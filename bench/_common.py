@@ -140,6 +140,25 @@ def prediction_log_run(
     return run, sink
 
 
+class Echo:
+    """A model that answers its inputs: the serving path alone, with no model cost in it."""
+
+    supports_batching = True
+
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        return dict(inputs)
+
+
+def echo_model() -> Echo:
+    return Echo()
+
+
+# workers import this file by name from its folder, however the benchmark was started
+ECHO_LOADER = f"{Path(__file__).stem}:echo_model"
+ECHO_PATHS = (str(Path(__file__).resolve().parent),)
+"""The `paths` a worker spec needs to find `ECHO_LOADER`."""
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description="the benches' load client process")
     parser.add_argument("--client", required=True, help="the V2 infer URL")

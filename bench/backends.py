@@ -41,23 +41,12 @@ from rich.table import Table
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))
 
+from bench._common import ECHO_LOADER, ECHO_PATHS  # noqa: E402
 from modelplane.core.backend import BackendNode, ReplicaRequest, ReplicaSpec  # noqa: E402
 from modelplane.core.cluster import Demand  # noqa: E402
 
 Predict = Callable[[dict[str, npt.NDArray[Any]]], Awaitable[Any]]
 ROW = {"x": np.ones((1, 16), dtype=np.float32)}
-_LOADER = f"{Path(__file__).stem}:echo_model"
-
-
-class Echo:
-    supports_batching = True
-
-    def predict(self, inputs: Any) -> dict[str, npt.NDArray[Any]]:
-        return dict(inputs)
-
-
-def echo_model() -> Echo:
-    return Echo()
 
 
 async def closed_loop(predict: Predict, concurrency: int, seconds: float) -> dict[str, float]:
@@ -95,7 +84,7 @@ async def local_pool(seconds: float) -> dict[str, dict[str, float]]:
     from modelplane.spec import FieldSpec, Signature
 
     signature = Signature(inputs=(FieldSpec(name="x", dtype="float32", shape=(-1, 16)),))
-    pool = WorkerPool(WorkerSpec(_LOADER, paths=(str(_HERE),)), signature, PoolConfig())
+    pool = WorkerPool(WorkerSpec(ECHO_LOADER, paths=ECHO_PATHS), signature, PoolConfig())
     await pool.start()
     try:
         return await measure(lambda rows: pool.predict(rows, 10.0), seconds)
@@ -107,7 +96,7 @@ async def local_backend(seconds: float) -> dict[str, dict[str, float]]:
     from modelplane.backends.local import LocalBackend
 
     backend = LocalBackend(BackendNode("bench", 2000, 2048))
-    spec = ReplicaSpec(_LOADER, paths=(str(_HERE),))
+    spec = ReplicaSpec(ECHO_LOADER, paths=ECHO_PATHS)
     await backend.start(ReplicaRequest("echo", "bench", spec, Demand(1000, 128)), 60)
     try:
         return await measure(lambda rows: backend.predict("echo", rows, 10.0), seconds)
@@ -119,7 +108,7 @@ async def ray_paths(seconds: float) -> dict[str, dict[str, dict[str, float]]]:
     from modelplane.backends.ray import DataPath, RayBackend
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    spec = ReplicaSpec(_LOADER, paths=(str(_HERE),))
+    spec = ReplicaSpec(ECHO_LOADER, paths=ECHO_PATHS)
     for path in (DataPath.SOCKET, DataPath.ACTOR):
         backend = RayBackend(data_path=path)
         name = f"echo-{path}"
@@ -200,7 +189,7 @@ async def failover(cluster: Any) -> dict[str, float]:
 
     backend = RayBackend()
     placer = ReplicaPlacer(backend, Policy())
-    spec = ReplicaSpec(_LOADER, paths=(str(_HERE),))
+    spec = ReplicaSpec(ECHO_LOADER, paths=ECHO_PATHS)
     wanted = [ReplicaWant("survivor", spec, Demand(1000, 128))]
     first = (await placer.reconcile(wanted)).where()["survivor"]
     loop = asyncio.get_running_loop()

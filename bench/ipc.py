@@ -25,6 +25,7 @@ import multiprocessing as mp
 import pickle
 import platform
 import statistics
+import sys
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -35,6 +36,10 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+# run as a script, only bench/ is on sys.path; bench._common lives under the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import ECHO_LOADER, ECHO_PATHS
 from modelplane.dataplane.pool import PoolConfig, WorkerPool, WorkerSpec
 from modelplane.dataplane.pool.messages import Op, decode, encode
 from modelplane.spec import FieldSpec, Signature
@@ -157,27 +162,12 @@ def measure(kind: str, iterations: int) -> dict[str, dict[str, float]]:
     return results
 
 
-class Echo:
-    """The model of the ``pool`` row: answers its inputs."""
-
-    supports_batching = True
-
-    def predict(self, inputs: Any) -> dict[str, npt.NDArray[Any]]:
-        return dict(inputs)
-
-
-def echo_model() -> Echo:
-    return Echo()
-
-
-# workers import this file by name from its folder, however the benchmark was started
 _HERE = Path(__file__).resolve().parent
-_LOADER = f"{Path(__file__).stem}:echo_model"
 
 
 async def _pool_round_trips(iterations: int) -> dict[str, dict[str, float]]:
     signature = Signature(inputs=(FieldSpec(name="x", dtype="float32", shape=(-1, 16)),))
-    spec = WorkerSpec(_LOADER, paths=(str(_HERE),))
+    spec = WorkerSpec(ECHO_LOADER, paths=ECHO_PATHS)
     pool = WorkerPool(spec, signature, PoolConfig())
     await pool.start()
     results: dict[str, dict[str, float]] = {}
