@@ -27,6 +27,7 @@ __all__ = [
     "ShardPlan",
     "ShardReservation",
     "ShardTask",
+    "check_stop_reason",
     "part_name",
     "plan_row_ranges",
     "shard_id",
@@ -58,6 +59,12 @@ class OutcomeStatus(StrEnum):
     """Stopped to free capacity for other work; retried without counting against the limit."""
     CANCELLED = "cancelled"
     """Stopped because the job was cancelled (or passed its deadline); not retried."""
+
+
+def check_stop_reason(reason: OutcomeStatus) -> None:
+    """Refuse a ``ShardExecutor.stop`` reason that is not a stop (done and failed are not)."""
+    if reason not in (OutcomeStatus.PREEMPTED, OutcomeStatus.CANCELLED):
+        raise ValueError(f"a stop is preempted or cancelled, not {reason}")
 
 
 @dataclass(frozen=True, slots=True)

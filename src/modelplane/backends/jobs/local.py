@@ -33,7 +33,7 @@ import psutil
 from modelplane.backends.jobs.runner import ShardResult, commit_shard, final_rows
 from modelplane.backends.jobs.runner import staging_path as staging_for
 from modelplane.backends.jobs.template import read_frame, write_frame
-from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask
+from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask, check_stop_reason
 from modelplane.errors import Conflict, ModelplaneError, WorkerFailed
 from modelplane.security.sandbox import SandboxPolicy
 
@@ -182,8 +182,7 @@ class LocalShardExecutor:
         attempt = self._attempts.get(attempt_id)
         if attempt is None or attempt.stopped is not None:
             return
-        if reason not in (OutcomeStatus.PREEMPTED, OutcomeStatus.CANCELLED):
-            raise ValueError(f"a stop is preempted or cancelled, not {reason}")
+        check_stop_reason(reason)
         attempt.stopped = reason
         self._sample(attempt)
         for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, max(grace_s, 5.0))):

@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 
 from modelplane.backends.jobs.local import LocalShardExecutor
-from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask
+from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask, check_stop_reason
 from modelplane.errors import Conflict
 from modelplane.security.sandbox import SandboxPolicy
 
@@ -140,8 +140,7 @@ class RayShardExecutor:
         submitted = self._submitted.get(attempt_id)
         if submitted is None or submitted.stopped is not None:
             return
-        if reason not in (OutcomeStatus.PREEMPTED, OutcomeStatus.CANCELLED):
-            raise ValueError(f"a stop is preempted or cancelled, not {reason}")
+        check_stop_reason(reason)
         submitted.stopped = reason
         ray.cancel(submitted.ref, force=False)
         ready, _ = ray.wait([submitted.ref], timeout=grace_s + 1.0)
