@@ -31,7 +31,6 @@ from modelplane.dataplane.endpoint_runtime import EndpointConfig
 from modelplane.dataplane.server import ServerThread
 from modelplane.features.stores import open_online_store
 from modelplane.spec.endpoint import FeatureBinding, Route, Shadow
-from modelplane.spec.featureset import FeatureSet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -218,16 +217,7 @@ def test_the_parser_reads_promql_and_refuses_what_is_not() -> None:
 
 # ------------------------------------------------------------------ the scrape
 
-CUSTOMERS = FeatureSet.model_validate(
-    {
-        "name": "customers",
-        "version": 1,
-        "team": "risk",
-        "entity": {"name": "customer_id", "dtype": "string"},
-        "features": [{"name": "n", "dtype": "int64", "default": 5}],
-        "freshness": {"max_age_s": 60.0},
-    }
-)
+CUSTOMERS = kit.customers(version=1)
 
 
 def _endpoints() -> list[EndpointConfig]:

@@ -18,18 +18,22 @@ from typing import Any
 import numpy as np
 
 from modelplane.core.circuit import BreakerConfig
+from modelplane.core.plan import EndpointPlan
 from modelplane.dataplane.endpoint_runtime import EndpointConfig, ModelSource
 from modelplane.dataplane.gateway import GatewayConfig
 from modelplane.dataplane.pool import PoolConfig
 from modelplane.registry.build import BuiltPackage, package
 from modelplane.spec.contract import Contract, Fallback, FallbackKind
-from modelplane.spec.endpoint import Batching, Endpoint, Route
+from modelplane.spec.endpoint import Batching, Endpoint, Route, Shadow
+from modelplane.spec.featureset import FeatureSet
 from modelplane.spec.fields import FieldSpec, Range
 
 __all__ = [
     "ECHO_FALLBACK",
     "FAST_POOL",
     "EndpointBuilder",
+    "canary_and_shadow",
+    "customers",
     "echo_contract",
     "echo_inputs",
     "fake_models",
@@ -127,6 +131,32 @@ def source(kind: str, version: int = 1) -> ModelSource:
     """A model version (a key of ``_BUILDERS``), packaged once per session."""
     built = _built(kind)
     return ModelSource(f"{built.manifest.name}:{version}", built.path, built.manifest, built.digest)
+
+
+def customers(version: int = 1) -> FeatureSet:
+    """Feature set ``customers``: one int64 feature ``n`` (default 5) by ``customer_id``."""
+    return FeatureSet.model_validate(
+        {
+            "name": "customers",
+            "version": version,
+            "team": "risk",
+            "entity": {"name": "customer_id", "dtype": "string"},
+            "features": [{"name": "n", "dtype": "int64", "default": 5}],
+            "freshness": {"max_age_s": 60.0},
+        }
+    )
+
+
+def canary_and_shadow(generation: int = 1) -> EndpointPlan:
+    """``echo``: echo:1 at 100, echo:2 at 0 (started, no traffic), steady:1 as a 100 % shadow."""
+    base = EndpointBuilder("echo", "echo", echo_contract()).build()
+    v1, v2, steady = source("echo", 1), source("echo", 2), source("steady")
+    spec: dict[str, Any] = base.endpoint.model_dump()
+    spec["routes"] = [Route(model=v1.label, weight=100), Route(model=v2.label, weight=0)]
+    spec["shadows"] = [Shadow(model=steady.label, percent=100)]
+    endpoint = type(base.endpoint).model_validate(spec)
+    models = {v1.label: v1, v2.label: v2, steady.label: steady}
+    return EndpointPlan(endpoint, models, generation=generation)
 
 
 def echo_contract(name: str = "echo", *, fallback: Fallback | None = None) -> Contract:

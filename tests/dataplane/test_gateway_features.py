@@ -19,21 +19,11 @@ from modelplane.features.stores import open_online_store
 from modelplane.observe.explain import explain
 from modelplane.observe.predlog import PredictionLog, PredictionLogConfig
 from modelplane.spec.endpoint import FeatureBinding
-from modelplane.spec.featureset import FeatureSet
 from modelplane.store.db import open_engine
 
 pytestmark = pytest.mark.timeout(120)
 
-CUSTOMERS = FeatureSet.model_validate(
-    {
-        "name": "customers",
-        "version": 2,
-        "team": "risk",
-        "entity": {"name": "customer_id", "dtype": "string"},
-        "features": [{"name": "n", "dtype": "int64", "default": 5}],
-        "freshness": {"max_age_s": 60.0},
-    }
-)
+CUSTOMERS = kit.customers(version=2)
 
 
 def _endpoint(name: str, policy: str) -> EndpointConfig:

@@ -14,9 +14,7 @@ from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
 
 from modelplane.core.backend import ReplicaState
-from modelplane.dataplane.endpoint_runtime import EndpointConfig
 from modelplane.dataplane.server import ServerThread
-from modelplane.spec.endpoint import Route, Shadow
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,20 +23,9 @@ ROW = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": 5, "s": "hello", "b": True
 OUT_OF_RANGE = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": -1, "s": "hello", "b": True}]}
 
 
-def canary_and_shadow() -> EndpointConfig:
-    """``echo``: echo:1 at 100, echo:2 at 0 (started, no traffic), steady:1 as a shadow."""
-    base = kit.EndpointBuilder("echo", "echo", kit.echo_contract()).build()
-    v1, v2, steady = kit.source("echo", 1), kit.source("echo", 2), kit.source("steady")
-    spec: dict[str, Any] = base.endpoint.model_dump()
-    spec["routes"] = [Route(model=v1.label, weight=100), Route(model=v2.label, weight=0)]
-    spec["shadows"] = [Shadow(model=steady.label, percent=100)]
-    endpoint = type(base.endpoint).model_validate(spec)
-    return EndpointConfig(endpoint, {v1.label: v1, v2.label: v2, steady.label: steady})
-
-
 def test_snapshot_names_what_is_served_and_copies_it() -> None:
     config = kit.gateway_config(node="node-a")
-    with ServerThread([canary_and_shadow()], config=config) as server:
+    with ServerThread([kit.canary_and_shadow()], config=config) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             for _ in range(6):
                 assert http.post(PATH, json=ROW).status_code == 200

@@ -30,7 +30,6 @@ from modelplane.dataplane.tracing import RequestTracer, from_environment, tracin
 from modelplane.features.stores import open_online_store
 from modelplane.observe.records import BatchTiming, RequestTrace
 from modelplane.spec.endpoint import FeatureBinding
-from modelplane.spec.featureset import FeatureSet
 
 pytestmark = pytest.mark.timeout(120)
 fm = kit.fake_models
@@ -129,16 +128,7 @@ def test_a_request_is_a_tree_of_spans_under_the_callers_trace(receiver: OtlpRece
     assert rec.attributes["url.path"] == "/v1/endpoints/echo:predict"
 
 
-CUSTOMERS = FeatureSet.model_validate(
-    {
-        "name": "customers",
-        "version": 1,
-        "team": "risk",
-        "entity": {"name": "customer_id", "dtype": "string"},
-        "features": [{"name": "n", "dtype": "int64", "default": 5}],
-        "freshness": {"max_age_s": 60.0},
-    }
-)
+CUSTOMERS = kit.customers(version=1)
 
 
 def test_a_feature_join_is_a_span_naming_its_sets(receiver: OtlpReceiver, tmp_path: Path) -> None:

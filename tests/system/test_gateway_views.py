@@ -5,7 +5,6 @@ gates' evidence, the autoscaler's load, the SLO tallies and the usage sampler's 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +15,6 @@ from modelplane.controlplane.autoscaler import Load
 from modelplane.controlplane.endpoints import ServedEndpoint
 from modelplane.controlplane.slo import Tally
 from modelplane.core.gates import ShadowStats
-from modelplane.core.plan import EndpointPlan
 from modelplane.core.serving import (
     EndpointView,
     GatewaySnapshot,
@@ -25,7 +23,6 @@ from modelplane.core.serving import (
 )
 from modelplane.dataplane.server import ServerThread
 from modelplane.spec.contract import SLO
-from modelplane.spec.endpoint import Route, Shadow
 from modelplane.system.gateway_views import (
     GatewayConcurrency,
     GatewayEvidence,
@@ -42,20 +39,8 @@ ROW = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": 5, "s": "hello", "b": True
 BAD = {"instances": [{"x": [1.0, 2.0, 3.0, 4.0], "n": -1, "s": "hello", "b": True}]}
 
 
-def plan(generation: int = 1) -> EndpointPlan:
-    """``echo``: echo:1 at 100, echo:2 at 0, steady:1 as a 100 % shadow."""
-    base = kit.EndpointBuilder("echo", "echo", kit.echo_contract()).build()
-    v1, v2, steady = kit.source("echo", 1), kit.source("echo", 2), kit.source("steady")
-    spec: dict[str, Any] = base.endpoint.model_dump()
-    spec["routes"] = [Route(model=v1.label, weight=100), Route(model=v2.label, weight=0)]
-    spec["shadows"] = [Shadow(model=steady.label, percent=100)]
-    endpoint = type(base.endpoint).model_validate(spec)
-    models = {v1.label: v1, v2.label: v2, steady.label: steady}
-    return EndpointPlan(endpoint, models, generation=generation)
-
-
 def test_every_view_reads_the_same_gateway() -> None:
-    with ServerThread([plan()], config=kit.gateway_config()) as server:
+    with ServerThread([kit.canary_and_shadow()], config=kit.gateway_config()) as server:
         gateway = server.gateway
         with httpx.Client(base_url=server.url, timeout=10) as http:
             for _ in range(5):
@@ -108,7 +93,9 @@ def test_the_controllers_plan_is_served_as_it_is() -> None:
         target = GatewayTarget(server.gateway)
         loop = server.gateway.loop
         assert loop is not None
-        asyncio.run_coroutine_threadsafe(target.put(plan(generation=4)), loop).result(120)
+        asyncio.run_coroutine_threadsafe(
+            target.put(kit.canary_and_shadow(generation=4)), loop
+        ).result(120)
         served = target.served("echo")
         assert served is not None
         assert served.ready
