@@ -67,6 +67,15 @@ class Replicas:
         )  # fmt: skip
 
 
+def one_idle_replica(processes: list[subprocess.Popen[str]]) -> Replicas:
+    """Replica ``idle``: a process holding 80 MiB and no CPU (in ``processes`` to be ended)."""
+    idle = start(HOLD_80_MIB)
+    processes.append(idle)
+    source = Replicas()
+    source.put("idle", idle.pid)
+    return source
+
+
 @pytest.fixture
 def engine(sqlite_url: str) -> Iterator[Engine]:
     engine = open_engine(sqlite_url)
@@ -156,10 +165,7 @@ def test_a_restarted_worker_counts_from_its_new_process_and_a_gone_replica_close
 def test_a_store_that_is_down_keeps_the_time_for_the_next_flush(
     engine: Engine, processes: list[subprocess.Popen[str]]
 ) -> None:
-    idle = start(HOLD_80_MIB)
-    processes.append(idle)
-    source = Replicas()
-    source.put("idle", idle.pid)
+    source = one_idle_replica(processes)
     sampler = UsageSampler(engine, source, lambda: [NODE], sample_s=0.1, flush_s=0.1)
     nobody_listens = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
     broken = open_engine(nobody_listens, migrate_schema=False)
@@ -183,10 +189,7 @@ def test_a_store_that_is_down_keeps_the_time_for_the_next_flush(
 def test_run_samples_flushes_and_flushes_once_more_when_stopped(
     engine: Engine, processes: list[subprocess.Popen[str]]
 ) -> None:
-    idle = start(HOLD_80_MIB)
-    processes.append(idle)
-    source = Replicas()
-    source.put("idle", idle.pid)
+    source = one_idle_replica(processes)
     sampler = UsageSampler(
         engine, source, lambda: [NODE], sample_s=0.05, flush_s=0.2, compact_every_s=0.2
     )
