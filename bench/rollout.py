@@ -53,6 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 # run as a script, only bench/ is on sys.path; bench.status lives under the repository root
 sys.path.insert(0, str(REPO))
 
+from tests.kit.fraud import FRAUD_ENDPOINT  # noqa: E402
+
 from bench._common import FEATURES, latency_summary, load_client  # noqa: E402
 from bench.status import HURRIED_AIM_MS, populate, time_hurried, time_process  # noqa: E402
 
@@ -69,16 +71,6 @@ LOAD_MAX_S = 1800.0
 SETTLE_S = 1.5
 """After a rollback: long enough for any request sent after it to have been answered."""
 
-ENDPOINT = """
-kind: Endpoint
-name: fraud-score
-team: risk
-contract:
-  name: fraud-score
-  inputs: [{name: a, dtype: float64}, {name: b, dtype: float64}]
-  outputs: [{name: label, dtype: int64}]
-routes: [{model: fraud@champion}]
-"""
 SLOW = """
 kind: Rollout
 steps: [{weight: 50, hold_s: 600}]
@@ -296,7 +288,7 @@ def bench_rollback(mode: Mode, console: Console) -> dict[str, Any]:
         work = Path(tmp)
         env = {**os.environ, "MODELPLANE_HOME": str(work / "home")}
         _push_fraud(env, work)
-        (work / "endpoint.yaml").write_text(ENDPOINT)
+        (work / "endpoint.yaml").write_text(FRAUD_ENDPOINT)
         (work / "slow.yaml").write_text(SLOW)
         with _up(env, work / "up.log") as url:
             cli(env, "apply", "-f", str(work / "endpoint.yaml"))

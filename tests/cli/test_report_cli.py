@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.kit import cli, home_env, running_up, wait_for
+from tests.kit.fraud import ENDPOINT_TEMPLATE
 
 from modelplane.registry.build import package
 from modelplane.spec.manifest import Resources
@@ -21,16 +22,6 @@ from modelplane.spec.manifest import Resources
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(240)
 
-ENDPOINT = """
-kind: Endpoint
-name: {name}
-team: {team}
-contract:
-  name: {name}
-  inputs: [{{name: a, dtype: float64}}, {{name: b, dtype: float64}}]
-  outputs: [{{name: label, dtype: int64}}]
-routes: [{{model: {model}:1}}]
-"""
 CLUSTER = "kind: Cluster\nlocal: {cost_per_hour: 2.0}\n"
 
 
@@ -44,7 +35,7 @@ def push(env: dict[str, str], tmp_path: Path, name: str, resources: Resources) -
 
 def serve(env: dict[str, str], tmp_path: Path, name: str, team: str) -> None:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(ENDPOINT.format(name=name, team=team, model=name))
+    path.write_text(ENDPOINT_TEMPLATE.format(name=name, team=team, model=f"{name}:1"))
     cli(env, "apply", "-f", str(path))
 
 

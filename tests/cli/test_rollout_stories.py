@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.cli import story_models
-from tests.cli.test_rollout_up import Load, serves, shut_down
-from tests.cli.test_up import ENDPOINT
+from tests.cli.test_rollout_up import serves, shut_down
 from tests.kit import CLI, cli, free_port, trust_a_signing_key, wait_for
+from tests.kit.fraud import FRAUD_ENDPOINT, FraudLoad
 
 from modelplane.registry.build import package
 
@@ -101,13 +101,13 @@ def test_four_rollout_stories_under_load(tmp_path: Path) -> None:
             *(("--alias", "champion") if ref == "fraud:1" else ()),
         )
         assert ref in pushed
-    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
+    (tmp_path / "endpoint.yaml").write_text(FRAUD_ENDPOINT)
     port, api_port = free_port(), free_port()
     server = subprocess.Popen(
         [CLI, "up", "--port", str(port), "--api-port", str(api_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    load = Load(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
+    load = FraudLoad(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
     stories: dict[str, str] = {}
     try:
         cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
@@ -118,18 +118,18 @@ def test_four_rollout_stories_under_load(tmp_path: Path) -> None:
         stories["shadow"] = roll(env, tmp_path, "fraud:4", SHADOW_THEN_CANARY, "rolled_back")
         stories["healthy"] = roll(env, tmp_path, "fraud:5", SHADOW_THEN_CANARY, "promoted")
         settled = time.monotonic() + 1.5
-        wait_for(lambda: load.seen[-1][0] > settled, 30, "traffic after the promotion")
+        wait_for(lambda: load.answers[-1].sent > settled, 30, "traffic after the promotion")
     finally:
         output = shut_down(load, server)
     assert server.returncode == 0, output
 
-    answered = {v for _, status, v in load.seen if status == 200}
+    answered = {a.version for a in load.answers if a.status == 200}
     assert "fraud:4" not in answered, "the disagreeing shadow answered a caller"
     assert {"fraud:1", "fraud:2", "fraud:3", "fraud:5"} <= answered
-    failed = Counter((status, v) for _, status, v in load.seen if status != 200)
+    failed = Counter((a.status, a.version) for a in load.answers if a.status != 200)
     # only the flaky canary fails requests (503 worker_failed, naming the version)
     assert set(failed) == {(503, "fraud:2")}, failed
-    assert {v for t, _, v in load.seen if t > settled} == {"fraud:5"}
+    assert {a.version for a in load.answers if a.sent > settled} == {"fraud:5"}
 
     for name, gate in (("flaky", "error_rate"), ("drift", "drift"),
                        ("shadow", "shadow_disagreement")):  # fmt: skip

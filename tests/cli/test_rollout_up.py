@@ -7,19 +7,15 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from tests.cli.test_up import ENDPOINT
 from tests.kit import CLI, cli, free_port, wait_for
-
-from modelplane.registry.build import package
+from tests.kit.fraud import FAST_ROLLOUT, FRAUD_ENDPOINT, FraudLoad, push_fraud_versions
+from tests.kit.fraud import rollout_phase as phase
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(240)
@@ -29,35 +25,9 @@ kind: Rollout
 steps: [{weight: 50, hold_s: 600}]
 max_duration_s: 3600
 """
-FAST = """
-kind: Rollout
-steps: [{weight: 50, hold_s: 1}, {weight: 100, hold_s: 1}]
-gates:
-  - {type: min_samples, requests: 5}
-  - {type: error_rate, max_rate: 0.01}
-"""
 
 
-class Load(threading.Thread):
-    """Closed-loop requests, each recorded as (sent at, status, model version)."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.stop = url, threading.Event()
-        self.seen: list[tuple[float, int, str]] = []
-
-    def run(self) -> None:
-        rng = np.random.default_rng(3)
-        with httpx.Client(timeout=10) as http:
-            while not self.stop.is_set():
-                a, b = rng.normal(size=2)
-                sent = time.monotonic()
-                response = http.post(self.url, json={"instances": [{"a": a, "b": b}]})
-                version = response.headers.get("modelplane-model-version", "")
-                self.seen.append((sent, response.status_code, version))
-
-
-def shut_down(load: Load, server: subprocess.Popen[str]) -> str:
+def shut_down(load: FraudLoad, server: subprocess.Popen[str]) -> str:
     """Stop the load, then SIGTERM ``modelplane up`` (it drains); what it printed."""
     load.stop.set()
     load.join(timeout=30)
@@ -78,33 +48,23 @@ def serves_only(env: dict[str, str], version: str) -> bool:
     return synced.get("status") == "True" and live == {version}
 
 
-def phase(env: dict[str, str]) -> str:
-    [resource] = json.loads(cli(env, "get", "rollouts", "--json"))
-    return str(resource["status"]["state"]["phase"])
-
-
 def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
     env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
-    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(30, 2)), columns=["a", "b"])
-    for version, c in enumerate((1.0, 0.5), start=1):
-        model = LogisticRegression(C=c).fit(frame, (frame["a"] > 0).astype(int))
-        built = package(model, name="fraud", output_dir=tmp_path / f"p{version}",
-                        sample_input=frame.head())  # fmt: skip
-        cli(env, "push", str(built.path), *(("--alias", "champion") if version == 1 else ()))
-    for name, text in (("endpoint", ENDPOINT), ("slow", SLOW), ("fast", FAST)):
+    push_fraud_versions(env, tmp_path, rows=30)
+    for name, text in (("endpoint", FRAUD_ENDPOINT), ("slow", SLOW), ("fast", FAST_ROLLOUT)):
         (tmp_path / f"{name}.yaml").write_text(text)
     port, api_port = free_port(), free_port()
     server = subprocess.Popen(
         [CLI, "up", "--port", str(port), "--api-port", str(api_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    load = Load(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
+    load = FraudLoad(f"http://127.0.0.1:{port}/v1/endpoints/fraud-score:predict")
     try:
         cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
         wait_for(lambda: serves(port), 90, "the endpoint")
         load.start()
         cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "slow.yaml"))
-        wait_for(lambda: any(v == "fraud:2" for _, _, v in load.seen), 60, "canary traffic")
+        wait_for(lambda: any(a.version == "fraud:2" for a in load.answers), 60, "canary traffic")
         [shown] = json.loads(cli(env, "status", "--json"))["endpoints"]
         rollout = shown["rollout"]
         assert (rollout["phase"], rollout["step"], rollout["steps"]) == ("canary", 1, 1)
@@ -118,17 +78,17 @@ def test_rollback_then_promote_under_load(tmp_path: Path) -> None:
         # the canary (how fast that is, bench/rollout.py measures)
         wait_for(lambda: serves_only(env, "fraud:1"), 30, "the gateway to serve only stable")
         served_at = time.monotonic()
-        wait_for(lambda: load.seen[-1][0] > served_at, 30, "traffic after the rollback")
-        assert {v for t, _, v in load.seen if t > served_at} == {"fraud:1"}
+        wait_for(lambda: load.answers[-1].sent > served_at, 30, "traffic after the rollback")
+        assert {a.version for a in load.answers if a.sent > served_at} == {"fraud:1"}
         cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "fast.yaml"))
         wait_for(lambda: phase(env) == "promoted", 90, "the promotion")
         settled = time.monotonic() + 1.5
-        wait_for(lambda: load.seen[-1][0] > settled, 30, "traffic after promotion")
+        wait_for(lambda: load.answers[-1].sent > settled, 30, "traffic after promotion")
     finally:
         output = shut_down(load, server)
     assert server.returncode == 0, output
-    assert {status for _, status, _ in load.seen} == {200}, output
-    after = {v for t, _, v in load.seen if t > settled}
+    assert {a.status for a in load.answers} == {200}, output
+    after = {a.version for a in load.answers if a.sent > settled}
     assert after == {"fraud:2"}
     events = json.loads(cli(env, "audit", "log", "--json", "--limit", "500"))
     actions = {e["action"] for e in events}

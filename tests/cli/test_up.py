@@ -15,22 +15,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.kit import CLI, cli, free_port, wait_for
+from tests.kit.fraud import FRAUD_ENDPOINT
 
 from modelplane.registry.build import package
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(180)
-
-ENDPOINT = """
-kind: Endpoint
-name: fraud-score
-team: risk
-contract:
-  name: fraud-score
-  inputs: [{name: a, dtype: float64}, {name: b, dtype: float64}]
-  outputs: [{name: label, dtype: int64}]
-routes: [{model: fraud@champion}]
-"""
 
 
 def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
@@ -39,7 +29,7 @@ def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
     model = LogisticRegression().fit(frame, (frame["a"] > 0).astype(int))
     built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=frame.head())
     cli(env, "push", str(built.path), "--alias", "champion")
-    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
+    (tmp_path / "endpoint.yaml").write_text(FRAUD_ENDPOINT)
     port, api_port = free_port(), free_port()
     server = subprocess.Popen(
         [CLI, "up", "--port", str(port), "--api-port", str(api_port)],

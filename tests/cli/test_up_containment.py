@@ -12,22 +12,13 @@ import numpy as np
 import pytest
 from tests.cli import story_models
 from tests.kit import cli, home_env, running_up, trust_a_signing_key, wait_for
+from tests.kit.fraud import ENDPOINT_TEMPLATE
 
 from modelplane.registry.build import package
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(240)
 
-ENDPOINT = """
-kind: Endpoint
-name: {name}
-team: {team}
-contract:
-  name: {name}
-  inputs: [{{name: a, dtype: float64}}, {{name: b, dtype: float64}}]
-  outputs: [{{name: label, dtype: int64}}]
-routes: [{{model: {model}}}]
-"""
 ROW = {"instances": [{"a": 1.0, "b": 0.0}]}
 
 
@@ -47,7 +38,7 @@ def answered_by(url: str, name: str) -> str | None:
 
 def apply(env: dict[str, str], tmp_path: Path, name: str, team: str, model: str) -> None:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(ENDPOINT.format(name=name, team=team, model=model))
+    path.write_text(ENDPOINT_TEMPLATE.format(name=name, team=team, model=model))
     cli(env, "apply", "-f", str(path))
 
 

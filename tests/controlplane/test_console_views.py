@@ -12,54 +12,24 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from tests.cli.test_up import ENDPOINT
 from tests.controlplane import test_console as browser_kit
 from tests.kit import cli, running_up, wait_for
+from tests.kit.fraud import FAST_ROLLOUT, FRAUD_ENDPOINT, FraudLoad, push_fraud_versions
+from tests.kit.fraud import rollout_phase as phase
 
 from modelplane.observe.evidence_pack import verify_pack
-from modelplane.registry.build import package
 
 pd = pytest.importorskip("pandas")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 browser = browser_kit.browser  # the fixture: a headless Chromium's DevTools URL
 Tab = browser_kit.Tab
-
-FAST = """
-kind: Rollout
-steps: [{weight: 50, hold_s: 1}, {weight: 100, hold_s: 1}]
-gates:
-  - {type: min_samples, requests: 5}
-  - {type: error_rate, max_rate: 0.01}
-"""
-
-
-class Load(threading.Thread):
-    """Closed-loop predictions; each answer's request id, version and the true label."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.stop = url, threading.Event()
-        self.answered: list[tuple[str, str, int]] = []
-
-    def run(self) -> None:
-        rng = np.random.default_rng(3)
-        with httpx.Client(timeout=10) as http:
-            while not self.stop.is_set():
-                a, b = rng.normal(size=2)
-                response = http.post(self.url, json={"instances": [{"a": a, "b": b}]})
-                if response.status_code == 200:
-                    self.answered.append((response.headers["modelplane-request-id"],
-                                          response.headers["modelplane-model-version"],
-                                          int(a > 0)))  # fmt: skip
 
 
 def whole_page(tab: Any, path: Path) -> None:
@@ -83,30 +53,27 @@ def test_console_views_and_an_evidence_pack_load_whole_from_loopback(
 ) -> None:
     env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home"),
            "MODELPLANE_USAGE_SAMPLE_S": "0.5", "MODELPLANE_USAGE_FLUSH_S": "2"}  # fmt: skip
-    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(40, 2)), columns=["a", "b"])
-    for version, c in enumerate((1.0, 0.5), start=1):
-        model = LogisticRegression(C=c).fit(frame, (frame["a"] > 0).astype(int))
-        built = package(model, name="fraud", output_dir=tmp_path / f"p{version}",
-                        sample_input=frame.head())  # fmt: skip
-        cli(env, "push", str(built.path), *(("--alias", "champion") if version == 1 else ()))
-    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
-    (tmp_path / "fast.yaml").write_text(FAST)
+    push_fraud_versions(env, tmp_path, rows=40)
+    (tmp_path / "endpoint.yaml").write_text(FRAUD_ENDPOINT)
+    (tmp_path / "fast.yaml").write_text(FAST_ROLLOUT)
     keep = Path(os.environ.get("MODELPLANE_SCREENSHOTS", tmp_path))
     with running_up(env) as up:
         cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
-        load = Load(f"{up.url}/v1/endpoints/fraud-score:predict")
+        load = FraudLoad(f"{up.url}/v1/endpoints/fraud-score:predict")
         wait_for(lambda: up.process.poll() is not None or answers(up.url), 90, "the endpoint")
         load.start()
         try:
-            wait_for(lambda: len(load.answered) > 20, 60, "traffic on fraud:1")
+            wait_for(lambda: len(load.answers) > 20, 60, "traffic on fraud:1")
             cli(env, "rollout", "fraud-score", "--to", "fraud:2", "-f", str(tmp_path / "fast.yaml"))
             wait_for(lambda: phase(env) == "promoted", 90, "the promotion")
-            wait_for(lambda: sum(v == "fraud:2" for _, v, _ in load.answered) > 40, 60,
+            wait_for(lambda: sum(a.version == "fraud:2" for a in load.answers) > 40, 60,
                      "traffic on fraud:2")  # fmt: skip
         finally:
             load.stop.set()
             load.join(timeout=30)
-        labels = [{"request_id": r, "label": y} for r, _, y in load.answered]
+        labels = [
+            {"request_id": a.request_id, "label": a.label} for a in load.answers if a.status == 200
+        ]
         fed = httpx.post(f"{up.url}/v1/endpoints/fraud-score:feedback",
                          json={"outcomes": labels}, timeout=30)  # fmt: skip
         assert fed.status_code < 300, fed.text
@@ -166,11 +133,6 @@ def answers(url: str) -> bool:
     except httpx.TransportError:
         return False
     return response.status_code == 200
-
-
-def phase(env: dict[str, str]) -> str:
-    found = json.loads(cli(env, "get", "rollouts", "--json"))
-    return str(found[0]["status"]["state"]["phase"]) if found and found[0]["status"] else ""
 
 
 def test_outcomes_are_read_by_the_endpoints_team_only(tmp_path: Path) -> None:

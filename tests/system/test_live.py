@@ -20,6 +20,7 @@ import psutil
 import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.kit import cli, free_port, home_env, wait_for
+from tests.kit.fraud import FRAUD_ENDPOINT
 
 from modelplane.controlplane.nodes import node_name
 from modelplane.core.serving import ReplicaState
@@ -29,17 +30,6 @@ from modelplane.settings import Settings
 from modelplane.system.live import CONTROLLERS, LiveSystem, SystemOptions, local_node_name
 
 pytestmark = pytest.mark.timeout(240)
-
-ENDPOINT = """
-kind: Endpoint
-name: fraud-score
-team: risk
-contract:
-  name: fraud-score
-  inputs: [{name: a, dtype: float64}, {name: b, dtype: float64}]
-  outputs: [{name: label, dtype: int64}]
-routes: [{model: fraud@champion}]
-"""
 
 
 @dataclass(frozen=True)
@@ -105,7 +95,7 @@ def test_an_endpoint_in_the_store_is_served_and_stops_cleanly(tmp_path: Path) ->
     model = LogisticRegression().fit(sample, (sample["a"] > 0).astype(int))
     built = package(model, name="fraud", output_dir=tmp_path / "pkg", sample_input=sample.head())
     cli(env, "push", str(built.path), "--alias", "champion")
-    (tmp_path / "endpoint.yaml").write_text(ENDPOINT)
+    (tmp_path / "endpoint.yaml").write_text(FRAUD_ENDPOINT)
     cli(env, "apply", "-f", str(tmp_path / "endpoint.yaml"))
 
     options = SystemOptions(port=free_port(), api_port=free_port(), actor="tester", node="node-a")
