@@ -10,10 +10,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.linear_model import LogisticRegression
+from tests.kit import wait_for
 
+from modelplane.core.jobs import ShardExecutor, ShardOutcome
 from modelplane.registry.build import package
 
-__all__ = ["COLUMNS", "build_model", "frame_of", "job_doc", "read_output", "write_parquet"]
+__all__ = [
+    "COLUMNS",
+    "build_model",
+    "frame_of",
+    "job_doc",
+    "read_output",
+    "wait_outcomes",
+    "write_parquet",
+]
 
 COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
 
@@ -84,3 +94,17 @@ def job_doc(
         "retries": retries or {"limit": 2, "backoff_s": 0.2},
         "work": spec,
     }
+
+
+def wait_outcomes(
+    executor: ShardExecutor, count: int, timeout_s: float = 180
+) -> list[ShardOutcome]:
+    """The next ``count`` shard outcomes ``executor`` reports, waiting up to ``timeout_s``."""
+    outcomes: list[ShardOutcome] = []
+
+    def collect() -> bool:
+        outcomes.extend(executor.wait(1.0))
+        return len(outcomes) >= count
+
+    wait_for(collect, timeout_s, f"{count} shard outcomes", every_s=0)
+    return outcomes

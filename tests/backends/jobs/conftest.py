@@ -10,13 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from skl2onnx import to_onnx
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
+from tests.kit.jobs import COLUMNS, frame_of, write_parquet
 
 from modelplane.backends.jobs.models import JobModel, fetch_package, resolve_model
 from modelplane.backends.jobs.plan import claim_output, plan_batch_score, shard_task
@@ -27,7 +26,6 @@ from modelplane.registry.service import Registry, open_registry
 from modelplane.spec.io import parse
 from modelplane.spec.job import BatchScoreJob, Job
 
-COLUMNS = ["amount", "age_days", "merchant_risk", "night"]
 ROWS = 1000
 
 
@@ -44,19 +42,6 @@ class Scoring:
     """The scikit-learn pipeline the ONNX model was converted from."""
 
 
-def frame_of(rows: int, seed: int = 7) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "txn_id": np.arange(rows, dtype=np.int64),
-            "amount": rng.gamma(2.0, 40.0, rows),
-            "age_days": rng.uniform(0, 2000, rows),
-            "merchant_risk": rng.beta(2, 5, rows),
-            "night": rng.integers(0, 2, rows).astype(float),
-        }
-    )
-
-
 def fraud_model(frame: pd.DataFrame) -> tuple[Pipeline, Any]:
     """A logistic regression over the four columns, and its ONNX form (one input per column;
     ONNX loads in a fraction of a second, which keeps shard processes quick to start)."""
@@ -67,13 +52,6 @@ def fraud_model(frame: pd.DataFrame) -> tuple[Pipeline, Any]:
     ).fit(features, target)
     proto = to_onnx(pipe, features.head(), options={"zipmap": False}, target_opset=17)
     return pipe, proto
-
-
-def write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int = 250) -> Path:
-    pq.write_table(
-        pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_rows
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +108,3 @@ def direct_scores(scoring: Scoring, rows: slice = slice(None)) -> dict[str, npt.
     loaded = load_model(str(scoring.model_dir), scoring.model.digest)
     frame = scoring.frame.iloc[rows]
     return loaded.predict({c: frame[c].to_numpy(np.float32) for c in COLUMNS})
-
-
-def read_output(folder: Path) -> pd.DataFrame:
-    """Every part of an output folder, in shard order (names starting with _ skipped)."""
-    parts = sorted(folder.glob("part-*.parquet"))
-    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pandas()

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tests.backends.jobs.conftest import COLUMNS, Scoring, read_output, tasks_of
+from tests.backends.jobs.conftest import Scoring, tasks_of
 from tests.backends.jobs.kinds_kit import Home, make_home
+from tests.kit.jobs import COLUMNS, read_output
 
 from modelplane.backends.jobs.planner import absolute_urls
 from modelplane.backends.jobs.runner import commit_shard, load_model, run_shard, staging_path

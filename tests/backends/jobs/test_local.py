@@ -12,18 +12,12 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from tests.backends.jobs.conftest import (
-    COLUMNS,
-    Scoring,
-    direct_scores,
-    job_of,
-    read_output,
-    tasks_of,
-)
+from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, tasks_of
 from tests.kit import wait_for
+from tests.kit.jobs import COLUMNS, read_output, wait_outcomes
 
 from modelplane.backends.jobs.local import LocalShardExecutor
-from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
+from modelplane.core.jobs import OutcomeStatus, ShardExecutor
 from modelplane.errors import Conflict
 from modelplane.security.sandbox import SandboxPolicy
 
@@ -34,17 +28,6 @@ def gone(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
-
-
-def run_all(executor: LocalShardExecutor, count: int, timeout_s: float = 120) -> list[ShardOutcome]:
-    outcomes: list[ShardOutcome] = []
-
-    def collect() -> bool:
-        outcomes.extend(executor.wait(1.0))
-        return len(outcomes) >= count
-
-    wait_for(collect, timeout_s, f"{count} shard outcomes", every_s=0)
-    return outcomes
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +48,7 @@ def test_four_shards_give_the_models_own_outputs(
     for task in tasks:
         executor.start(task)
     assert len(executor.running()) == 4
-    outcomes = run_all(executor, 4)
+    outcomes = wait_outcomes(executor, 4)
     assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
     assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
     assert all(o.rows == 250 and o.cpu_seconds > 0 and o.peak_memory_mib > 10 for o in outcomes)
@@ -100,7 +83,7 @@ def test_a_killed_shard_leaves_nothing_and_its_retry_writes_once(
     pid = executor.pid(task.attempt_id)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    [killed] = run_all(executor, 1)
+    [killed] = wait_outcomes(executor, 1)
     assert killed.status is OutcomeStatus.FAILED
     assert "SIGKILL" in str(killed.error)
     assert not Path(task.final_path).exists()
@@ -110,14 +93,14 @@ def test_a_killed_shard_leaves_nothing_and_its_retry_writes_once(
     quick = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1})
     [retry] = tasks_of(scoring, quick, "job-2", attempt=2)
     executor.start(retry)
-    [done] = run_all(executor, 1)
+    [done] = wait_outcomes(executor, 1)
     assert (done.status, done.rows, done.reused) == (OutcomeStatus.DONE, 1000, False)
     first_write = os.stat(task.final_path).st_mtime_ns
 
     # a third attempt (a resumed job) finds the shard done and writes nothing
     [again] = tasks_of(scoring, quick, "job-2", attempt=3)
     executor.start(again)
-    [reused] = run_all(executor, 1)
+    [reused] = wait_outcomes(executor, 1)
     assert (reused.status, reused.rows, reused.reused) == (OutcomeStatus.DONE, 1000, True)
     assert os.stat(task.final_path).st_mtime_ns == first_write
     assert pq.read_metadata(task.final_path).num_rows == 1000
@@ -149,7 +132,7 @@ def test_a_shard_whose_model_fails_reports_the_error(
     [task] = tasks_of(scoring, job, "job-4")
     broken = replace(task, model_digest="sha256:" + "0" * 64)
     executor.start(broken)
-    [outcome] = run_all(executor, 1)
+    [outcome] = wait_outcomes(executor, 1)
     assert outcome.status is OutcomeStatus.FAILED
     assert "IntegrityError" in str(outcome.error)
     assert not Path(task.final_path).exists()
@@ -165,7 +148,7 @@ def test_a_dead_template_fails_its_shards_and_is_started_again(
     pid = executor.pid(task.attempt_id)
     assert pid is not None
     psutil.Process(pid).parent().kill()  # the template
-    [lost] = run_all(executor, 1)
+    [lost] = wait_outcomes(executor, 1)
     assert lost.status is OutcomeStatus.FAILED
     assert "SIGKILL" in str(lost.error)
     wait_for(lambda: gone(pid), 10, "the shard to die with its template")
@@ -173,5 +156,5 @@ def test_a_dead_template_fails_its_shards_and_is_started_again(
     quick = job_of(scoring.dataset, tmp_path / "out", shard={"count": 1})
     [retry] = tasks_of(scoring, quick, "job-5", attempt=2)
     executor.start(retry)
-    [done] = run_all(executor, 1)
+    [done] = wait_outcomes(executor, 1)
     assert (done.status, done.rows) == (OutcomeStatus.DONE, 1000)

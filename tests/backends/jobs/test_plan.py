@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from tests.backends.jobs.conftest import Scoring, frame_of, job_of, write_parquet
+from tests.backends.jobs.conftest import Scoring, job_of
+from tests.kit.jobs import frame_of, write_parquet
 
 from modelplane.backends.jobs.models import resolve_model
 from modelplane.backends.jobs.plan import (

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, read_output, tasks_of
+from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, tasks_of
 from tests.backends.jobs.kinds_kit import Home, make_home
 from tests.backends.jobs.kinds_kit import job as kinds_job
 from tests.kit import wait_for
+from tests.kit.jobs import read_output, wait_outcomes
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
 from modelplane.backends.jobs.ray import RayShardExecutor, task_options
-from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome
+from modelplane.core.jobs import OutcomeStatus, ShardExecutor
 from modelplane.features.stores import open_online_store
 from modelplane.security.sandbox import SandboxPolicy
 from modelplane.spec.io import parse
@@ -35,17 +36,6 @@ def cluster() -> Iterator[RayTestCluster]:
         yield started
 
 
-def run_all(executor: ShardExecutor, count: int, timeout_s: float = 180) -> list[ShardOutcome]:
-    outcomes: list[ShardOutcome] = []
-
-    def collect() -> bool:
-        outcomes.extend(executor.wait(1.0))
-        return len(outcomes) >= count
-
-    wait_for(collect, timeout_s, f"{count} shard outcomes", every_s=0)
-    return outcomes
-
-
 def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
     cluster: RayTestCluster, scoring: Scoring, tmp_path: Path
 ) -> None:
@@ -56,7 +46,7 @@ def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
     try:
         for task in tasks:
             executor.start(task)
-        outcomes = run_all(executor, 4)
+        outcomes = wait_outcomes(executor, 4)
     finally:
         executor.close()
     assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
@@ -78,7 +68,7 @@ def test_a_cancelled_task_stops_its_shard(
         executor.start(task)
         wait_for(Path(task.temp_path).exists, 120, "the shard to start writing")
         executor.stop(task.attempt_id, reason=OutcomeStatus.PREEMPTED, grace_s=2.0)
-        [outcome] = run_all(executor, 1)
+        [outcome] = wait_outcomes(executor, 1)
     finally:
         executor.close()
     assert outcome.status is OutcomeStatus.PREEMPTED
@@ -138,7 +128,7 @@ def test_a_materialize_job_as_ray_tasks_fills_the_online_store(
     try:
         for plan in planned.shards:
             executor.start(planner.task(job, "ray-mat", plan, 1, planned))
-        outcomes = run_all(executor, 3)
+        outcomes = wait_outcomes(executor, 3)
     finally:
         executor.close()
     assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from tests.backends.jobs.conftest import COLUMNS, Scoring, direct_scores, frame_of, job_of, tasks_of
+from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, tasks_of
+from tests.kit.jobs import COLUMNS, frame_of
 
 from modelplane.backends.jobs.runner import (
     REQUEST_ID,
