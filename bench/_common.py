@@ -13,11 +13,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # the load client and echo workers import this file: keep them light
+    from rich.table import Table
 
 FEATURES = 16
 """Inputs of the logistic regression `lr_endpoint` serves and `load` sends."""
@@ -138,6 +141,47 @@ def prediction_log_run(
     finally:
         engine.dispose()
     return run, sink
+
+
+def paired_on_off(
+    folder: Path,
+    repeats: int,
+    run_one: Callable[[Path, bool], dict[str, Any]],
+    log: Callable[[str], None],
+    alternate: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """``repeats`` pairs of runs, "off" then "on" (each in a fresh home under ``folder``), so
+    that drift in the machine's load hits both alike; with ``alternate`` the order flips every
+    repeat, for when a run's leftovers (workers going away) slow the next one."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for repeat in range(repeats):
+        order = ["on", "off"] if alternate and repeat % 2 else ["off", "on"]
+        for name in order:
+            home = folder / f"{name}-{repeat}"
+            home.mkdir()
+            runs[name].append(run_one(home, name == "on"))
+        log(f"repeat {repeat + 1}/{repeats}")
+    return runs
+
+
+def on_off_table(
+    title: str, runs: dict[str, list[dict[str, Any]]], columns: tuple[str, str] = ("off", "on")
+) -> tuple[dict[str, dict[str, float]], dict[str, float], Table]:
+    """The latency summary of each side, on over off, and a table of both with their ratio
+    (p50, p99, req/s) for the caller to add its own rows to."""
+    from rich.table import Table
+
+    summary = {name: latency_summary(done) for name, done in runs.items()}
+    ratio = {k: summary["on"][k] / summary["off"][k] for k in ("p50_ms", "p99_ms", "rps")}
+    table = Table(title=title)
+    table.add_column("measure")
+    for column in (*columns, "on / off"):
+        table.add_column(column, justify="right")
+    for key, label in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("rps", "req/s")):
+        table.add_row(
+            label, f"{summary['off'][key]:.2f}", f"{summary['on'][key]:.2f}", f"{ratio[key]:.3f}"
+        )
+    return summary, ratio, table
 
 
 class Echo:

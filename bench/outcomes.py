@@ -31,12 +31,16 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._common import latency_summary, prediction_log_run  # noqa: E402
+from bench._common import (  # noqa: E402
+    latency_summary,
+    on_off_table,
+    paired_on_off,
+    prediction_log_run,
+)
 from bench.rollout import _shadow_endpoints  # noqa: E402
 
 __all__ = ["main"]
@@ -124,31 +128,22 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=50_000)
     opts = parser.parse_args()
     console = Console(width=max(Console().width, 110))
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     loadavg_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="modelplane-outcomes-bench-") as tmp:
         configs = _shadow_endpoints(Path(tmp))
-        for repeat in range(opts.repeats):
-            # the order flips every repeat: the second run of a pair starts while the first
-            # one's workers are still going away
-            order = ["off", "on"] if repeat % 2 == 0 else ["on", "off"]
-            for name in order:
-                home = Path(tmp) / f"{name}-{repeat}"
-                home.mkdir()
-                runs[name].append(_one_run(configs, home, name == "on", opts.run_s))
-            console.log(f"repeat {repeat + 1}/{opts.repeats}")
+        # the order flips every repeat: the second run of a pair starts while the first
+        # one's workers are still going away
+        runs = paired_on_off(
+            Path(tmp),
+            opts.repeats,
+            lambda home, on: _one_run(configs, home, on, opts.run_s),
+            console.log,
+            alternate=True,
+        )
         costs = _unit_costs(Path(tmp))
         report = _report_time(Path(tmp), opts.labels)
-    summary = {name: latency_summary(done) for name, done in runs.items()}
-    ratio = {k: summary["on"][k] / summary["off"][k] for k in ("p50_ms", "p99_ms", "rps")}
-    table = Table(title=f"answers kept vs not, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s")
-    table.add_column("measure")
-    for column in ("answers off", "answers on", "on / off"):
-        table.add_column(column, justify="right")
-    for key, label in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("rps", "req/s")):
-        table.add_row(
-            label, f"{summary['off'][key]:.2f}", f"{summary['on'][key]:.2f}", f"{ratio[key]:.3f}"
-        )
+    title = f"answers kept vs not, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s"
+    summary, ratio, table = on_off_table(title, runs, ("answers off", "answers on"))
     per_request_us = 1e6 / summary["off"]["rps"]
     for what, off_key, on_key in (("record built (event loop)", "record_without_us",
                                    "record_with_us"),

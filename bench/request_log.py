@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._common import latency_summary, prediction_log_run  # noqa: E402
+from bench._common import (  # noqa: E402
+    latency_summary,
+    on_off_table,
+    paired_on_off,
+    prediction_log_run,
+)
 from bench.rollout import _shadow_endpoints  # noqa: E402
 
 __all__ = ["main"]
@@ -80,29 +84,18 @@ def main() -> None:
     parser.add_argument("--run-s", type=float, default=4.0)
     opts = parser.parse_args()
     console = Console(width=max(Console().width, 110))
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     loadavg_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="modelplane-request-log-bench-") as tmp:
         configs = _shadow_endpoints(Path(tmp))
-        for repeat in range(opts.repeats):
-            for name, done in runs.items():
-                home = Path(tmp) / f"{name}-{repeat}"
-                home.mkdir()
-                done.append(_one_run(configs, home, name == "on", opts.run_s))
-            console.log(f"repeat {repeat + 1}/{opts.repeats}")
-        costs = _unit_costs(Path(tmp))
-    summary = {name: latency_summary(done) for name, done in runs.items()}
-    ratio = {k: summary["on"][k] / summary["off"][k] for k in ("p50_ms", "p99_ms", "rps")}
-    table = Table(
-        title=f"request log on vs off, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s"
-    )
-    table.add_column("measure")
-    for column in ("off", "on", "on / off"):
-        table.add_column(column, justify="right")
-    for key, label in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("rps", "req/s")):
-        table.add_row(
-            label, f"{summary['off'][key]:.2f}", f"{summary['on'][key]:.2f}", f"{ratio[key]:.3f}"
+        runs = paired_on_off(
+            Path(tmp),
+            opts.repeats,
+            lambda home, on: _one_run(configs, home, on, opts.run_s),
+            console.log,
         )
+        costs = _unit_costs(Path(tmp))
+    title = f"request log on vs off, c={CONCURRENCY}, {opts.repeats} x {opts.run_s:g} s"
+    summary, ratio, table = on_off_table(title, runs)
     dropped = sum(r["brief_dropped"] for r in runs["on"])
     table.add_row("brief records dropped (queue full)", "", str(dropped), "")
     per_request_us = 1e6 / summary["off"]["rps"]
