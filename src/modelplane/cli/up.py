@@ -89,6 +89,13 @@ def up(
     oidc_audience: Annotated[
         str, typer.Option(envvar="MODELPLANE_OIDC_AUDIENCE", help="The JWTs' audience.")
     ] = "modelplane",
+    gateways: Annotated[
+        int,
+        typer.Option(
+            help="Gateway processes sharing the gateway port (SO_REUSEPORT): this one and"
+            " N-1 children, each with its own workers; evidence is summed over all.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the gateway, the control-plane API and the controllers until SIGTERM."""
     import uvloop
@@ -103,7 +110,9 @@ def up(
     cli.settings.home.mkdir(parents=True, exist_ok=True)
     evidence = PredictionLogConfig(sample_rate=sample_rate, retain_rows=log_retain)
     oidc = None if oidc_issuer is None else OidcConfig(oidc_issuer, oidc_audience)
-    options = SystemOptions(host, port, api_port, actor=cli.actor, evidence=evidence)
+    options = SystemOptions(
+        host, port, api_port, actor=cli.actor, evidence=evidence, gateways=gateways, oidc=oidc
+    )
     uvloop.run(_run(cli, options, auth=auth, predict_auth=predict_auth, oidc=oidc))
     console.print("stopped")
 

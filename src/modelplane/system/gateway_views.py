@@ -32,6 +32,7 @@ __all__ = [
     "GatewayReplicas",
     "GatewaySlo",
     "GatewayTarget",
+    "endpoint_load",
     "slo_counters",
 ]
 
@@ -115,19 +116,22 @@ class GatewayConcurrency:
         self.gateway = gateway
 
     def load(self, endpoint: str) -> Load | None:
-        from modelplane.controlplane.autoscaler import Load
-
         view = _view(self.gateway, endpoint)
-        if view is None:
-            return None
-        in_flight, ready, replicas = 0.0, 0, 0
-        for route in view.routes:
-            version = route.version
-            rows_per_batch = max(version.mean_batch_rows, 1.0)
-            in_flight += version.queued_rows + version.outstanding_batches * rows_per_batch
-            ready = max(ready, version.ready_replicas)
-            replicas = max(replicas, len(version.replicas))
-        return Load(in_flight, ready, replicas)
+        return endpoint_load(view) if view is not None else None
+
+
+def endpoint_load(view: EndpointView) -> Load:
+    """One gateway's load of one endpoint (see :class:`GatewayConcurrency`)."""
+    from modelplane.controlplane.autoscaler import Load
+
+    in_flight, ready, replicas = 0.0, 0, 0
+    for route in view.routes:
+        version = route.version
+        rows_per_batch = max(version.mean_batch_rows, 1.0)
+        in_flight += version.queued_rows + version.outstanding_batches * rows_per_batch
+        ready = max(ready, version.ready_replicas)
+        replicas = max(replicas, len(version.replicas))
+    return Load(in_flight, ready, replicas)
 
 
 def slo_counters(snapshot: GatewaySnapshot) -> dict[str, EndpointCounters]:

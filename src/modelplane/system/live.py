@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from modelplane.observe.predlog import PredictionLogConfig
     from modelplane.registry.service import Registry
     from modelplane.security.auth import Authenticator, PredictAuthorizer
+    from modelplane.security.oidc import OidcConfig
     from modelplane.settings import Settings
+    from modelplane.system.gateways import GatewayFleet
 
 __all__ = [
     "CONTROLLERS",
@@ -119,6 +121,21 @@ class SystemOptions:
     node: str | None = None
     """The node the gateway's worker processes run on, as snapshots name it (``None``:
     :func:`local_node_name` of ``$MODELPLANE_HOME/cluster.yaml``)."""
+    gateways: int = 1
+    """Gateway processes on ``host:port`` (``SO_REUSEPORT``): this one and ``gateways - 1``
+    children (see :mod:`.gateways`)."""
+    oidc: OidcConfig | None = None
+    """The issuer whose JWTs predictions may carry; child gateways build their check from
+    it (this process's comes from the caller's ``auth``)."""
+
+    def __post_init__(self) -> None:
+        from modelplane.errors import InvalidSpec
+
+        if self.gateways < 1:
+            raise InvalidSpec(
+                f"--gateways: {self.gateways} is not a number of gateways (1 or more)",
+                details=[{"field": "gateways", "problem": "less than 1"}],
+            )
 
 
 def server(
@@ -185,12 +202,16 @@ class LiveSystem:
         self.endpoints = EndpointController(
             registry, GatewayTarget(self.gateway), settings.home / "cache" / "packages"
         )
-        concurrency = GatewayConcurrency(self.gateway)
-        self.degrader = Degrader(registry, concurrency, target=self.gateway)
+        # more than one gateway: the controllers below read every gateway's evidence, summed
+        many = self.gateways = _gateways(self.gateway, settings, options, auth)
+        concurrency = many.concurrency() if many else GatewayConcurrency(self.gateway)
+        self.degrader = Degrader(registry, concurrency, target=many or self.gateway)
+        evidence = many.evidence() if many else GatewayEvidence(self.gateway)
+        slo = many.slo() if many else GatewaySlo(self.gateway)
         loops: dict[str, Loop] = {
             "endpoint controller": self.endpoints.run,
-            "rollout controller": RolloutController(registry, GatewayEvidence(self.gateway)).run,
-            "SLO recorder": SloRecorder(registry.engine, GatewaySlo(self.gateway)).run,
+            "rollout controller": RolloutController(registry, evidence).run,
+            "SLO recorder": SloRecorder(registry.engine, slo).run,
             "usage sampler": usage_sampler(registry.engine, self.gateway, settings).run,
             "autoscaler": Autoscaler(registry, concurrency).run,
             "degrader": self.degrader.run,
@@ -200,8 +221,9 @@ class LiveSystem:
         self.controllers: tuple[tuple[str, Loop], ...] = tuple(
             (what, loops[what]) for what in CONTROLLERS
         )
+        shared = many.server() if many else None  # on a port the child gateways share
         self.servers = [
-            server(self.gateway, options.host, options.port, lifespan="on"),
+            shared or server(self.gateway, options.host, options.port, lifespan="on"),
             server(self.api, options.host, options.api_port, lifespan="off"),
         ]
 
@@ -284,6 +306,7 @@ class LiveSystem:
             announce(
                 f"gateway  http://{options.host}:{options.port}"
                 "  (Open Inference Protocol v2, records)"
+                + (f"  {options.gateways} gateways, SO_REUSEPORT" if self.gateways else "")
             )
             announce(
                 f"control  http://{options.host}:{options.api_port}"
@@ -291,8 +314,9 @@ class LiveSystem:
             )
             announce(f"state    {self.settings.resolved_database_url()}")
             loops = [asyncio.create_task(s.main_loop()) for s in self.servers]
+            many = [self.gateways.run(stop, announce)] if self.gateways else []
             await asyncio.gather(
-                *(keep_running(stop, run, what=what) for what, run in self.controllers)
+                *many, *(keep_running(stop, run, what=what) for what, run in self.controllers)
             )
             for running in reversed(self.servers):
                 running.should_exit = True
@@ -306,6 +330,16 @@ class LiveSystem:
     def close(self) -> None:
         self.online_store.close()
         self.registry.close()
+
+
+def _gateways(
+    gateway: Gateway, settings: Settings, options: SystemOptions, auth: ServingAuth
+) -> GatewayFleet | None:
+    if options.gateways == 1:
+        return None
+    from modelplane.system.gateways import GatewayFleet
+
+    return GatewayFleet(gateway, settings, options, predict_auth=auth.predict is not None)
 
 
 async def keep_running(stop: asyncio.Event, run: Loop, *, what: str) -> None:

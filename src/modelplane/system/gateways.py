@@ -1,0 +1,471 @@
+"""More than one gateway on one machine: ``modelplane up --gateways N``.
+
+The ``up`` process runs the first gateway (number 1) with the API and every controller;
+the other N-1 are child processes, started with ``python -m modelplane.system.gateways``
+(spawned, never forked from a process with threads). Each child runs a gateway with its
+own worker pools and its own endpoint controller over the same store, so an ``apply``, a
+rollout's weight change or a rollback reaches every gateway within the controller's poll;
+nothing else runs there. Every gateway binds the same host and port with ``SO_REUSEPORT``
+and the kernel spreads new connections over them. Each answer names its gateway in a
+``modelplane-gateway`` header.
+
+The evidence travels by the pipe each child shares with ``up``: a child sends its gateway's
+snapshot every ``publish_s`` (a thread of its own writes, so a slow reader never holds up
+serving), and :class:`~.gateway_sums.GatewaySums` sums what the gateways counted for the
+controllers that run once: the rollout controller's gates, the SLO recorder, the
+autoscaler and the degrader (whose decisions go back down the pipes). A pipe needs no
+store table and no schema, tells ``up`` at once that a child is gone (end of file), and a
+snapshot is read exactly as the primary's.
+
+A child stops with ``up``: SIGTERM drains it like the primary; it also gets SIGTERM when
+``up`` dies (``PR_SET_PDEATHSIG``) and stops when its pipe ends. A child that exits
+otherwise is announced and started again, after 0.5 s doubling to 30 s while it keeps
+failing. A child listens only once the endpoints in the store run (or after
+``ready_timeout_s``), so a restarted one does not answer 503 for endpoints it is starting.
+Packages are fetched into a cache folder of each gateway's own: two processes never fetch
+into one folder at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from modelplane.system.gateway_sums import (
+    PRIMARY,
+    GatewayReading,
+    GatewaySums,
+    SummedConcurrency,
+    SummedEvidence,
+    SummedSlo,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.dataplane.gateway import Gateway
+    from modelplane.security.auth import Authenticator, PredictAuthorizer
+    from modelplane.settings import Settings
+    from modelplane.system.live import SystemOptions
+
+__all__ = [
+    "GATEWAY_HEADER",
+    "ChildSpec",
+    "GatewayFleet",
+    "Tagged",
+    "bound_server",
+    "reuseport_socket",
+]
+
+log = logging.getLogger("modelplane.up")
+
+GATEWAY_HEADER = b"modelplane-gateway"
+"""The response header naming the gateway that answered (only with more than one)."""
+
+_BACKOFF_S = (0.5, 30.0)
+_HEALTHY_S = 60.0
+"""A child that ran this long before it exited is restarted without waiting."""
+_PR_SET_PDEATHSIG = 1
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``, not listening yet: every
+    gateway binds its own, and the kernel spreads connections over those that listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Tagged:
+    """The gateway's ASGI app with a ``modelplane-gateway`` header on every answer."""
+
+    def __init__(self, gateway: Gateway, number: int) -> None:
+        self.gateway = gateway
+        self.header = (GATEWAY_HEADER, str(number).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.gateway(scope, receive, send)
+            return
+        header = self.header
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.gateway(scope, receive, tagged)
+
+
+def bound_server(
+    gateway: Gateway, number: int, sock: socket.socket, *, lifespan: bool
+) -> uvicorn.Server:
+    """A uvicorn server for ``gateway`` under its edge's limits, on ``sock`` (bound)."""
+    from modelplane.dataplane.edge import raise_fd_limit, server_options
+
+    raise_fd_limit()
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        Tagged(gateway, number),
+        host=host,
+        port=port,
+        lifespan="on" if lifespan else "off",
+        log_level="warning",
+        access_log=False,
+        **server_options(gateway.config.edge),
+    )
+    config.load()
+    built = _BoundServer(config, sock)
+    built.lifespan = config.lifespan_class(config)
+    return built
+
+
+class _BoundServer(uvicorn.Server):
+    """A uvicorn server with its socket given: ``startup()`` needs no arguments, as the
+    live system calls it."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+        super().__init__(config)
+        self.sock = sock
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets or [self.sock])
+
+
+# ---------------------------------------------------------------------------- up's side
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """What a child gateway needs to build itself (sent pickled down its pipe)."""
+
+    number: int
+    settings: Settings
+    options: SystemOptions
+    predict_auth: bool
+    """Predictions need a token (the primary's choice)."""
+    parent: int
+    publish_s: float = 0.5
+    ready_timeout_s: float = 120.0
+
+
+@dataclass(slots=True)
+class _Child:
+    number: int
+    process: subprocess.Popen[bytes] | None = None
+    conn: Connection | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    serving: bool = False
+    announced: bool = False
+    history: list[str] = field(default_factory=list)
+
+
+class GatewayFleet:
+    """The child gateways of one ``up``: started, watched, restarted, stopped; and the
+    sums of every gateway's evidence for the controllers (see :mod:`.gateway_sums`)."""
+
+    def __init__(
+        self,
+        primary: Gateway,
+        settings: Settings,
+        options: SystemOptions,
+        *,
+        predict_auth: bool,
+        executable: str = sys.executable,
+    ) -> None:
+        self.primary = primary
+        self.settings = settings
+        self.options = options
+        self.predict_auth = predict_auth
+        self.executable = executable
+        self.sums = GatewaySums(primary)
+        self.children = [_Child(n) for n in range(PRIMARY + 1, options.gateways + 1)]
+        self._degraded: tuple[frozenset[str], frozenset[str]] | None = None
+
+    # -- what the controllers read
+
+    def evidence(self) -> SummedEvidence:
+        return SummedEvidence(self.sums)
+
+    def slo(self) -> SummedSlo:
+        return SummedSlo(self.sums)
+
+    def concurrency(self) -> SummedConcurrency:
+        return SummedConcurrency(self.sums)
+
+    def server(self) -> uvicorn.Server:
+        """The primary's server, on a socket it shares with the children."""
+        sock = reuseport_socket(self.options.host, self.options.port)
+        return bound_server(self.primary, PRIMARY, sock, lifespan=True)
+
+    def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
+        """The degrader's ``DegradationTarget``: every gateway degrades alike."""
+        self.primary.degrade(shed_tiers, fallback_tiers)
+        self._degraded = (frozenset(shed_tiers), frozenset(fallback_tiers))
+        for child in self.children:
+            self._send_degraded(child)
+
+    def _send_degraded(self, child: _Child) -> None:
+        if self._degraded is None or child.conn is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            child.conn.send(("degrade", *self._degraded))
+
+    # -- the children's lifecycle
+
+    async def run(self, stop: asyncio.Event, announce: Callable[[str], None]) -> None:
+        """Start the children, restart any that exits, until ``stop``; then drain them."""
+        try:
+            for child in self.children:
+                self._start(child)
+            while not stop.is_set():
+                self._watch(announce)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+        finally:
+            await self._stop_all()
+
+    def _start(self, child: _Child) -> None:
+        parent_end, child_end = socket.socketpair()
+        spec = ChildSpec(
+            child.number, self.settings, self.options, self.predict_auth, parent=os.getpid()
+        )
+        try:
+            # started from the event loop's thread: PR_SET_PDEATHSIG follows the thread
+            child.process = subprocess.Popen(
+                [self.executable, "-m", "modelplane.system.gateways", str(child_end.fileno())],
+                pass_fds=[child_end.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child_end.close()
+        child.conn = Connection(parent_end.detach())
+        child.conn.send(spec)
+        self._send_degraded(child)
+        child.started_at, child.restart_at, child.serving, child.announced = (
+            time.monotonic(), None, False, False,
+        )  # fmt: skip
+        threading.Thread(
+            target=self._read, args=(child, child.conn, child.process.pid), daemon=True,
+            name=f"gateway-{child.number}-reader",
+        ).start()  # fmt: skip
+
+    def _read(self, child: _Child, conn: Connection, pid: int) -> None:
+        """A child's snapshots, as they come, until its pipe ends."""
+        while True:
+            try:
+                snapshot = conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                return
+            self.sums.observe(GatewayReading(child.number, pid, snapshot, time.monotonic()))
+            child.serving = True
+
+    def _watch(self, announce: Callable[[str], None]) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if process is None:
+                continue
+            if child.serving and not child.announced:
+                child.announced = True
+                announce(f"gateway  {child.number} serving (pid {process.pid})")
+            code = process.poll()
+            if code is not None and child.restart_at is None:
+                ran_s = now - child.started_at
+                child.failures = 0 if ran_s >= _HEALTHY_S else child.failures + 1
+                delay = min(_BACKOFF_S[0] * 2 ** max(child.failures - 1, 0), _BACKOFF_S[1])
+                why = f"signal {-code}" if code < 0 else f"exit code {code}"
+                line = (
+                    f"gateway  {child.number} (pid {process.pid}) stopped ({why});"
+                    f" restarting in {delay:g} s"
+                )
+                child.history.append(line)
+                log.warning(line)
+                announce(line)
+                child.restart_at = now + delay
+                if child.conn is not None:
+                    child.conn.close()
+                    child.conn = None
+            elif child.restart_at is not None and now >= child.restart_at:
+                self._start(child)
+
+    async def _stop_all(self) -> None:
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.primary.config.edge.shutdown_timeout_s + 15
+        while any(p.poll() is None for p in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for process in running:
+            if process.poll() is None:
+                log.warning("gateway pid %d did not drain in time; killed", process.pid)
+                process.kill()
+                process.wait()
+        for child in self.children:
+            if child.conn is not None:
+                child.conn.close()
+                child.conn = None
+
+
+# ---------------------------------------------------------------------------- a child
+
+
+@dataclass(frozen=True, slots=True)
+class _ChildAuth:
+    api: Authenticator | None
+    predict: PredictAuthorizer | None
+
+
+def _child_auth(spec: ChildSpec) -> Callable[[Engine], _ChildAuth]:
+    def build(engine: Engine) -> _ChildAuth:
+        if not spec.predict_auth:
+            return _ChildAuth(None, None)
+        from modelplane.security.auth import CachedAuthenticator, PredictGate
+        from modelplane.security.oidc import OidcVerifier, either
+        from modelplane.security.tokens import TokenStore
+
+        oidc = spec.options.oidc
+        issuer = None if oidc is None else OidcVerifier(oidc)
+        authenticator = CachedAuthenticator(either(TokenStore(engine).verify, issuer))
+        return _ChildAuth(authenticator, PredictGate(authenticator))
+
+    return build
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM (a drain) when ``up`` dies, however it dies (Linux); elsewhere the pipe's
+    end of file stops the child."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _follower(system: Any, number: int) -> EndpointController:
+    """An endpoint controller that serves what the store says and writes nothing: the
+    primary's controller writes the endpoints' status (and the gateway heartbeat)."""
+    from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.store.resources import ResourceStore
+    from modelplane.system.gateway_views import GatewayTarget
+
+    class StatusUnwritten(ResourceStore):
+        def set_status(self, kind: str, name: str, status: dict[str, Any]) -> bool:
+            return True
+
+    cache = system.settings.home / "cache" / f"packages-gateway-{number}"
+    controller = EndpointController(system.registry, GatewayTarget(system.gateway), cache)
+    controller.resources = StatusUnwritten(system.registry.engine)
+    return controller
+
+
+async def _wait_ready(gateway: Gateway, stop: asyncio.Event, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not gateway.ready and not stop.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+async def _publish(gateway: Gateway, conn: Connection, stop: asyncio.Event, every_s: float) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(conn.send, gateway.snapshot())
+        except (OSError, ValueError):
+            stop.set()  # up is gone
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+def _listen_to_parent(conn: Connection, gateway: Gateway, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                loop.call_soon_threadsafe(stop.set)
+                return
+            if isinstance(message, tuple) and message[:1] == ("degrade",):
+                loop.call_soon_threadsafe(gateway.degrade, message[1], message[2])
+
+    threading.Thread(target=read, daemon=True, name="parent-pipe").start()
+
+
+async def _serve_child(spec: ChildSpec, conn: Connection) -> None:
+    from modelplane.system.live import LiveSystem, keep_running
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    system = LiveSystem.open(spec.settings, spec.options, _child_auth(spec))
+    gateway = system.gateway
+    controller = _follower(system, spec.number)
+    _listen_to_parent(conn, gateway, stop)
+    served: uvicorn.Server | None = None
+    try:
+        await gateway.start()
+        await controller.prime()
+        endpoints = asyncio.create_task(keep_running(stop, controller.run, what="endpoints"))
+        await _wait_ready(gateway, stop, spec.ready_timeout_s)
+        if not stop.is_set():
+            sock = reuseport_socket(spec.options.host, spec.options.port)
+            served = bound_server(gateway, spec.number, sock, lifespan=False)
+            await served.startup()
+            if served.should_exit:
+                raise SystemExit(1)
+            main = asyncio.create_task(served.main_loop())
+            await _publish(gateway, conn, stop, spec.publish_s)
+            served.should_exit = True
+            await main
+        await endpoints
+    finally:
+        if served is not None and served.started:
+            await served.shutdown()
+        await gateway.stop()
+        system.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A child gateway: ``python -m modelplane.system.gateways FD`` (FD: its pipe to up)."""
+    import uvloop
+
+    args = sys.argv[1:] if argv is None else argv
+    conn = Connection(int(args[0]))
+    spec: ChildSpec = conn.recv()
+    _die_with_parent(spec.parent)
+    logging.basicConfig(level=logging.WARNING, format=f"gateway {spec.number}: %(message)s")
+    uvloop.run(_serve_child(spec, conn))
+
+
+if __name__ == "__main__":
+    main()
