@@ -22,7 +22,7 @@ tour: $(STAMP)
 	MODELPLANE_HOME=$(RUN_HOME)/tour $(PY) examples/quickstart.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples

@@ -15,7 +15,23 @@ import pytest
 POSTGRES_URL = os.environ.get(
     "MODELPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("MODELPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _worker_redis_url(base: str, worker: str | None) -> str:
+    """``base`` on a database of its own per pytest-xdist worker (``gw0`` keeps ``base``'s,
+    ``gw1`` the next): each test flushes its database, which must not be another's."""
+    if not worker or not worker.startswith("gw"):
+        return base
+    root, _, last = base.rstrip("/").rpartition("/")
+    if not last.isdigit():
+        root, last = base.rstrip("/"), "0"
+    return f"{root}/{int(last) + int(worker[2:])}"
+
+
+REDIS_URL = _worker_redis_url(
+    os.environ.get("MODELPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    os.environ.get("PYTEST_XDIST_WORKER"),
+)
 
 
 def unavailable(reason: str) -> None:

@@ -183,8 +183,12 @@ def test_a_critical_endpoint_scaling_up_preempts_a_borrowed_shard_and_the_job_co
         "contract": {"name": "checkout", "inputs": inputs}, "routes": [{"model": "fraud:1"}],
     }  # fmt: skip
     cli(env, "apply", "-f", str(write_job(root / "endpoint.yaml", endpoint)))
+    # Shards long enough that the first cannot finish before the job grows to two, however
+    # busy the machine: the second one, borrowed, is what the endpoint takes back.
+    rows = 4 * ROWS
+    write_parquet(frame_of(rows), root / "wide.parquet")
     wide = job_doc(
-        "wide", root / "txns.parquet", root / "w", parallelism=(1, 2), shard={"count": 2},
+        "wide", root / "wide.parquet", root / "w", parallelism=(1, 2), shard={"count": 2},
         batch_rows=1,
     )  # fmt: skip
     cli(env, "jobs", "submit", str(write_job(root / "wide.yaml", wide)))
@@ -201,4 +205,4 @@ def test_a_critical_endpoint_scaling_up_preempts_a_borrowed_shard_and_the_job_co
         assert job["state"] == "succeeded", job["reason"]
     log = cli(env, "jobs", "logs", "wide")
     assert f"shard {borrowed} preempted (serving): serving replicas need the capacity" in log
-    assert len(read_output(root / "w")) == ROWS
+    assert len(read_output(root / "w")) == rows

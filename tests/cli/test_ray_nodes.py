@@ -18,6 +18,9 @@ from modelplane.backends.ray import RayBackend
 from modelplane.core.backend import ReplicaRequest, ReplicaSpec
 from modelplane.core.cluster import Demand
 
+# Ray clusters are started on one xdist worker, one after another: two at once on two
+# cores starve each other past their start-up timeouts.
+pytestmark = pytest.mark.xdist_group("ray")
 SPEC = ReplicaSpec("fake_models:load", paths=(str(Path(__file__).parents[1] / "dataplane"),))
 
 

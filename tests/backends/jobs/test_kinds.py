@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tests.backends.jobs.kinds_kit import Home, job, make_home, parts, run_all
+from tests.conftest import REDIS_URL
 
 from modelplane.backends.jobs.local import LocalShardExecutor
 from modelplane.backends.jobs.runner import commit_shard, run_shard, staging_path
@@ -22,7 +23,6 @@ from modelplane.features.stores import open_online_store
 from modelplane.security.sandbox import UID_BASE, SandboxPolicy
 
 pytestmark = pytest.mark.timeout(300)
-REDIS_URL = "redis://127.0.0.1:6379/0"
 FEATURES = ["txn_count_7d", "avg_amount_30d", "chargebacks_90d"]
 
 

@@ -15,6 +15,7 @@ import ray
 from tests.backends.jobs.conftest import Scoring, direct_scores, job_of, tasks_of
 from tests.backends.jobs.kinds_kit import Home, make_home
 from tests.backends.jobs.kinds_kit import job as kinds_job
+from tests.conftest import REDIS_URL
 from tests.kit import wait_for
 from tests.kit.jobs import read_output, wait_outcomes
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
@@ -26,7 +27,10 @@ from modelplane.security.sandbox import SandboxPolicy
 from modelplane.spec.io import parse
 from modelplane.spec.job import Job
 
-REDIS = "redis://127.0.0.1:6379/0"
+# Ray clusters are started on one xdist worker, one after another: two at once on two
+# cores starve each other past their start-up timeouts.
+pytestmark = pytest.mark.xdist_group("ray")
+REDIS = REDIS_URL
 
 
 @pytest.fixture(scope="module")
