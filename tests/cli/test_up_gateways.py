@@ -70,6 +70,13 @@ def child_pids(up_pid: int) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def canary_reading(env: dict[str, str]) -> int:
     [rollout] = json.loads(cli(env, "get", "rollouts", "--json"))
     readings = (rollout["status"] or {}).get("readings") or {}
@@ -151,7 +158,7 @@ def test_two_gateways_serve_one_rollout_and_count_together(fraud_env: dict[str, 
     assert up.process.returncode == 0, output
     assert "2 gateways, SO_REUSEPORT" in output
     assert "gateway  2 serving" in output
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+    assert not running(child)
 
 
 def test_a_killed_child_gateway_comes_back(fraud_env: dict[str, str]) -> None:
@@ -182,6 +189,10 @@ def test_a_killed_child_gateway_comes_back(fraud_env: dict[str, str]) -> None:
         finally:
             stop.set()
             worker.join(timeout=30)
+        [again] = child_pids(up.process.pid)
+        # up dies without a word: its child gateways stop with it
+        up.process.kill()
+        wait_for(lambda: not running(again), 60, "the child gateway to stop with up")
         output = up.stop()
     assert failures == [], failures
     assert set(statuses) == {200}, Counter(statuses)

@@ -15,7 +15,8 @@ serving), and :class:`~.gateway_sums.GatewaySums` sums what the gateways counted
 controllers that run once: the rollout controller's gates, the SLO recorder, the
 autoscaler and the degrader (whose decisions go back down the pipes). A pipe needs no
 store table and no schema, tells ``up`` at once that a child is gone (end of file), and a
-snapshot is read exactly as the primary's.
+snapshot is read exactly as the primary's. Gateways on other machines (one per Ray node)
+would publish to a store table instead; the sums take their readings the same way.
 
 A child stops with ``up``: SIGTERM drains it like the primary; it also gets SIGTERM when
 ``up`` dies (``PR_SET_PDEATHSIG``) and stops when its pipe ends. A child that exits
@@ -41,7 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,6 @@ class _Child:
     restart_at: float | None = None
     serving: bool = False
     announced: bool = False
-    history: list[str] = field(default_factory=list)
 
 
 class GatewayFleet:
@@ -220,8 +220,10 @@ class GatewayFleet:
         return SummedConcurrency(self.sums)
 
     def server(self) -> uvicorn.Server:
-        """The primary's server, on a socket it shares with the children."""
+        """The primary's server, on a socket it shares with the children (port 0: the
+        port the system chose, for all of them)."""
         sock = reuseport_socket(self.options.host, self.options.port)
+        self.options = replace(self.options, port=sock.getsockname()[1])
         return bound_server(self.primary, PRIMARY, sock, lifespan=True)
 
     def degrade(self, shed_tiers: frozenset[str], fallback_tiers: frozenset[str]) -> None:
@@ -243,7 +245,7 @@ class GatewayFleet:
         """Start the children, restart any that exits, until ``stop``; then drain them."""
         try:
             for child in self.children:
-                self._start(child)
+                self._start(child, announce)
             while not stop.is_set():
                 self._watch(announce)
                 with contextlib.suppress(TimeoutError):
@@ -251,30 +253,49 @@ class GatewayFleet:
         finally:
             await self._stop_all()
 
-    def _start(self, child: _Child) -> None:
+    def _start(self, child: _Child, announce: Callable[[str], None]) -> None:
+        # one gateway only in the child, whatever this process runs
+        options = replace(self.options, gateways=1)
+        spec = ChildSpec(child.number, self.settings, options, self.predict_auth, os.getpid())
         parent_end, child_end = socket.socketpair()
-        spec = ChildSpec(
-            child.number, self.settings, self.options, self.predict_auth, parent=os.getpid()
-        )
         try:
             # started from the event loop's thread: PR_SET_PDEATHSIG follows the thread
-            child.process = subprocess.Popen(
+            process = subprocess.Popen(
                 [self.executable, "-m", "modelplane.system.gateways", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()],
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:
+            parent_end.close()
+            self._retry(child, f"could not start: {exc}", announce)
+            return
         finally:
             child_end.close()
-        child.conn = Connection(parent_end.detach())
-        child.conn.send(spec)
-        self._send_degraded(child)
+        conn = Connection(parent_end.detach())
+        child.process, child.conn = process, conn
         child.started_at, child.restart_at, child.serving, child.announced = (
             time.monotonic(), None, False, False,
         )  # fmt: skip
+        with contextlib.suppress(OSError):  # a child that died at once is seen by _watch
+            conn.send(spec)
+            self._send_degraded(child)
         threading.Thread(
-            target=self._read, args=(child, child.conn, child.process.pid), daemon=True,
+            target=self._read, args=(child, conn, process.pid), daemon=True,
             name=f"gateway-{child.number}-reader",
         ).start()  # fmt: skip
+
+    def _retry(self, child: _Child, why: str, announce: Callable[[str], None]) -> None:
+        """Start ``child`` again after a backoff that doubles while it keeps failing."""
+        now = time.monotonic()
+        child.failures = 0 if now - child.started_at >= _HEALTHY_S else child.failures + 1
+        delay = min(_BACKOFF_S[0] * 2 ** max(child.failures - 1, 0), _BACKOFF_S[1])
+        line = f"gateway  {child.number} {why}; restarting in {delay:g} s"
+        log.warning(line)
+        announce(line)
+        child.restart_at = now + delay
+        if child.conn is not None:
+            child.conn.close()
+            child.conn = None
 
     def _read(self, child: _Child, conn: Connection, pid: int) -> None:
         """A child's snapshots, as they come, until its pipe ends."""
@@ -289,6 +310,10 @@ class GatewayFleet:
     def _watch(self, announce: Callable[[str], None]) -> None:
         now = time.monotonic()
         for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._start(child, announce)
+                continue
             process = child.process
             if process is None:
                 continue
@@ -296,24 +321,9 @@ class GatewayFleet:
                 child.announced = True
                 announce(f"gateway  {child.number} serving (pid {process.pid})")
             code = process.poll()
-            if code is not None and child.restart_at is None:
-                ran_s = now - child.started_at
-                child.failures = 0 if ran_s >= _HEALTHY_S else child.failures + 1
-                delay = min(_BACKOFF_S[0] * 2 ** max(child.failures - 1, 0), _BACKOFF_S[1])
+            if code is not None:
                 why = f"signal {-code}" if code < 0 else f"exit code {code}"
-                line = (
-                    f"gateway  {child.number} (pid {process.pid}) stopped ({why});"
-                    f" restarting in {delay:g} s"
-                )
-                child.history.append(line)
-                log.warning(line)
-                announce(line)
-                child.restart_at = now + delay
-                if child.conn is not None:
-                    child.conn.close()
-                    child.conn = None
-            elif child.restart_at is not None and now >= child.restart_at:
-                self._start(child)
+                self._retry(child, f"(pid {process.pid}) stopped ({why})", announce)
 
     async def _stop_all(self) -> None:
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
