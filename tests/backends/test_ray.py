@@ -19,6 +19,9 @@ from modelplane.core.backend import ReplicaRequest, ReplicaSpec, ReplicaState
 from modelplane.core.cluster import Demand
 from modelplane.errors import WorkerFailed
 
+# Ray clusters are started on one xdist worker, one after another: two at once on two
+# cores starve each other past their start-up timeouts.
+pytestmark = pytest.mark.xdist_group("ray")
 T = TypeVar("T")
 SPEC = ReplicaSpec("fake_models:load", paths=(str(Path(__file__).parents[1] / "dataplane"),))
 WARMUP = {"x": np.zeros((1, 2))}
@@ -110,7 +113,7 @@ def test_a_replica_socket_refuses_a_caller_without_its_secret(cluster: RayTestCl
     async def scenario() -> None:
         await backend.start(request, 60)
         handle: Any = ray.get_actor("guarded", namespace="modelplane")
-        _, host, port = await handle.ready.remote()
+        _, _, host, port, _ = await handle.ready.remote(10)
         with pytest.raises(WorkerFailed, match=r"cannot reach|refused"):
             await SocketChannel.connect(host, port, "not-the-secret", 10)
         await backend.close()

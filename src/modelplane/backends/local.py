@@ -2,31 +2,26 @@
 
 The node is given by whoever builds the backend (``modelplane up`` detects it with
 ``controlplane.nodes.detect_local_node``; this layer may not import that), so capacity is what
-this process may use, cgroups included. Each replica is a spawned process running the same
-replica host as a Ray actor (``backends.replica_host``), answering on a loopback socket with
-the data plane's framing and a per-replica secret. The backend refuses a replica for another
-node, and one that would take the node past its capacity: placement decides, and the
-backend holds it to what was decided.
+this process may use, cgroups included. Each replica is a process of its own
+(``backends.replica_child``, as under a Ray actor), sandboxed when its spec carries a policy,
+answering on a loopback socket with the data plane's framing and a per-replica secret. The
+backend refuses a replica for another node, and one that would take the node past its
+capacity: placement decides, and the backend holds it to what was decided.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import multiprocessing
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
 
-from modelplane.backends.replica_host import ReplicaHost
+from modelplane.backends.replica_child import ReplicaChild, child_policy, describe_exit
 from modelplane.backends.wire import Op, SocketChannel
 from modelplane.core.backend import (
     Arrays,
     BackendNode,
     ReplicaRequest,
-    ReplicaSpec,
     ReplicaState,
     ReplicaStatus,
 )
@@ -37,25 +32,10 @@ from modelplane.errors import ModelplaneError, NotFound, WorkerFailed
 __all__ = ["LocalBackend"]
 
 
-def _replica_main(spec: ReplicaSpec, secret: str, warmup: Arrays | None, conn: Connection) -> None:
-    """A replica process: load, listen on loopback, say where, serve until the parent goes."""
-    try:
-        host = ReplicaHost(spec, secret, warmup)
-        port = host.listen("127.0.0.1")
-    except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", port))
-    # The parent holds the other end: its end of file (the parent died) ends this replica.
-    with contextlib.suppress(EOFError, OSError):
-        conn.recv()
-
-
 @dataclass(slots=True)
 class _Replica:
     request: ReplicaRequest
-    process: Any
-    control: Connection
+    child: ReplicaChild
     channel: SocketChannel | None = None
 
 
@@ -64,7 +44,6 @@ class LocalBackend:
 
     def __init__(self, node: BackendNode) -> None:
         self._node = node
-        self._context = multiprocessing.get_context("spawn")
         self._replicas: dict[str, _Replica] = {}
 
     @property
@@ -93,34 +72,28 @@ class LocalBackend:
         if request.name in self._replicas:
             raise WorkerFailed(f"replica {request.name} is already running")
         self._check_room(request)
+        try:
+            policy = child_policy(request)
+        except (TypeError, ValueError) as exc:
+            raise WorkerFailed(f"replica {request.name}: {exc}") from None
         secret = secrets.token_urlsafe(32)
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=_replica_main,
-            args=(request.spec, secret, request.warmup, theirs),
-            name=request.name,
-            daemon=True,
+        child = await asyncio.to_thread(
+            ReplicaChild, request.spec, secret, request.warmup, "127.0.0.1", policy
         )
-        await asyncio.to_thread(process.start)
-        theirs.close()
-        replica = _Replica(request, process, ours)
+        replica = _Replica(request, child)
         self._replicas[request.name] = replica
         try:
-            ready = await asyncio.wait_for(asyncio.to_thread(_receive, ours), timeout_s)
-            if ready[0] != "ready":
-                raise WorkerFailed(f"replica {request.name} could not load its model: {ready[1]}")
+            ready = await asyncio.to_thread(child.wait_ready, timeout_s)
             replica.channel = await SocketChannel.connect(
-                "127.0.0.1", int(ready[1]), secret, timeout_s
+                "127.0.0.1", ready.port, secret, timeout_s
             )
         except BaseException as exc:
             await self.stop(request.name, 0.0)
-            if isinstance(exc, TimeoutError):
-                raise WorkerFailed(
-                    f"replica {request.name} did not start in {timeout_s:g}s"
-                ) from None
+            if isinstance(exc, WorkerFailed) and "could not load" in exc.message:
+                raise WorkerFailed(f"replica {request.name} {exc.message}") from None
             raise
         return ReplicaStatus(
-            request.name, self._node.name, ReplicaState.READY, pid=process.pid, request=request
+            request.name, self._node.name, ReplicaState.READY, pid=child.pid, request=request
         )
 
     async def stop(self, name: str, grace_s: float) -> None:
@@ -129,18 +102,15 @@ class LocalBackend:
             return
         if replica.channel is not None:
             await replica.channel.close()
-        replica.control.close()  # the replica's end of file: it exits by itself
-        await asyncio.to_thread(replica.process.join, grace_s)
-        if replica.process.is_alive():
-            replica.process.kill()
-            await asyncio.to_thread(replica.process.join, 5.0)
+        await asyncio.to_thread(replica.child.kill, grace_s)
 
     async def replicas(self) -> Sequence[ReplicaStatus]:
         out: list[ReplicaStatus] = []
         for name, replica in self._replicas.items():
-            process, channel = replica.process, replica.channel
-            if not process.is_alive():
-                state, reason = ReplicaState.DEAD, f"its process exited ({process.exitcode})"
+            child, channel = replica.child, replica.channel
+            code = child.returncode
+            if code is not None:
+                state, reason = ReplicaState.DEAD, describe_exit(code)
             elif channel is None:
                 state, reason = ReplicaState.STARTING, "loading"
             elif channel.closed:
@@ -148,7 +118,7 @@ class LocalBackend:
             else:
                 state, reason = ReplicaState.READY, ""
             out.append(
-                ReplicaStatus(name, self._node.name, state, reason, process.pid, replica.request)
+                ReplicaStatus(name, self._node.name, state, reason, child.pid, replica.request)
             )
         return out
 
@@ -174,11 +144,3 @@ class LocalBackend:
     async def close(self) -> None:
         for name in list(self._replicas):
             await self.stop(name, 2.0)
-
-
-def _receive(conn: Connection) -> tuple[str, Any]:
-    try:
-        message = conn.recv()
-    except (EOFError, OSError):
-        return ("error", "the replica process exited while loading")
-    return (str(message[0]), message[1])

@@ -8,20 +8,35 @@ timeout, leaving placement to decide again. A replica's state is read back from 
 table (the GCS: ``ray.util.state`` would need the dashboard, which modelplane's clusters run
 without), so a node that died shows its replicas dead with Ray's reason.
 
-Batches travel one of two ways (``DataPath``): a direct TCP connection per replica with the
-data plane's framing (the default: measured faster, ``bench/backends.py``), or one Ray actor
-call per batch. Either way no pickled object from a replica is trusted on the socket path;
-the actor-call path is Ray's own serialization.
+The model itself runs in a child process of the actor (``backends.replica_child``), which
+enters the sandbox the spec carries, as a local pool worker does; a Ray worker cannot (it
+must talk to its raylet and write Ray's session files). The child ends with the actor, and
+the actor with the child, so Ray's actor table tells the truth about the model.
+
+Batches travel one of two ways (``DataPath``): a direct TCP connection per replica to the
+child, with the data plane's framing (the default: measured faster, ``bench/backends.py``),
+or one Ray actor call per batch, relayed by the actor over its own connection to the child.
+Either way no pickled object from a replica is trusted on the socket path; the actor-call
+path is Ray's own serialization.
+
+Every call to the head is bounded (``backends.ray_link``). A backend that joined the cluster
+itself (``RayBackend.connect``) joins it again after the head restarts; the replicas it held
+are reported dead with the reason "the Ray head restarted" (actors do not outlive their head
+without GCS fault tolerance), so the placement controller places them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+import socket
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -29,8 +44,9 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from modelplane.backends.ray_link import HeadLink, HeadUnreachable, LinkSettings, reset_auth_cache
 from modelplane.backends.ray_nodes import exposure_findings, nodes_from_ray
-from modelplane.backends.replica_host import ReplicaHost
+from modelplane.backends.replica_child import ChildReady, ReplicaChild, child_policy, read_raw_frame
 from modelplane.backends.wire import Op, SocketChannel, decode, encode
 from modelplane.core.backend import (
     Arrays,
@@ -42,10 +58,23 @@ from modelplane.core.backend import (
     ray_resources,
 )
 from modelplane.errors import DeadlineExceeded, ModelplaneError, NotFound, WorkerFailed
+from modelplane.security.sandbox import SandboxPolicy
 
-__all__ = ["NAMESPACE", "DataPath", "RayBackend", "ReplicaActor", "replicas_by_node"]
+__all__ = [
+    "HEAD_RESTARTED",
+    "NAMESPACE",
+    "DataPath",
+    "LinkSettings",
+    "RayBackend",
+    "ReplicaActor",
+    "replicas_by_node",
+]
 
 NAMESPACE = "modelplane"
+HEAD_RESTARTED = "the Ray head restarted"
+"""Why every replica held when the head went away is dead."""
+_EXIT_KV = b"modelplane-replica-exit"
+"""Ray internal KV namespace where an actor leaves why its model process ended."""
 _log = logging.getLogger("modelplane.backends.ray")
 
 
@@ -57,25 +86,95 @@ class DataPath(StrEnum):
 
 
 class ReplicaActor:
-    """What runs inside the actor: a replica host listening on its node's address."""
+    """What runs inside the actor: the replica's own process, watched, and a relay to it.
 
-    def __init__(self, spec: ReplicaSpec, secret: str, warmup: Arrays | None) -> None:
-        self._host = ReplicaHost(spec, secret, warmup)
+    The model runs in a child process (``backends.replica_child``) that enters the sandbox
+    the spec carries and answers on a socket of this node's address; callers on the socket
+    path connect to it directly. The actor-call path relays each frame over a connection of
+    its own to that socket. When the child ends unasked, the actor records why (Ray's
+    internal KV, read back by ``RayBackend.replicas``) and ends too, so Ray reports the
+    replica dead; when the actor ends, however it ends, the child ends with it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: ReplicaSpec,
+        secret: str,
+        warmup: Arrays | None,
+        policy: SandboxPolicy | None,
+    ) -> None:
+        self._name = name
+        self._secret = secret
         self._address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        self._port = self._host.listen(self._address)
+        self._ready: ChildReady | None = None
+        self._relay: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._child = ReplicaChild(
+            spec, secret, warmup, self._address, policy, on_exit=self._child_ended
+        )
 
-    def ready(self) -> tuple[int, str, int]:
-        return os.getpid(), self._address, self._port
+    def ready(self, timeout_s: float) -> tuple[str, int, str, int, str]:
+        """``("ready", pid, address, port, sandbox)`` or ``("error", 0, reason, 0, "")``."""
+        if self._ready is None:
+            try:
+                self._ready = self._child.wait_ready(timeout_s)
+            except WorkerFailed as exc:
+                self._child.kill()
+                return ("error", 0, exc.message, 0, "")
+        ready = self._ready
+        return ("ready", ready.pid, self._address, ready.port, ready.sandbox)
 
     def predict(self, frame: bytes) -> bytes:
-        return self._host.answer_bytes(frame)
+        return self._call(frame)
 
     def ping(self) -> int:
-        return os.getpid()
+        reply = decode(memoryview(self._call(b"".join(encode(Op.PING, 0))))[4:])
+        return reply.pid
+
+    def _call(self, frame: bytes) -> bytes:
+        # One call at a time per actor (Ray's default): one connection, one frame each way.
+        with self._lock:
+            if self._relay is None:
+                self._relay = self._connect()
+            try:
+                self._relay.sendall(frame)
+                return read_raw_frame(self._relay)
+            except (OSError, EOFError, ValueError) as exc:
+                self._relay.close()
+                self._relay = None
+                why = f"replica {self._name}: its process did not answer: {exc}"
+                raise WorkerFailed(why) from exc
+
+    def _connect(self) -> socket.socket:
+        if self._ready is None:
+            raise WorkerFailed(f"replica {self._name} is not ready")
+        conn = socket.create_connection((self._address, self._ready.port), timeout=10.0)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(b"".join(encode(Op.HELLO, 0, error=self._secret)))
+        if decode(memoryview(read_raw_frame(conn))[4:]).op is not Op.HELLO:
+            conn.close()
+            raise WorkerFailed(f"replica {self._name} refused the relay")
+        conn.settimeout(None)
+        return conn
+
+    def _child_ended(self, why: str) -> None:
+        if self._ready is None:
+            return  # it failed to load: ``ready`` says why, and the backend stops this actor
+        _put_exit_reason(self._name, why)
+        # Ray reports the actor dead, and the backend the replica, with the reason just kept.
+        os._exit(1)
 
 
 # Typed as Any: Ray's stubs do not describe an actor class's ``.options``/``.remote``.
 _RemoteActor: Any = ray.remote(max_restarts=0, max_task_retries=0)(ReplicaActor)
+
+
+def _put_exit_reason(name: str, why: str) -> None:
+    from ray.experimental import internal_kv
+
+    with contextlib.suppress(Exception):  # the head may be gone too: Ray's reason stands
+        internal_kv._internal_kv_put(name.encode(), why.encode(), namespace=_EXIT_KV)
 
 
 @dataclass(slots=True)
@@ -86,13 +185,21 @@ class _Replica:
     pid: int | None = None
     channel: SocketChannel | None = None
     stopped: bool = False
+    sandbox: str = ""
+    lost: str = ""
+    """Why it is dead although Ray never said so (its head went away)."""
+    exit_reason: str = ""
 
 
 class RayBackend:
     """Replicas as pinned actors on the Ray cluster this process is connected to."""
 
     def __init__(
-        self, *, data_path: DataPath = DataPath.SOCKET, namespace: str = NAMESPACE
+        self,
+        *,
+        data_path: DataPath = DataPath.SOCKET,
+        namespace: str = NAMESPACE,
+        link: LinkSettings | None = None,
     ) -> None:
         if not ray.is_initialized():
             raise WorkerFailed("not connected to Ray: use RayBackend.connect(address)")
@@ -100,44 +207,81 @@ class RayBackend:
         self._namespace = namespace
         self._replicas: dict[str, _Replica] = {}
         self._owns_connection = False
+        self._last_nodes: Sequence[BackendNode] = ()
+        self._link = HeadLink(
+            str(ray.get_runtime_context().gcs_address),
+            join=None,
+            on_lost=self._head_lost,
+            settings=link,
+        )
 
     @classmethod
     def connect(
-        cls, address: str, *, data_path: DataPath = DataPath.SOCKET, namespace: str = NAMESPACE
+        cls,
+        address: str,
+        *,
+        data_path: DataPath = DataPath.SOCKET,
+        namespace: str = NAMESPACE,
+        link: LinkSettings | None = None,
     ) -> RayBackend:
-        """Join the cluster at ``address`` (its token from ``RAY_AUTH_TOKEN`` when it has one)."""
+        """Join the cluster at ``address`` (its token from ``RAY_AUTH_TOKEN`` when it has one).
+
+        A backend made here joins ``address`` again when its head restarts.
+        """
+        join = functools.partial(_join, address, namespace)
         try:
-            ray.init(
-                address=address,
-                namespace=namespace,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=False,
-            )
+            join()
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise WorkerFailed(f"cannot join the Ray cluster at {address}: {exc}") from exc
-        backend = cls(data_path=data_path, namespace=namespace)
+        backend = cls(data_path=data_path, namespace=namespace, link=link)
         backend._owns_connection = True
+        backend._link = HeadLink(
+            str(ray.get_runtime_context().gcs_address),
+            join=join,
+            on_lost=backend._head_lost,
+            settings=link,
+        )
         return backend
 
     @property
     def kind(self) -> str:
         return "ray"
 
+    @property
+    def head_up(self) -> bool:
+        """Whether the head answered the last call (False until it is joined again)."""
+        return self._link.up
+
+    def _head_lost(self, why: str) -> None:
+        for replica in self._replicas.values():
+            replica.lost = replica.lost or HEAD_RESTARTED
+            # a handle of the old cluster must not reach the new one
+            replica.handle = None
+
     async def nodes(self) -> Sequence[BackendNode]:
-        return nodes_from_ray(await asyncio.to_thread(ray.nodes))
+        try:
+            rows = await self._link.call(_node_rows, self._link.settings.call_timeout_s)
+        except HeadUnreachable:
+            return [dataclasses.replace(n, alive=False) for n in self._last_nodes]
+        self._last_nodes = nodes_from_ray(rows)
+        return self._last_nodes
 
     async def start(self, request: ReplicaRequest, timeout_s: float) -> ReplicaStatus:
         if request.name in self._replicas and not self._replicas[request.name].stopped:
             raise WorkerFailed(f"replica {request.name} is already running")
+        try:
+            policy = child_policy(request)
+        except (TypeError, ValueError) as exc:
+            raise WorkerFailed(f"replica {request.name}: {exc}") from None
         nodes = {n.name: n for n in await self.nodes()}
+        self._link.check_up()
         node = nodes.get(request.node)
         if node is None or not node.alive:
             raise WorkerFailed(f"replica {request.name}: node {request.node} is not alive in Ray")
         resources = ray_resources(request.demand, node.gpu_model)
         secret = secrets.token_urlsafe(32)
-        handle = _RemoteActor.options(
+        await self._link.call(_del_exit_reason, request.name, self._link.settings.call_timeout_s)
+        options = _RemoteActor.options(
             name=request.name,
             namespace=self._namespace,
             num_cpus=resources.pop("CPU", 0.0),
@@ -145,13 +289,24 @@ class RayBackend:
             memory=resources.pop("memory", None),
             resources=resources,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.engine_id, soft=False),
-        ).remote(request.spec, secret, request.warmup)
+        )
+        handle = await self._link.call(
+            options.remote, request.name, request.spec, secret, request.warmup, policy
+        )
         replica = _Replica(request, handle, node.engine_id)
         self._replicas[request.name] = replica
         try:
             ready: Any = handle.ready
-            pid, host, port = await asyncio.wait_for(ready.remote(), timeout_s)
+            answer = await asyncio.wait_for(ready.remote(timeout_s), timeout_s)
+            if answer[0] != "ready":
+                raise WorkerFailed(
+                    f"replica {request.name} could not load its model on {request.node}: "
+                    f"{answer[2]}"
+                )
+            _, pid, host, port, replica.sandbox = answer
             replica.pid = pid
+            if "missing:" in replica.sandbox:
+                _log.warning("replica %s pid %d %s", request.name, pid, replica.sandbox)
             if self._data_path is DataPath.SOCKET:
                 replica.channel = await SocketChannel.connect(host, port, secret, timeout_s)
         except BaseException as exc:
@@ -178,19 +333,44 @@ class RayBackend:
         replica.stopped = True
         if replica.channel is not None:
             await replica.channel.close()
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(ray.kill, replica.handle, no_restart=True)
+        if replica.handle is None:
+            return  # lost with its head: nothing of it is left to stop
+        # killing the actor ends its model process with it (``ReplicaActor``)
+        with contextlib.suppress(ModelplaneError, ValueError):
+            await self._link.call(ray.kill, replica.handle, no_restart=True)
+        with contextlib.suppress(ModelplaneError):
+            await self._link.call(_del_exit_reason, name, self._link.settings.call_timeout_s)
 
     async def replicas(self) -> Sequence[ReplicaStatus]:
-        table, nodes = await asyncio.to_thread(_actor_table), await self.nodes()
+        table: dict[str, dict[str, Any]] = {}
+        if any(not r.lost for r in self._replicas.values()):
+            with contextlib.suppress(HeadUnreachable):
+                table = await self._link.wait(self._actor_table)
+        nodes = await self.nodes() if self._link.up else self._last_nodes
         names = {n.engine_id: n.name for n in nodes}
         out: list[ReplicaStatus] = []
-        for name, replica in self._replicas.items():
-            row = table.get(name)
-            state, reason = _state(row, replica)
+        for name, replica in list(self._replicas.items()):
+            state, reason = _state(table.get(name), replica)
+            if state is ReplicaState.DEAD and not replica.lost and self._link.up:
+                reason = await self._exit_reason(replica) or reason
             node_name = names.get(replica.node_id, replica.request.node)
             out.append(ReplicaStatus(name, node_name, state, reason, replica.pid, replica.request))
         return out
+
+    async def _actor_table(self) -> dict[str, dict[str, Any]]:
+        client = _gcs_client()
+        infos = await client.async_get_all_actor_info(timeout=self._link.settings.call_timeout_s)
+        return _newest_by_name((_actor_row(info) for info in infos.values()), self._namespace)
+
+    async def _exit_reason(self, replica: _Replica) -> str:
+        """Why the actor's model process ended, as the actor left it (once read, kept)."""
+        if not replica.exit_reason:
+            with contextlib.suppress(ModelplaneError):
+                found = await self._link.call(
+                    _get_exit_reason, replica.request.name, self._link.settings.call_timeout_s
+                )
+                replica.exit_reason = found.decode() if found else ""
+        return replica.exit_reason
 
     async def ping(self, name: str, timeout_s: float) -> bool:
         replica = self._live(name)
@@ -215,6 +395,8 @@ class RayBackend:
                 raise DeadlineExceeded(f"{name} gave no answer within {timeout_s:.3g}s") from None
             except ray.exceptions.RayActorError as exc:
                 raise WorkerFailed(f"replica {name} died: {exc}") from exc
+            except ray.exceptions.RayTaskError as exc:
+                raise WorkerFailed(f"replica {name}: {exc.cause}") from exc
             frame = decode(memoryview(answer)[4:])
         if frame.op is Op.ERROR:
             raise WorkerFailed(f"the model raised {frame.error_type}: {frame.error}")
@@ -224,12 +406,19 @@ class RayBackend:
         replica = self._replicas.get(name)
         if replica is None or replica.stopped:
             raise NotFound(f"no running replica {name}")
+        if replica.lost or (replica.handle is None and replica.channel is None):
+            raise WorkerFailed(f"replica {name} was lost: {replica.lost or 'gone'}")
         return replica
+
+    def sandbox_report(self, name: str) -> str:
+        """What the replica's model process gave up (the sandbox's one line; empty: none)."""
+        return self._live(name).sandbox
 
     async def close(self) -> None:
         for name in list(self._replicas):
             await self.stop(name, 0.0)
         self._replicas.clear()
+        await self._link.close()
         if self._owns_connection:
             await asyncio.to_thread(ray.shutdown)
 
@@ -242,9 +431,66 @@ class RayBackend:
         return self._live(name).request
 
 
+def _join(address: str, namespace: str) -> None:
+    reset_auth_cache()  # a head that restarted may hold a new token; Ray read the old once
+    ray.init(
+        address=address,
+        namespace=namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
+
+
+def _gcs_client() -> Any:
+    worker: Any = ray._private.worker.global_worker
+    return worker.gcs_client
+
+
+def _node_rows(timeout_s: float) -> list[dict[str, Any]]:
+    """``ray.nodes()``'s rows from the GCS client, whose calls end at their timeout."""
+    from ray.core.generated import gcs_pb2
+
+    alive = gcs_pb2.GcsNodeInfo.GcsNodeState.Value("ALIVE")  # type: ignore[attr-defined]
+    infos = _gcs_client().get_all_node_info(timeout=timeout_s)
+    return [
+        {
+            "NodeID": node_id.hex(),
+            "Alive": info.state == alive,
+            "Resources": dict(info.resources_total),
+            "Labels": dict(info.labels),
+        }
+        for node_id, info in infos.items()
+    ]
+
+
+def _actor_row(info: Any) -> dict[str, Any]:
+    from ray.core.generated import gcs_pb2
+
+    return {
+        "Name": info.name,
+        "RayNamespace": info.ray_namespace,
+        "State": gcs_pb2.ActorTableData.ActorState.Name(info.state),  # type: ignore[attr-defined]
+        "Address": {"NodeID": info.address.node_id.hex()},
+        "DeathCause": info.death_cause,
+    }
+
+
+def _get_exit_reason(name: str, timeout_s: float) -> bytes | None:
+    found: bytes | None = _gcs_client().internal_kv_get(name.encode(), _EXIT_KV, timeout=timeout_s)
+    return found
+
+
+def _del_exit_reason(name: str, timeout_s: float) -> None:
+    _gcs_client().internal_kv_del(name.encode(), False, _EXIT_KV, timeout=timeout_s)
+
+
 def _state(row: dict[str, Any] | None, replica: _Replica) -> tuple[ReplicaState, str]:
     if replica.stopped:
         return ReplicaState.STOPPED, "stopped"
+    if replica.lost:
+        return ReplicaState.DEAD, replica.lost
     if row is None:
         return ReplicaState.STARTING, "not in Ray's actor table yet"
     ray_state = str(row.get("State", ""))
@@ -266,18 +512,25 @@ def _death_reason(row: dict[str, Any]) -> str:
     return "the actor died"
 
 
-def _actor_table() -> dict[str, dict[str, Any]]:
+def _newest_by_name(
+    rows: Iterable[dict[str, Any]], namespace: str = NAMESPACE
+) -> dict[str, dict[str, Any]]:
     """Our namespace's actors by name, the newest of each name (a name is reused on restart)."""
-    from ray._private import state  # the GCS actor table; the public state API needs the dashboard
-
     out: dict[str, dict[str, Any]] = {}
-    for row in state.actors().values():
-        if row.get("RayNamespace") not in (None, NAMESPACE):
+    for row in rows:
+        if row.get("RayNamespace") not in (None, namespace):
             continue
         name = str(row.get("Name") or "")
         if name and (name not in out or out[name].get("State") == "DEAD"):
             out[name] = row
     return out
+
+
+def _actor_table() -> dict[str, dict[str, Any]]:
+    """The actor table for a short-lived caller (the CLI): Ray's state accessor, unbounded."""
+    from ray._private import state  # the GCS actor table; the public state API needs the dashboard
+
+    return _newest_by_name(state.actors().values())
 
 
 def replicas_by_node() -> dict[str, int]:

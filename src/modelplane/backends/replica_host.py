@@ -1,8 +1,9 @@
 """The inside of a replica, wherever it runs: load the model, answer framed batches.
 
-The same host runs in a local process (``backends.local``) and in a Ray actor
-(``backends.ray``). It serves one batch at a time, from any number of connections, behind a
-lock: a replica computes serially, like a local worker, and its concurrency is its count.
+The same host runs in a replica's own process (``backends.replica_child``), which the local
+backend starts and a Ray actor starts on its node. It serves one batch at a time, from any
+number of connections, behind a lock: a replica computes serially, like a local worker, and
+its concurrency is its count.
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ class ReplicaHost:
 
     def listen(self, host: str) -> int:
         """Open the replica's socket on ``host`` (an ephemeral port) and serve it in threads."""
-        listener = socket.create_server((host, 0), backlog=64)
+        return self.serve(socket.create_server((host, 0), backlog=64))
+
+    def serve(self, listener: socket.socket) -> int:
+        """Serve a socket opened already (a sandboxed process may not open one); its port."""
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return int(listener.getsockname()[1])

@@ -98,11 +98,17 @@ class ReplicaSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
     """Folders put first on the replica's ``sys.path`` before the import."""
+    sandbox: Mapping[str, Any] | None = None
+    """What the replica's process gives up before it imports the loader: a
+    ``security.sandbox.SandboxPolicy`` as plain values (``backends.replica_child.policy_data``),
+    already narrowed to the package; ``None``: no sandbox."""
 
     def __post_init__(self) -> None:
         module, sep, attr = self.loader.partition(":")
         if not (module and sep and attr):
             raise ValueError(f"spec.loader: '{self.loader}' is not 'module:callable'")
+        if self.sandbox is not None and not isinstance(self.sandbox, Mapping):
+            raise ValueError("spec.sandbox: a mapping of the sandbox policy's fields, or None")
 
 
 def _replica_workload(
