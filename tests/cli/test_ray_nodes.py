@@ -34,7 +34,11 @@ def cluster() -> Iterator[RayTestCluster]:
 
 
 def nodes_cli(
-    cluster: RayTestCluster, tmp_path: Path, *args: str, token: str | None = None
+    cluster: RayTestCluster,
+    tmp_path: Path,
+    *args: str,
+    token: str | None = None,
+    command: str = "nodes",
 ) -> subprocess.CompletedProcess[str]:
     env = (
         home_env(tmp_path / "home")
@@ -44,7 +48,8 @@ def nodes_cli(
         }
     )
     return subprocess.run(
-        [CLI, "nodes", "--ray-address", cluster.address, *args],
+        [CLI, command, "--ray-address", cluster.address, *args]
+        + (["fraud"] if command == "why" else []),
         env=env,
         capture_output=True,
         text=True,
@@ -56,7 +61,9 @@ def nodes_cli(
 def test_nodes_lists_the_ray_cluster_with_its_replicas(
     cluster: RayTestCluster, tmp_path: Path
 ) -> None:
-    request = ReplicaRequest("listed", "gpu-a", SPEC, Demand(500, 64, 1, 500))
+    request = ReplicaRequest(
+        "listed", "gpu-a", SPEC, Demand(500, 64, 1, 500), endpoint="fraud", model="fraud:3"
+    )
 
     async def scenario() -> None:
         backend = RayBackend()
@@ -64,6 +71,7 @@ def test_nodes_lists_the_ray_cluster_with_its_replicas(
         try:
             done = await asyncio.to_thread(nodes_cli, cluster, tmp_path, "--json")
             text = await asyncio.to_thread(nodes_cli, cluster, tmp_path)
+            why = await asyncio.to_thread(nodes_cli, cluster, tmp_path, command="why")
         finally:
             await backend.close()
         assert done.returncode == 0, done.stderr
@@ -72,6 +80,19 @@ def test_nodes_lists_the_ray_cluster_with_its_replicas(
         assert sorted(by_name) == ["gpu-a", "head"]
         assert (by_name["gpu-a"]["gpu_model"], by_name["gpu-a"]["cost_per_hour"]) == ("T4", 0.5)
         assert shown["replicas"] == {"gpu-a": 1}
+        assert shown["placed"] == [
+            {
+                "name": "listed",
+                "node": "gpu-a",
+                "model": "fraud:3",
+                "endpoint": "fraud",
+                "state": "ready",
+                "reason": "",
+            }
+        ]
+        assert "fraud:3" in text.stdout
+        assert why.returncode == 0, why.stderr
+        assert why.stdout.strip() == "replica listed (fraud:3) is ready on gpu-a"
         assert shown["warnings"] == []
         assert "the cluster is closed" in text.stdout
         assert "warning:" not in text.stderr

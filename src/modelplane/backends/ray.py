@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import secrets
@@ -65,8 +66,10 @@ __all__ = [
     "NAMESPACE",
     "DataPath",
     "LinkSettings",
+    "PlacedReplica",
     "RayBackend",
     "ReplicaActor",
+    "placed_replicas",
     "replicas_by_node",
 ]
 
@@ -75,6 +78,8 @@ HEAD_RESTARTED = "the Ray head restarted"
 """Why every replica held when the head went away is dead."""
 _EXIT_KV = b"modelplane-replica-exit"
 """Ray internal KV namespace where an actor leaves why its model process ended."""
+_PLACED_KV = b"modelplane-replica"
+"""Ray internal KV namespace where a backend leaves what each replica serves."""
 _log = logging.getLogger("modelplane.backends.ray")
 
 
@@ -280,7 +285,9 @@ class RayBackend:
             raise WorkerFailed(f"replica {request.name}: node {request.node} is not alive in Ray")
         resources = ray_resources(request.demand, node.gpu_model)
         secret = secrets.token_urlsafe(32)
-        await self._link.call(_del_exit_reason, request.name, self._link.settings.call_timeout_s)
+        timeout = self._link.settings.call_timeout_s
+        await self._link.call(_del_exit_reason, request.name, timeout)
+        await self._link.call(_put_placed, request, timeout)
         options = _RemoteActor.options(
             name=request.name,
             namespace=self._namespace,
@@ -340,6 +347,7 @@ class RayBackend:
             await self._link.call(ray.kill, replica.handle, no_restart=True)
         with contextlib.suppress(ModelplaneError):
             await self._link.call(_del_exit_reason, name, self._link.settings.call_timeout_s)
+            await self._link.call(_del_placed, name, self._link.settings.call_timeout_s)
 
     async def replicas(self) -> Sequence[ReplicaStatus]:
         table: dict[str, dict[str, Any]] = {}
@@ -484,6 +492,74 @@ def _get_exit_reason(name: str, timeout_s: float) -> bytes | None:
 
 def _del_exit_reason(name: str, timeout_s: float) -> None:
     _gcs_client().internal_kv_del(name.encode(), False, _EXIT_KV, timeout=timeout_s)
+
+
+def _put_placed(request: ReplicaRequest, timeout_s: float) -> None:
+    record = {"model": request.model, "endpoint": request.endpoint, "node": request.node}
+    value = json.dumps(record).encode()
+    _gcs_client().internal_kv_put(request.name.encode(), value, True, _PLACED_KV, timeout=timeout_s)
+
+
+def _del_placed(name: str, timeout_s: float) -> None:
+    _gcs_client().internal_kv_del(name.encode(), False, _PLACED_KV, timeout=timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedReplica:
+    """A modelplane replica as Ray holds it: for ``modelplane nodes`` in any process."""
+
+    name: str
+    node: str
+    model: str
+    endpoint: str
+    state: str
+    reason: str = ""
+
+
+_RAY_STATES = {
+    "ALIVE": (ReplicaState.READY, ""),
+    "DEPENDENCIES_UNREADY": (ReplicaState.STARTING, "pending: Ray has not created it yet"),
+    "PENDING_CREATION": (ReplicaState.STARTING, "pending: waiting for its node's resources"),
+    "RESTARTING": (ReplicaState.STARTING, "restarting"),
+}
+
+
+def placed_replicas() -> list[PlacedReplica]:
+    """Every modelplane replica in Ray, whoever started it: node, model and state.
+
+    Read from Ray's actor table and the record each backend leaves at start (model,
+    endpoint); a replica stopped on purpose has no record left and is not shown, one that
+    died unasked is shown dead with its reason.
+    """
+    from ray.experimental import internal_kv
+
+    names = {n.engine_id: n.name for n in nodes_from_ray(ray.nodes())}  # type: ignore[no-untyped-call]
+    out: list[PlacedReplica] = []
+    for name, row in sorted(_actor_table().items()):
+        raw = internal_kv._internal_kv_get(name.encode(), namespace=_PLACED_KV)
+        if not raw:
+            continue  # not a replica of a backend, or stopped on purpose
+        record = json.loads(raw)
+        ray_state = str(row.get("State", ""))
+        if ray_state == "DEAD":
+            left = internal_kv._internal_kv_get(name.encode(), namespace=_EXIT_KV)
+            state = ReplicaState.DEAD
+            reason = left.decode() if left else _death_reason(row)
+        else:
+            state, reason = _RAY_STATES.get(ray_state, (ReplicaState.STARTING, ray_state.lower()))
+        node_id = str((row.get("Address") or {}).get("NodeID", ""))
+        node = names.get(node_id) or f"({record.get('node', '?')})"
+        out.append(
+            PlacedReplica(
+                name,
+                node,
+                str(record.get("model", "")),
+                str(record.get("endpoint", "")),
+                state.value,
+                reason,
+            )
+        )
+    return out
 
 
 def _state(row: dict[str, Any] | None, replica: _Replica) -> tuple[ReplicaState, str]:

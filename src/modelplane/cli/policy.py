@@ -99,11 +99,17 @@ def why(
     ],
     cluster: ClusterOption = None,
     as_json: JsonFlag = False,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Where a workload is placed, or why it is pending or preempted, in one line."""
     from modelplane.controlplane.why import explain
     from modelplane.store.jobs import JobStore
 
+    if ray_address:
+        from modelplane.cli.ray_nodes import why_on_ray
+
+        if why_on_ray(ray_address, workload, as_json):
+            return
     cli: CliContext = ctx.obj
     spec = _cluster(cli, cluster)
     with registry_from(cli) as registry:
