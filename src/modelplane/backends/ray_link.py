@@ -90,6 +90,7 @@ class HeadLink:
         self._rejoining: asyncio.Task[None] | None = None
         self.up = True
         self.lost_reason = ""
+        self._lost_at = 0.0
         self.generation = 0
         """How many times the head was joined again."""
 
@@ -154,6 +155,7 @@ class HeadLink:
             return
         self.up = False
         self.lost_reason = why
+        self._lost_at = time.monotonic()
         _log.warning("lost the Ray head at %s: %s", self.address, why)
         self._on_lost(why)
         if self._join is not None:
@@ -162,9 +164,11 @@ class HeadLink:
     async def _rejoin(self) -> None:
         settings = self.settings
         # An old call still waiting when a new head answers would end this process: wait for
-        # each to reach its own timeout first (GCS client calls end by themselves).
-        deadline = time.monotonic() + settings.call_timeout_s + settings.shutdown_timeout_s
-        while self._running and time.monotonic() < deadline:
+        # each to reach its own timeout first (GCS client calls end by themselves, those
+        # awaited on the loop included, which ``_running`` does not hold).
+        quiet = self._lost_at + settings.call_timeout_s
+        deadline = quiet + settings.shutdown_timeout_s
+        while (self._running or time.monotonic() < quiet) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._running:
             self.lost_reason += "; calls to the old head never ended, so it is not joined again"
