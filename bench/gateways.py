@@ -1,13 +1,15 @@
 """One gateway against two: ``modelplane up --gateways 1`` and ``--gateways 2`` under the same
 load, and the throughput ratio (issue 13: two gateways at least 1.6x one on two unpinned cores).
 
-Each round starts ``modelplane up`` on a fresh home (SQLite store) with the ``fraud-score``
-endpoint (a scikit-learn logistic regression over two floats, records JSON), waits until
-every gateway answers, then drives it from a load client process of its own: ``--concurrency``
-keep-alive connections (the kernel spreads connections, not requests, over the gateways),
-one row per request, closed loop, ``--seconds`` after a warm-up. Rounds alternate 1, 2, 1, 2…
-so a neighbour's load on a shared machine falls on both alike. Prints a table and writes
-``bench/results/gateways.json``.
+One home (SQLite store) is prepared with the ``fraud-score`` endpoint (a scikit-learn
+logistic regression over two floats, records JSON). Each round starts ``modelplane up`` on
+it, waits until every gateway answers, then drives it from a load client process of its own:
+``--concurrency`` keep-alive connections (the kernel spreads connections, not requests, over
+the gateways), one row per request, closed loop, ``--seconds`` after a warm-up. Rounds
+alternate 1, 2, 1, 2… so a neighbour's load on a shared machine falls on both alike, and each
+round's pair gives a ratio. Beside req/s: CPU milliseconds per request of ``up``'s whole
+process tree (gateways and workers), which a busy neighbour moves less. Prints a table and
+writes ``bench/results/gateways.json``.
 
 Run from the repository root:
 
@@ -86,10 +88,29 @@ def _round(env: dict[str, str], gateways: int, concurrency: int, seconds: float)
                 raise RuntimeError(f"up --gateways {gateways} did not serve")
             time.sleep(0.5)
         _client(url, concurrency, 2.0)  # warm-up
-        return _client(url, concurrency, seconds)
+        before = _tree_cpu_s(up.pid)
+        result = _client(url, concurrency, seconds)
+        used = _tree_cpu_s(up.pid) - before
+        result["cpu_ms_per_request"] = 1000 * used / max(result["answered"], 1)
+        return result
     finally:
         up.terminate()
         up.wait(timeout=120)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``up`` and every process under it (gateways, workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _client(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -156,8 +177,11 @@ def main() -> None:
                 runs[gateways].append(_round(env, gateways, args.concurrency, args.seconds))
     rps = {g: sum(r["rps"] for r in found) / len(found) for g, found in runs.items()}
     ratio = rps[2] / rps[1]
+    # each round's two runs back to back: a neighbour's burst falls on one pair, not all
+    paired = sorted(two["rps"] / one["rps"] for one, two in zip(runs[1], runs[2], strict=True))
     table = Table(title=f"fraud-score, records JSON, c={args.concurrency}, keep-alive")
-    for column in ("gateways", "req/s (mean)", "rounds", "errors", "answers by gateway"):
+    columns = ("gateways", "req/s (mean)", "rounds", "CPU ms/request", "errors", "by gateway")
+    for column in columns:
         table.add_column(column)
     for gateways, found in runs.items():
         spread: dict[str, int] = {}
@@ -166,16 +190,22 @@ def main() -> None:
                 spread[g] = spread.get(g, 0) + n
         table.add_row(str(gateways), f"{rps[gateways]:.0f}",
                       ", ".join(f"{r['rps']:.0f}" for r in found),
+                      f"{sum(r['cpu_ms_per_request'] for r in found) / len(found):.2f}",
                       str(sum(r["errors"] for r in found)), json.dumps(spread))  # fmt: skip
     Console().print(table)
-    Console().print(f"two gateways / one: {ratio:.2f}x (aim {AIM}x on free cores)")
+    Console().print(
+        f"two gateways / one: {ratio:.2f}x of the means, rounds "
+        + ", ".join(f"{r:.2f}x" for r in paired)
+        + f" (aim {AIM}x on free cores; load average {os.getloadavg()[0]:.1f})"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "bench": "gateways", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg": os.getloadavg()},
         "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
-        "rps": {str(g): v for g, v in rps.items()}, "ratio": ratio, "aim": AIM,
+        "rps": {str(g): v for g, v in rps.items()}, "ratio": ratio, "paired_ratios": paired,
+        "aim": AIM,
         "runs": {str(g): found for g, found in runs.items()},
     }, indent=2) + "\n")  # fmt: skip
 
