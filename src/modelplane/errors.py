@@ -49,6 +49,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "ReplicaLost",
     "StoreUnavailable",
     "Unauthorized",
     "UnsafeFormat",
@@ -77,6 +78,7 @@ HTTP_STATUS: dict[str, int] = {
     "output_contract_violation": 500,
     "missing_extra": 501,
     "worker_failed": 503,
+    "replica_lost": 503,
     "not_ready": 503,
     "server_busy": 503,
     "store_unavailable": 503,
@@ -223,6 +225,13 @@ class WorkerFailed(ModelplaneError):
     """A model worker died or misbehaved while holding the request."""
 
     code = "worker_failed"
+
+
+class ReplicaLost(WorkerFailed):
+    """The replica went away (its process, its connection or its node) before it answered:
+    the request never reached a model that could fail it, so another replica may retry it."""
+
+    code = "replica_lost"
 
 
 class MissingExtra(ModelplaneError, ImportError):

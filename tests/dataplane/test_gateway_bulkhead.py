@@ -1,5 +1,5 @@
 """Bulkheads through HTTP: killing one endpoint's workers under load on two endpoints
-costs the other endpoint nothing."""
+costs the other endpoint nothing, on every backend (``tests.kit.backends``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 from tests.dataplane import gateway_kit as kit
+from tests.kit.backends import BACKENDS, replica_pools
 
 from modelplane.dataplane.server import ServerThread
 
@@ -36,10 +37,14 @@ def worker_pids(server: ServerThread, endpoint: str) -> list[int]:
     ]
 
 
-def test_killing_one_endpoints_workers_costs_the_other_nothing() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killing_one_endpoints_workers_costs_the_other_nothing(backend: str) -> None:
     victim = kit.EndpointBuilder("victim", "echo").build()
     steady = kit.EndpointBuilder("steady", "echo").build()
-    with ServerThread([victim, steady], config=kit.gateway_config()) as server:
+    with (
+        replica_pools(backend) as pools,
+        ServerThread([victim, steady], config=kit.gateway_config(pools=pools)) as server,
+    ):
         stop = threading.Event()
         steady_codes: list[int] = []
         victim_codes: list[int] = []

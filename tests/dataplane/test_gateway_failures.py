@@ -1,4 +1,5 @@
-"""Failure paths over real HTTP: fallbacks, shedding, deadlines and circuit breakers."""
+"""Failure paths over real HTTP: fallbacks, shedding, deadlines and circuit breakers, on every
+backend (``tests.kit.backends``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
+from tests.kit.backends import BACKENDS, replica_pools
 
 from modelplane.dataplane.codec_v2 import decode_response, encode_request
 from modelplane.dataplane.server import ServerThread
@@ -24,8 +26,10 @@ CLOCK = FakeClock()
 """What the breakers read: the cool-down passes when a test moves it, not by sleeping."""
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """The same endpoints on each backend: the gateway's worker processes, replicas placed
+    on ``backends.local``, and actors on a real Ray cluster."""
     contract = kit.echo_contract
     endpoints = [
         kit.EndpointBuilder("echo-fb", "echo", contract=contract("echo-fb"))
@@ -39,7 +43,10 @@ def server() -> Iterator[ServerThread]:
         kit.EndpointBuilder("echo-a", "echo").endpoint_fallback("echo-backup").build(),
         kit.EndpointBuilder("echo-backup", "steady").build(),
     ]
-    with ServerThread(endpoints, config=kit.gateway_config(clock=CLOCK)) as running:
+    with (
+        replica_pools(request.param) as pools,
+        ServerThread(endpoints, config=kit.gateway_config(clock=CLOCK, pools=pools)) as running,
+    ):
         yield running
 
 
@@ -73,7 +80,14 @@ def test_wrong_output_shape_serves_the_fallback(client: httpx.Client) -> None:
     )
 
 
-def test_deadline_serves_the_fallback(client: httpx.Client) -> None:
+@pytest.fixture
+def restart_s(request: pytest.FixtureRequest) -> float:
+    """How long a killed replica may take to come back: a forked worker starts in
+    milliseconds, a Ray actor (a new worker process importing the runtime) in seconds."""
+    return 90.0 if request.node.callspec.params.get("server") == "ray" else 10.0
+
+
+def test_deadline_serves_the_fallback(client: httpx.Client, restart_s: float) -> None:
     # the model takes 1.5 s; without the endpoint's 400 ms deadline it would answer itself
     response = post(client, "echo-fb", fm.VERY_SLOW)
     assert response.headers["modelplane-fallback"] == "timeout"
@@ -83,7 +97,7 @@ def test_deadline_serves_the_fallback(client: httpx.Client) -> None:
         again = post(client, "echo-fb", 1.0)
         return None if "modelplane-fallback" in again.headers else again
 
-    healthy = wait_for(answered_by_the_model, 10, "a fresh worker to answer")
+    healthy = wait_for(answered_by_the_model, restart_s, "a fresh worker to answer")
     assert healthy.headers["modelplane-model-version"] == "echo:1"
 
 

@@ -2,7 +2,8 @@
 
 A shadow gets a copy of the traffic and its answers are only compared with what callers
 got; sticky routing keeps one key on one version while weights move; a replica count
-change adds or removes workers without touching the others or failing a request.
+change adds or removes workers without touching the others or failing a request. Shadows and
+resizing run on every backend (``tests.kit.backends``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
+from tests.kit.backends import BACKENDS, replica_pools
 
 from modelplane.dataplane.endpoint_runtime import EndpointConfig, ShadowRuntime
 from modelplane.dataplane.server import ServerThread
@@ -58,9 +60,16 @@ def the_shadow(server: ServerThread) -> ShadowRuntime:
     return server.gateway.handler.endpoints["echo"].shadows[0]
 
 
-def test_shadow_answers_are_compared_never_returned() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shadow_answers_are_compared_never_returned(backend: str) -> None:
     # steady zeroes x[0, 0]: its y differs from echo's in one of four columns
-    with ServerThread([shadowed("echo", "steady")], config=kit.gateway_config()) as server:
+    with (
+        replica_pools(backend) as pools,
+        ServerThread(
+            [shadowed("echo", "steady")],
+            config=kit.gateway_config(pools=pools),
+        ) as server,
+    ):
         with httpx.Client(base_url=server.url, timeout=10.0) as http:
             for _ in range(30):
                 response = http.post(PATH, json=row(1.0))
@@ -84,9 +93,16 @@ def test_shadow_answers_are_compared_never_returned() -> None:
                                          "percent": 100.0}]  # fmt: skip
 
 
-def test_a_failing_shadow_never_fails_the_caller() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failing_shadow_never_fails_the_caller(backend: str) -> None:
     # echo raises on x[0, 0] == -2; steady, the primary, ignores it
-    with ServerThread([shadowed("steady", "echo")], config=kit.gateway_config()) as server:
+    with (
+        replica_pools(backend) as pools,
+        ServerThread(
+            [shadowed("steady", "echo")],
+            config=kit.gateway_config(pools=pools),
+        ) as server,
+    ):
         with httpx.Client(base_url=server.url, timeout=10.0) as http:
             statuses = Counter(http.post(PATH, json=row(-2.0)).status_code for _ in range(20))
         assert statuses == {200: 20}
@@ -179,13 +195,17 @@ def pids(server: ServerThread) -> set[int | None]:
     return {replica.pid for replica in route.target.pool.replicas()}
 
 
-def test_replica_changes_resize_in_place_under_load() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_replica_changes_resize_in_place_under_load(backend: str) -> None:
     one = kit.EndpointBuilder("echo", "echo").build()
 
     def scaled(replicas: int) -> EndpointConfig:
         return EndpointConfig(one.endpoint.model_copy(update={"replicas": replicas}), one.models)
 
-    with ServerThread([one], config=kit.gateway_config()) as server:
+    with (
+        replica_pools(backend) as pools,
+        ServerThread([one], config=kit.gateway_config(pools=pools)) as server,
+    ):
         stop, statuses = threading.Event(), Counter[int]()
 
         def hammer() -> None:

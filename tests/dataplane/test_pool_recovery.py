@@ -42,7 +42,9 @@ def post(client: httpx.Client, first: float) -> httpx.Response:
 
 def the_pool(server: ServerThread) -> WorkerPool:
     (route,) = server.gateway.handler.endpoints["echo-back"].routes
-    return route.target.pool
+    pool = route.target.pool
+    assert isinstance(pool, WorkerPool)  # this gateway runs local worker processes
+    return pool
 
 
 def ready_pids(pool: WorkerPool) -> list[int]:
@@ -87,7 +89,7 @@ def test_a_runtime_put_later_gets_a_warm_template() -> None:
         assert "/sklearn/" in maps
         assert "/torch/lib/" not in maps
         (route,) = running.gateway.handler.endpoints["sk"].routes
-        (worker,) = ready_pids(route.target.pool)
+        (worker,) = [r.pid for r in route.target.pool.replicas() if r.pid is not None]
         assert Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()[1] == str(
             template
         )

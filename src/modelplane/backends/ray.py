@@ -58,7 +58,7 @@ from modelplane.core.backend import (
     ReplicaStatus,
     ray_resources,
 )
-from modelplane.errors import DeadlineExceeded, ModelplaneError, NotFound, WorkerFailed
+from modelplane.errors import DeadlineExceeded, ModelplaneError, NotFound, ReplicaLost, WorkerFailed
 from modelplane.security.sandbox import SandboxPolicy
 
 __all__ = [
@@ -402,9 +402,9 @@ class RayBackend:
             except TimeoutError:
                 raise DeadlineExceeded(f"{name} gave no answer within {timeout_s:.3g}s") from None
             except ray.exceptions.RayActorError as exc:
-                raise WorkerFailed(f"replica {name} died: {exc}") from exc
+                raise ReplicaLost(f"replica {name} died: {exc}") from exc
             except ray.exceptions.RayTaskError as exc:
-                raise WorkerFailed(f"replica {name}: {exc.cause}") from exc
+                raise ReplicaLost(f"replica {name}: {exc.cause}") from exc
             frame = decode(memoryview(answer)[4:])
         if frame.op is Op.ERROR:
             raise WorkerFailed(f"the model raised {frame.error_type}: {frame.error}")
@@ -415,7 +415,7 @@ class RayBackend:
         if replica is None or replica.stopped:
             raise NotFound(f"no running replica {name}")
         if replica.lost or (replica.handle is None and replica.channel is None):
-            raise WorkerFailed(f"replica {name} was lost: {replica.lost or 'gone'}")
+            raise ReplicaLost(f"replica {name} was lost: {replica.lost or 'gone'}")
         return replica
 
     def sandbox_report(self, name: str) -> str:

@@ -25,7 +25,7 @@ import struct
 from modelplane.core import tensor_frames
 from modelplane.core.backend import Arrays
 from modelplane.core.tensor_frames import Frame, Op, decode
-from modelplane.errors import DeadlineExceeded, WorkerFailed
+from modelplane.errors import DeadlineExceeded, ReplicaLost, WorkerFailed
 
 __all__ = [
     "MAX_FRAME",
@@ -108,7 +108,7 @@ __all__ += ["secret_matches"]
 class SocketChannel:
     """The caller's end of one replica's connection: pipelined requests, a future per id.
 
-    A connection that breaks fails every request it holds with :class:`WorkerFailed` (which
+    A connection that breaks fails every request it holds with :class:`ReplicaLost` (which
     the gateway retries once elsewhere); the channel then reports ``closed``.
     """
 
@@ -170,11 +170,11 @@ class SocketChannel:
         held, self._pending = self._pending, {}
         for future in held.values():
             if not future.done():
-                future.set_exception(WorkerFailed(f"replica lost: {reason}"))
+                future.set_exception(ReplicaLost(f"replica lost: {reason}"))
 
     async def call(self, op: Op, arrays: Arrays | None, timeout_s: float) -> Frame:
         if self.closed:
-            raise WorkerFailed("the replica's connection is closed")
+            raise ReplicaLost("the replica's connection is closed")
         rid = next(self._ids)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future

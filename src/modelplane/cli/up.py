@@ -89,6 +89,21 @@ def up(
     oidc_audience: Annotated[
         str, typer.Option(envvar="MODELPLANE_OIDC_AUDIENCE", help="The JWTs' audience.")
     ] = "modelplane",
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELPLANE_BACKEND",
+            help="Where replicas run: 'local' (worker processes of this machine) or 'ray'"
+            " (actors on the Ray cluster at --ray-address, placed by modelplane's policy).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELPLANE_RAY_ADDRESS",
+            help="The Ray cluster's GCS address, HOST:PORT (its token from RAY_AUTH_TOKEN).",
+        ),
+    ] = None,
     gateways: Annotated[
         int,
         typer.Option(
@@ -111,7 +126,15 @@ def up(
     evidence = PredictionLogConfig(sample_rate=sample_rate, retain_rows=log_retain)
     oidc = None if oidc_issuer is None else OidcConfig(oidc_issuer, oidc_audience)
     options = SystemOptions(
-        host, port, api_port, actor=cli.actor, evidence=evidence, gateways=gateways, oidc=oidc
+        host,
+        port,
+        api_port,
+        actor=cli.actor,
+        evidence=evidence,
+        backend=backend,  # type: ignore[arg-type]  # SystemOptions names a bad one
+        ray_address=ray_address,
+        gateways=gateways,
+        oidc=oidc,
     )
     uvloop.run(_run(cli, options, auth=auth, predict_auth=predict_auth, oidc=oidc))
     console.print("stopped")

@@ -43,7 +43,14 @@ from modelplane.dataplane.fastcheck import PlainInputs
 from modelplane.dataplane.features_join import FeatureJoin, compile_join
 from modelplane.dataplane.loader import LOADER
 from modelplane.dataplane.metrics import GatewayMetrics
-from modelplane.dataplane.pool import PoolConfig, WorkerPool, WorkerSpec
+from modelplane.dataplane.pool import (
+    PoolConfig,
+    PoolFactory,
+    PoolRequest,
+    ReplicaPool,
+    WorkerPool,
+    WorkerSpec,
+)
 from modelplane.dataplane.records import RecordsCodec
 from modelplane.dataplane.routestats import LABEL_KINDS, RouteStats
 from modelplane.errors import InvalidSpec, WorkerFailed
@@ -106,6 +113,7 @@ class ModelVersionRuntime:
         contract: CompiledContract,
         pool: PoolConfig,
         metrics: GatewayMetrics,
+        pools: PoolFactory | None = None,
     ) -> None:
         self.source = source
         self.label = source.label
@@ -136,7 +144,14 @@ class ModelVersionRuntime:
             request_timeout_s=max(pool.request_timeout_s, timeout_s),
         )
         name = f"{endpoint.name}/{source.label}"
-        self.pool = WorkerPool(spec, source.manifest.signature, config, name=name)
+        self.pool: ReplicaPool
+        if pools is None:
+            self.pool = WorkerPool(spec, source.manifest.signature, config, name=name)
+        else:
+            self.pool = pools(
+                PoolRequest(name, spec, source.manifest.signature, config, endpoint.name,
+                            source.label, endpoint.team, endpoint.tier, resources)
+            )  # fmt: skip
         batching = BatchingConfig(
             max_batch_size=endpoint.batching.max_batch_size,
             max_delay_s=endpoint.batching.max_delay_ms / 1000,
@@ -400,6 +415,7 @@ def build_endpoints(
     *,
     also_served: Collection[str] = (),
     reuse: Mapping[str, EndpointRuntime] | None = None,
+    pools: PoolFactory | None = None,
 ) -> tuple[dict[str, EndpointRuntime], list[ModelVersionRuntime]]:
     """Endpoints by name and the model version runtimes built for them (not those reused
     from ``reuse``, the endpoints served now); InvalidSpec on bad configs."""
@@ -410,7 +426,7 @@ def build_endpoints(
         if endpoint.name in endpoints:
             raise InvalidSpec(f"endpoint '{endpoint.name}' is configured twice")
         previous = reuse.get(endpoint.name) if reuse else None
-        builder = _TargetBuilder(config, pool, metrics, previous)
+        builder = _TargetBuilder(config, pool, metrics, previous, pools)
         runtime = endpoints[endpoint.name] = builder.build(rng)
         versions += builder.fresh
         join = compile_join(endpoint, config.featuresets, metrics.features)
@@ -430,8 +446,10 @@ class _TargetBuilder:
         pool: PoolConfig,
         metrics: GatewayMetrics,
         previous: EndpointRuntime | None,
+        pools: PoolFactory | None = None,
     ) -> None:
         self.config = config
+        self.pools = pools
         self.endpoint = config.endpoint
         self.contract = CompiledContract.from_contract(self.endpoint.contract)
         self.pool = pool
@@ -453,7 +471,7 @@ class _TargetBuilder:
         target = self._old.get(source.label)
         if target is None or target.settings_key != version_settings(self.endpoint, source):
             target = ModelVersionRuntime(
-                source, self.endpoint, self.contract, self.pool, self.metrics
+                source, self.endpoint, self.contract, self.pool, self.metrics, self.pools
             )
             self.fresh.append(target)
         self._built[source.label] = target

@@ -74,7 +74,7 @@ from modelplane.dataplane.metrics import (
 )
 from modelplane.dataplane.offload import LargeBodies, decode_records, decode_v2
 from modelplane.dataplane.openapi import openapi_document
-from modelplane.dataplane.pool import PoolConfig, forkserver
+from modelplane.dataplane.pool import PoolConfig, PoolFactory, forkserver
 from modelplane.dataplane.records import encode_predictions
 from modelplane.dataplane.snapshot import build_snapshot
 from modelplane.dataplane.tracing import RequestTracer, from_environment
@@ -140,6 +140,9 @@ class GatewayConfig:
     """What circuit breakers read (windows, cool-downs); deadlines use the monotonic clock."""
     node: str = "local"
     """The node this gateway's worker processes run on, as its snapshot names it."""
+    pools: PoolFactory | None = None
+    """Builds each model version's replicas; ``None``: worker processes of this machine
+    (``system.backend_pool`` builds pools an execution backend hosts)."""
 
 
 @dataclass(slots=True)
@@ -181,7 +184,9 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self._rng = random.Random(self.config.seed)
         self._update_lock = asyncio.Lock()
-        runtimes, versions = build_endpoints(endpoints, self.config.pool, self.metrics, self._rng)
+        runtimes, versions = build_endpoints(
+            endpoints, self.config.pool, self.metrics, self._rng, pools=self.config.pools
+        )
         self.handler = InferenceHandler(
             runtimes, self.config.breaker, online_store, clock=self.config.clock
         )
@@ -234,7 +239,7 @@ class Gateway:
         of the runtimes served) once, so each worker, and each restart, starts warm. Called
         for every version started, at start and on every put: a runtime new to this gateway
         gets a fresh forkserver that imports it too."""
-        if self.config.pool.start_method != "forkserver":
+        if self.config.pool.start_method != "forkserver" or self.config.pools is not None:
             return
         modules = [*_WORKER_PRELOAD]
         runtimes = sorted({v.source.manifest.runtime.value for v in versions})
@@ -293,6 +298,7 @@ class Gateway:
                     self._rng,
                     also_served=known - {name},
                     reuse={name: current} if current is not None else None,
+                    pools=self.config.pools,
                 )
             except ModelplaneError as exc:
                 self._settle(name, one_line(exc))

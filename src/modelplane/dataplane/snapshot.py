@@ -78,7 +78,13 @@ def _endpoint(runtime: EndpointRuntime, node: str, counters: RequestCounters) ->
 def _version(target: ModelVersionRuntime, node: str) -> VersionView:
     pool = target.pool
     replicas = tuple(
-        ReplicaView(info.index, ReplicaState(info.state.value), node, info.pid, info.outstanding)
+        ReplicaView(
+            info.index,
+            ReplicaState(info.state.value),
+            info.node or node,
+            info.pid,
+            info.outstanding,
+        )
         for info in pool.replicas()
     )
     batcher = target.batcher

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from sqlalchemy import Engine
 
+    from modelplane.core.backend import ExecutionBackend
     from modelplane.dataplane.gateway import Gateway
     from modelplane.features.base import OnlineStore
     from modelplane.observe.predlog import PredictionLogConfig
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from modelplane.security.auth import Authenticator, PredictAuthorizer
     from modelplane.security.oidc import OidcConfig
     from modelplane.settings import Settings
+    from modelplane.system.backend_pool import BackendFleet
     from modelplane.system.gateways import GatewayFleet
 
 __all__ = [
@@ -62,6 +64,7 @@ Loop = Callable[[asyncio.Event], Awaitable[Any]]
 
 CONTROLLERS = (
     "endpoint controller",
+    "placement controller",
     "rollout controller",
     "SLO recorder",
     "usage sampler",
@@ -70,7 +73,8 @@ CONTROLLERS = (
     "job controller",
     "outcome recorder",
 )
-"""What the live system runs beside its servers, in the order they start."""
+"""What the live system runs beside its servers, in the order they start (the placement
+controller only with an execution backend other than local worker processes)."""
 
 
 class StartupFailed(Exception):
@@ -121,6 +125,10 @@ class SystemOptions:
     node: str | None = None
     """The node the gateway's worker processes run on, as snapshots name it (``None``:
     :func:`local_node_name` of ``$MODELPLANE_HOME/cluster.yaml``)."""
+    backend: Literal["local", "ray"] = "local"
+    """Where replicas run: ``local``, worker processes of this machine (sandboxed, the
+    default); ``ray``, actors on the Ray cluster at ``ray_address``, placed by modelplane."""
+    ray_address: str | None = None
     gateways: int = 1
     """Gateway processes on ``host:port`` (``SO_REUSEPORT``): this one and ``gateways - 1``
     children (see :mod:`.gateways`)."""
@@ -135,6 +143,27 @@ class SystemOptions:
             raise InvalidSpec(
                 f"--gateways: {self.gateways} is not a number of gateways (1 or more)",
                 details=[{"field": "gateways", "problem": "less than 1"}],
+            )
+        if self.gateways > 1 and self.backend != "local":
+            raise InvalidSpec(
+                "--gateways: more than one gateway runs with the local backend only",
+                details=[{"field": "gateways", "problem": "more than 1 with a remote backend"}],
+            )
+
+        if self.backend not in ("local", "ray"):
+            raise InvalidSpec(
+                f"--backend: '{self.backend}' is not a backend (local or ray)",
+                details=[{"field": "backend", "problem": "not local or ray"}],
+            )
+        if self.backend == "ray" and not self.ray_address:
+            raise InvalidSpec(
+                "--ray-address: the ray backend needs the cluster's address (HOST:PORT)",
+                details=[{"field": "ray_address", "problem": "missing"}],
+            )
+        if self.backend == "local" and self.ray_address:
+            raise InvalidSpec(
+                "--ray-address: given without --backend ray",
+                details=[{"field": "ray_address", "problem": "needs --backend ray"}],
             )
 
 
@@ -178,6 +207,7 @@ class LiveSystem:
         registry: Registry,
         online_store: OnlineStore,
         auth: ServingAuth,
+        backend: ExecutionBackend | None = None,
     ) -> None:
         from modelplane.controlplane.autoscaler import Autoscaler
         from modelplane.controlplane.degrader import Degrader
@@ -197,6 +227,8 @@ class LiveSystem:
         self.options = options
         self.registry = registry
         self.online_store = online_store
+        self.backend = backend
+        self.fleet = None if backend is None else _fleet(backend, registry)
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
@@ -218,8 +250,10 @@ class LiveSystem:
             "job controller": run_jobs(registry, settings.home, self.degrader),
             "outcome recorder": _outcome_recorder(registry.engine, options.outcome_interval_s),
         }
+        if self.fleet is not None:
+            loops["placement controller"] = self.fleet.run
         self.controllers: tuple[tuple[str, Loop], ...] = tuple(
-            (what, loops[what]) for what in CONTROLLERS
+            (what, loops[what]) for what in CONTROLLERS if what in loops
         )
         shared = many.server() if many else None  # on a port the child gateways share
         self.servers = [
@@ -240,6 +274,7 @@ class LiveSystem:
         from modelplane.registry.service import open_registry
         from modelplane.security.keys import audit_key_from
 
+        backend = _connect(options)
         registry = open_registry(
             settings.resolved_database_url(),
             settings.resolved_artifact_url(),
@@ -250,7 +285,9 @@ class LiveSystem:
             # One store for both: the API's push writes what the gateway's join reads.
             online_store = open_online_store(settings.resolved_feature_store_url())
             try:
-                return cls(settings, options, registry, online_store, auth(registry.engine))
+                return cls(
+                    settings, options, registry, online_store, auth(registry.engine), backend
+                )
             except BaseException:
                 online_store.close()
                 raise
@@ -267,7 +304,7 @@ class LiveSystem:
         node = self.options.node or local_node_name(self.settings.home / "cluster.yaml")
         return Gateway(
             [],
-            GatewayConfig(node=node),
+            GatewayConfig(node=node, pools=None if self.fleet is None else self.fleet.pool),
             sink=PredictionLog(engine, self.options.evidence or PredictionLogConfig()),
             online_store=self.online_store,
             auth=auth.predict,
@@ -295,6 +332,7 @@ class LiveSystem:
         :class:`StartupFailed` when a server cannot start)."""
         options = self.options
         try:
+            await self._check_backend()
             # Before the gateway listens: endpoints in the store answer 503 (retry) while
             # they start, never 404, and /v2/health/ready waits until each has started or
             # failed.
@@ -326,6 +364,28 @@ class LiveSystem:
             for running in reversed(self.servers):
                 if running.started:
                     await running.shutdown()
+            if self.fleet is not None:
+                await self.fleet.close()
+            if self.backend is not None:
+                await self.backend.close()
+
+    async def _check_backend(self) -> None:
+        """Refuse what cannot work across machines before anything starts on them."""
+        if self.backend is None:
+            return
+        from modelplane.errors import InvalidSpec
+
+        nodes = [n for n in await self.backend.nodes() if n.alive]
+        url = self.settings.resolved_database_url()
+        if len(nodes) > 1 and url.startswith("sqlite"):
+            raise InvalidSpec(
+                f"the state store is SQLite ({url}), a file on this machine, and the "
+                f"{self.backend.kind} cluster has {len(nodes)} nodes: set "
+                "MODELPLANE_DATABASE_URL to a PostgreSQL database every node reaches",
+                details=[{"field": "database_url", "problem": "SQLite with several nodes"}],
+            )
+        for line in getattr(self.backend, "exposure", lambda: ())():
+            log.warning("the %s cluster is open: %s", self.backend.kind, line)
 
     def close(self) -> None:
         self.online_store.close()
@@ -346,6 +406,29 @@ async def keep_running(stop: asyncio.Event, run: Loop, *, what: str) -> None:
     from modelplane.controlplane.loop import keep_running as restart_on_failure
 
     await restart_on_failure(stop, run, log=log, what=what)
+
+
+def _connect(options: SystemOptions) -> ExecutionBackend | None:
+    """The execution backend ``options`` names; ``None`` for local worker processes."""
+    if options.backend == "local":
+        return None
+    from modelplane.errors import MissingExtra
+
+    try:
+        from modelplane.backends.ray import RayBackend
+    except ImportError as exc:
+        raise MissingExtra("ray", "ray") from exc
+    assert options.ray_address is not None  # checked by SystemOptions
+    return RayBackend.connect(options.ray_address)
+
+
+def _fleet(backend: ExecutionBackend, registry: Registry) -> BackendFleet:
+    from modelplane.controlplane.why import applied_policy
+    from modelplane.store.resources import ResourceStore
+    from modelplane.system.backend_pool import BackendFleet
+
+    store = ResourceStore(registry.engine)
+    return BackendFleet(backend, lambda: applied_policy(store))
 
 
 def _outcome_recorder(engine: Engine, interval_s: float) -> Loop:

@@ -81,6 +81,8 @@ class ReplicaInfo:
     state: ReplicaState
     pid: int | None
     outstanding: int
+    node: str | None = None
+    """Where it runs when another machine hosts it; ``None``: this gateway's machine."""
 
 
 def least_outstanding(loads: Sequence[int], start: int = 0) -> int:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from modelplane.dataplane.pool import forkserver
 from modelplane.dataplane.pool.messages import FrameReader, Message, Op, decode, encode, frame
 from modelplane.dataplane.pool.worker import WorkerSpec, worker_main
-from modelplane.errors import DeadlineExceeded, WorkerFailed
+from modelplane.errors import DeadlineExceeded, ReplicaLost, WorkerFailed
 
 __all__ = ["ModelRaised", "Replica", "ReplicaDied", "ReplicaState"]
 
@@ -43,7 +43,7 @@ class ReplicaState(StrEnum):
     """The process exited or was killed; the pool restarts it after a backoff."""
 
 
-class ReplicaDied(WorkerFailed):
+class ReplicaDied(ReplicaLost):
     """The worker died while holding the request; the request itself may be retried."""
 
 

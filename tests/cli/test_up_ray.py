@@ -1,0 +1,155 @@
+"""``modelplane up --backend ray`` against a real three-node Ray cluster on loopback (token
+authentication, no dashboard): the same endpoint YAML as on the local backend, its replicas
+actors placed by modelplane on the nodes it chose, answers through the gateway; a node that
+dies costs no request (each in flight is retried once on the replica left) and its replica is
+placed again on the node that is free. SQLite across nodes is refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.kit import CLI, cli, home_env, running_up, wait_for
+from tests.kit.fraud import ENDPOINT_TEMPLATE, push_fraud_versions
+from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
+
+pytest.importorskip("ray")
+
+# Ray clusters are started on one xdist worker, one after another: two at once on two
+# cores starve each other past their start-up timeouts.
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.timeout(420)]
+
+ROW = {"instances": [{"a": 0.5, "b": -1.0}]}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
+
+
+def documented_up(address: str) -> list[str]:
+    """The ``modelplane up`` line of docs/backends.md's "Serving on Ray", on ``address``."""
+    section = DOCS.read_text(encoding="utf-8").split("## Serving on Ray", 1)[1]
+    line = next(x for x in section.splitlines() if x.startswith("modelplane up "))
+    args = line.split("#", 1)[0].split()[2:]
+    args[args.index("--ray-address") + 1] = address
+    return args
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayTestCluster]:
+    # One core a node and one core a replica (the package's default): two replicas land
+    # on two nodes, and the third node is where a lost one goes.
+    with ray_test_cluster(
+        NodeShape("head", 1, memory_gib=1), [NodeShape("w1", 1), NodeShape("w2", 1)]
+    ) as running:
+        yield running
+
+
+def actors_by_node() -> Counter[str]:
+    from modelplane.backends.ray import replicas_by_node
+
+    return Counter(replicas_by_node())
+
+
+def answered(url: str) -> int:
+    try:
+        response = httpx.post(f"{url}/v1/endpoints/fraud:predict", json=ROW, timeout=10)
+    except httpx.TransportError:
+        return 0
+    return response.status_code
+
+
+def endpoint_status(env: dict[str, str]) -> dict[str, object]:
+    found = json.loads(cli(env, "get", "endpoints", "--json"))
+    return dict(found[0]["status"] or {}) if found else {}
+
+
+def test_up_on_ray_places_replicas_serves_and_survives_a_node(
+    cluster: RayTestCluster, tmp_path: Path, postgres_url: str
+) -> None:
+    env = home_env(tmp_path / "home") | cluster.join_env()
+    env["MODELPLANE_DATABASE_URL"] = postgres_url
+    push_fraud_versions(env, tmp_path, 200)
+    endpoint = tmp_path / "fraud.yaml"
+    endpoint.write_text(
+        ENDPOINT_TEMPLATE.format(name="fraud", team="risk", model="fraud@champion")
+        + "replicas: 2\n"
+    )
+    with running_up(env, *documented_up(cluster.address)) as up:
+        cli(env, "apply", "-f", str(endpoint))
+        wait_for(lambda: answered(up.url) == 200, 180, "the endpoint to answer from Ray")
+
+        def two_actors() -> Counter[str] | None:
+            found = actors_by_node()
+            return found if sum(found.values()) == 2 else None
+
+        placed = wait_for(two_actors, 60, "two replica actors")
+        assert max(placed.values()) == 1, placed  # one core each: two nodes
+        wait_for(
+            lambda: endpoint_status(env).get("replicas") == {"ready": 2, "total": 2},
+            60,
+            "status to show both replicas ready",
+        )
+
+        codes: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(timeout=15) as client:
+                while not stop.is_set() and len(codes) < 5000:
+                    response = client.post(f"{up.url}/v1/endpoints/fraud:predict", json=ROW)
+                    codes.append(response.status_code)
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            wait_for(lambda: len(codes) >= 20, 60, "load before the kill")
+            victim = next(n for n in placed if n != "head")
+            cluster.kill_node(victim)
+            sent_at_kill = len(codes)
+            wait_for(
+                lambda: (found := two_actors()) is not None and victim not in found,
+                120,
+                f"the replica lost with {victim} placed again",
+            )
+            wait_for(lambda: len(codes) >= sent_at_kill + 20, 60, "load after re-placement")
+        finally:
+            stop.set()
+            loader.join(timeout=30)
+        after = Counter(codes)
+        assert after == Counter({200: len(codes)}), after
+        wait_for(
+            lambda: endpoint_status(env).get("replicas") == {"ready": 2, "total": 2},
+            60,
+            "status to show two ready replicas again",
+        )
+    output = up.stop()
+    assert "Traceback" not in output, output
+
+
+def test_up_on_ray_refuses_sqlite_across_nodes(cluster: RayTestCluster, tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home") | cluster.join_env()
+    with running_up(env, "--backend", "ray", "--ray-address", cluster.address) as up:
+        up.process.wait(timeout=120)
+    output = up.stop()
+    assert up.process.returncode == 2, output
+    assert "SQLite" in output, output
+    assert "MODELPLANE_DATABASE_URL" in output, output
+
+
+def test_up_backend_errors_name_the_flag(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    cases = {
+        ("--backend", "ray"): "--ray-address",
+        ("--backend", "kubernetes"): "--backend",
+        ("--ray-address", "127.0.0.1:6380"): "--ray-address",
+    }
+    for args, flag in cases.items():
+        done = subprocess.run(
+            [CLI, "up", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 2, done
+        assert flag in done.stderr + done.stdout, done
