@@ -48,6 +48,7 @@ __all__ = [
     "ConditionType",
     "EndpointController",
     "EndpointPlan",
+    "PendingReplicas",
     "Reason",
     "ReplicaCounter",
     "ResolvedModel",
@@ -130,6 +131,16 @@ class ReplicaCounter(Protocol):
 
     def replica_counts(self, endpoint: str) -> tuple[int, int]:
         """``(ready, total)`` replicas over every route of ``endpoint``."""
+        ...
+
+
+@runtime_checkable
+class PendingReplicas(Protocol):
+    """A serving target that knows why replicas wait (a backend's placement): shown in the
+    status as ``replicas.pending``, one line each."""
+
+    def pending_replicas(self, endpoint: str) -> list[str]:
+        """``version#index: reason`` for each replica of ``endpoint`` left pending."""
         ...
 
 
@@ -361,6 +372,10 @@ class EndpointController:
         if self._counter is not None:
             ready_count, total = self._counter.replica_counts(resource.name)
             status["replicas"] = {"ready": ready_count, "total": total}
+            if isinstance(self._counter, PendingReplicas):
+                pending = self._counter.pending_replicas(resource.name)
+                if pending:
+                    status["replicas"]["pending"] = pending
         return status
 
     def _condition(

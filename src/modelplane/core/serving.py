@@ -42,6 +42,8 @@ class ReplicaView:
     pid: int | None
     outstanding: int
     """Batches sent to it and not answered yet."""
+    reason: str = ""
+    """Why it is not ready, where the pool knows (a replica placement left pending)."""
 
 
 @dataclass(frozen=True, slots=True)

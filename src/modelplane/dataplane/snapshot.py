@@ -84,6 +84,7 @@ def _version(target: ModelVersionRuntime, node: str) -> VersionView:
             info.node or node,
             info.pid,
             info.outstanding,
+            info.reason,
         )
         for info in pool.replicas()
     )

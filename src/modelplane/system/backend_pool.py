@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
+from modelplane.backends.replica_child import policy_data
 from modelplane.controlplane.placement import Outcome, PlacementReport, ReplicaPlacer
 from modelplane.controlplane.why import demand_of
 from modelplane.core.backend import (
@@ -117,9 +118,12 @@ class BackendFleet:
 
     def _want(self, pool: BackendPool, names: Sequence[str]) -> None:
         request = pool.request
+        sandbox = request.spec.sandbox
+        # the same sandbox as a local worker, narrowed to the package, as plain values
         spec = ReplicaSpec(
-            request.spec.loader, request.spec.args, request.spec.kwargs, request.spec.paths
-        )
+            request.spec.loader, request.spec.args, request.spec.kwargs, request.spec.paths,
+            sandbox=None if sandbox is None else policy_data(sandbox),
+        )  # fmt: skip
         warmup = sample_inputs(request.signature, rows=request.config.warmup_rows)
         demand = demand_of(request.resources)
         now = self._placer_clock()
@@ -192,10 +196,16 @@ class BackendFleet:
             self._standalone = asyncio.get_running_loop().create_task(self._quiet_pass())
 
     async def _quiet_pass(self) -> None:
-        try:
-            await self.reconcile()
-        except Exception:
-            log.exception("placement pass failed")
+        # Passes until every wanted replica runs: what one pass leaves pending (a node
+        # that just lost replicas is skipped once) the next one places.
+        while self._wanted:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("placement pass failed")
+            if all(name in self._running for name in self._wanted):
+                return
+            await asyncio.sleep(self.interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The placement controller: a pass every ``interval_s``, or sooner when kicked."""
@@ -296,7 +306,9 @@ class BackendPool:
                 state, pid, node = PoolReplicaState.READY, status.pid, status.node
             else:
                 state, pid, node = PoolReplicaState.STARTING, status.pid, status.node
-            out.append(ReplicaInfo(index, state, pid, self._outstanding.get(name, 0), node))
+            reason = "" if status is not None else self.fleet.reason(name)
+            load = self._outstanding.get(name, 0)
+            out.append(ReplicaInfo(index, state, pid, load, node, reason))
         return out
 
     def observe(self, lost: set[str]) -> None:

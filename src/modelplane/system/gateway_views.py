@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from modelplane.core.serving import EndpointView, GatewaySnapshot
+from modelplane.core.serving import EndpointView, GatewaySnapshot, ReplicaState
 
 if TYPE_CHECKING:
     from modelplane.controlplane.autoscaler import Load
@@ -76,6 +76,19 @@ class GatewayTarget:
             return 0, 0
         versions = [route.version for route in view.routes]
         return sum(v.ready_replicas for v in versions), sum(len(v.replicas) for v in versions)
+
+    def pending_replicas(self, endpoint: str) -> list[str]:
+        """``version#index: why`` for each replica of the endpoint's routes that is not
+        ready for a reason its pool knows (placement left it pending)."""
+        view = _view(self.gateway, endpoint)
+        if view is None:
+            return []
+        return [
+            f"{route.version.label}#{replica.index}: {replica.reason}"
+            for route in view.routes
+            for replica in route.version.replicas
+            if replica.state is not ReplicaState.READY and replica.reason
+        ]
 
 
 class GatewayEvidence:

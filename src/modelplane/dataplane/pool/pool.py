@@ -83,6 +83,8 @@ class ReplicaInfo:
     outstanding: int
     node: str | None = None
     """Where it runs when another machine hosts it; ``None``: this gateway's machine."""
+    reason: str = ""
+    """Why it is not ready, where the pool knows (a replica placement left pending)."""
 
 
 def least_outstanding(loads: Sequence[int], start: int = 0) -> int:
