@@ -225,6 +225,8 @@ def test_slo_counter_sets_are_one_per_gateway_incarnation() -> None:
 def test_gateways_are_at_least_one() -> None:
     with pytest.raises(InvalidSpec, match="--gateways"):
         SystemOptions(gateways=0)
+    with pytest.raises(InvalidSpec, match="--gateways"):
+        SystemOptions(gateways=2, backend="ray", ray_address="127.0.0.1:6379")
 
 
 def test_gateway_sockets_share_a_port() -> None:
