@@ -1,7 +1,7 @@
 """``modelplane up --gateways 2``: two gateway processes on one port (SO_REUSEPORT) over one
-SQLite store. Both answer; a rollout applied once reaches both; the rollout's evidence
-counts what both answered; a child killed with SIGKILL comes back while requests keep being
-answered."""
+SQLite store. Both answer; a rollout and a rollback applied once reach both; the rollout's
+evidence counts what both answered; a child killed with SIGKILL comes back while requests
+keep being answered, and children stop with ``up``, however it stops."""
 
 from __future__ import annotations
 
@@ -154,6 +154,15 @@ def test_two_gateways_serve_one_rollout_and_count_together(fraud_env: dict[str, 
             wait_for(lambda: canary_reading(env) == canary, 30, f"a reading of {canary}")
         finally:
             print("reading", canary_reading(env), "sent", canary, Counter(sent))
+        cli(env, "rollback", "fraud-score")
+
+        def back() -> bool:
+            batch = answers(up.url, 12)
+            return {v for _, v in batch} == {"fraud:1"} and {g for g, _ in batch} == {"1", "2"}
+
+        # a rollback reaches both gateways as the rollout did
+        wait_for(back, 60, "the rollback on both gateways")
+        assert {v for _, v in answers(up.url, 30)} == {"fraud:1"}
         output = up.stop()
     assert up.process.returncode == 0, output
     assert "2 gateways, SO_REUSEPORT" in output
