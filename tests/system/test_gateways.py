@@ -32,9 +32,11 @@ from modelplane.system.gateway_sums import (
     SummedConcurrency,
     SummedEvidence,
     SummedSlo,
+    UsageView,
     add_arms,
     add_histograms,
 )
+from modelplane.system.gateway_views import GatewayReplicas
 from modelplane.system.gateways import reuseport_socket
 from modelplane.system.live import SystemOptions
 from modelplane.types import Digest
@@ -220,6 +222,17 @@ def test_slo_counter_sets_are_one_per_gateway_incarnation() -> None:
     assert {k: t.avail_total for k, t in tallies.items()} == {
         "requests@1.0": 10, "requests@2.500": 5, "requests@2.501": 2,
     }  # fmt: skip
+
+
+def test_usage_counts_every_live_gateways_workers_apart() -> None:
+    sums, _, clock = sums_of(snapshot(arm(0), arm(0), replicas=2))
+    child(sums, clock, snapshot(arm(0), arm(0), replicas=2))
+    slots = GatewayReplicas(UsageView(sums)).replicas()
+    keys = sorted((s.route, s.replica) for s in slots)
+    assert keys == [(ref, n) for ref in ("fraud:1", "fraud:2") for n in (0, 1, 1000, 1001)]
+    assert len({s.key for s in slots}) == 8
+    clock.now += 5  # a gateway that stopped reporting has no workers to sample
+    assert len(GatewayReplicas(UsageView(sums)).replicas()) == 4
 
 
 def test_gateways_are_at_least_one() -> None:

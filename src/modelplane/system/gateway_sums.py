@@ -19,12 +19,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from modelplane.core.drift import Histogram
 from modelplane.core.gates import ArmStats, ShadowStats
-from modelplane.core.serving import EndpointView, GatewaySnapshot
+from modelplane.core.serving import EndpointView, GatewaySnapshot, VersionView
 
 if TYPE_CHECKING:
     from modelplane.controlplane.autoscaler import Load
@@ -32,12 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRIMARY",
+    "REPLICA_STRIDE",
     "GatewayReading",
     "GatewaySnapshots",
     "GatewaySums",
     "SummedConcurrency",
     "SummedEvidence",
     "SummedSlo",
+    "UsageView",
     "add_arms",
     "add_histograms",
     "add_shadows",
@@ -45,6 +47,10 @@ __all__ = [
 
 PRIMARY = 1
 """The gateway of the ``up`` process itself; children are numbered from 2."""
+
+REPLICA_STRIDE = 1000
+"""In usage records, gateway ``g``'s replicas are numbered from ``(g - 1) * REPLICA_STRIDE``:
+every gateway runs its own replica 0, 1, …, and each must stay a record of its own."""
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -322,3 +328,46 @@ class SummedConcurrency:
             min(load.ready_replicas for load in loads),
             counts.pop() if len(counts) == 1 else -1,
         )
+
+
+class UsageView:
+    """Every live gateway's replicas as one snapshot, for the usage sampler: N gateways run N
+    sets of workers on this machine, and each is reserved and used. Child gateways' replicas
+    are renumbered (see :data:`REPLICA_STRIDE`)."""
+
+    def __init__(self, sums: GatewaySums) -> None:
+        self.sums = sums
+
+    def snapshot(self, endpoint: str | None = None) -> GatewaySnapshot:
+        merged: dict[str, EndpointView] = {}
+        for reading in self.sums.live(endpoint):
+            offset = (reading.gateway - PRIMARY) * REPLICA_STRIDE
+            for name, served in reading.snapshot.endpoints.items():
+                view = _renumbered(served, offset) if offset else served
+                found = merged.get(name)
+                merged[name] = view if found is None else replace(
+                    found,
+                    routes=found.routes + view.routes,
+                    shadows=found.shadows + view.shadows,
+                    versions=found.versions + view.versions,
+                )  # fmt: skip
+        return GatewaySnapshot(merged)
+
+
+def _renumbered(view: EndpointView, offset: int) -> EndpointView:
+    """``view`` with its replicas' numbers moved by ``offset``; routes and shadows keep
+    pointing at the same (renumbered) version objects."""
+    moved: dict[int, VersionView] = {}
+    for version in view.versions:
+        replicas = tuple(replace(r, index=r.index + offset) for r in version.replicas)
+        moved[id(version)] = replace(version, replicas=replicas)
+
+    def again(version: VersionView) -> VersionView:
+        return moved.get(id(version)) or version
+
+    return replace(
+        view,
+        routes=tuple(replace(r, version=again(r.version)) for r in view.routes),
+        shadows=tuple(replace(s, version=again(s.version)) for s in view.shadows),
+        versions=tuple(again(v) for v in view.versions),
+    )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from modelplane.core.plan import EndpointPlan
     from modelplane.core.serving import VersionView
     from modelplane.dataplane.gateway import Gateway
+    from modelplane.system.gateway_sums import GatewaySnapshots
     from modelplane.system.usage import LocalCluster
 
 __all__ = [
@@ -190,7 +191,7 @@ class GatewayReplicas:
     """The usage sampler's ``ReplicaSource``: every replica of every model version an
     endpoint reaches, by its routes or its shadows (each version once)."""
 
-    def __init__(self, gateway: Gateway, cluster: LocalCluster | None = None) -> None:
+    def __init__(self, gateway: GatewaySnapshots, cluster: LocalCluster | None = None) -> None:
         self.gateway = gateway
         self.cluster = cluster
 

@@ -55,12 +55,14 @@ from modelplane.system.gateway_sums import (
     SummedConcurrency,
     SummedEvidence,
     SummedSlo,
+    UsageView,
 )
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from modelplane.controlplane.endpoints import EndpointController
+    from modelplane.controlplane.usage import UsageSampler
     from modelplane.dataplane.gateway import Gateway
     from modelplane.security.auth import Authenticator, PredictAuthorizer
     from modelplane.settings import Settings
@@ -218,6 +220,22 @@ class GatewayFleet:
 
     def concurrency(self) -> SummedConcurrency:
         return SummedConcurrency(self.sums)
+
+    def usage(self, engine: Engine, settings: Settings) -> UsageSampler:
+        """The usage sampler over every gateway's workers (as ``system.usage.usage_sampler``
+        builds it for one gateway)."""
+        from modelplane.controlplane.usage import UsageSampler
+        from modelplane.system.gateway_views import GatewayReplicas
+        from modelplane.system.usage import LocalCluster
+
+        cluster = LocalCluster(settings.home / "cluster.yaml")
+        return UsageSampler(
+            engine,
+            GatewayReplicas(UsageView(self.sums), cluster),
+            cluster,
+            sample_s=settings.usage_sample_s,
+            flush_s=max(settings.usage_flush_s, settings.usage_sample_s),
+        )
 
     def server(self) -> uvicorn.Server:
         """The primary's server, on a socket it shares with the children (port 0: the

@@ -240,11 +240,12 @@ class LiveSystem:
         self.degrader = Degrader(registry, concurrency, target=many or self.gateway)
         evidence = many.evidence() if many else GatewayEvidence(self.gateway)
         slo = many.slo() if many else GatewaySlo(self.gateway)
+        usage = many.usage(registry.engine, settings) if many else None
         loops: dict[str, Loop] = {
             "endpoint controller": self.endpoints.run,
             "rollout controller": RolloutController(registry, evidence).run,
             "SLO recorder": SloRecorder(registry.engine, slo).run,
-            "usage sampler": usage_sampler(registry.engine, self.gateway, settings).run,
+            "usage sampler": (usage or usage_sampler(registry.engine, self.gateway, settings)).run,
             "autoscaler": Autoscaler(registry, concurrency).run,
             "degrader": self.degrader.run,
             "job controller": run_jobs(registry, settings.home, self.degrader),
