@@ -23,7 +23,7 @@ from modelplane.core.serving import (
     ShadowView,
     VersionView,
 )
-from modelplane.errors import InvalidSpec
+from modelplane.errors import Conflict, InvalidSpec
 from modelplane.spec.contract import SLO
 from modelplane.spec.manifest import Resources
 from modelplane.system.gateway_sums import (
@@ -254,3 +254,9 @@ def test_gateway_sockets_share_a_port() -> None:
         plain.close()
     finally:
         first.close()
+    # a port held by a process that does not share it: a clear error, naming the flag
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(Conflict, match="--port"):
+            reuseport_socket("127.0.0.1", held.getsockname()[1])

@@ -91,15 +91,21 @@ _PR_SET_PDEATHSIG = 1
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``, not listening yet: every
     gateway binds its own, and the kernel spreads connections over those that listen."""
+    from modelplane.errors import Conflict
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise Conflict(
+            f"--port: cannot listen on {host}:{port} beside the other gateways"
+            f" (a process that does not share the port holds it?): {exc.strerror or exc}",
+            details=[{"field": "port", "problem": "in use"}],
+        ) from exc
     return sock
 
 
