@@ -63,7 +63,7 @@ def child_pids(up_pid: int) -> list[int]:
     found = []
     for process in psutil.Process(up_pid).children():
         try:
-            if "modelplane.system.gateways" in " ".join(process.cmdline()):
+            if "modelplane.system.gateway_child" in " ".join(process.cmdline()):
                 found.append(process.pid)
         except psutil.Error:
             continue

@@ -1,13 +1,12 @@
 """More than one gateway on one machine: ``modelplane up --gateways N``.
 
 The ``up`` process runs the first gateway (number 1) with the API and every controller;
-the other N-1 are child processes, started with ``python -m modelplane.system.gateways``
-(spawned, never forked from a process with threads). Each child runs a gateway with its
-own worker pools and its own endpoint controller over the same store, so an ``apply``, a
-rollout's weight change or a rollback reaches every gateway within the controller's poll;
-nothing else runs there. Every gateway binds the same host and port with ``SO_REUSEPORT``
-and the kernel spreads new connections over them. Each answer names its gateway in a
-``modelplane-gateway`` header.
+the other N-1 are child processes (:mod:`.gateway_child`, spawned, never forked from a
+process with threads). Each child runs a gateway with its own worker pools and its own
+endpoint controller over the same store, so an ``apply``, a rollout's weight change or a
+rollback reaches every gateway within the controller's poll; nothing else runs there. Every
+gateway binds the same host and port with ``SO_REUSEPORT`` and the kernel spreads new
+connections over them. Each answer names its gateway in a ``modelplane-gateway`` header.
 
 The evidence travels by the pipe each child shares with ``up``: a child sends its gateway's
 snapshot every ``publish_s`` (a thread of its own writes, so a slow reader never holds up
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -61,10 +59,8 @@ from modelplane.system.gateway_sums import (
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from modelplane.controlplane.endpoints import EndpointController
     from modelplane.controlplane.usage import UsageSampler
     from modelplane.dataplane.gateway import Gateway
-    from modelplane.security.auth import Authenticator, PredictAuthorizer
     from modelplane.settings import Settings
     from modelplane.system.live import SystemOptions
 
@@ -85,7 +81,6 @@ GATEWAY_HEADER = b"modelplane-gateway"
 _BACKOFF_S = (0.5, 30.0)
 _HEALTHY_S = 60.0
 """A child that ran this long before it exited is restarted without waiting."""
-_PR_SET_PDEATHSIG = 1
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -285,7 +280,7 @@ class GatewayFleet:
         try:
             # started from the event loop's thread: PR_SET_PDEATHSIG follows the thread
             process = subprocess.Popen(
-                [self.executable, "-m", "modelplane.system.gateways", str(child_end.fileno())],
+                [self.executable, "-m", "modelplane.system.gateway_child", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -366,140 +361,3 @@ class GatewayFleet:
             if child.conn is not None:
                 child.conn.close()
                 child.conn = None
-
-
-# ---------------------------------------------------------------------------- a child
-
-
-@dataclass(frozen=True, slots=True)
-class _ChildAuth:
-    api: Authenticator | None
-    predict: PredictAuthorizer | None
-
-
-def _child_auth(spec: ChildSpec) -> Callable[[Engine], _ChildAuth]:
-    def build(engine: Engine) -> _ChildAuth:
-        if not spec.predict_auth:
-            return _ChildAuth(None, None)
-        from modelplane.security.auth import CachedAuthenticator, PredictGate
-        from modelplane.security.oidc import OidcVerifier, either
-        from modelplane.security.tokens import TokenStore
-
-        oidc = spec.options.oidc
-        issuer = None if oidc is None else OidcVerifier(oidc)
-        authenticator = CachedAuthenticator(either(TokenStore(engine).verify, issuer))
-        return _ChildAuth(authenticator, PredictGate(authenticator))
-
-    return build
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM (a drain) when ``up`` dies, however it dies (Linux); elsewhere the pipe's
-    end of file stops the child."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the line above
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _follower(system: Any, number: int) -> EndpointController:
-    """An endpoint controller that serves what the store says and writes nothing: the
-    primary's controller writes the endpoints' status (and the gateway heartbeat)."""
-    from modelplane.controlplane.endpoints import EndpointController
-    from modelplane.store.resources import ResourceStore
-    from modelplane.system.gateway_views import GatewayTarget
-
-    class StatusUnwritten(ResourceStore):
-        def set_status(self, kind: str, name: str, status: dict[str, Any]) -> bool:
-            return True
-
-    cache = system.settings.home / "cache" / f"packages-gateway-{number}"
-    controller = EndpointController(system.registry, GatewayTarget(system.gateway), cache)
-    controller.resources = StatusUnwritten(system.registry.engine)
-    return controller
-
-
-async def _wait_ready(gateway: Gateway, stop: asyncio.Event, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not gateway.ready and not stop.is_set() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-
-
-async def _publish(gateway: Gateway, conn: Connection, stop: asyncio.Event, every_s: float) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(conn.send, gateway.snapshot())
-        except (OSError, ValueError):
-            stop.set()  # up is gone
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
-
-
-def _listen_to_parent(conn: Connection, gateway: Gateway, stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-
-    def read() -> None:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError, pickle.UnpicklingError):
-                loop.call_soon_threadsafe(stop.set)
-                return
-            if isinstance(message, tuple) and message[:1] == ("degrade",):
-                loop.call_soon_threadsafe(gateway.degrade, message[1], message[2])
-
-    threading.Thread(target=read, daemon=True, name="parent-pipe").start()
-
-
-async def _serve_child(spec: ChildSpec, conn: Connection) -> None:
-    from modelplane.system.live import LiveSystem, keep_running
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    system = LiveSystem.open(spec.settings, spec.options, _child_auth(spec))
-    gateway = system.gateway
-    controller = _follower(system, spec.number)
-    _listen_to_parent(conn, gateway, stop)
-    served: uvicorn.Server | None = None
-    try:
-        await gateway.start()
-        await controller.prime()
-        endpoints = asyncio.create_task(keep_running(stop, controller.run, what="endpoints"))
-        await _wait_ready(gateway, stop, spec.ready_timeout_s)
-        if not stop.is_set():
-            sock = reuseport_socket(spec.options.host, spec.options.port)
-            served = bound_server(gateway, spec.number, sock, lifespan=False)
-            await served.startup()
-            if served.should_exit:
-                raise SystemExit(1)
-            main = asyncio.create_task(served.main_loop())
-            await _publish(gateway, conn, stop, spec.publish_s)
-            served.should_exit = True
-            await main
-        await endpoints
-    finally:
-        if served is not None and served.started:
-            await served.shutdown()
-        await gateway.stop()
-        system.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """A child gateway: ``python -m modelplane.system.gateways FD`` (FD: its pipe to up)."""
-    import uvloop
-
-    args = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(args[0]))
-    spec: ChildSpec = conn.recv()
-    _die_with_parent(spec.parent)
-    logging.basicConfig(level=logging.WARNING, format=f"gateway {spec.number}: %(message)s")
-    uvloop.run(_serve_child(spec, conn))
-
-
-if __name__ == "__main__":
-    main()
