@@ -2,7 +2,8 @@
 authentication, no dashboard): the same endpoint YAML as on the local backend, its replicas
 actors placed by modelplane on the nodes it chose, answers through the gateway; a node that
 dies costs no request (each in flight is retried once on the replica left) and its replica is
-placed again on the node that is free. SQLite across nodes is refused before anything starts."""
+placed again on the node that is free; a replica that fits nowhere is pending with its reason
+in the endpoint's status. SQLite across nodes is refused before anything starts."""
 
 from __future__ import annotations
 
@@ -126,6 +127,18 @@ def test_up_on_ray_places_replicas_serves_and_survives_a_node(
             60,
             "status to show two ready replicas again",
         )
+        # two nodes left, a core each: a third replica fits nowhere, and says so
+        endpoint.write_text(endpoint.read_text().replace("replicas: 2", "replicas: 3"))
+        cli(env, "apply", "-f", str(endpoint))
+
+        def one_pending() -> list[str] | None:
+            replicas = endpoint_status(env).get("replicas") or {}
+            assert isinstance(replicas, dict)
+            return replicas.get("pending") if replicas.get("ready") == 2 else None
+
+        (pending,) = wait_for(one_pending, 90, "the third replica pending with its reason")
+        assert pending.startswith("fraud:1#"), pending
+        assert answered(up.url) == 200
     output = up.stop()
     assert "Traceback" not in output, output
 
