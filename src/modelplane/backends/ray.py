@@ -130,6 +130,18 @@ class ReplicaActor:
         ready = self._ready
         return ("ready", ready.pid, self._address, ready.port, ready.sandbox)
 
+    def connection(self) -> tuple[str, int, str] | None:
+        """``(address, port, secret)`` of the model's process, for a gateway that did not start
+        this replica (``up --gateways N``); ``None`` until it is ready.
+
+        The secret keeps the socket closed to whoever reaches the node's address. A caller of
+        this method holds the cluster's token, and with it can already run any code on the
+        cluster (this actor's included), so handing the secret out here opens nothing new.
+        """
+        if self._ready is None:
+            return None
+        return (self._address, self._ready.port, self._secret)
+
     def predict(self, frame: bytes) -> bytes:
         return self._call(frame)
 
@@ -438,6 +450,30 @@ class RayBackend:
         """What ``name`` was started with."""
         return self._live(name).request
 
+    async def placed_for(self, endpoint: str, model: str) -> dict[str, str]:
+        """The replicas of ``model`` serving ``endpoint`` that any backend placed on this
+        cluster, by name, each with the node placement chose (from the records left at start;
+        one that died unasked stays listed until it is placed again or stopped)."""
+        timeout = self._link.settings.call_timeout_s
+        return await self._link.call(_placed_for, endpoint, model, timeout)
+
+    async def connection(self, name: str, timeout_s: float) -> tuple[str, int, str] | None:
+        """``(address, port, secret)`` of replica ``name``, which another process started:
+        ``None`` while it loads, when it is not in Ray (not yet, or no longer), or when it
+        gives no answer within ``timeout_s``."""
+        try:
+            pending = await self._link.call(_ask_connection, name, self._namespace)
+        except ValueError:  # Ray knows no live actor of that name
+            return None
+        try:
+            found = await asyncio.wait_for(pending, timeout_s)
+        except (TimeoutError, ray.exceptions.RayError):
+            return None
+        if found is None:
+            return None
+        host, port, secret = found
+        return str(host), int(port), str(secret)
+
 
 def _join(address: str, namespace: str) -> None:
     reset_auth_cache()  # a head that restarted may hold a new token; Ray read the old once
@@ -498,6 +534,29 @@ def _put_placed(request: ReplicaRequest, timeout_s: float) -> None:
     record = {"model": request.model, "endpoint": request.endpoint, "node": request.node}
     value = json.dumps(record).encode()
     _gcs_client().internal_kv_put(request.name.encode(), value, True, _PLACED_KV, timeout=timeout_s)
+
+
+def _placed_for(endpoint: str, model: str, timeout_s: float) -> dict[str, str]:
+    client = _gcs_client()
+    keys = client.internal_kv_keys(b"", _PLACED_KV, timeout=timeout_s)
+    if not keys:
+        return {}
+    values = client.internal_kv_multi_get(keys, _PLACED_KV, timeout=timeout_s)
+    out: dict[str, str] = {}
+    for key, raw in values.items():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if record.get("endpoint") == endpoint and record.get("model") == model:
+            out[key.decode()] = str(record.get("node", ""))
+    return out
+
+
+def _ask_connection(name: str, namespace: str) -> Any:
+    """The pending answer of replica ``name``'s ``connection`` (``ValueError``: no such actor)."""
+    handle: Any = ray.get_actor(name, namespace=namespace)
+    return handle.connection.remote()
 
 
 def _del_placed(name: str, timeout_s: float) -> None:

@@ -2,10 +2,11 @@
 ``python -m modelplane.system.gateway_child FD``, FD its pipe to ``up``.
 
 It reads its :class:`~.gateways.ChildSpec` from the pipe, builds the gateway as ``up`` does
-(``LiveSystem``, one gateway), and runs it with an endpoint controller that writes nothing
-to the store. It listens on the shared port once the endpoints in the store run, sends its
-snapshot to ``up`` every ``publish_s``, applies the degrader's decisions ``up`` sends back,
-and drains on SIGTERM, which it also gets when ``up`` dies.
+(``LiveSystem``, one gateway; on Ray, one that serves the replicas ``up`` placed), and
+runs it with an endpoint controller that writes nothing to the store. It listens on the
+shared port once the endpoints in the store run, sends its snapshot to ``up`` every
+``publish_s``, applies the degrader's decisions ``up`` sends back, and drains on SIGTERM,
+which it also gets when ``up`` dies.
 """
 
 from __future__ import annotations
@@ -130,9 +131,10 @@ async def _serve_child(spec: ChildSpec, conn: Connection) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    system = LiveSystem.open(spec.settings, spec.options, _child_auth(spec))
+    # after joining Ray, whose ray.init takes SIGTERM for itself (an exit, not a drain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    system = LiveSystem.open(spec.settings, spec.options, _child_auth(spec))
     gateway = system.gateway
     controller = _follower(system, spec.number)
     _listen_to_parent(conn, gateway, stop)
@@ -157,6 +159,8 @@ async def _serve_child(spec: ChildSpec, conn: Connection) -> None:
         if served is not None and served.started:
             await served.shutdown()
         await gateway.stop()
+        if system.backend is not None:  # the cluster only: the replicas are up's
+            await system.backend.close()
         system.close()
 
 

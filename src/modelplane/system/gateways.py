@@ -24,6 +24,10 @@ failing. A child listens only once the endpoints in the store run (or after
 ``ready_timeout_s``), so a restarted one does not answer 503 for endpoints it is starting.
 Packages are fetched into a cache folder of each gateway's own: two processes never fetch
 into one folder at once.
+
+On Ray (``--backend ray``) the replicas are shared: only ``up``'s gateway places them, and
+each child joins the cluster (its token from the ``RAY_AUTH_TOKEN`` it inherits) and serves
+from those same replicas, over sockets of its own (:mod:`.attached_pool`).
 """
 
 from __future__ import annotations
@@ -273,8 +277,9 @@ class GatewayFleet:
             await self._stop_all()
 
     def _start(self, child: _Child, announce: Callable[[str], None]) -> None:
-        # one gateway only in the child, whatever this process runs
-        options = replace(self.options, gateways=1)
+        # one gateway only in the child, whatever this process runs; on Ray it serves the
+        # replicas this process's gateway placed (never a set of its own)
+        options = replace(self.options, gateways=1, attached=self.options.backend != "local")
         spec = ChildSpec(child.number, self.settings, options, self.predict_auth, os.getpid())
         parent_end, child_end = socket.socketpair()
         try:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from modelplane.core.backend import ExecutionBackend
     from modelplane.dataplane.gateway import Gateway
+    from modelplane.dataplane.pool.hosted import PoolFactory
     from modelplane.features.base import OnlineStore
     from modelplane.observe.predlog import PredictionLogConfig
     from modelplane.registry.service import Registry
@@ -135,6 +136,9 @@ class SystemOptions:
     oidc: OidcConfig | None = None
     """The issuer whose JWTs predictions may carry; child gateways build their check from
     it (this process's comes from the caller's ``auth``)."""
+    attached: bool = False
+    """This gateway serves the replicas another process placed on the backend and places
+    none itself (a child gateway of ``up --backend ray --gateways N``)."""
 
     def __post_init__(self) -> None:
         from modelplane.errors import InvalidSpec
@@ -144,12 +148,6 @@ class SystemOptions:
                 f"--gateways: {self.gateways} is not a number of gateways (1 or more)",
                 details=[{"field": "gateways", "problem": "less than 1"}],
             )
-        if self.gateways > 1 and self.backend != "local":
-            raise InvalidSpec(
-                "--gateways: more than one gateway runs with the local backend only",
-                details=[{"field": "gateways", "problem": "more than 1 with a remote backend"}],
-            )
-
         if self.backend not in ("local", "ray"):
             raise InvalidSpec(
                 f"--backend: '{self.backend}' is not a backend (local or ray)",
@@ -214,6 +212,7 @@ class LiveSystem:
         from modelplane.controlplane.endpoints import EndpointController
         from modelplane.controlplane.rollouts import RolloutController
         from modelplane.controlplane.slo import SloRecorder
+        from modelplane.system.attached_pool import SharedConcurrency
         from modelplane.system.gateway_views import (
             GatewayConcurrency,
             GatewayEvidence,
@@ -228,7 +227,9 @@ class LiveSystem:
         self.registry = registry
         self.online_store = online_store
         self.backend = backend
-        self.fleet = None if backend is None else _fleet(backend, registry)
+        # a child gateway on Ray serves the replicas up's own gateway placed
+        placing = backend is not None and not options.attached
+        self.fleet = _fleet(backend, registry) if placing and backend is not None else None
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
@@ -236,11 +237,17 @@ class LiveSystem:
         )
         # more than one gateway: the controllers below read every gateway's evidence, summed
         many = self.gateways = _gateways(self.gateway, settings, options, auth)
-        concurrency = many.concurrency() if many else GatewayConcurrency(self.gateway)
+        concurrency = (
+            GatewayConcurrency(self.gateway) if many is None
+            else many.concurrency() if backend is None
+            else SharedConcurrency(many.sums)
+        )  # fmt: skip
         self.degrader = Degrader(registry, concurrency, target=many or self.gateway)
         evidence = many.evidence() if many else GatewayEvidence(self.gateway)
         slo = many.slo() if many else GatewaySlo(self.gateway)
-        usage = many.usage(registry.engine, settings) if many else None
+        # Ray's replicas are not this machine's processes, and every gateway shares them:
+        # up's own gateway counts them once
+        usage = many.usage(registry.engine, settings) if many and backend is None else None
         loops: dict[str, Loop] = {
             "endpoint controller": self.endpoints.run,
             "rollout controller": RolloutController(registry, evidence).run,
@@ -305,12 +312,24 @@ class LiveSystem:
         node = self.options.node or local_node_name(self.settings.home / "cluster.yaml")
         return Gateway(
             [],
-            GatewayConfig(node=node, pools=None if self.fleet is None else self.fleet.pool),
+            GatewayConfig(node=node, pools=self._pools()),
             sink=PredictionLog(engine, self.options.evidence or PredictionLogConfig()),
             online_store=self.online_store,
             auth=auth.predict,
             feedback=OutcomeStore(engine),
         )
+
+    def _pools(self) -> PoolFactory | None:
+        """Local worker processes (``None``), replicas this process places on the backend, or
+        replicas another gateway placed there (``options.attached``)."""
+        if self.fleet is not None:
+            return self.fleet.pool
+        if self.backend is None:
+            return None
+        from modelplane.system.attached_pool import ReplicaDirectory, attached_pools
+
+        directory: ReplicaDirectory = self.backend  # type: ignore[assignment]
+        return attached_pools(directory)
 
     def _api(self, auth: ServingAuth) -> FastAPI:
         from modelplane.controlplane.api import create_api
