@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,22 +120,22 @@ class HeadLink:
         future = self._executor.submit(functools.partial(fn, *args, **kwargs))
         self._running.add(future)
         future.add_done_callback(self._running.discard)
-        try:
-            async with asyncio.timeout(self.settings.call_timeout_s):
-                return await asyncio.wrap_future(future)
-        except TimeoutError:
-            self.lose(f"no answer within {self.settings.call_timeout_s:g}s")
-            raise HeadUnreachable(f"the Ray head at {self.address} gave no answer") from None
-        except ray.exceptions.RpcError as exc:
-            self.lose(str(exc) or type(exc).__name__)
-            raise HeadUnreachable(f"the Ray head at {self.address} failed a call: {exc}") from exc
+        async with self._bounded():
+            return await asyncio.wrap_future(future)
 
     async def wait(self, make: Callable[[], Awaitable[T]]) -> T:
         """Await what ``make`` starts on this loop (the GCS client's own futures), bounded."""
         await self._before_call()
+        async with self._bounded():
+            return await make()
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """A call to the head within ``call_timeout_s``; a timeout or an RPC error loses
+        the head and raises ``HeadUnreachable``."""
         try:
             async with asyncio.timeout(self.settings.call_timeout_s):
-                return await make()
+                yield
         except TimeoutError:
             self.lose(f"no answer within {self.settings.call_timeout_s:g}s")
             raise HeadUnreachable(f"the Ray head at {self.address} gave no answer") from None
