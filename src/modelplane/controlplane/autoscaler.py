@@ -85,7 +85,8 @@ class Load:
 
 
 class ConcurrencyEvidence(Protocol):
-    """What the autoscaler reads from the data plane (the CLI adapts the gateway)."""
+    """What the autoscaler reads from the data plane (``system.gateway_views`` adapts the
+    gateway)."""
 
     def load(self, endpoint: str) -> Load | None:
         """The endpoint's load, or None when it is not served."""

@@ -16,9 +16,10 @@ endpoint's target concurrency; 1.0 means every replica holds its target. Each pa
    :class:`DegradationTarget`) every pass: those tiers answer 429, or their fallback.
 
 Nothing runs unless a policy was applied: the built-in default lists every step, and an
-embedded system nobody configured should not start freezing rollouts by itself. The other
-steps need a live job queue (admission, preemption), which does not exist yet; their
-effects are in the audit event all the same.
+embedded system nobody configured should not start freezing rollouts by itself. The batch
+steps, ``pause-batch-admission`` and ``preempt-borrowed-batch``, are read by the job
+controller each pass (``controlplane.jobs.degrader_effects``): the queue admits no batch
+shard, and preempts borrowed ones, while they are active.
 """
 
 from __future__ import annotations

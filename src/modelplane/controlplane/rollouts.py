@@ -18,7 +18,8 @@ pass, per rollout that is not settled:
    routes records nothing, so a restarted controller repeats nothing), and after a promotion
    move the ``champion`` alias once.
 
-The data plane is reached only through :class:`RolloutEvidence`, which the CLI adapts.
+The data plane is reached only through :class:`RolloutEvidence`, which
+``system.gateway_views`` adapts.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ PROMOTED_ALIAS = "champion"
 
 
 class RolloutEvidence(Protocol):
-    """What the controller reads from the data plane (the CLI adapts the gateway)."""
+    """What the controller reads from the data plane (``system.gateway_views`` adapts the
+    gateway, summed over every gateway process by ``system.gateway_sums``)."""
 
     def route_ready(self, endpoint: str, model: str) -> bool:
         """The route to ``model`` (as written in the endpoint) has a ready replica."""

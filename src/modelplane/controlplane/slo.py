@@ -3,10 +3,10 @@
 Every ``interval_s`` (and once more when it stops) the recorder inside ``modelplane up``:
 
 1. reads each served endpoint's SLO and cumulative counters through :class:`SloEvidence`
-   (the CLI adapts the gateway): per route, requests answered by the model and requests
-   that failed, and how many fell within the latency objective; per endpoint, requests
-   shed with 429 before reaching a route. Availability's bad requests are route errors
-   and shed requests; latency counts the requests a route timed;
+   (``system.gateway_views`` adapts the gateway): per route, requests answered by the
+   model and requests that failed, and how many fell within the latency objective; per
+   endpoint, requests shed with 429 before reaching a route. Availability's bad requests
+   are route errors and shed requests; latency counts the requests a route timed;
 2. turns them into the interval's counts: each counter set minus its last reading. A set
    the recorder has not seen, or one lower than last time (its route was rebuilt), counts
    from zero, since counters restart at zero;
@@ -122,7 +122,7 @@ class EndpointCounters:
 
 
 class SloEvidence(Protocol):
-    """What the recorder reads from the data plane (the CLI adapts the gateway)."""
+    """What the recorder reads from the data plane (``system.gateway_views`` adapts the gateway)."""
 
     def served(self) -> Mapping[str, EndpointCounters]:
         """Every endpoint served now, by name, its counters read at once."""

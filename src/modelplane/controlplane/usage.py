@@ -2,7 +2,7 @@
 
 Inside ``modelplane up``, every ``sample_s`` the sampler:
 
-1. lists every serving replica through :class:`ReplicaSource` (the CLI adapts the
+1. lists every serving replica through :class:`ReplicaSource` (``system.gateway_views`` adapts the
    gateway): its endpoint, version, replica index, worker pid, team, tier and what its
    manifest reserves;
 2. reads each worker process with psutil (CPU time, resident memory) and, where NVML
@@ -85,7 +85,8 @@ class ReplicaSlot:
 
 
 class ReplicaSource(Protocol):
-    """What the sampler reads from the data plane (the CLI adapts the gateway)."""
+    """What the sampler reads from the data plane (``system.gateway_views`` adapts the
+    gateway)."""
 
     def replicas(self) -> Sequence[ReplicaSlot]:
         """Every replica held now, read at once on the data plane's thread."""
