@@ -193,3 +193,49 @@ def test_outcomes_are_read_by_the_endpoints_team_only(tmp_path: Path) -> None:
     assert (comparison["baseline"], comparison["candidate"]) == ("m:1", "m:2")
     assert comparison["regressed"] is True
     assert comparison["reading"]["candidate"] < comparison["reading"]["baseline"]
+
+
+def test_a_report_is_computed_again_only_when_outcomes_arrive_or_it_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console asks every few seconds; a report reads every labelled answer, so it is
+    kept until an outcome arrives or ``fresh_s`` passes."""
+    import time
+
+    from sqlalchemy import insert
+
+    from modelplane.controlplane import console_views
+    from modelplane.observe.outcomes import Feedback, OutcomeStore
+    from modelplane.store.db import open_engine
+    from modelplane.store.schema import AnswerRow
+    from modelplane.types import FakeClock
+
+    engine = open_engine(f"sqlite:///{tmp_path}/state.db")
+    with engine.begin() as conn:
+        for i in range(20):
+            conn.execute(insert(AnswerRow).values(
+                request_id=f"r{i}", at=time.time(), endpoint="score", model_version="m:1",
+                route="m:1", route_kind="stable", rows=1, outputs={"probability": [0.9]},
+            ))  # fmt: skip
+    store = OutcomeStore(engine)
+    store.ingest("score", [Feedback(f"r{i}", 1.0) for i in range(10)])
+    computed: list[str] = []
+    real = console_views.outcomes_by_version
+
+    def counted(engine_: Any, name: str) -> Any:
+        computed.append(name)
+        return real(engine_, name)
+
+    monkeypatch.setattr(console_views, "outcomes_by_version", counted)
+    clock = FakeClock()
+    cache = console_views.ReportCache(engine, fresh_s=60.0, clock=clock)
+    first = cache.reports(["score"])["score"]
+    assert cache.reports(["score"])["score"] is first
+    assert computed == ["score"]
+    store.ingest("score", [Feedback(f"r{i}", 1.0) for i in range(10, 20)])
+    second = cache.reports(["score"])["score"]
+    assert computed == ["score", "score"]
+    assert [v.labelled_rows for v in second.versions] == [20]
+    clock.advance(61.0)
+    cache.reports(["score"])
+    assert computed == ["score"] * 3
