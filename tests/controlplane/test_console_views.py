@@ -205,6 +205,7 @@ def test_a_report_is_computed_again_only_when_outcomes_arrive_or_it_is_stale(
     from sqlalchemy import insert
 
     from modelplane.controlplane import console_views
+    from modelplane.observe.outcome_report import outcomes_by_version
     from modelplane.observe.outcomes import Feedback, OutcomeStore
     from modelplane.store.db import open_engine
     from modelplane.store.schema import AnswerRow
@@ -220,7 +221,7 @@ def test_a_report_is_computed_again_only_when_outcomes_arrive_or_it_is_stale(
     store = OutcomeStore(engine)
     store.ingest("score", [Feedback(f"r{i}", 1.0) for i in range(10)])
     computed: list[str] = []
-    real = console_views.outcomes_by_version
+    real = outcomes_by_version
 
     def counted(engine_: Any, name: str) -> Any:
         computed.append(name)
