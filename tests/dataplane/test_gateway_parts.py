@@ -146,7 +146,8 @@ def test_openapi_lists_every_route() -> None:
         "/v2/models/{name}/ready", "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}", "/v2/models/{name}/versions/{version}/ready",
         "/v2/models/{name}/versions/{version}/infer", "/v1/endpoints",
-        "/v1/endpoints/{name}:predict", "/metrics", "/openapi.json",
+        "/v1/endpoints/{name}:predict", "/v1/endpoints/{name}:feedback", "/metrics",
+        "/openapi.json",
     }  # fmt: skip
 
 

@@ -25,6 +25,8 @@ def _errors(*statuses: int, v2: bool = True) -> dict[str, Any]:
     schema = _ref("V2Error" if v2 else "Error")
     words = {
         400: "Bad request: malformed body or contract violation",
+        401: "No token, or one that is not valid (when predictions need tokens)",
+        403: "The token's team or scopes do not cover this endpoint",
         404: "Unknown model or version",
         413: "Body too large",
         429: "Overloaded: retry after the Retry-After header's seconds",
@@ -219,6 +221,32 @@ def _other_schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
             },
         },
+        "Outcome": {
+            "type": "object",
+            "required": ["request_id"],
+            "additionalProperties": False,
+            "properties": {
+                "request_id": {"type": "string", "description": "The answer's request id"},
+                "row": {"type": "integer", "minimum": 0, "description": "Its row (0)"},
+                "label": {"type": "number", "description": "The ground truth (0/1: binary)"},
+                "values": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number"},
+                    "description": "Named business outcomes (e.g. loss, revenue)",
+                },
+            },
+        },
+        "Outcomes": {
+            "type": "object",
+            "required": ["outcomes"],
+            "additionalProperties": False,
+            "properties": {"outcomes": {"type": "array", "items": _ref("Outcome")}},
+        },
+        "Stored": {
+            "type": "object",
+            "required": ["stored", "request_id"],
+            "properties": {"stored": {"type": "integer"}, "request_id": {"type": "string"}},
+        },
     }
 
 
@@ -245,6 +273,20 @@ def _records_paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Predictions"), "Predictions"),
                     **_errors(*_INFER_ERRORS, v2=False),
+                },
+            }
+        },
+        "/v1/endpoints/{name}:feedback": {
+            "post": {
+                "summary": "Outcomes of earlier answers, by request id (one, or a batch)",
+                "parameters": [_NAME, _header("x-request-id", "string")],
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": {"oneOf": [_ref("Outcome"), _ref("Outcomes")]}}},
+                },
+                "responses": {
+                    "200": _json(_ref("Stored"), "How many outcomes were stored"),
+                    **_errors(400, 401, 403, 404, 413, v2=False),
                 },
             }
         },
