@@ -192,3 +192,27 @@ def test_shared_replicas_carry_every_gateways_requests() -> None:
     assert load is not None
     assert (load.concurrency, load.ready_replicas, load.replicas) == (8, 2, 2)
     assert SharedConcurrency(sums).load("other") is None
+
+
+def test_a_head_that_does_not_answer_leaves_the_attached_replicas_serving() -> None:
+    class Unlisted(FakeDirectory):
+        away = False
+        failed = 0
+
+        async def placed_for(self, endpoint: str, model: str) -> dict[str, str]:
+            if self.away:
+                self.failed += 1
+                raise WorkerFailed("the Ray head at 127.0.0.1:6379 gave no answer")
+            return await super().placed_for(endpoint, model)
+
+    async def scenario() -> None:
+        directory = Unlisted({"a": "w1"})
+        pool = pool_over(directory, replicas=1)
+        await pool.start()
+        directory.away = True
+        await until(lambda: directory.failed >= 3)
+        assert (await pool.predict(ROW, 5.0))["by"][0] == "a"
+        assert pool.replicas()[0].state is PoolReplicaState.READY
+        await pool.stop()
+
+    asyncio.run(scenario())
