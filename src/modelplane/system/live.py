@@ -227,9 +227,8 @@ class LiveSystem:
         self.registry = registry
         self.online_store = online_store
         self.backend = backend
-        # a child gateway on Ray serves the replicas up's own gateway placed
-        placing = backend is not None and not options.attached
-        self.fleet = _fleet(backend, registry) if placing and backend is not None else None
+        # a child gateway on Ray places nothing: it serves the replicas up's gateway placed
+        self.fleet = None if backend is None or options.attached else _fleet(backend, registry)
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
