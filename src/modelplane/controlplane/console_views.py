@@ -4,8 +4,9 @@ by version (:func:`modelplane.observe.outcome_report.outcomes_by_version`).
 A report is computed again only when outcomes arrived since, or a minute passed
 (:class:`ReportCache`). Outcomes are computed from what callers sent and were answered, so,
 as with recent errors, a caller sees the endpoints its team owns (admin sees all); the
-others are left out, not refused. The usage view reads ``/v1/reports/cost`` and ``/v1/reports/usage``, and each
-version's evidence pack is ``/v1/versions/{ref}/evidence.html``.
+others are left out, not refused. The usage view reads ``/v1/reports/cost`` and
+``/v1/reports/usage``, and each version's evidence pack is
+``/v1/versions/{ref}/evidence.html``.
 """
 
 from __future__ import annotations
