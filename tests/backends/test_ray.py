@@ -133,3 +133,25 @@ def test_the_docs_example_places_two_quarter_gpu_replicas(
     printed = capsys.readouterr().out
     assert "fraud-0 answered [[2.0, 2.0]]" in printed
     assert actor_node("fraud-0") is None
+
+
+def test_replicas_are_listed_for_their_owner_only(cluster: RayTestCluster) -> None:
+    """Two deployments (two state stores) on one cluster serving the same endpoint and
+    version: each one's gateways attach to its own replicas, never the other's."""
+    ours, theirs = RayBackend(owner="store-a"), RayBackend(owner="store-b")
+    request = ReplicaRequest(
+        "owned", "cpu-a", SPEC, Demand(100, 64), endpoint="fraud", model="fraud:1"
+    )
+
+    async def scenario() -> tuple[dict[str, str], dict[str, str]]:
+        await ours.start(request, 60)
+        try:
+            return await ours.placed_for("fraud", "fraud:1"), await theirs.placed_for(
+                "fraud", "fraud:1"
+            )
+        finally:
+            await ours.close()
+
+    mine, other = run(scenario())
+    assert mine == {"owned": "cpu-a"}
+    assert other == {}

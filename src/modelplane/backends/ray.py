@@ -217,11 +217,15 @@ class RayBackend:
         data_path: DataPath = DataPath.SOCKET,
         namespace: str = NAMESPACE,
         link: LinkSettings | None = None,
+        owner: str = "",
     ) -> None:
         if not ray.is_initialized():
             raise WorkerFailed("not connected to Ray: use RayBackend.connect(address)")
         self._data_path = data_path
         self._namespace = namespace
+        self.owner = owner
+        """Whose replicas these are (one deployment's id): ``placed_for`` lists only those
+        with the same owner, so two deployments on one cluster never share replicas."""
         self._replicas: dict[str, _Replica] = {}
         self._owns_connection = False
         self._last_nodes: Sequence[BackendNode] = ()
@@ -240,6 +244,7 @@ class RayBackend:
         data_path: DataPath = DataPath.SOCKET,
         namespace: str = NAMESPACE,
         link: LinkSettings | None = None,
+        owner: str = "",
     ) -> RayBackend:
         """Join the cluster at ``address`` (its token from ``RAY_AUTH_TOKEN`` when it has one).
 
@@ -250,7 +255,7 @@ class RayBackend:
             join()
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise WorkerFailed(f"cannot join the Ray cluster at {address}: {exc}") from exc
-        backend = cls(data_path=data_path, namespace=namespace, link=link)
+        backend = cls(data_path=data_path, namespace=namespace, link=link, owner=owner)
         backend._owns_connection = True
         backend._link = HeadLink(
             str(ray.get_runtime_context().gcs_address),
@@ -299,7 +304,7 @@ class RayBackend:
         secret = secrets.token_urlsafe(32)
         timeout = self._link.settings.call_timeout_s
         await self._link.call(_del_exit_reason, request.name, timeout)
-        await self._link.call(_put_placed, request, timeout)
+        await self._link.call(_put_placed, request, self.owner, timeout)
         options = _RemoteActor.options(
             name=request.name,
             namespace=self._namespace,
@@ -451,11 +456,12 @@ class RayBackend:
         return self._live(name).request
 
     async def placed_for(self, endpoint: str, model: str) -> dict[str, str]:
-        """The replicas of ``model`` serving ``endpoint`` that any backend placed on this
-        cluster, by name, each with the node placement chose (from the records left at start;
-        one that died unasked stays listed until it is placed again or stopped)."""
+        """The replicas of ``model`` serving ``endpoint`` that a backend of the same
+        ``owner`` placed on this cluster, by name, each with the node placement chose (from
+        the records left at start; one that died unasked stays listed until it is placed
+        again or stopped)."""
         timeout = self._link.settings.call_timeout_s
-        return await self._link.call(_placed_for, endpoint, model, timeout)
+        return await self._link.call(_placed_for, endpoint, model, self.owner, timeout)
 
     async def connection(self, name: str, timeout_s: float) -> tuple[str, int, str] | None:
         """``(address, port, secret)`` of replica ``name``, which another process started:
@@ -530,13 +536,16 @@ def _del_exit_reason(name: str, timeout_s: float) -> None:
     _gcs_client().internal_kv_del(name.encode(), False, _EXIT_KV, timeout=timeout_s)
 
 
-def _put_placed(request: ReplicaRequest, timeout_s: float) -> None:
-    record = {"model": request.model, "endpoint": request.endpoint, "node": request.node}
+def _put_placed(request: ReplicaRequest, owner: str, timeout_s: float) -> None:
+    record = {
+        "model": request.model, "endpoint": request.endpoint, "node": request.node,
+        "owner": owner,
+    }  # fmt: skip
     value = json.dumps(record).encode()
     _gcs_client().internal_kv_put(request.name.encode(), value, True, _PLACED_KV, timeout=timeout_s)
 
 
-def _placed_for(endpoint: str, model: str, timeout_s: float) -> dict[str, str]:
+def _placed_for(endpoint: str, model: str, owner: str, timeout_s: float) -> dict[str, str]:
     client = _gcs_client()
     keys = client.internal_kv_keys(b"", _PLACED_KV, timeout=timeout_s)
     if not keys:
@@ -548,7 +557,8 @@ def _placed_for(endpoint: str, model: str, timeout_s: float) -> dict[str, str]:
             record = json.loads(raw)
         except ValueError:
             continue
-        if record.get("endpoint") == endpoint and record.get("model") == model:
+        ours = record.get("owner", "") == owner
+        if ours and record.get("endpoint") == endpoint and record.get("model") == model:
             out[key.decode()] = str(record.get("node", ""))
     return out
 

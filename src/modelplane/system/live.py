@@ -23,6 +23,7 @@ answered before the workers stop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import socket
@@ -281,7 +282,7 @@ class LiveSystem:
         from modelplane.registry.service import open_registry
         from modelplane.security.keys import audit_key_from
 
-        backend = _connect(options)
+        backend = _connect(options, settings)
         registry = open_registry(
             settings.resolved_database_url(),
             settings.resolved_artifact_url(),
@@ -427,7 +428,7 @@ async def keep_running(stop: asyncio.Event, run: Loop, *, what: str) -> None:
     await restart_on_failure(stop, run, log=log, what=what)
 
 
-def _connect(options: SystemOptions) -> ExecutionBackend | None:
+def _connect(options: SystemOptions, settings: Settings) -> ExecutionBackend | None:
     """The execution backend ``options`` names; ``None`` for local worker processes."""
     if options.backend == "local":
         return None
@@ -438,7 +439,11 @@ def _connect(options: SystemOptions) -> ExecutionBackend | None:
     except ImportError as exc:
         raise MissingExtra("ray", "ray") from exc
     assert options.ray_address is not None  # checked by SystemOptions
-    return RayBackend.connect(options.ray_address)
+    # One deployment is one state store: its gateways share replicas, and a second
+    # deployment on the same cluster (another store) never attaches to them.
+    store = settings.resolved_database_url().encode()
+    owner = hashlib.sha256(store).hexdigest()[:16]
+    return RayBackend.connect(options.ray_address, owner=owner)
 
 
 def _fleet(backend: ExecutionBackend, registry: Registry) -> BackendFleet:
