@@ -23,7 +23,7 @@ from modelplane.dataplane.server import ServerThread
 from modelplane.security.sandbox import UID_BASE
 from modelplane.spec.policy import Policy
 from modelplane.system.backend_pool import BackendFleet, BackendPool
-from modelplane.system.gateway_views import GatewayTarget
+from modelplane.system.gateway_views import GatewayReplicas, GatewayTarget
 
 pytestmark = pytest.mark.timeout(180)
 PATH = "/v1/endpoints/echo:predict"
@@ -102,13 +102,17 @@ def test_a_replica_killed_under_load_costs_no_request_and_comes_back() -> None:
     assert codes == Counter({200: sum(codes.values())}), codes
 
 
-def test_replicas_on_a_backend_run_in_the_workers_sandbox() -> None:
+def test_replicas_on_a_backend_run_in_the_workers_sandbox_and_are_not_sampled_here() -> None:
     backend = LocalBackend(BackendNode("box", cpu_milli=8000, memory_mib=8192))
     fleet = BackendFleet(backend, Policy, start_timeout_s=60)
     with ServerThread([echo(1)], config=kit.gateway_config(pools=fleet.pool)) as server:
         (replica,) = the_pool(server).replicas()
         assert replica.pid is not None
         uid = int(Path(f"/proc/{replica.pid}/status").read_text().split("Uid:")[1].split()[1])
+        # hosted by a backend (another machine's pid, on Ray): this node's sampler skips it
+        (view,) = server.gateway.snapshot().endpoints["echo"].versions[0].replicas
+        assert view.hosted
+        assert GatewayReplicas(server.gateway).replicas() == []
     if os.geteuid() == 0:  # the sandbox gives each package a uid of its own
         assert uid >= UID_BASE
     else:

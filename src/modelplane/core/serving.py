@@ -44,6 +44,9 @@ class ReplicaView:
     """Batches sent to it and not answered yet."""
     reason: str = ""
     """Why it is not ready, where the pool knows (a replica placement left pending)."""
+    hosted: bool = False
+    """An execution backend hosts it (a Ray actor, maybe on another machine): not a process
+    of this gateway, so this machine's readings say nothing about it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ def _version(target: ModelVersionRuntime, node: str) -> VersionView:
             info.pid,
             info.outstanding,
             info.reason,
+            hosted=info.node is not None,
         )
         for info in pool.replicas()
     )

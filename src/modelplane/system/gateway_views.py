@@ -189,7 +189,10 @@ class GatewaySlo:
 
 class GatewayReplicas:
     """The usage sampler's ``ReplicaSource``: every replica of every model version an
-    endpoint reaches, by its routes or its shadows (each version once)."""
+    endpoint reaches, by its routes or its shadows (each version once), that runs as a
+    process of this gateway. A replica an execution backend hosts is left out: its pid is
+    another machine's (or a Ray worker's), and reading it here would charge this node for
+    work it does not do."""
 
     def __init__(self, gateway: GatewaySnapshots, cluster: LocalCluster | None = None) -> None:
         self.gateway = gateway
@@ -225,4 +228,5 @@ class GatewayReplicas:
                 gpu_model=gpu_model if resources.gpus > 0 else None,
             )
             for replica in version.replicas
+            if not replica.hosted
         ]
