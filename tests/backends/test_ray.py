@@ -155,3 +155,41 @@ def test_replicas_are_listed_for_their_owner_only(cluster: RayTestCluster) -> No
     mine, other = run(scenario())
     assert mine == {"owned": "cpu-a"}
     assert other == {}
+
+
+def test_a_node_without_the_package_fetches_it_from_the_artifact_store(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    """Nodes share the artifact store, not a filesystem: a replica whose package folder is
+    missing on its node fetches it there, verified, before its model process starts."""
+    from tests.dataplane import gateway_kit as kit
+
+    from modelplane.dataplane.loader import LOADER
+    from modelplane.dataplane.pool import sample_inputs
+    from modelplane.registry.service import verify_digest
+    from modelplane.store.artifacts import open_artifact_store
+
+    model = kit.source("sklearn")
+    store = tmp_path / "artifacts"
+    digest = open_artifact_store(str(store), verify=verify_digest).put_package(model.directory)
+    folder = tmp_path / "node-cache" / digest.removeprefix("sha256:")
+    spec = ReplicaSpec(
+        LOADER, args=(str(folder), digest), package=(str(folder), digest, str(store))
+    )
+    sample = sample_inputs(model.manifest.signature, rows=2)
+    request = ReplicaRequest("fetched", "cpu-a", spec, Demand(100, 256), warmup=sample)
+    backend = RayBackend()
+
+    async def scenario() -> dict[str, Any]:
+        await backend.start(request, 90)
+        try:
+            return await backend.predict("fetched", sample, 30)
+        finally:
+            await backend.close()
+
+    answer = run(scenario())
+    assert folder.is_dir()
+    assert verify_digest(folder, digest) == digest
+    assert len(next(iter(answer.values()))) == 2
+    with pytest.raises(ValueError, match=r"spec\.package"):
+        ReplicaSpec(LOADER, package=(str(folder), digest, ""))

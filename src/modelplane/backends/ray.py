@@ -45,6 +45,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from modelplane.backends.packages import ensure_package
 from modelplane.backends.ray_link import HeadLink, HeadUnreachable, LinkSettings, reset_auth_cache
 from modelplane.backends.ray_nodes import exposure_findings, nodes_from_ray
 from modelplane.backends.replica_child import ChildReady, ReplicaChild, child_policy, read_raw_frame
@@ -111,6 +112,9 @@ class ReplicaActor:
     ) -> None:
         self._name = name
         self._secret = secret
+        if spec.package is not None:
+            # before the model process starts: its sandbox allows no network and no writes
+            ensure_package(*spec.package)
         self._address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         self._ready: ChildReady | None = None
         self._relay: socket.socket | None = None

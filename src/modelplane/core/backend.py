@@ -102,11 +102,19 @@ class ReplicaSpec:
     """What the replica's process gives up before it imports the loader: a
     ``security.sandbox.SandboxPolicy`` as plain values (``backends.replica_child.policy_data``),
     already narrowed to the package; ``None``: no sandbox."""
+    package: tuple[str, str, str] | None = None
+    """``(folder, digest, artifact store URL)`` of the package the loader reads: a node
+    where ``folder`` is missing fetches it there from the artifact store first (verified
+    against ``digest``), so nodes share the artifact store, not a filesystem."""
 
     def __post_init__(self) -> None:
         module, sep, attr = self.loader.partition(":")
         if not (module and sep and attr):
             raise ValueError(f"spec.loader: '{self.loader}' is not 'module:callable'")
+        if self.package is not None and (
+            len(self.package) != 3 or not all(isinstance(p, str) and p for p in self.package)
+        ):
+            raise ValueError("spec.package: (folder, digest, artifact store URL), all named")
         if self.sandbox is not None and not isinstance(self.sandbox, Mapping):
             raise ValueError("spec.sandbox: a mapping of the sandbox policy's fields, or None")
 

@@ -150,7 +150,8 @@ class ModelVersionRuntime:
         else:
             self.pool = pools(
                 PoolRequest(name, spec, source.manifest.signature, config, endpoint.name,
-                            source.label, endpoint.team, endpoint.tier, resources)
+                            source.label, endpoint.team, endpoint.tier, resources,
+                            (str(source.directory), str(source.digest)))
             )  # fmt: skip
         batching = BatchingConfig(
             max_batch_size=endpoint.batching.max_batch_size,

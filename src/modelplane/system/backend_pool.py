@@ -91,8 +91,12 @@ class BackendFleet:
         start_timeout_s: float = 60.0,
         interval_s: float = 1.0,
         clock: Clock | None = None,
+        artifacts: str | None = None,
     ) -> None:
         self.backend = backend
+        self.artifacts = artifacts
+        """The artifact store a node fetches a package from when it lacks its folder
+        (``None``: nodes read the gateway machine's package cache, one machine or shared)."""
         self._policy = policy
         self._placer = ReplicaPlacer(
             backend, policy(), clock=clock or SystemClock(), start_timeout_s=start_timeout_s
@@ -120,9 +124,13 @@ class BackendFleet:
         request = pool.request
         sandbox = request.spec.sandbox
         # the same sandbox as a local worker, narrowed to the package, as plain values
+        package = (
+            None if request.package is None or self.artifacts is None
+            else (*request.package, self.artifacts)
+        )  # fmt: skip
         spec = ReplicaSpec(
             request.spec.loader, request.spec.args, request.spec.kwargs, request.spec.paths,
-            sandbox=None if sandbox is None else policy_data(sandbox),
+            sandbox=None if sandbox is None else policy_data(sandbox), package=package,
         )  # fmt: skip
         warmup = sample_inputs(request.signature, rows=request.config.warmup_rows)
         demand = demand_of(request.resources)

@@ -229,7 +229,8 @@ class LiveSystem:
         self.online_store = online_store
         self.backend = backend
         # a child gateway on Ray places nothing: it serves the replicas up's gateway placed
-        self.fleet = None if backend is None or options.attached else _fleet(backend, registry)
+        placing = backend is not None and not options.attached
+        self.fleet = _fleet(backend, registry, settings) if placing else None
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
@@ -404,6 +405,14 @@ class LiveSystem:
                 "MODELPLANE_DATABASE_URL to a PostgreSQL database every node reaches",
                 details=[{"field": "database_url", "problem": "SQLite with several nodes"}],
             )
+        artifacts = self.settings.resolved_artifact_url()
+        if len(nodes) > 1 and "://" not in artifacts:
+            log.warning(
+                "the artifact store is %s, a folder of this machine: replicas on the other "
+                "%d nodes fetch packages from it only where that folder is shared "
+                "(MODELPLANE_ARTIFACT_URL=s3://... otherwise)",
+                artifacts, len(nodes) - 1,
+            )  # fmt: skip
         for line in getattr(self.backend, "exposure", lambda: ())():
             log.warning("the %s cluster is open: %s", self.backend.kind, line)
 
@@ -446,13 +455,18 @@ def _connect(options: SystemOptions, settings: Settings) -> ExecutionBackend | N
     return RayBackend.connect(options.ray_address, owner=owner)
 
 
-def _fleet(backend: ExecutionBackend, registry: Registry) -> BackendFleet:
+def _fleet(
+    backend: ExecutionBackend | None, registry: Registry, settings: Settings
+) -> BackendFleet:
     from modelplane.controlplane.why import applied_policy
     from modelplane.store.resources import ResourceStore
     from modelplane.system.backend_pool import BackendFleet
 
+    assert backend is not None
     store = ResourceStore(registry.engine)
-    return BackendFleet(backend, lambda: applied_policy(store))
+    # nodes without the package fetch it from the store every node can reach
+    artifacts = settings.resolved_artifact_url()
+    return BackendFleet(backend, lambda: applied_policy(store), artifacts=artifacts)
 
 
 def _outcome_recorder(engine: Engine, interval_s: float) -> Loop:

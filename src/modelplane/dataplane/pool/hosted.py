@@ -43,6 +43,9 @@ class PoolRequest:
     tier: str
     resources: Resources
     """What each replica asked for in its package manifest."""
+    package: tuple[str, str] | None = None
+    """``(folder, digest)`` of the package the replicas load (a backend fetches it onto a
+    node that lacks the folder)."""
 
 
 class ReplicaPool(Protocol):
