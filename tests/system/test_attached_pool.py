@@ -19,7 +19,8 @@ from modelplane.dataplane.pool.worker import WorkerSpec
 from modelplane.errors import ReplicaLost, WorkerFailed
 from modelplane.spec.fields import FieldSpec, Signature
 from modelplane.spec.manifest import Resources
-from modelplane.system.attached_pool import AttachedPool, SharedConcurrency
+from modelplane.system.attached_pool import AttachedPool
+from modelplane.system.gateway_sums import SummedConcurrency
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -188,10 +189,10 @@ def test_shared_replicas_carry_every_gateways_requests() -> None:
     # two gateways, two replicas they share: 6 + 2 in flight weigh on the same two
     sums, _, clock = sums_of(snapshot(arm(0), queued=6, replicas=2))
     child(sums, clock, snapshot(arm(0), queued=2, replicas=2))
-    load = SharedConcurrency(sums).load("fraud")
+    load = SummedConcurrency(sums, shared=True).load("fraud")
     assert load is not None
     assert (load.concurrency, load.ready_replicas, load.replicas) == (8, 2, 2)
-    assert SharedConcurrency(sums).load("other") is None
+    assert SummedConcurrency(sums, shared=True).load("other") is None
 
 
 def test_a_head_that_does_not_answer_leaves_the_attached_replicas_serving() -> None:

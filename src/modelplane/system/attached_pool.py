@@ -31,11 +31,9 @@ from modelplane.dataplane.pool import ReplicaState as PoolReplicaState
 from modelplane.errors import DeadlineExceeded, ModelplaneError, ReplicaLost, WorkerFailed
 
 if TYPE_CHECKING:
-    from modelplane.controlplane.autoscaler import Load
     from modelplane.dataplane.pool.hosted import PoolFactory
-    from modelplane.system.gateway_sums import GatewaySums
 
-__all__ = ["AttachedPool", "Channel", "ReplicaDirectory", "SharedConcurrency", "attached_pools"]
+__all__ = ["AttachedPool", "Channel", "ReplicaDirectory", "attached_pools"]
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -284,27 +282,3 @@ class AttachedPool:
             await asyncio.sleep(0.01)
         attached, self._attached = list(self._attached.values()), {}
         await asyncio.gather(*(a.channel.close() for a in attached), return_exceptions=True)
-
-
-class SharedConcurrency:
-    """The autoscaler's and degrader's ``ConcurrencyEvidence`` when the gateways share one set
-    of replicas (Ray): the requests in flight on every live gateway, summed, against the
-    replicas they share (``gateway_sums.SummedConcurrency`` weighs one gateway's share
-    against replicas of its own, as on the local backend)."""
-
-    def __init__(self, sums: GatewaySums) -> None:
-        self.sums = sums
-
-    def load(self, endpoint: str) -> Load | None:
-        from modelplane.controlplane.autoscaler import Load
-        from modelplane.system.gateway_views import endpoint_load
-
-        loads = [endpoint_load(view) for view in self.sums.views(endpoint)]
-        if not loads:
-            return None
-        counts = {load.replicas for load in loads}
-        return Load(
-            sum(load.concurrency for load in loads),
-            min(load.ready_replicas for load in loads),
-            counts.pop() if len(counts) == 1 else -1,
-        )

@@ -310,10 +310,14 @@ class SummedConcurrency:
     how many serve the endpoint, against one gateway's replicas. Ready replicas are the
     fewest any of them has; while the gateways disagree on the replica count (one has not
     caught up with a change), none is reported (-1), so the autoscaler waits.
+
+    ``shared``: the gateways share one set of replicas (Ray), so every request in flight
+    weighs against them, not one gateway's share.
     """
 
-    def __init__(self, sums: GatewaySums) -> None:
+    def __init__(self, sums: GatewaySums, *, shared: bool = False) -> None:
         self.sums = sums
+        self.shared = shared
 
     def load(self, endpoint: str) -> Load | None:
         from modelplane.controlplane.autoscaler import Load
@@ -324,7 +328,7 @@ class SummedConcurrency:
             return None
         counts = {load.replicas for load in loads}
         return Load(
-            sum(load.concurrency for load in loads) / len(loads),
+            sum(load.concurrency for load in loads) / (1 if self.shared else len(loads)),
             min(load.ready_replicas for load in loads),
             counts.pop() if len(counts) == 1 else -1,
         )

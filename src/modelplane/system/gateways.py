@@ -223,8 +223,8 @@ class GatewayFleet:
     def slo(self) -> SummedSlo:
         return SummedSlo(self.sums)
 
-    def concurrency(self) -> SummedConcurrency:
-        return SummedConcurrency(self.sums)
+    def concurrency(self, *, shared: bool = False) -> SummedConcurrency:
+        return SummedConcurrency(self.sums, shared=shared)
 
     def usage(self, engine: Engine, settings: Settings) -> UsageSampler:
         """The usage sampler over every gateway's workers (as ``system.usage.usage_sampler``

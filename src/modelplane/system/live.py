@@ -213,7 +213,6 @@ class LiveSystem:
         from modelplane.controlplane.endpoints import EndpointController
         from modelplane.controlplane.rollouts import RolloutController
         from modelplane.controlplane.slo import SloRecorder
-        from modelplane.system.attached_pool import SharedConcurrency
         from modelplane.system.gateway_views import (
             GatewayConcurrency,
             GatewayEvidence,
@@ -240,8 +239,7 @@ class LiveSystem:
         many = self.gateways = _gateways(self.gateway, settings, options, auth)
         concurrency = (
             GatewayConcurrency(self.gateway) if many is None
-            else many.concurrency() if backend is None
-            else SharedConcurrency(many.sums)
+            else many.concurrency(shared=backend is not None)
         )  # fmt: skip
         self.degrader = Degrader(registry, concurrency, target=many or self.gateway)
         evidence = many.evidence() if many else GatewayEvidence(self.gateway)
