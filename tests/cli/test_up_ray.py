@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.kit import CLI, cli, home_env, running_up, wait_for
+from tests.kit import CLI, cli, free_port, home_env, running_up, wait_for
 from tests.kit.fraud import ENDPOINT_TEMPLATE, push_fraud_versions
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
@@ -166,3 +166,15 @@ def test_up_backend_errors_name_the_flag(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done
         assert flag in done.stderr + done.stdout, done
+
+
+def test_up_names_a_ray_address_where_nothing_listens(tmp_path: Path) -> None:
+    # ray.init would retry for minutes; up says at once what is wrong
+    port = free_port()
+    done = subprocess.run(
+        [CLI, "up", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"],
+        env=home_env(tmp_path / "home"), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers" in done.stderr

@@ -254,6 +254,7 @@ class RayBackend:
 
         A backend made here joins ``address`` again when its head restarts.
         """
+        _check_listening(address)
         join = functools.partial(_join, address, namespace)
         try:
             join()
@@ -483,6 +484,20 @@ class RayBackend:
             return None
         host, port, secret = found
         return str(host), int(port), str(secret)
+
+
+def _check_listening(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the address, where nothing listens: ``ray.init`` would retry
+    for minutes (and swap a loopback address for this machine's outward one)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise WorkerFailed(f"--ray-address: '{address}' is not HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise WorkerFailed(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc})"
+        ) from exc
 
 
 def _join(address: str, namespace: str) -> None:
