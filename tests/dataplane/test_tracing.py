@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.dataplane import gateway_kit as kit
-from tests.kit import free_port, wait_for
+from tests.kit import cli, free_port, wait_for
 from tests.kit.otlp import OtlpReceiver, ReceivedSpan
 
 from modelplane.dataplane.codec_v2 import encode_request
@@ -191,6 +191,25 @@ def test_tracing_is_requested_by_the_standard_variables() -> None:
     assert from_environment({}) is None
 
 
+def test_without_an_exporter_no_span_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_TRACES_EXPORTER=none``: the sampling decision is made, and no span is built,
+    since nothing would receive it."""
+    tracer = from_environment(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}
+    )
+    assert tracer is not None
+    assert tracer.processor is None
+    built: list[str] = []
+    monkeypatch.setattr(tracer, "_finished", lambda name, *args, **kw: built.append(name))
+    endpoint = kit.EndpointBuilder("echo", "echo", contract=kit.echo_contract("echo")).build()
+    runtime: Any = SimpleNamespace(name="echo", endpoint=endpoint.endpoint)
+    trace = RequestTrace(started_at=10.0, enqueued_at=10.002)
+    tracer.record(trace, runtime, "r-1", decoded_at=10.001, answered_at=10.01, status=200,
+                  model_version="echo:1", route="echo:1", ended_at=10.02)  # fmt: skip
+    tracer.shutdown()
+    assert built == []
+
+
 _NO_OTEL_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -235,18 +254,20 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "tracing.md"
 def test_the_docs_example_traces_a_request_of_modelplane_serve(
     receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
-    """docs/tracing.md's two shell blocks as written, with the collector, the package and
-    the port made this test's: ``modelplane serve`` (a real process) and curl."""
+    """docs/tracing.md's two shell blocks as written, with the collector, the home and the
+    port made this test's: the home holds what ``make run`` pushes (``fraud@champion``),
+    ``modelplane serve`` is a real process, and curl calls it."""
     serve_block, curl_block = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S)[:2]
     port = str(free_port())
-    package = str(kit.source("sklearn").directory)
-    serve_script = (
-        serve_block.replace("http://127.0.0.1:4318", receiver.url)
-        .replace("./fraud-package", package)
-        .replace("--port 8000", f"--port {port}")
-    )
+    home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env |= {"MODELPLANE_HOME": str(tmp_path / "home"), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    env |= {"MODELPLANE_HOME": str(home), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    cli(env, "push", str(_first_run_models(tmp_path).build(1)), "--alias", "champion")
+    serve_script = (
+        serve_block.replace("$PWD/run-home", str(home))
+        .replace("http://127.0.0.1:4318", receiver.url)
+        .replace("--port 8001", f"--port {port}")
+    )
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     log = tmp_path / "serve.log"
     with log.open("w") as output:
@@ -256,12 +277,12 @@ def test_the_docs_example_traces_a_request_of_modelplane_serve(
         )  # fmt: skip
     try:
         wait_for(lambda: _ready(port), 60.0, f"modelplane serve to be ready ({log})")
-        curl = curl_block.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        curl = curl_block.replace("127.0.0.1:8001", f"127.0.0.1:{port}")
         done = subprocess.run(
             ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
         )
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["model_name"] == "lr"
+        assert json.loads(done.stdout)["model_version"] == "fraud:1", done.stdout
     finally:
         os.killpg(serving.pid, signal.SIGTERM)  # drains: the gateway's stop exports its spans
         serving.wait(30)
@@ -269,8 +290,22 @@ def test_the_docs_example_traces_a_request_of_modelplane_serve(
     root = spans["root"]
     assert root.resource["service.name"] == "fraud-gateway"
     assert (root.trace_id, root.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
-    assert root.attributes["modelplane.model_version"].startswith("lr:")
+    assert root.attributes["modelplane.model_version"] == "fraud:1"
+    assert root.attributes["modelplane.endpoint"] == "fraud-score"
     assert {"decode", "validate", "batch", "queue", "compute", "encode"} <= set(spans)
+
+
+def _first_run_models(work: Path) -> Any:
+    """``examples/first_run.py``'s fraud models, as ``make run`` trains them."""
+    import importlib.util
+
+    path = kit.HERE.parent.parent / "examples" / "first_run.py"
+    spec = importlib.util.spec_from_file_location("first_run", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Models(work)
 
 
 def _ready(port: str) -> bool:

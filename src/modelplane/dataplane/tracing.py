@@ -8,8 +8,8 @@ the optional ``otel`` extra). When it is on, the standard variables of the SDK a
 OTLP exporter apply as they do anywhere: ``OTEL_SERVICE_NAME`` (default
 ``modelplane-gateway``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_HEADERS``,
 ``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, the
-batch processor's ``OTEL_BSP_*``; ``OTEL_TRACES_EXPORTER=none`` builds spans and exports
-nothing, ``OTEL_SDK_DISABLED=true`` turns tracing off.
+batch processor's ``OTEL_BSP_*``; ``OTEL_TRACES_EXPORTER=none`` makes the sampling decision
+and builds no span (nothing would receive it), ``OTEL_SDK_DISABLED=true`` turns tracing off.
 
 Spans are *reconstructed* once the response is sent, from the monotonic timestamps a request
 already collects on its :class:`~modelplane.observe.records.RequestTrace` (the batcher stamps
@@ -114,8 +114,8 @@ class RequestTracer:
     exporter), rather than started and ended through a tracer: every stamp is known once
     the answer is sent, and a finished span costs a few microseconds where a live one
     costs tens (locks, bounded attributes, the active span processor's fan-out). The
-    sampler, resource and ids are the ``provider``'s. ``processor`` ``None``: spans are
-    built and dropped (what span building alone costs).
+    sampler, resource and ids are the ``provider``'s. ``processor`` ``None`` (no exporter):
+    the sampling decision is made and no span is built, since nothing would receive it.
     """
 
     def __init__(self, provider: Any, processor: Any | None) -> None:
@@ -177,7 +177,8 @@ class RequestTracer:
             parent = None
             trace_id = self._ids.generate_trace_id()
         decision = self._sampler.should_sample(parent_context, trace_id, span_name, self._server)
-        if not decision.decision.is_sampled():
+        processor = self.processor
+        if processor is None or not decision.decision.is_sampled():
             return
         if records:
             path = f"/v1/endpoints/{name}:predict"
@@ -224,10 +225,8 @@ class RequestTracer:
                                                 start, dispatched, offset))  # fmt: skip
                     spans.append(self._finished("compute", self._child(root), context, extra,
                                                 dispatched, end, offset))  # fmt: skip
-        processor = self.processor
-        if processor is not None:
-            for span in reversed(spans):  # children end first, as live spans would
-                processor.on_end(span)
+        for span in reversed(spans):  # children end first, as live spans would
+            processor.on_end(span)
 
     def _child(self, root: Any) -> Any:
         return self._context(root.trace_id, self._ids.generate_span_id(), False,
