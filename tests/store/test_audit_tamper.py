@@ -245,3 +245,10 @@ def test_anchors_append_to_an_fsspec_url(engine: Engine) -> None:
         second = audit.anchor_head(session, at=T0, anchors=read_anchors(url))
     append_anchor(url, second)
     assert [a.seq for a in read_anchors(url)] == [2, 3]
+
+
+def test_an_anchor_url_whose_filesystem_is_not_installed_is_named() -> None:
+    """s3:// without s3fs: an error naming the anchor, never a traceback."""
+    with pytest.raises(InvalidSpec, match=r"anchor 'nosuchproto://a/b\.jsonl'") as caught:
+        read_anchors("nosuchproto://a/b.jsonl")
+    assert caught.value.details[0]["field"] == "anchor"

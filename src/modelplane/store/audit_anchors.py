@@ -134,6 +134,10 @@ def read_anchors(source: str | Path) -> list[Anchor]:
         else:
             with fsspec.open(source, "rt", encoding="utf-8") as file:
                 text = file.read()
+    except (ImportError, ValueError) as exc:  # fsspec's "Install s3fs to access S3", ...
+        raise InvalidSpec(
+            f"anchor {str(source)!r}: {exc}", details=[{"field": "anchor", "problem": str(exc)}]
+        ) from exc
     except FileNotFoundError as exc:
         raise NotFound(
             f"no anchors at {source}: the anchor file is missing",
