@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from modelplane.core.cluster import ClusterSnapshot, Node
 from modelplane.errors import InvalidSpec
 from modelplane.sim.engine import Arrival, RunMetrics, simulate
-from modelplane.sim.inflation import inflate
+from modelplane.sim.inflation import artifact_node_names, inflate
 from modelplane.sim.trace import (
     TracePod,
     check_replayable,
@@ -211,7 +211,9 @@ def load_trace(
         kept, picked = _sampled(all_nodes, all_pods, sample, seed)
         capacity = ClusterSnapshot.build(kept).gpu_capacity
         if experiment == "inflation":
-            return kept, openb_arrivals([p.workload for p in picked], capacity, seed, target=target)
+            # Named as the artifact names them per seed: its ties go to a random node.
+            arrivals = openb_arrivals([p.workload for p in picked], capacity, seed, target=target)
+            return artifact_node_names(kept, seed), arrivals
         return kept, _departures(picked, capacity, seed, target, mean_s)
 
     if experiment == "inflation":
