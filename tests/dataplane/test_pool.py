@@ -92,6 +92,29 @@ def test_predicts_after_warmup() -> None:
     run(scenario)
 
 
+def _ignored_signals(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 64) if mask & (1 << (n - 1))}
+    raise AssertionError(f"no SigIgn line for pid {pid}")
+
+
+def test_workers_leave_the_groups_sigint_and_sigterm_to_the_gateway() -> None:
+    """Ctrl-C or a service manager's SIGTERM to the process group must not kill workers
+    under a draining gateway (which would read as crashes and be restarted)."""
+
+    async def scenario() -> None:
+        p = pool()
+        await p.start()
+        (pid,) = ready_pids(p)
+        assert pid is not None
+        assert {signal.SIGINT, signal.SIGTERM} <= _ignored_signals(pid)
+        await p.stop()
+
+    run(scenario)
+
+
 def test_sigkill_mid_request_retries_on_another_replica_and_restarts() -> None:
     async def scenario() -> None:
         p = pool(replicas=2, delay_s=0.3)

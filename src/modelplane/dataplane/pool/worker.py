@@ -51,8 +51,12 @@ def load_model(spec: WorkerSpec) -> LoadedModel:
 
 def worker_main(spec: WorkerSpec, inbox: Connection, outbox: Connection) -> None:
     """Entry point of a worker process."""
-    # Ctrl-C reaches the whole process group; the gateway decides when workers stop.
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole process group; the gateway
+    # decides when workers stop (a STOP message, or SIGKILL), and a worker whose gateway is
+    # gone ends at its pipe's end of file. Dying with the group would read as a crash while
+    # the gateway drains, and be restarted.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sandbox = ""
     try:
         if spec.sandbox is not None:
