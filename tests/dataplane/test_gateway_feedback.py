@@ -4,7 +4,9 @@ stores nothing; a token needs ``predict`` on the endpoint, as a prediction does.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from tests.dataplane import gateway_kit as kit
 from tests.kit import wait_for
 
+from modelplane.dataplane.openapi import openapi_document
 from modelplane.dataplane.server import ServerThread
 from modelplane.observe.outcome_report import OutcomeReport, outcomes_by_version
 from modelplane.observe.outcomes import OutcomeStore
@@ -81,12 +84,16 @@ def test_feedback_one_and_a_batch_join_what_was_answered(shared: tuple[Engine, s
         one = client.post("/v1/endpoints/lr:feedback",
                           json={"request_id": "req-1", "label": int(y[0])})  # fmt: skip
         assert one.status_code == 200, one.text
-        assert one.json()["stored"] == 1
-        assert one.headers["modelplane-request-id"]
+        call_id = one.headers["modelplane-request-id"]
+        # the call's own id is named as such: a bare "request_id" read as the one fed back
+        assert one.json() == {"stored": 1, "outcomes": 1, "labels": 1, "values": 0,
+                              "feedback_request_id": call_id}  # fmt: skip
+        assert call_id != "req-1"
         batch = [{"request_id": "req-2", "row": i, "label": int(y[i]),
                   "values": {"revenue": 10.0 * i}} for i in range(3)]  # fmt: skip
         many = client.post("/v1/endpoints/lr:feedback", json={"outcomes": batch})
-        assert many.json()["stored"] == 6
+        assert {k: many.json()[k] for k in ("stored", "outcomes", "labels", "values")} == {
+            "stored": 6, "outcomes": 3, "labels": 3, "values": 3}  # fmt: skip
     report = wait_for(lambda: _answered(engine, 4), 30, "the answers to be written")
     [version] = report.versions
     assert (version.version, version.answered_rows, version.labelled_rows) == ("lr:1", 4, 4)
@@ -110,7 +117,46 @@ def test_bad_feedback_names_the_field_and_stores_nothing(shared: tuple[Engine, s
         assert client.get("/v1/endpoints/lr:feedback").status_code == 405
         unknown = client.post("/v1/endpoints/nope:feedback", json={"request_id": "a", "label": 1})
         assert unknown.status_code == 404
+        assert unknown.json()["error"]["message"] == "unknown endpoint 'nope'"
+        assert [d["field"] for d in unknown.json()["error"]["details"]] == ["endpoint"]
     assert stored(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"label": 1}, ["request_id"]),
+        ({"request_id": "a", "values": {"chargeback_usd": "lots"}}, ["values.chargeback_usd"]),
+        ({"request_id": "a", "label": "yes"}, ["label"]),
+        ({"outcomes": [{"request_id": "a", "label": "yes"}, {"request_id": "b", "label": 1},
+                       {"label": 0}]}, ["outcomes[0].label", "outcomes[2].request_id"]),
+    ],
+)  # fmt: skip
+def test_every_bad_field_is_named_over_http(
+    shared: tuple[Engine, str], body: dict[str, Any], fields: list[str]
+) -> None:
+    engine, url = shared
+    before = stored(engine)
+    response = httpx.post(f"{url}/v1/endpoints/lr:feedback", json=body, timeout=10.0)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert [d["field"] for d in error["details"]] == fields
+    assert "Expected `" not in response.text  # the decoder's words, not the caller's
+    if body.get("label") == "yes":
+        assert error["details"][0]["problem"] == (
+            "label must be a number (0/1 for a classifier) or null"
+        )
+    assert stored(engine) == before
+
+
+def test_the_openapi_document_names_the_feedback_calls_own_id(shared: tuple[Engine, str]) -> None:
+    _, url = shared
+    document = httpx.get(f"{url}/openapi.json", timeout=10.0).json()
+    schema = document["components"]["schemas"]["Stored"]
+    assert "request_id" not in schema["properties"]
+    assert "not an id fed back" in schema["properties"]["feedback_request_id"]["description"]
+    assert set(schema["required"]) == {"stored", "outcomes", "labels", "values",
+                                       "feedback_request_id"}  # fmt: skip
 
 
 def test_feedback_needs_a_predict_token_for_the_endpoint(engine: Engine) -> None:
@@ -128,3 +174,12 @@ def test_feedback_needs_a_predict_token_for_the_endpoint(engine: Engine) -> None
                               headers={"authorization": f"Bearer {caller}"})  # fmt: skip
         assert allowed.status_code == 200, allowed.text
     assert stored(engine) == 1
+
+
+def test_the_docs_show_the_answer_the_gateway_gives() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "outcomes.md").read_text()
+    shown = json.loads(docs.split("The answer says what was stored", 1)[1]
+                       .split("```json\n", 1)[1].split("```", 1)[0])  # fmt: skip
+    schema = openapi_document("t", "1")["components"]["schemas"]["Stored"]
+    assert set(shown) == set(schema["properties"]) == set(schema["required"])
+    assert "unknown endpoint 'nope'" in docs

@@ -17,8 +17,10 @@ from sqlalchemy import Engine, func, select
 from modelplane.errors import InvalidSpec, MalformedRequest
 from modelplane.observe.outcome_report import outcomes_by_version
 from modelplane.observe.outcomes import (
+    MAX_PROBLEMS,
     Feedback,
     OutcomeStore,
+    Stored,
     parse_feedback,
     trim_answers,
 )
@@ -99,7 +101,10 @@ def test_parquet_import_is_checked_whole_then_stored(engine: Engine, tmp_path: P
     good = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": ["r0", "r1", "r2"], "label": [1, 0, None],
                              "revenue": [1.5, None, 2.0]}), good)  # fmt: skip
-    assert OutcomeStore(engine).import_parquet(good, "fraud-score") == 4
+    stored = OutcomeStore(engine).import_parquet(good, "fraud-score")
+    # three rows answered an outcome: two labels and two revenues, not "4 outcomes"
+    assert stored == Stored(outcomes=3, labels=2, values=2)
+    assert str(stored) == "3 outcomes (2 labels, 2 values)"
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"request_id": ["r0", ""], "label": [1, 0]}), bad)
     with pytest.raises(InvalidSpec, match=r"rows\[1\]\.request_id"):
@@ -111,6 +116,34 @@ def test_parquet_import_is_checked_whole_then_stored(engine: Engine, tmp_path: P
     v = outcomes_by_version(engine, "fraud-score").versions[0]
     assert v.labelled_rows == 2
     assert v.business["revenue"]["sum"] == 3.5
+
+
+def test_an_import_of_a_missing_file_says_it_does_not_exist(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpec, match=r"missing\.parquet does not exist") as caught:
+        OutcomeStore(engine).import_parquet(tmp_path / "missing.parquet", "fraud-score")
+    assert "as Parquet" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("ids", "kind"), [([1, 2], "int64"), ([1.0, 2.0], "double"), ([None, None], "null")]
+)
+def test_an_import_refuses_request_ids_that_are_not_strings(
+    engine: Engine, tmp_path: Path, ids: list[object], kind: str
+) -> None:
+    """A column of 123 was stored as "123" (a float column as "1.0"): ids that joined
+    nothing, silently."""
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ids, "label": [1, 0]}), path)
+    with pytest.raises(InvalidSpec, match=f"column request_id is {kind}; request ids are strings"):
+        OutcomeStore(engine).import_parquet(path, "fraud-score")
+    assert OutcomeStore(engine).arrival("fraud-score")[0] == 0
+
+
+def test_an_import_takes_dictionary_encoded_request_ids(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "labels.parquet"
+    ids = pa.array(["r0", "r1", "r0"]).dictionary_encode()
+    pq.write_table(pa.table({"request_id": ids, "row": [0, 0, 1], "label": [1, 0, 1]}), path)
+    assert OutcomeStore(engine).import_parquet(path, "fraud-score") == Stored(3, 3, 0)
 
 
 def test_answers_are_kept_until_their_retention_ends(engine: Engine) -> None:
@@ -135,12 +168,50 @@ def test_answers_are_kept_until_their_retention_ends(engine: Engine) -> None:
         (b'{"outcomes": [{"request_id": "a", "label": 1}, {"request_id": "b", "lable": 1}]}',
          "outcomes[1].lable"),
         (b'{"outcomes": []}', "outcomes"),
+        (b'{"label": 1}', "request_id"),
+        (b'{"request_id": 7, "label": 1}', "request_id"),
+        (b'{"request_id": "a", "values": {"chargeback_usd": "x"}}', "values.chargeback_usd"),
+        (b'{"request_id": "a", "label": 1, "row": 1.5}', "row"),
+        (b'{"request_id": "a", "label": 1, "bogus": 2}', "bogus"),
+        (b'{"outcomes": [{"request_id": "a", "values": [1]}]}', "outcomes[0].values"),
+        (b'{"outcomes": [3]}', "outcomes[0]"),
+        (b'{"outcomes": {"request_id": "a"}}', "outcomes"),
     ],
 )  # fmt: skip
 def test_bad_feedback_names_the_field(body: bytes, field: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
         parse_feedback(body)
     assert field in {d["field"] for d in caught.value.details}, caught.value.details
+
+
+def test_a_label_that_is_not_a_number_is_refused_in_plain_words() -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        parse_feedback(b'{"request_id": "a", "label": "yes"}')
+    problem = "label must be a number (0/1 for a classifier) or null"
+    assert caught.value.details == [{"field": "label", "problem": problem}]
+    assert "Expected" not in caught.value.message
+
+
+def test_every_bad_item_of_a_batch_is_named() -> None:
+    body = (b'{"outcomes": [{"request_id": "a", "label": "yes"}, {"request_id": "b", "label": 1},'
+            b' {"label": 0}, {"request_id": "", "label": 1}]}')  # fmt: skip
+    with pytest.raises(InvalidSpec) as caught:
+        parse_feedback(body)
+    fields = [d["field"] for d in caught.value.details]
+    assert fields == ["outcomes[0].label", "outcomes[2].request_id", "outcomes[3].request_id"]
+    assert "outcomes[2].request_id" in caught.value.message
+
+
+def test_a_refusal_names_the_first_bad_items_and_counts_the_rest() -> None:
+    items = ",".join('{"request_id": "a", "label": "no"}' for _ in range(MAX_PROBLEMS + 5))
+    with pytest.raises(InvalidSpec) as caught:
+        parse_feedback(f'{{"outcomes": [{items}]}}'.encode())
+    details = caught.value.details
+    assert [d["field"] for d in details[:MAX_PROBLEMS]] == [
+        f"outcomes[{i}].label" for i in range(MAX_PROBLEMS)
+    ]
+    assert details[MAX_PROBLEMS] == {"field": "body", "problem": "5 more problems not listed"}
+    assert len(details) == MAX_PROBLEMS + 1
 
 
 def test_feedback_that_is_not_json_is_malformed() -> None:

@@ -78,9 +78,15 @@ from modelplane.dataplane.pool import PoolConfig, PoolFactory, forkserver
 from modelplane.dataplane.records import encode_predictions
 from modelplane.dataplane.snapshot import build_snapshot
 from modelplane.dataplane.tracing import RequestTracer, from_environment
-from modelplane.errors import ContractViolation, InvalidSpec, MalformedRequest, ModelplaneError
+from modelplane.errors import (
+    ContractViolation,
+    InvalidSpec,
+    MalformedRequest,
+    ModelplaneError,
+    NotFound,
+)
 from modelplane.features.base import OnlineStore
-from modelplane.observe.outcomes import parse_feedback
+from modelplane.observe.outcomes import Stored, parse_feedback
 from modelplane.observe.records import RequestTrace
 from modelplane.security.auth import PredictAuthorizer
 from modelplane.types import Clock, SystemClock
@@ -624,7 +630,14 @@ class Gateway:
     async def _feedback(self, name: str, request: _Request, receive: Receive, send: Send) -> None:
         """Outcomes of earlier answers (:mod:`modelplane.observe.outcomes`): the same token
         rules as a prediction; stored off the event loop before the answer."""
-        runtime = self.handler.endpoint(name)
+        try:
+            runtime = self.handler.endpoint(name)
+        except NotFound:
+            # the handler speaks of models (V2's words); feedback is about an endpoint
+            raise NotFound(
+                f"unknown endpoint '{name}'",
+                details=[{"field": "endpoint", "problem": "not served here"}],
+            ) from None
         if self.auth is not None:
             await self._authorize(runtime, request)
         sink = self.feedback
@@ -632,8 +645,13 @@ class Gateway:
             raise HttpError("not_found", "this gateway takes no feedback (it has no store)")
         body = await self._body(receive, request)
         items = parse_feedback(body)
-        stored = await asyncio.to_thread(sink.ingest, name, items, source="api")
-        payload = _ENCODER.encode({"stored": stored, "request_id": request.request_id})
+        written = await asyncio.to_thread(sink.ingest, name, items, source="api")
+        tally = Stored.of(items)
+        # the call's own id only as feedback_request_id (and the header): a bare
+        # "request_id" here reads as the id that was fed back
+        payload = _ENCODER.encode({"stored": written, "outcomes": tally.outcomes,
+                                   "labels": tally.labels, "values": tally.values,
+                                   "feedback_request_id": request.request_id})  # fmt: skip
         await _respond(send, 200, payload, _headers(request, _JSON_TYPE))
 
     async def _authorize(self, runtime: EndpointRuntime, request: _Request) -> None:

@@ -244,8 +244,21 @@ def _other_schemas() -> dict[str, Any]:
         },
         "Stored": {
             "type": "object",
-            "required": ["stored", "request_id"],
-            "properties": {"stored": {"type": "integer"}, "request_id": {"type": "string"}},
+            "required": ["stored", "outcomes", "labels", "values", "feedback_request_id"],
+            "properties": {
+                "stored": {"type": "integer", "description": "Values written: labels + values"},
+                "outcomes": {
+                    "type": "integer",
+                    "description": "Answered rows (request id and row) given an outcome",
+                },
+                "labels": {"type": "integer", "description": "Labels (ground truth) stored"},
+                "values": {"type": "integer", "description": "Business values stored"},
+                "feedback_request_id": {
+                    "type": "string",
+                    "description": "This feedback call's own id (as modelplane-request-id),"
+                    " not an id fed back",
+                },
+            },
         },
     }
 
@@ -285,7 +298,9 @@ def _records_paths() -> dict[str, Any]:
                     "content": {_JSON: {"schema": {"oneOf": [_ref("Outcome"), _ref("Outcomes")]}}},
                 },
                 "responses": {
-                    "200": _json(_ref("Stored"), "How many outcomes were stored"),
+                    "200": _json(
+                        _ref("Stored"), "What was stored: outcomes (rows), labels, values"
+                    ),
                     **_errors(400, 401, 403, 404, 413, v2=False),
                 },
             }

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "Feedback",
     "JoinedRow",
     "OutcomeStore",
+    "Stored",
     "insert_answers",
     "parse_feedback",
     "trim_answers",
@@ -52,6 +53,10 @@ MAX_FEEDBACK_ITEMS = 10_000
 """Items in one feedback request at most; larger sets go through a Parquet import."""
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _IMPORT_BATCH = 5_000
+MAX_PROBLEMS = 20
+"""Bad fields named in one refusal at most (the first ones; a count says how many more)."""
+_LABEL_PROBLEM = "label must be a number (0/1 for a classifier) or null"
+_ITEM_FIELDS = ("request_id", "row", "label", "values")
 
 
 # ---------------------------------------------------------------------- answers (writer)
@@ -126,6 +131,36 @@ class Feedback:
     row: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a feedback call or import stored: ``outcomes`` is answered rows (request id and
+    row) given an outcome; each carries a ``label``, business ``values``, or both."""
+
+    outcomes: int
+    labels: int
+    values: int
+
+    @property
+    def written(self) -> int:
+        """Values written: labels plus business values."""
+        return self.labels + self.values
+
+    @classmethod
+    def of(cls, items: Iterable[Feedback]) -> Stored:
+        """The tally of ``items`` as :meth:`OutcomeStore.ingest` stores them (a later value
+        for the same key replaces an earlier one)."""
+        keys = {(f.request_id, f.row, f.name) for f in items}
+        labels = sum(1 for _, _, name in keys if name == LABEL)
+        rows = len({(request_id, row) for request_id, row, _ in keys})
+        return cls(rows, labels, len(keys) - labels)
+
+    def __str__(self) -> str:
+        plural = "" if self.outcomes == 1 else "s"
+        return (f"{self.outcomes} outcome{plural} ({self.labels} label"
+                f"{'' if self.labels == 1 else 's'}, {self.values} value"
+                f"{'' if self.values == 1 else 's'})")  # fmt: skip
+
+
 class _Item(msgspec.Struct, forbid_unknown_fields=True):
     request_id: str
     row: int = 0
@@ -145,15 +180,19 @@ def parse_feedback(body: bytes) -> list[Feedback]:
     """Feedback from a JSON body: one item ``{"request_id", "row"?, "label"?, "values"?}``
     or a batch ``{"outcomes": [item, ...]}``. ``label`` is the ground truth (a number; 0/1
     for a binary classifier), ``values`` named business outcomes. Every bad field is named
-    (``outcomes[3].label``); nothing of a bad request is stored."""
+    (``outcomes[3].label``, up to :data:`MAX_PROBLEMS`); nothing of a bad request is
+    stored."""
     stripped = bytes(body).lstrip()
     batch = stripped.startswith(b"{") and b'"outcomes"' in stripped[:64]
     try:
         items = _MANY.decode(body).outcomes if batch else [_ONE.decode(body)]
     except msgspec.ValidationError as exc:
-        raise InvalidSpec(
-            f"invalid feedback: {exc}", details=[{"field": _path(exc), "problem": str(exc)}]
-        ) from None
+        # the typed decoder stops at the first bad field: read the body again, loosely, to
+        # name every bad field in words a caller reads (not the decoder's type names)
+        problems = _explain(msgspec.json.decode(body), batch)
+        if not problems:  # pragma: no cover - the loose reading misses nothing it knows of
+            problems = [{"field": _path(exc), "problem": str(exc)}]
+        _refuse(problems)
     except msgspec.DecodeError as exc:
         raise MalformedRequest(
             f"the feedback body is not valid JSON: {exc}",
@@ -166,12 +205,87 @@ def parse_feedback(body: bytes) -> list[Feedback]:
 def _path(exc: Exception) -> str:
     problem, sep, path = str(exc).rpartition(" - at `")
     if not sep:
-        return "body"
+        problem, path = str(exc), ""
     path = path.rstrip("`").removeprefix("$").removeprefix(".")
     if "field `" in problem:
         field = problem.split("field `", 1)[1].split("`", 1)[0]
         path = f"{path}.{field}" if path else field
     return path or "body"
+
+
+def _refuse(problems: list[dict[str, str]]) -> NoReturn:
+    """Refuse feedback naming its first :data:`MAX_PROBLEMS` bad fields."""
+    shown = problems[:MAX_PROBLEMS]
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        shown = [*shown, {"field": "body", "problem": f"{more} more problems not listed"}]
+    listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+    if len(problems) > 5:
+        listed += f"; and {len(problems) - 5} more"
+    raise InvalidSpec(f"invalid feedback: {listed}", details=shown)
+
+
+def _explain(raw: Any, batch: bool) -> list[dict[str, str]]:
+    """Every bad field of a feedback body the typed decoder refused, then every problem
+    :func:`check_feedback` would find in the items that did decode."""
+    problems: list[dict[str, str]] = []
+    if not batch:
+        item = _loose_item(raw, "", problems)
+        if item is not None:
+            _item_feedback(item, "", problems)
+        return problems
+    if not isinstance(raw, dict):  # pragma: no cover - batch means it starts with "{"
+        return [{"field": "body", "problem": "must be an object"}]
+    for key in raw:
+        if key != "outcomes":
+            problems.append({"field": str(key), "problem": "unknown field (only outcomes)"})
+    listed = raw.get("outcomes")
+    if not isinstance(listed, list):
+        problems.append({"field": "outcomes", "problem": "must be a list of outcomes"})
+        return problems
+    for i, entry in enumerate(listed):
+        at = f"outcomes[{i}]."
+        item = _loose_item(entry, at, problems)
+        if item is not None:
+            _item_feedback(item, at, problems)
+    return problems
+
+
+def _loose_item(raw: Any, at: str, problems: list[dict[str, str]]) -> _Item | None:
+    """``raw`` as an item, or ``None`` with each of its bad fields added to ``problems``."""
+    if not isinstance(raw, dict):
+        where = at.removesuffix(".") or "body"
+        problems.append({"field": where, "problem": "must be an object"})
+        return None
+    found = len(problems)
+    known = f"unknown field (known: {', '.join(_ITEM_FIELDS)})"
+    problems.extend({"field": f"{at}{key}", "problem": known} for key in raw
+                    if key not in _ITEM_FIELDS)  # fmt: skip
+    request_id = raw.get("request_id")
+    if not isinstance(request_id, str):
+        why = "missing" if request_id is None else "must be a string"
+        problems.append({"field": f"{at}request_id", "problem": why})
+        request_id = ""
+    row = raw.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int):
+        problems.append({"field": f"{at}row", "problem": "must be a whole number"})
+    label = raw.get("label")
+    if label is not None and not _is_number(label):
+        problems.append({"field": f"{at}label", "problem": _LABEL_PROBLEM})
+    values = raw.get("values")
+    if values is not None and not isinstance(values, dict):
+        problems.append({"field": f"{at}values", "problem": "must be an object of numbers"})
+    for name, value in (values or {}).items() if isinstance(values, dict) else ():
+        if not _is_number(value):
+            problems.append({"field": f"{at}values.{name}", "problem": "must be a number"})
+    if len(problems) > found:
+        return None
+    return _Item(request_id, row, None if label is None else float(label),
+                 None if values is None else {k: float(v) for k, v in values.items()})  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_feedback(items: Sequence[_Item], prefix: str = "outcomes") -> list[Feedback]:
@@ -190,8 +304,7 @@ def check_feedback(items: Sequence[_Item], prefix: str = "outcomes") -> list[Fee
         at = f"{prefix}[{i}]." if prefix else ""
         out.extend(_item_feedback(item, at, problems))
     if problems:
-        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
-        raise InvalidSpec(f"invalid feedback: {listed}", details=problems)
+        _refuse(problems)
     return out
 
 
@@ -270,14 +383,20 @@ class OutcomeStore:
             session.execute(upsert, rows)
         return len(rows)
 
-    def import_parquet(self, path: Path, endpoint: str, *, now: float | None = None) -> int:
-        """Import a Parquet file: a ``request_id`` column, optional ``row`` and ``label``,
-        and any other numeric column as a business outcome of that name. Checked whole
-        before anything is stored; written in batches."""
+    def import_parquet(self, path: Path, endpoint: str, *, now: float | None = None) -> Stored:
+        """Import a Parquet file: a ``request_id`` column (strings, as the gateway answered
+        them), optional ``row`` and ``label``, and any other numeric column as a business
+        outcome of that name. Checked whole before anything is stored; written in
+        batches."""
         try:
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
             raise InvalidSpec("reading Parquet needs pyarrow: pip install pyarrow") from exc
+        if not path.exists():
+            raise InvalidSpec(
+                f"{path} does not exist", details=[{"field": "file", "problem": "no such file"}]
+            )
         try:
             table = pq.read_table(path)
         except (OSError, ValueError) as exc:
@@ -285,13 +404,30 @@ class OutcomeStore:
                 f"cannot read {path} as Parquet: {exc}",
                 details=[{"field": "file", "problem": str(exc)}],
             ) from exc
+        if "request_id" in table.column_names:
+            kind = table.schema.field("request_id").type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                # converting would store "123" for 123, or "1.0" for a float column: ids
+                # that match no answer and say nothing of why
+                raise InvalidSpec(
+                    f"{path}: column request_id is {kind}; request ids are strings (the"
+                    " gateway's modelplane-request-id), write that column as strings",
+                    details=[{"field": "request_id", "problem": f"column of {kind}, not strings"}],
+                )
         items = _parquet_items(table.to_pydict(), str(path))
         feedback = check_feedback(items, "rows")
-        stored = 0
         for start in range(0, len(feedback), _IMPORT_BATCH):
             chunk = feedback[start : start + _IMPORT_BATCH]
-            stored += self.ingest(endpoint, chunk, source="import", now=now)
-        return stored
+            self.ingest(endpoint, chunk, source="import", now=now)
+        return Stored.of(feedback)
+
+    def has_answers(self, endpoint: str) -> bool:
+        """Whether any answer of ``endpoint`` is kept."""
+        query = select(AnswerRow.id).where(AnswerRow.endpoint == endpoint).limit(1)
+        with read_session(self.engine) as session:
+            return session.execute(query).first() is not None
 
     def ingest_many(self, endpoint: str, items: Sequence[Feedback], *, source: str) -> int:
         """:meth:`ingest` in batches (for callers with more than one request's worth)."""
@@ -428,7 +564,7 @@ def _parquet_items(columns: Mapping[str, list[Any]], where: str) -> list[_Item]:
     for i, request_id in enumerate(ids):
         values = {n: _number(v[i], n, i) for n, v in others.items() if v[i] is not None}
         label = None if labels is None or labels[i] is None else _number(labels[i], LABEL, i)
-        items.append(_Item(str(request_id or ""), int(rows[i] or 0), label, values or None))
+        items.append(_Item(request_id or "", int(rows[i] or 0), label, values or None))
     return items
 
 
