@@ -13,8 +13,12 @@ controller's reading for the ``outcome`` gate.
 The score a row is judged by is one output of the answer: the one named, else the first of
 ``probabilities``, ``probability``, ``proba``, ``score``, ``prediction``, ``predictions``,
 ``value`` it has, else its first numeric output; a two-class probability pair counts as
-the positive class's probability. The task is a classifier when every label is 0 or 1 and
-every score is a probability, else a regressor, unless told.
+the positive class's probability. The task, unless told, is a classifier when every score
+is a probability and either the answers say they are class probabilities (the score is
+``probabilities``, ``probability`` or ``proba``, or a ``label`` output stands beside it) or
+nearly every label (:data:`CLASS_SHARE`) is 0 or 1; else a regressor. A classifier's labels
+outside its classes are counted and left out of its metrics (``labels_left_out``), so one
+stray label cannot turn the report into a regressor's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 
 from modelplane.core.outcomes import (
+    CLASSIFIER_METRICS,
     Comparison,
     Metric,
     cbpe,
@@ -55,6 +60,13 @@ _SCORE_NAMES = ("probabilities", "probability", "proba", "score", "prediction",
                 "predictions", "value")  # fmt: skip
 MIN_LABELS = 30
 """Labelled rows each version needs before versions are compared."""
+CLASSES = (0.0, 1.0)
+"""A binary classifier's labels; others are left out of its metrics."""
+CLASS_SHARE = 0.9
+"""Share of labels in :data:`CLASSES` that, with probability scores, makes a classifier
+even when the answers do not say they are class probabilities."""
+_CLASS_SCORES = ("probabilities", "probability", "proba")
+_CLASS_OUTPUT = "label"
 
 
 def score_of(outputs: Mapping[str, Any], output: str | None = None) -> float | None:
@@ -103,6 +115,8 @@ class VersionOutcomes:
     """CBPE's accuracy on the labelled rows parted from the accuracy they realised."""
     first_answer_at: float | None
     last_answer_at: float | None
+    labels_left_out: int = 0
+    """A classifier's labels outside :data:`CLASSES`, not in ``labelled_rows``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +160,23 @@ class OutcomeReport:
     versions: list[VersionOutcomes] = field(default_factory=list)
     feature_sets: list[FeatureSetOutcomes] = field(default_factory=list)
     comparisons: list[Regression] = field(default_factory=list)
+    labels_left_out: int = 0
+    """A classifier's labels outside :data:`CLASSES`, left out of every metric."""
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader should know of the figures (not events: nothing regressed)."""
+        if not self.labels_left_out:
+            return []
+        n = self.labels_left_out
+        classes = ",".join(f"{c:g}" for c in CLASSES)
+        by_version = ", ".join(
+            f"{v.version} {v.labels_left_out}" for v in self.versions if v.labels_left_out
+        )
+        return [
+            f"{n} label{'' if n == 1 else 's'} outside the classes {{{classes}}} left out"
+            f" ({by_version})"
+        ]
 
     @property
     def regressions(self) -> list[Regression]:
@@ -181,6 +212,8 @@ class OutcomeReport:
             "feature_sets": [asdict(f) for f in self.feature_sets],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "alerts": self.alerts,
+            "labels_left_out": self.labels_left_out,
+            "notes": self.notes,
         }
 
 
@@ -202,7 +235,13 @@ def outcomes_by_version(
     rows = store.joined(endpoint)
     scored = [(r, s) for r in rows if (s := score_of(r.outputs, score)) is not None]
     output = score or (_pick(rows[0].outputs) if rows else None)
-    classifier = _is_classifier(scored, task)
+    classifier = _is_classifier(scored, task, output)
+    left_out: dict[str, int] = defaultdict(int)
+    if classifier:
+        for r, _ in scored:
+            if r.value not in CLASSES:
+                left_out[r.model_version] += 1
+        scored = [pair for pair in scored if pair[0].value in CLASSES]
     versions = sorted(answered, key=lambda v: answered[v][1])
     by_version: dict[str, list[tuple[JoinedRow, float]]] = defaultdict(list)
     for pair in scored:
@@ -210,7 +249,7 @@ def outcomes_by_version(
     business = _business(store, engine, endpoint)
     reports = [
         _version(store, endpoint, v, answered.get(v), by_version.get(v, []), business.get(v, {}),
-                 classifier, score, estimate_rows)
+                 classifier, score, estimate_rows, left_out.get(v, 0))
         for v in versions
     ]  # fmt: skip
     chosen = (
@@ -225,18 +264,27 @@ def outcomes_by_version(
         versions=reports,
         feature_sets=_by_feature_set(scored, bool(classifier)) if classifier is not None else [],
         comparisons=comparisons,
+        labels_left_out=sum(left_out.values()),
     )
 
 
-def _is_classifier(scored: Sequence[tuple[JoinedRow, float]], task: str | None) -> bool | None:
+def _is_classifier(
+    scored: Sequence[tuple[JoinedRow, float]], task: str | None, output: str | None
+) -> bool | None:
     if task is not None:
         if task not in ("classifier", "regressor"):
             raise ValueError(f"task '{task}' is not classifier or regressor")
         return task == "classifier"
     if not scored:
         return None
-    labels = {r.value for r, _ in scored}
-    return labels <= {0.0, 1.0} and all(0.0 <= s <= 1.0 for _, s in scored)
+    if not all(0.0 <= s <= 1.0 for _, s in scored):
+        return False
+    # the answers are class probabilities: a label outside the classes is a bad label, not
+    # evidence that the model is a regressor
+    if output in _CLASS_SCORES or any(_CLASS_OUTPUT in r.outputs for r, _ in scored[:100]):
+        return True
+    in_classes = sum(1 for r, _ in scored if r.value in CLASSES)
+    return in_classes >= CLASS_SHARE * len(scored)
 
 
 def _arrays(pairs: Sequence[tuple[JoinedRow, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +303,7 @@ def _version(
     classifier: bool | None,
     score: str | None,
     estimate_rows: int,
+    labels_left_out: int,
 ) -> VersionOutcomes:
     answered_rows = answered[0] if answered else 0
     labels, scores = _arrays(pairs)
@@ -286,6 +335,7 @@ def _version(
         estimate_parted=parted,
         first_answer_at=answered[1] if answered else None,
         last_answer_at=answered[2] if answered else None,
+        labels_left_out=labels_left_out,
     )
 
 
@@ -356,14 +406,16 @@ def compare_versions(
     tolerance: float = 0.0,
 ) -> Comparison:
     """``candidate`` against ``baseline`` on the labels of rows answered since
-    ``answered_since``: the ``outcome`` gate's evidence."""
+    ``answered_since``: the ``outcome`` gate's evidence. A classifier's metric reads only
+    labels in :data:`CLASSES`, as the report does."""
     rows = OutcomeStore(engine).joined(
         endpoint, versions=[baseline, candidate], answered_since=answered_since
     )
     arms: dict[str, list[tuple[JoinedRow, float]]] = {baseline: [], candidate: []}
+    classes = metric in CLASSIFIER_METRICS
     for row in rows:
         value = score_of(row.outputs, score)
-        if value is not None:
+        if value is not None and (not classes or row.value in CLASSES):
             arms[row.model_version].append((row, value))
     return compare(metric, _arrays(arms[baseline]), _arrays(arms[candidate]),
                    confidence=confidence, tolerance=tolerance)  # fmt: skip
