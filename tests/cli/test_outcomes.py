@@ -5,8 +5,8 @@ answered; a version made worse on purpose is rolled back by the ``outcome`` gate
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
-from tests.kit import CLI, cli, home_env, running_up, wait_for
+from tests.kit import cli, home_env, running_up, wait_for
+from tests.observe.test_outcomes import answer
+from typer.testing import CliRunner
 
+from modelplane.cli.main import app
+from modelplane.observe.outcomes import OutcomeStore
+from modelplane.observe.predlog import write_requests
 from modelplane.observe.status import read_status
 from modelplane.registry.build import package
+from modelplane.registry.service import open_registry
+from modelplane.store.db import open_engine
+from modelplane.store.resources import ResourceStore
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.timeout(240)
@@ -125,7 +133,7 @@ def test_a_worse_version_is_rolled_back_by_its_outcomes(tmp_path: Path) -> None:
         labels_file = tmp_path / "revenue.parquet"
         pq.write_table(pa.table({"request_id": ids, "revenue": [2.5] * len(ids)}), labels_file)
         imported = cli(env, "feedback", "import", str(labels_file), "--endpoint", "fraud-score")
-        assert "stored 20 outcomes" in imported
+        assert "stored 20 outcomes (0 labels, 20 values) for fraud-score" in imported
     assert not callers.failures, callers.failures[:5]
     assert "OUTCOME ALERT fraud:2 is worse than fraud:1 on auc" in status
     report = json.loads(cli(env, "outcomes", "fraud-score", "--json"))
@@ -159,16 +167,79 @@ def test_the_docs_show_the_example_the_test_runs() -> None:
     assert shown == shipped
 
 
-def test_a_bad_import_says_why_and_stores_nothing(tmp_path: Path) -> None:
-    env = home_env(tmp_path / "home")
+def run(home: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--home", str(home), *args])
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A store where fraud-score is declared (no answers kept yet)."""
+    home = tmp_path / "home"
+    registry = open_registry(f"sqlite:///{home}/state.db", str(home / "artifacts"), actor="t")
+    ResourceStore(registry.engine).apply("Endpoint", "fraud-score", {"name": "fraud-score"},
+                                         actor="t")  # fmt: skip
+    registry.close()
+    return home
+
+
+def test_a_bad_import_says_why_and_stores_nothing(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"request_id": ["a", "b"], "label": ["yes", "no"]}), bad)
-    for path, problem in ((bad, "rows[0].label"), (tmp_path / "nope.parquet", "nope.parquet")):
-        args = [CLI, "feedback", "import", str(path), "--endpoint", "fraud-score"]
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60,
-                              check=False)  # fmt: skip
-        assert done.returncode == 2, done
-        assert problem in done.stderr + done.stdout
-    report = json.loads(cli(env, "outcomes", "fraud-score", "--json"))
+    numbered = tmp_path / "numbered.parquet"
+    pq.write_table(pa.table({"request_id": [1, 2], "label": [1, 0]}), numbered)
+    for path, problem in (
+        (bad, "rows[0].label"),
+        (tmp_path / "nope.parquet", "nope.parquet does not exist"),
+        (numbered, "column request_id is int64; request ids are strings"),
+    ):
+        done = run(home, "feedback", "import", str(path), "--endpoint", "fraud-score")
+        assert done.exit_code == 2, done.output
+        assert problem in done.output
+    report = json.loads(run(home, "outcomes", "fraud-score", "--json").output)
     assert report["versions"] == []
-    assert "no answers kept yet" in cli(env, "outcomes", "fraud-score")
+    # a declared endpoint with no answers yet is not an error
+    done = run(home, "outcomes", "fraud-score")
+    assert (done.exit_code, done.output.strip()) == (0, "fraud-score: no answers kept yet")
+
+
+def test_an_unknown_endpoint_is_refused_naming_it(home: Path, tmp_path: Path) -> None:
+    """``--endpoint nope`` stored the labels under a name nothing answers (exit 0)."""
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ["a", "b"], "label": [1, 0]}), labels)
+    for args in (("feedback", "import", str(labels), "--endpoint", "nope"),
+                 ("outcomes", "nope"), ("outcomes", "nope", "--json")):  # fmt: skip
+        done = run(home, *args)
+        assert done.exit_code == 2, done.output
+        assert "endpoint: no endpoint 'nope' (endpoints: fraud-score)" in done.output
+    engine = open_engine(f"sqlite:///{home}/state.db")
+    try:
+        assert OutcomeStore(engine).arrival("nope")[0] == 0
+    finally:
+        engine.dispose()
+
+
+def test_an_import_counts_rows_as_outcomes(home: Path, tmp_path: Path) -> None:
+    """A 2-row file of labels and a value said "stored 4 outcomes"."""
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ["a", "b"], "label": [1, 0],
+                             "chargeback_usd": [12.5, 0.0]}), labels)  # fmt: skip
+    done = run(home, "feedback", "import", str(labels), "--endpoint", "fraud-score")
+    assert done.exit_code == 0, done.output
+    assert "stored 2 outcomes (2 labels, 2 values) for fraud-score" in done.output
+    as_json = run(home, "feedback", "import", str(labels), "--endpoint", "fraud-score", "--json")
+    found = json.loads(as_json.output)
+    assert {k: found[k] for k in ("endpoint", "outcomes", "labels", "values")} == {
+        "endpoint": "fraud-score", "outcomes": 2, "labels": 2, "values": 2}  # fmt: skip
+
+
+def test_an_endpoint_deleted_since_keeps_its_outcomes(home: Path) -> None:
+    """Answers outlive their endpoint (90 days): their report still reads."""
+    engine = open_engine(f"sqlite:///{home}/state.db")
+    try:
+        write_requests(engine, [dataclasses.replace(answer("b", "old:1", [0.8]),
+                                                    endpoint="retired")])  # fmt: skip
+    finally:
+        engine.dispose()
+    done = run(home, "outcomes", "retired", "--json")
+    assert done.exit_code == 0, done.output
+    assert [v["version"] for v in json.loads(done.output)["versions"]] == ["old:1"]

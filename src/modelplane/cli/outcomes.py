@@ -17,6 +17,8 @@ from modelplane.cli.context import CliContext, registry_from
 from modelplane.cli.output import console, emit_json, handle_errors, table
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from modelplane.observe.outcome_report import OutcomeReport
 
 __all__ = ["feedback_app", "register"]
@@ -42,12 +44,38 @@ def import_feedback(
     cli: CliContext = ctx.obj
     started = time.perf_counter()
     with registry_from(cli) as registry:
+        _check_endpoint(registry.engine, endpoint)
         stored = OutcomeStore(registry.engine).import_parquet(file, endpoint)
     took = time.perf_counter() - started
     if as_json:
-        emit_json({"endpoint": endpoint, "stored": stored, "seconds": took})
+        emit_json({"endpoint": endpoint, "outcomes": stored.outcomes, "labels": stored.labels,
+                   "values": stored.values, "seconds": took})  # fmt: skip
         return
-    console.print(f"stored {stored} outcomes for {endpoint} from {file} ({took:.2f} s)")
+    console.print(f"stored {stored} for {endpoint} from {file} ({took:.2f} s)")
+
+
+def _check_endpoint(engine: Engine, name: str) -> None:
+    """Refuse an endpoint that is neither declared nor has answers kept (one deleted since
+    still has them, and late labels for them still join), as the gateway's route refuses
+    it: outcomes stored under a mistyped name would join nothing, silently."""
+    from modelplane.errors import InvalidSpec, NotFound
+    from modelplane.observe.outcomes import OutcomeStore
+    from modelplane.store.resources import ResourceStore
+
+    resources = ResourceStore(engine)
+    try:
+        resources.get("Endpoint", name)
+        return
+    except NotFound:
+        pass
+    if OutcomeStore(engine).has_answers(name):
+        return
+    known = [r.name for r in resources.list("Endpoint")]
+    hint = f" (endpoints: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})"
+    raise InvalidSpec(
+        f"endpoint: no endpoint '{name}'{hint if known else ''}",
+        details=[{"field": "endpoint", "problem": f"no endpoint '{name}'"}],
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -76,6 +104,7 @@ def outcomes(
 
     cli: CliContext = ctx.obj
     with registry_from(cli) as registry:
+        _check_endpoint(registry.engine, endpoint)
         report = outcomes_by_version(
             registry.engine, endpoint, score=score, task=task, confidence=confidence
         )
@@ -117,6 +146,8 @@ def _print(report: OutcomeReport) -> None:
             f"{comparison.candidate} vs {comparison.baseline} on {c.metric.value}:"
             f" {_num(c.candidate)} vs {_num(c.baseline)}, p={_num(c.p_value)}: {verdict}"
         )
+    for line in report.notes:
+        console.print(f"NOTE {line}", markup=False)
     for line in report.alerts:
         console.print(f"[red]ALERT[/red] {line}")
 
