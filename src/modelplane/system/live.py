@@ -10,7 +10,8 @@ controllers, and their lifecycle.
   edge's limits;
 - the controllers, each reading the gateway through :mod:`.gateway_views` (one typed
   snapshot): endpoints, rollouts, the SLO recorder, the usage sampler, the autoscaler, the
-  degrader, jobs (shards as local processes) and the outcome recorder.
+  degrader, jobs (shards as local processes, or Ray tasks on the Ray backend) and the
+  outcome recorder.
 
 Order matters. The endpoint controller primes the gateway before it listens, so endpoints
 in the store answer 503 (retry) while they start, never 404. Each controller then runs on
@@ -219,7 +220,6 @@ class LiveSystem:
             GatewaySlo,
             GatewayTarget,
         )
-        from modelplane.system.jobs import run_jobs
         from modelplane.system.usage import usage_sampler
 
         self.settings = settings
@@ -254,7 +254,7 @@ class LiveSystem:
             "usage sampler": (usage or usage_sampler(registry.engine, self.gateway, settings)).run,
             "autoscaler": Autoscaler(registry, concurrency).run,
             "degrader": self.degrader.run,
-            "job controller": run_jobs(registry, settings.home, self.degrader),
+            "job controller": self._jobs(),
             "outcome recorder": _outcome_recorder(registry.engine, options.outcome_interval_s),
         }
         if self.fleet is not None:
@@ -267,6 +267,20 @@ class LiveSystem:
             shared or server(self.gateway, options.host, options.port, lifespan="on"),
             server(self.api, options.host, options.api_port, lifespan="off"),
         ]
+
+    def _jobs(self) -> Loop:
+        """The job controller: on Ray, shards are Ray tasks admitted against Ray's nodes,
+        their packages fetched from the artifact store where a node lacks them (up's
+        controller only: a child gateway runs no controllers)."""
+        from modelplane.system.jobs import run_jobs
+
+        settings, options = self.settings, self.options
+        on_ray = self.backend is not None and not options.attached
+        return run_jobs(
+            self.registry, settings.home, self.degrader,
+            backend=self.backend if on_ray else None, ray_address=options.ray_address,
+            artifacts=settings.resolved_artifact_url() if on_ray else None,
+        )  # fmt: skip
 
     @classmethod
     def open(

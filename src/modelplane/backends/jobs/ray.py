@@ -5,11 +5,18 @@ in bytes, fractional GPUs, the GPU model as Ray's ``accelerator_type:<MODEL>`` r
 Inside, the task runs the attempt exactly as the local executor does, as its own fresh,
 sandboxed process on that node (:mod:`.local`), so a shard behaves the same on both
 backends, and commits it there; the output URL must therefore be reachable from every node
-(a shared folder, or an fsspec URL such as ``s3://``).
+(a shared folder, or an fsspec URL such as ``s3://``). A node that lacks the model's package
+folder fetches it from the artifact store first (``artifacts``; :mod:`..packages`), as a
+replica does.
 
 Stopping an attempt cancels its task: Ray interrupts it, which stops the shard's process
 (SIGTERM, then a kill after the grace), and a task still running after the grace is killed
 by force (its shard process dies with it: :func:`.runner.die_with_parent`).
+
+``modelplane up --backend ray`` runs its shards here, over the connection it joined; its
+backend's head link may leave and join the cluster again (``backends.ray_link``), so this
+executor never joins on its own once it runs: with no connection it starts nothing, and
+attempts whose tasks belonged to a cluster connection that is gone fail (and are retried).
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 
 from modelplane.backends.jobs.local import LocalShardExecutor
+from modelplane.backends.packages import ensure_package
 from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask, check_stop_reason
-from modelplane.errors import Conflict
+from modelplane.errors import Conflict, WorkerFailed
 from modelplane.security.sandbox import SandboxPolicy
 
 __all__ = ["RayShardExecutor", "run_attempt", "task_options"]
@@ -33,14 +41,24 @@ _LONGEST_ATTEMPT_S = 7 * 24 * 3600.0
 """An attempt is bounded even without a deadline: a week, then it is cancelled."""
 
 
+_GRACE_S = 5.0
+"""How long a stopped shard's process has to end before it is killed, inside the task."""
+
 _executors: dict[SandboxPolicy | None, LocalShardExecutor] = {}
 """One local executor (one warm template) per Ray worker process and sandbox policy."""
 
 
 def run_attempt(
-    task: ShardTask, sandbox: SandboxPolicy | None, grace_s: float = 5.0
+    task: ShardTask,
+    sandbox: SandboxPolicy | None,
+    grace_s: float = _GRACE_S,
+    artifacts: str | None = None,
 ) -> ShardOutcome:
-    """Run one attempt as a local process and wait for its outcome (inside a Ray task)."""
+    """Run one attempt as a local process and wait for its outcome (inside a Ray task);
+    with ``artifacts``, the package folder is fetched from there first where it is missing
+    (outside the sandbox, which allows neither the network nor writes there)."""
+    if artifacts and task.model_dir and task.model_digest:
+        ensure_package(task.model_dir, task.model_digest, artifacts)
     executor = _executors.get(sandbox)
     if executor is None:
         executor = _executors[sandbox] = LocalShardExecutor(sandbox=sandbox)
@@ -80,14 +98,24 @@ class _Submitted:
     task: ShardTask
     ref: ray.ObjectRef[ShardOutcome]
     started_at: float
+    connection: str
+    """The driver job of this process's connection when the task was submitted."""
     stopped: OutcomeStatus | None = None
+
+
+def _connection() -> str:
+    """This process's connection to Ray: a new one (after the head was joined again) is a
+    new driver job, and the tasks of the old one are not its to wait for."""
+    return str(ray.get_runtime_context().get_job_id())
 
 
 class RayShardExecutor:
     """A :class:`~modelplane.core.jobs.ShardExecutor` over a Ray cluster.
 
     Connects to ``address`` unless this process is already connected (``ray.init`` with
-    no dashboard: nothing here needs it, and an open one is CVE-2023-48022).
+    no dashboard: nothing here needs it, and an open one is CVE-2023-48022). ``artifacts``
+    is the artifact store nodes fetch a missing package folder from (``None``: every node
+    reads the folder the planner named, one machine or a shared folder).
     """
 
     def __init__(
@@ -96,6 +124,7 @@ class RayShardExecutor:
         *,
         sandbox: SandboxPolicy | None = None,
         namespace: str = "modelplane",
+        artifacts: str | None = None,
     ) -> None:
         if not ray.is_initialized():
             ray.init(
@@ -106,14 +135,20 @@ class RayShardExecutor:
                 configure_logging=False,
             )
         self._sandbox = sandbox
-        self._remote = ray.remote(run_attempt)
+        self._artifacts = artifacts
+        # Any: Ray's stubs type a remote function by its first parameters only
+        self._remote: Any = ray.remote(run_attempt)
         self._submitted: dict[str, _Submitted] = {}
 
     def start(self, task: ShardTask) -> None:
         if task.attempt_id in self._submitted:
             raise Conflict(f"shard attempt {task.attempt_id} is already running")
-        ref = self._remote.options(**task_options(task)).remote(task, self._sandbox)
-        self._submitted[task.attempt_id] = _Submitted(task, ref, time.time())
+        if not ray.is_initialized():
+            # a task submitted now would start a Ray of its own in this process
+            raise WorkerFailed("not connected to the Ray cluster (its head is being joined again)")
+        remote = self._remote.options(**task_options(task))
+        ref = remote.remote(task, self._sandbox, _GRACE_S, self._artifacts)
+        self._submitted[task.attempt_id] = _Submitted(task, ref, time.time(), _connection())
 
     def running(self) -> Sequence[str]:
         return tuple(self._submitted)
@@ -122,12 +157,19 @@ class RayShardExecutor:
         return self.wait(0.0)
 
     def wait(self, timeout: float) -> list[ShardOutcome]:
-        if not self._submitted:
-            return []
+        if not self._submitted or not ray.is_initialized():
+            return []  # no connection now: the head link is joining the cluster again
+        now = _connection()
+        old = [a for a, s in self._submitted.items() if s.connection != now]
+        if old:
+            return self._lost(old, "its connection to the cluster was replaced")
         refs = [s.ref for s in self._submitted.values()]
-        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
-        if ready:  # then take every other one that is ready too
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        try:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
+            if ready:  # then take every other one that is ready too
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        except Exception as exc:  # Ray raises several kinds when the connection goes
+            return self._lost(list(self._submitted), str(exc))
         finished = set(ready)
         outcomes = []
         for attempt_id, submitted in list(self._submitted.items()):
@@ -136,12 +178,28 @@ class RayShardExecutor:
                 outcomes.append(self._outcome(submitted))
         return outcomes
 
+    def _lost(self, attempt_ids: Sequence[str], why: str) -> list[ShardOutcome]:
+        """These attempts fail (or end as they were stopped): their tasks cannot be waited
+        for any more. Their shards run again, and a finished output is kept."""
+        now, error = time.time(), f"the shard's Ray task was lost: {why}"
+        outcomes = []
+        for attempt_id in attempt_ids:
+            s = self._submitted.pop(attempt_id)
+            outcomes.append(ShardOutcome(
+                s.task.job_uid, s.task.plan.index, s.task.attempt,
+                s.stopped or OutcomeStatus.FAILED, started_at=s.started_at, finished_at=now,
+                error=None if s.stopped else error,
+            ))  # fmt: skip
+        return outcomes
+
     def stop(self, attempt_id: str, *, reason: OutcomeStatus, grace_s: float = 5.0) -> None:
         submitted = self._submitted.get(attempt_id)
         if submitted is None or submitted.stopped is not None:
             return
         check_stop_reason(reason)
         submitted.stopped = reason
+        if not ray.is_initialized():
+            return  # its task went with the connection; wait() reports it when one is back
         ray.cancel(submitted.ref, force=False)
         ready, _ = ray.wait([submitted.ref], timeout=grace_s + 1.0)
         if not ready:
