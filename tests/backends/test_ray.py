@@ -193,3 +193,46 @@ def test_a_node_without_the_package_fetches_it_from_the_artifact_store(
     assert len(next(iter(answer.values()))) == 2
     with pytest.raises(ValueError, match=r"spec\.package"):
         ReplicaSpec(LOADER, package=(str(folder), digest, ""))
+
+
+def test_a_replica_on_ray_is_charged_to_its_node_with_its_use_read_there(
+    cluster: RayTestCluster, sqlite_url: str
+) -> None:
+    """The usage sampler on the gateway's machine counts a Ray replica: its reservation on
+    the node placement chose, named as placement names it, and its model process as its
+    actor read it on that node (nothing of it read here)."""
+    from tests.dataplane import gateway_kit as kit
+
+    from modelplane.controlplane.usage import UsageSampler
+    from modelplane.dataplane.server import ServerThread
+    from modelplane.observe.usage import read_usage
+    from modelplane.spec.policy import Policy
+    from modelplane.store.db import open_engine
+    from modelplane.system.backend_pool import BackendFleet
+    from modelplane.system.gateway_views import GatewayReplicas
+
+    fleet = BackendFleet(RayBackend(), Policy, start_timeout_s=60)
+    engine = open_engine(sqlite_url)
+    echo = kit.EndpointBuilder("echo", "echo").build()
+    with ServerThread([echo], config=kit.gateway_config(pools=fleet.pool)) as server:
+        loop = server.gateway.loop
+        assert loop is not None
+        (placed,) = fleet.status()
+        assert placed.node in {"cpu-a", "gpu-a"}
+        sampler = UsageSampler(engine, GatewayReplicas(server.gateway), list, sample_s=1)
+        for _ in range(2):
+            # what the placement controller does every usage_every_s, on the gateway's loop
+            asyncio.run_coroutine_threadsafe(fleet.refresh_usage(), loop).result(30)
+            (slot,) = GatewayReplicas(server.gateway).replicas()
+            assert slot.node == placed.node
+            assert slot.reading is not None
+            run(sampler.sample())
+        run(sampler.flush())
+    (interval,) = read_usage(engine, 0, 1e12)
+    engine.dispose()
+    assert interval.node == placed.node
+    assert (interval.cpu_milli, interval.memory_mib) == (slot.cpu_milli, slot.memory_mib)
+    assert interval.cpu_milli > 0
+    assert interval.memory_mib > 0
+    assert interval.samples == 2
+    assert interval.memory_peak_mib > 10  # a Python process with its model, read on its node

@@ -3,7 +3,8 @@ authentication, no dashboard): the same endpoint YAML as on the local backend, i
 actors placed by modelplane on the nodes it chose, answers through the gateway; a node that
 dies costs no request (each in flight is retried once on the replica left) and its replica is
 placed again on the node that is free; a replica that fits nowhere is pending with its reason
-in the endpoint's status. SQLite across nodes is refused before anything starts."""
+in the endpoint's status; each replica's usage is charged to its Ray node, read there. SQLite
+across nodes is refused before anything starts."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import pytest
 from tests.kit import CLI, cli, free_port, home_env, running_up, wait_for
 from tests.kit.fraud import ENDPOINT_TEMPLATE, push_fraud_versions
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
+
+from modelplane.observe.usage import UsageInterval, WorkloadKind, read_usage
+from modelplane.store.db import open_engine
 
 pytest.importorskip("ray")
 
@@ -68,11 +72,20 @@ def endpoint_status(env: dict[str, str]) -> dict[str, object]:
     return dict(found[0]["status"] or {}) if found else {}
 
 
+def replica_usage(database_url: str) -> list[UsageInterval]:
+    engine = open_engine(database_url, migrate_schema=False)
+    try:
+        return [i for i in read_usage(engine, 0, 1e12) if i.kind is WorkloadKind.REPLICA]
+    finally:
+        engine.dispose()
+
+
 def test_up_on_ray_places_replicas_serves_and_survives_a_node(
     cluster: RayTestCluster, tmp_path: Path, postgres_url: str
 ) -> None:
     env = home_env(tmp_path / "home") | cluster.join_env()
     env["MODELPLANE_DATABASE_URL"] = postgres_url
+    env |= {"MODELPLANE_USAGE_SAMPLE_S": "0.5", "MODELPLANE_USAGE_FLUSH_S": "1"}
     push_fraud_versions(env, tmp_path, 200)
     endpoint = tmp_path / "fraud.yaml"
     endpoint.write_text(
@@ -94,6 +107,16 @@ def test_up_on_ray_places_replicas_serves_and_survives_a_node(
             60,
             "status to show both replicas ready",
         )
+
+        def read_on_both_nodes() -> list[UsageInterval] | None:
+            found = replica_usage(postgres_url)
+            # read on its node: memory seen, charged there (never to up's own machine)
+            read = {i.node for i in found if i.memory_peak_mib > 0}
+            return found if read >= set(placed) else None
+
+        charged = wait_for(read_on_both_nodes, 60, "usage charged to both Ray nodes")
+        assert {i.node for i in charged} <= set(cluster.nodes), charged
+        assert all(i.cpu_milli > 0 and i.memory_mib > 0 for i in charged), charged
 
         codes: list[int] = []
         stop = threading.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import subprocess
 import sys
 import threading
@@ -16,11 +17,13 @@ import pytest
 from sqlalchemy import Engine
 from tests.kit import free_port, wait_for
 
-from modelplane.controlplane.usage import GpuMeter, ReplicaSlot, UsageSampler
+from modelplane.controlplane.usage import GpuMeter, ProcessReading, ReplicaSlot, UsageSampler
 from modelplane.errors import ModelplaneError
+from modelplane.observe.cost import group_usage
 from modelplane.observe.usage import read_nodes, read_usage
 from modelplane.spec.cluster import NodeSpec
 from modelplane.store.db import open_engine
+from modelplane.types import FakeClock
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -157,6 +160,10 @@ def test_a_restarted_worker_counts_from_its_new_process_and_a_gone_replica_close
     # the new process started after the window began: all its CPU is this replica's
     assert found["fraud"].cpu_seconds >= 0.2
     assert found["fraud"].samples == 2
+    # its new process's CPU before its first reading is in the mean: the peak is no lower
+    fraud = found["fraud"]
+    assert fraud.cpu_peak_milli is not None
+    assert fraud.cpu_peak_milli >= fraud.cpu_seconds / fraud.seconds * 1000 > 0
     # the gone replica's interval ends when it was last seen
     assert found["ranker"].end == found["ranker"].start
     assert found["ranker"].samples == 1
@@ -212,3 +219,103 @@ def test_run_samples_flushes_and_flushes_once_more_when_stopped(
         assert after.start == before.end
     nodes = read_nodes(engine, 0, 1e12)
     assert [n.start for n in nodes] == [i.start for i in intervals]
+
+
+def hosted_slot(endpoint: str, node: str, reading: ProcessReading | None, *,
+                pid: int = 4242) -> ReplicaSlot:  # fmt: skip
+    """A replica a Ray node runs: its reading taken there, handed over with its node."""
+    return ReplicaSlot(
+        endpoint=endpoint, route="route", version=f"{endpoint}:1", replica=0, pid=pid,
+        team="risk", tier="standard", cpu_milli=1000, memory_mib=512, node=node,
+        reading=reading,
+    )  # fmt: skip
+
+
+def test_a_hosted_replica_is_charged_to_its_node_with_the_reading_taken_there(
+    engine: Engine, processes: list[subprocess.Popen[str]]
+) -> None:
+    clock = FakeClock()
+    source = one_idle_replica(processes)  # a worker of this machine, beside them
+    t0 = clock.monotonic()
+    # this process's own pid: read here, it would show this test's CPU, not the reading's
+    source.slots["ray"] = hosted_slot("ray", "ray-b", ProcessReading(10.0, 300.0, t0),
+                                      pid=os.getpid())  # fmt: skip
+    source.slots["loading"] = hosted_slot("loading", "ray-c", None)
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()  # present at the first reading: only marked
+        clock.advance(2.0)
+        await sampler.sample()  # the same reading handed over again: nothing new
+        clock.advance(2.0)
+        later = ProcessReading(12.0, 320.0, t0 + 4.0)
+        source.slots["ray"] = hosted_slot("ray", "ray-b", later, pid=os.getpid())
+        await sampler.sample()
+        clock.advance(1.0)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    found = {i.endpoint: i for i in read_usage(engine, 0, 1e12)}
+    ray, loading, idle = found["ray"], found["loading"], found["idle"]
+    assert (ray.node, loading.node, idle.node) == ("ray-b", "ray-c", "test-node")
+    assert ray.cpu_seconds == pytest.approx(2.0)
+    assert ray.cpu_peak_milli == pytest.approx(500.0)  # 2 s of CPU over the 4 s between readings
+    assert (ray.samples, ray.memory_peak_mib) == (2, 320.0)
+    assert ray.gpu_util is None
+    assert ray.gpu_model is None
+    # placed, not read yet: its reservation counts all the same
+    assert (loading.cpu_milli, loading.memory_mib, loading.samples) == (1000, 512, 0)
+    assert loading.cpu_seconds == 0
+    assert loading.seconds == pytest.approx(5.0)
+    assert idle.samples == 3
+
+
+def test_a_replica_moved_to_another_node_closes_its_interval_on_the_first(engine: Engine) -> None:
+    clock = FakeClock()
+    source = Replicas()
+    source.slots["ray"] = hosted_slot("ray", "ray-b", ProcessReading(1.0, 100.0, 0.0))
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()
+        clock.advance(3.0)
+        source.slots["ray"] = hosted_slot("ray", "ray-c", ProcessReading(0.5, 90.0, 3.0), pid=7)
+        await sampler.sample()
+        clock.advance(1.0)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    by_node = {i.node: i for i in read_usage(engine, 0, 1e12)}
+    assert set(by_node) == {"ray-b", "ray-c"}
+    # as a changed reservation: the first ends where it was last seen, no time counted twice
+    assert by_node["ray-b"].end <= by_node["ray-c"].start
+    assert (by_node["ray-b"].samples, by_node["ray-c"].samples) == (1, 1)
+
+
+def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
+    """A replica that appears while sampling with CPU already spent (its model load): that
+    CPU counts, so the peak must not read 0 and price a resize below what was used."""
+    clock = FakeClock()
+    source = Replicas()
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()  # nothing yet: the replica below is new
+        clock.advance(1.0)
+        source.slots["new"] = hosted_slot("new", "ray-b", ProcessReading(3.0, 200.0, 1.0))
+        await sampler.sample()
+        clock.advance(9.0)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    (interval,) = read_usage(engine, 0, 1e12)
+    assert interval.cpu_seconds == pytest.approx(3.0)
+    mean_milli = interval.cpu_seconds / interval.seconds * 1000
+    assert interval.cpu_peak_milli is not None
+    assert interval.cpu_peak_milli >= mean_milli > 0
+    # as the report reads it: the peak is at least the mean, and no saving below it
+    (group,) = group_usage([interval], read_nodes(engine, 0, 1e12))
+    utilization = group.utilization["cpu"]
+    assert utilization is not None
+    assert utilization > 0
+    assert group.peak["cpu"] >= utilization * group.reserved["cpu"]

@@ -56,6 +56,8 @@ def test_a_replica_that_fits_nowhere_is_pending_with_its_reason() -> None:
         assert pending.startswith("echo:1#1: ")
         assert "small" in pending or "room" in pending or "fit" in pending, pending
         assert GatewayTarget(server.gateway).replica_counts("echo") == (1, 2)
+        # the pending one holds nothing anywhere: only the placed one is charged, to its node
+        assert [s.node for s in GatewayReplicas(server.gateway).replicas()] == ["small"]
         placed = {r.name: (r.node, r.state) for r in fleet.status() if r.node is not None}
         assert list(placed.values()) == [("small", placed[next(iter(placed))][1])]
     assert fleet.status() == []  # the gateway stopped: every replica it wanted is gone
@@ -102,17 +104,21 @@ def test_a_replica_killed_under_load_costs_no_request_and_comes_back() -> None:
     assert codes == Counter({200: sum(codes.values())}), codes
 
 
-def test_replicas_on_a_backend_run_in_the_workers_sandbox_and_are_not_sampled_here() -> None:
+def test_replicas_on_a_backend_run_in_the_workers_sandbox_and_are_charged_to_their_node() -> None:
     backend = LocalBackend(BackendNode("box", cpu_milli=8000, memory_mib=8192))
     fleet = BackendFleet(backend, Policy, start_timeout_s=60)
     with ServerThread([echo(1)], config=kit.gateway_config(pools=fleet.pool)) as server:
         (replica,) = the_pool(server).replicas()
         assert replica.pid is not None
         uid = int(Path(f"/proc/{replica.pid}/status").read_text().split("Uid:")[1].split()[1])
-        # hosted by a backend (another machine's pid, on Ray): this node's sampler skips it
+        # hosted by a backend (another machine's pid, on Ray): never read here, but its
+        # reservation is charged to its node (this backend reads no usage: none handed over)
         (view,) = server.gateway.snapshot().endpoints["echo"].versions[0].replicas
         assert view.hosted
-        assert GatewayReplicas(server.gateway).replicas() == []
+        assert view.accounted
+        (slot,) = GatewayReplicas(server.gateway).replicas()
+        assert (slot.node, slot.pid, slot.reading) == ("box", replica.pid, None)
+        assert slot.cpu_milli > 0
     if os.geteuid() == 0:  # the sandbox gives each package a uid of its own
         assert uid >= UID_BASE
     else:

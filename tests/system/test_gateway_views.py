@@ -14,15 +14,22 @@ from tests.kit import wait_for
 from modelplane.controlplane.autoscaler import Load
 from modelplane.controlplane.endpoints import ServedEndpoint
 from modelplane.controlplane.slo import Tally
-from modelplane.core.gates import ShadowStats
+from modelplane.controlplane.usage import ProcessReading
+from modelplane.core.gates import ArmStats, ShadowStats
 from modelplane.core.serving import (
     EndpointView,
     GatewaySnapshot,
+    HostedUsage,
     LatencyCounts,
+    ReplicaState,
+    ReplicaView,
     RequestCounters,
+    RouteView,
+    VersionView,
 )
 from modelplane.dataplane.server import ServerThread
 from modelplane.spec.contract import SLO
+from modelplane.spec.manifest import Resources
 from modelplane.system.gateway_views import (
     GatewayConcurrency,
     GatewayEvidence,
@@ -31,6 +38,7 @@ from modelplane.system.gateway_views import (
     GatewayTarget,
     slo_counters,
 )
+from modelplane.types import Digest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -120,3 +128,43 @@ def test_slo_tallies_count_what_callers_saw() -> None:
     counters = slo_counters(GatewaySnapshot({"fraud": view}))
     assert counters["fraud"].slo == SLO(latency_ms=50)
     assert counters["fraud"].tallies == {"requests": Tally(6, 10, 6, 11)}
+
+
+class OneSnapshot:
+    def __init__(self, snapshot: GatewaySnapshot) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self, only: str | None = None) -> GatewaySnapshot:
+        return self._snapshot
+
+
+def test_hosted_replicas_are_counted_on_their_node_by_the_gateway_that_placed_them() -> None:
+    at = 5.0
+    replicas = (
+        ReplicaView(0, ReplicaState.READY, "box", 11, 0),  # a worker of this machine
+        # placed by this gateway's pool, read on its node: that node's, with that reading
+        ReplicaView(1, ReplicaState.READY, "ray-b", 22, 0, hosted=True, accounted=True,
+                    usage=HostedUsage(22, 3.0, 150.0, at)),
+        # its reading is of a process it no longer runs (placed again since): none
+        ReplicaView(2, ReplicaState.STARTING, "ray-c", 33, 0, hosted=True, accounted=True,
+                    usage=HostedUsage(30, 9.0, 900.0, at)),
+        # shared from the gateway that placed it (up --gateways N on Ray): that one counts it
+        ReplicaView(3, ReplicaState.READY, "ray-b", None, 0, hosted=True),
+    )  # fmt: skip
+    served = VersionView(
+        label="fraud:1", digest=Digest("sha256:" + "0" * 64), resources=Resources(cpu=0.5),
+        desired_replicas=4, replicas=replicas, ready=True, queued_rows=0, mean_batch_rows=1.0,
+        busy_seconds=0.0, restarts=0, stats=ArmStats(),
+    )  # fmt: skip
+    view = EndpointView(
+        name="fraud", team="risk", tier="critical", slo=SLO(latency_ms=50),
+        routes=(RouteView("stable", 100.0, False, served),), shadows=(), versions=(served,),
+        counters=RequestCounters(by_status={}, fallbacks=0, latency=()),
+    )  # fmt: skip
+    slots = GatewayReplicas(OneSnapshot(GatewaySnapshot({"fraud": view}))).replicas()
+    found = {s.replica: (s.node, s.pid, s.reading, s.cpu_milli) for s in slots}
+    assert found == {
+        0: (None, 11, None, 500),
+        1: ("ray-b", 22, ProcessReading(3.0, 150.0, read_at=at), 500),
+        2: ("ray-c", 33, None, 500),
+    }

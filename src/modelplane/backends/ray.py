@@ -153,6 +153,14 @@ class ReplicaActor:
         reply = decode(memoryview(self._call(b"".join(encode(Op.PING, 0))))[4:])
         return reply.pid
 
+    def usage(self) -> tuple[int, float, float] | None:
+        """``(pid, cpu_seconds, rss_mib)`` of the model's process, read on this node by the
+        process that owns it; ``None`` until it is ready or once it is gone."""
+        if self._ready is None:
+            return None
+        found = self._child.usage()
+        return None if found is None else (self._ready.pid, *found)
+
     def _call(self, frame: bytes) -> bytes:
         # One call at a time per actor (Ray's default): one connection, one frame each way.
         with self._lock:
@@ -440,6 +448,34 @@ class RayBackend:
             raise ReplicaLost(f"replica {name} was lost: {replica.lost or 'gone'}")
         return replica
 
+    async def usage(
+        self, names: Sequence[str], timeout_s: float
+    ) -> dict[str, tuple[int, float, float]]:
+        """``(pid, cpu_seconds, rss_mib)`` of each replica's model process, read by its actor
+        on its node (``ReplicaActor.usage``); replicas that do not answer within
+        ``timeout_s`` (an actor busy relaying a batch, a node gone) are left out."""
+        asks: dict[str, asyncio.Future[Any]] = {}
+        for name in names:
+            replica = self._replicas.get(name)
+            if replica is None or replica.stopped or replica.lost or replica.handle is None:
+                continue
+            with contextlib.suppress(ray.exceptions.RayError, ValueError):
+                asks[name] = asyncio.ensure_future(_awaited(replica.handle.usage.remote()))
+        if not asks:
+            return {}
+        done, pending = await asyncio.wait(asks.values(), timeout=timeout_s)
+        for late in pending:
+            late.cancel()
+        out: dict[str, tuple[int, float, float]] = {}
+        for name, ask in asks.items():
+            if ask not in done or ask.cancelled() or ask.exception() is not None:
+                continue
+            found = ask.result()
+            if found is not None:
+                pid, cpu_seconds, rss_mib = found
+                out[name] = (int(pid), float(cpu_seconds), float(rss_mib))
+        return out
+
     def sandbox_report(self, name: str) -> str:
         """What the replica's model process gave up (the sandbox's one line; empty: none)."""
         return self._live(name).sandbox
@@ -484,6 +520,10 @@ class RayBackend:
             return None
         host, port, secret = found
         return str(host), int(port), str(secret)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 def _check_listening(address: str, timeout_s: float = 5.0) -> None:

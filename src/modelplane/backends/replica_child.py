@@ -152,6 +152,8 @@ class ReplicaChild:
     ) -> None:
         self._on_exit = on_exit
         self._killed = False
+        self._meter: Any = None
+        """The child as psutil reads it (kept: psutil checks the pid was not reused)."""
         self._status_r, status_w = os.pipe()
         self._process: subprocess.Popen[bytes] | None = None
         self._spawned = threading.Event()
@@ -175,6 +177,25 @@ class ReplicaChild:
     @property
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
+
+    def usage(self) -> tuple[float, float] | None:
+        """``(cpu_seconds, rss_mib)`` of the child: its user and system CPU time since it
+        started and its resident memory, read here on its node (``None``: it is not running).
+        A child in the sandbox runs as another user; ``/proc``'s figures read all the same."""
+        import psutil
+
+        process = self._process
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            if self._meter is None or self._meter.pid != process.pid:
+                self._meter = psutil.Process(process.pid)
+            with self._meter.oneshot():
+                times = self._meter.cpu_times()
+                rss = self._meter.memory_info().rss
+        except psutil.Error:
+            return None
+        return times.user + times.system, rss / float(1 << 20)
 
     def _keep(self, payload: bytes, status_w: int) -> None:
         try:

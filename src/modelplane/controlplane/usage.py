@@ -5,12 +5,16 @@ Inside ``modelplane up``, every ``sample_s`` the sampler:
 1. lists every serving replica through :class:`ReplicaSource` (``system.gateway_views`` adapts the
    gateway): its endpoint, version, replica index, worker pid, team, tier and what its
    manifest reserves;
-2. reads each worker process with psutil (CPU time, resident memory) and, where NVML
-   finds GPUs, each process's share of the devices' compute and its GPU memory; a
-   machine without a GPU or without NVML skips that part;
+2. reads each worker process of this machine with psutil (CPU time, resident memory) and,
+   where NVML finds GPUs, each process's share of the devices' compute and its GPU memory;
+   a machine without a GPU or without NVML skips that part. A replica an execution
+   backend hosts on another node (Ray) comes with its node and a reading taken there
+   (``ReplicaSlot.node``, ``ReplicaSlot.reading``): nothing of it is read here, and its
+   interval is that node's;
 3. adds the readings to the replica's open window: CPU time since the last reading (a
    worker that restarted counts from its new process), the highest CPU rate between two
-   readings, peak and mean memory.
+   readings, peak and mean memory. An interval's peak rate is never below its mean rate
+   (CPU a new process spent before its first reading counts in the mean).
 
 Every ``flush_s`` (and once more when it stops) it closes the windows into
 :class:`~modelplane.observe.usage.UsageInterval` s, one per replica, and records, beside
@@ -73,14 +77,23 @@ class ReplicaSlot:
     memory_mib: int
     gpu_fraction: float = 0.0
     gpu_model: str | None = None
+    node: str | None = None
+    """Where an execution backend runs it (a Ray node, named as placement names it): its
+    interval is that node's and its use is ``reading``. ``None``: a worker process of this
+    machine, read here by ``pid``."""
+    reading: ProcessReading | None = None
+    """A hosted replica's process (``pid``) as read on its node; ``None``: not read yet (the
+    reservation counts all the same). Unused for this machine's workers."""
 
     @property
     def key(self) -> tuple[str, str, str, int]:
         return self.endpoint, self.route, self.version, self.replica
 
     def same_reservation(self, other: ReplicaSlot) -> bool:
-        mine = (self.team, self.tier, self.cpu_milli, self.memory_mib, self.gpu_fraction)
-        theirs = (other.team, other.tier, other.cpu_milli, other.memory_mib, other.gpu_fraction)
+        mine = (self.team, self.tier, self.cpu_milli, self.memory_mib, self.gpu_fraction,
+                self.node)  # fmt: skip
+        theirs = (other.team, other.tier, other.cpu_milli, other.memory_mib, other.gpu_fraction,
+                  other.node)  # fmt: skip
         return mine == theirs
 
 
@@ -102,6 +115,9 @@ class ProcessReading:
     cpu_seconds: float
     """User and system CPU time since the process started."""
     rss_mib: float
+    read_at: float | None = None
+    """When it was read (the sampler's monotonic clock), for a reading taken elsewhere and
+    handed over; ``None``: read by the sampler just now."""
 
 
 class ProcessMeter:
@@ -236,6 +252,8 @@ class _Window:
     """The replica appeared while sampling (not at the first reading): its first process
     began after the last reading."""
     seen: bool = False
+    read_at: float | None = None
+    """When the last hosted reading was taken: one handed over again is not a new one."""
 
     def add(
         self, at: float, tick: float, slot: ReplicaSlot, reading: ProcessReading | None
@@ -259,11 +277,19 @@ class _Window:
             self.cpu_seconds += max(0.0, reading.cpu_seconds - self.cpu_mark[1])
             self._peak(tick, reading.cpu_seconds)
         self.cpu_mark = (tick, reading.cpu_seconds)
-        if self.cpu_peak_milli is None:
-            # Known from the second reading on; until then the rate seen is none, not the
-            # process's whole life squeezed into a moment.
-            self.cpu_peak_milli = 0.0
         self.memory.append(reading.rss_mib)
+
+    def add_hosted(self, at: float, tick: float, slot: ReplicaSlot) -> None:
+        """A hosted replica's reading, taken on its node when ``slot.reading.read_at`` says
+        (rates divide by the time between readings, not between samples)."""
+        reading = slot.reading
+        read_at = None if reading is None else reading.read_at
+        if read_at is not None:
+            if read_at == self.read_at and slot.pid == self.pid:
+                reading = None  # the same reading again: nothing new was read
+            else:
+                self.read_at = tick = read_at
+        self.add(at, tick, slot, reading)
 
     def _peak(self, tick: float, cpu_seconds: float) -> None:
         assert self.rate_mark is not None
@@ -284,6 +310,13 @@ class _Window:
         slot = self.slot
         peak = max(self.memory, default=0.0)
         mean = sum(self.memory) / len(self.memory) if self.memory else 0.0
+        cpu_peak = self.cpu_peak_milli
+        seconds = max(end, self.start) - self.start
+        if self.memory and seconds > 0:
+            # The CPU a new process spent before its first reading is in ``cpu_seconds``
+            # but in no measured rate: the interval's mean is a rate it reached at least
+            # (a peak below it would price a resize under what was used).
+            cpu_peak = max(cpu_peak or 0.0, self.cpu_seconds / seconds * 1000.0)
         return UsageInterval(
             kind=WorkloadKind.REPLICA,
             team=slot.team,
@@ -300,7 +333,7 @@ class _Window:
             gpu_fraction=slot.gpu_fraction,
             gpu_model=slot.gpu_model,
             cpu_seconds=self.cpu_seconds,
-            cpu_peak_milli=self.cpu_peak_milli,
+            cpu_peak_milli=cpu_peak,
             memory_peak_mib=peak,
             memory_mean_mib=min(mean, peak),
             gpu_util=(sum(self.gpu_busy) / len(self.gpu_busy)) if gpu and self.gpu_busy else None,
@@ -396,7 +429,7 @@ class UsageSampler:
             except ModelplaneError as exc:  # a bad cluster.yaml: sample all the same
                 log.warning("usage: cannot read the cluster model: %s", exc)
         slots = list(self.source.replicas())
-        pids = {s.pid for s in slots if s.pid is not None}
+        pids = {s.pid for s in slots if s.pid is not None and s.node is None}
         readings, gpu = await asyncio.to_thread(self._read, pids)
         # Once read: the thread may have waited its turn, and rates divide by this time.
         now, tick = self._clock.wall(), self._clock.monotonic()
@@ -408,19 +441,29 @@ class UsageSampler:
             present.add(slot.key)
             window = self._windows.get(slot.key)
             if window is not None and not window.slot.same_reservation(slot):
-                closed = window.interval(self._node_name(), window.last_at, gpu=gpu is not None)
-                self._closed.append(closed)
+                self._closed.append(self._interval(window, window.last_at, gpu is not None))
                 window = None
             if window is None:
                 window = _Window(slot, now, now, fresh=not first)
                 self._windows[slot.key] = window
+            if slot.node is not None:
+                window.add_hosted(now, tick, slot)
+                continue
             reading = None if slot.pid is None else readings.get(slot.pid)
             window.add(now, tick, slot, reading)
             if gpu is not None:
                 window.add_gpu(None if slot.pid is None else gpu.get(slot.pid))
         for key in set(self._windows) - present:
             gone = self._windows.pop(key)
-            self._closed.append(gone.interval(self._node_name(), gone.last_at, gpu=gpu is not None))
+            self._closed.append(self._interval(gone, gone.last_at, gpu is not None))
+
+    def _interval(self, window: _Window, end: float, gpu: bool) -> UsageInterval:
+        """The window's interval on its node: this machine's, or the one a backend runs it
+        on (whose GPUs are not read here: no figures, rather than this machine's)."""
+        node = window.slot.node
+        if node is None:
+            return window.interval(self._node_name(), end, gpu=gpu)
+        return window.interval(node, end, gpu=False)
 
     def _read(
         self, pids: set[int]
@@ -447,7 +490,7 @@ class UsageSampler:
         gpu = self._gpus is not None and self._gpus.available
         begun = self._period_start if self._period_start is not None else now
         intervals = [*self._closed]
-        intervals += [w.interval(self._node_name(), now, gpu=gpu) for w in self._windows.values()]
+        intervals += [self._interval(w, now, gpu) for w in self._windows.values()]
         offered = [_offer(node, begun, now) for node in nodes] if now > begun else []
         await asyncio.to_thread(record_period, self.engine, intervals, offered)
         # Only once stored: a failed write leaves the time to the next flush.

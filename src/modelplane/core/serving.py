@@ -21,6 +21,7 @@ from modelplane.types import Digest
 __all__ = [
     "EndpointView",
     "GatewaySnapshot",
+    "HostedUsage",
     "LatencyCounts",
     "ReplicaState",
     "ReplicaView",
@@ -29,6 +30,19 @@ __all__ = [
     "ShadowView",
     "VersionView",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class HostedUsage:
+    """A hosted replica's model process as read on its own node, by the process that owns
+    it there (the Ray actor), and fetched by the pool that placed it."""
+
+    pid: int
+    cpu_seconds: float
+    """User and system CPU time since the process started."""
+    rss_mib: float
+    read_at: float
+    """When the reading arrived, on this process's monotonic clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,12 @@ class ReplicaView:
     hosted: bool = False
     """An execution backend hosts it (a Ray actor, maybe on another machine): not a process
     of this gateway, so this machine's readings say nothing about it."""
+    accounted: bool = False
+    """A hosted replica this gateway's pool placed and runs on ``node``: the usage sampler
+    counts its reservation there. A gateway that shares replicas another one placed (``up
+    --gateways N`` on Ray) leaves them to that one, which counts them once."""
+    usage: HostedUsage | None = None
+    """An accounted replica's latest reading (``None``: not read yet)."""
 
 
 @dataclass(frozen=True, slots=True)

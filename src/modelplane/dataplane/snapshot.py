@@ -86,6 +86,8 @@ def _version(target: ModelVersionRuntime, node: str) -> VersionView:
             info.outstanding,
             info.reason,
             hosted=info.node is not None,
+            accounted=info.accounted,
+            usage=info.usage,
         )
         for info in pool.replicas()
     )

@@ -17,6 +17,13 @@ socket with the data plane's framing).
   request past its deadline is stopped and placed again, as a local worker is killed.
 - What the pass decided is kept: ``status()`` lists every replica with its node, state and,
   for pending ones, the one-line reason (``modelplane why`` and the endpoint's status read it).
+- Usage: beside the passes, every ``usage_every_s`` the placement controller asks a backend
+  that can tell (:class:`UsageReporter`: Ray's replica actors read their model process on
+  their node) for each running replica's CPU time and resident memory, within
+  ``usage_timeout_s``; never on a request's path. The pools hand the latest reading, with
+  the replica's node, to the gateway's snapshot, where the usage sampler charges that node
+  (a replica that did not answer keeps its last reading, which the sampler does not count
+  twice).
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ import dataclasses
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy.typing as npt
 
@@ -43,6 +50,7 @@ from modelplane.core.backend import (
     ReplicaStatus,
     ReplicaWant,
 )
+from modelplane.core.serving import HostedUsage
 from modelplane.dataplane.pool import (
     PoolConfig,
     PoolRequest,
@@ -57,13 +65,26 @@ from modelplane.types import Clock, SystemClock
 if TYPE_CHECKING:
     from modelplane.spec.policy import Policy
 
-__all__ = ["BackendFleet", "BackendPool", "FleetReplica"]
+__all__ = ["BackendFleet", "BackendPool", "FleetReplica", "UsageReporter"]
 
 Arrays = dict[str, npt.NDArray[Any]]
 
 log = logging.getLogger("modelplane.system.backend_pool")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+@runtime_checkable
+class UsageReporter(Protocol):
+    """A backend that reads its replicas' model processes where they run
+    (``backends.ray.RayBackend``); one that cannot is charged their reservations only."""
+
+    async def usage(
+        self, names: Sequence[str], timeout_s: float
+    ) -> Mapping[str, tuple[int, float, float]]:
+        """``(pid, cpu_seconds, rss_mib)`` of each replica in ``names`` that answered within
+        ``timeout_s``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +113,22 @@ class BackendFleet:
         interval_s: float = 1.0,
         clock: Clock | None = None,
         artifacts: str | None = None,
+        usage_every_s: float = 2.0,
+        usage_timeout_s: float = 2.0,
     ) -> None:
         self.backend = backend
         self.artifacts = artifacts
         """The artifact store a node fetches a package from when it lacks its folder
         (``None``: nodes read the gateway machine's package cache, one machine or shared)."""
         self._policy = policy
+        self._clock = clock or SystemClock()
         self._placer = ReplicaPlacer(
-            backend, policy(), clock=clock or SystemClock(), start_timeout_s=start_timeout_s
+            backend, policy(), clock=self._clock, start_timeout_s=start_timeout_s
         )
         self.interval_s = interval_s
+        self.usage_every_s = usage_every_s
+        self.usage_timeout_s = usage_timeout_s
+        self._usage: dict[str, HostedUsage] = {}
         self._wanted: dict[str, ReplicaWant] = {}
         self._running: dict[str, ReplicaStatus] = {}
         self._reasons: dict[str, str] = {}
@@ -216,20 +243,54 @@ class BackendFleet:
             await asyncio.sleep(self.interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The placement controller: a pass every ``interval_s``, or sooner when kicked."""
+        """The placement controller: a pass every ``interval_s``, or sooner when kicked;
+        beside it, the replicas' usage every ``usage_every_s``."""
         self._wake = asyncio.Event()
+        metering = asyncio.ensure_future(self._meter(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.reconcile()
+                except Exception:  # a pass that fails is logged; the next one reads afresh
+                    log.exception("placement pass failed")
+                self._wake.clear()
+                stopped = asyncio.ensure_future(stop.wait())
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({stopped, woken}, timeout=self.interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                for waiting in (stopped, woken):
+                    waiting.cancel()
+        finally:
+            metering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await metering
+
+    async def _meter(self, stop: asyncio.Event) -> None:
+        # Its own loop: a replica slow to answer holds up no placement pass.
         while not stop.is_set():
             try:
-                await self.reconcile()
-            except Exception:  # a pass that fails is logged; the next one reads afresh
-                log.exception("placement pass failed")
-            self._wake.clear()
-            stopped = asyncio.ensure_future(stop.wait())
-            woken = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait({stopped, woken}, timeout=self.interval_s,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            for waiting in (stopped, woken):
-                waiting.cancel()
+                await self.refresh_usage()
+            except Exception:  # a reading is a figure, not a duty: the next one may answer
+                log.exception("reading the replicas' usage failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.usage_every_s)
+
+    async def refresh_usage(self) -> None:
+        """Read every running replica's model process on its node (within
+        ``usage_timeout_s``); a replica that gives no answer keeps its last reading."""
+        reporter = self.backend if isinstance(self.backend, UsageReporter) else None
+        names = list(self._running)
+        found: Mapping[str, tuple[int, float, float]] = {}
+        if reporter is not None and names:
+            timeout_s = self.usage_timeout_s
+            # bounded here too: the backend's own bound is its promise, this is ours
+            found = await asyncio.wait_for(reporter.usage(names, timeout_s), timeout_s + 1.0)
+        at = self._clock.monotonic()
+        kept = {n: u for n, u in self._usage.items() if n in self._running}
+        for name, (pid, cpu_seconds, rss_mib) in found.items():
+            if name in self._running:
+                kept[name] = HostedUsage(int(pid), float(cpu_seconds), float(rss_mib), at)
+        self._usage = kept
 
     def lost(self, name: str, reason: str) -> None:
         """A request found ``name`` gone: route nothing more to it until a pass places it
@@ -253,6 +314,10 @@ class BackendFleet:
 
     def state(self, name: str) -> ReplicaStatus | None:
         return self._running.get(name)
+
+    def usage(self, name: str) -> HostedUsage | None:
+        """The latest reading of ``name``'s model process (``None``: none yet)."""
+        return self._usage.get(name)
 
     def reason(self, name: str) -> str:
         return self._reasons.get(name, "")
@@ -309,14 +374,19 @@ class BackendPool:
         for index, name in enumerate(self._slots):
             status = self.fleet.state(name)
             if status is None:
-                state, pid, node = PoolReplicaState.STARTING, None, None
+                # hosted, placed nowhere yet: it holds nothing on any node
+                state, pid, node = PoolReplicaState.STARTING, None, ""
             elif status.state is ReplicaState.READY:
                 state, pid, node = PoolReplicaState.READY, status.pid, status.node
             else:
                 state, pid, node = PoolReplicaState.STARTING, status.pid, status.node
             reason = "" if status is not None else self.fleet.reason(name)
             load = self._outstanding.get(name, 0)
-            out.append(ReplicaInfo(index, state, pid, load, node, reason))
+            usage = self.fleet.usage(name) if status is not None else None
+            out.append(
+                ReplicaInfo(index, state, pid, load, node, reason,
+                            accounted=status is not None, usage=usage)
+            )  # fmt: skip
         return out
 
     def observe(self, lost: set[str]) -> None:

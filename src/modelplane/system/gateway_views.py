@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from modelplane.core.serving import EndpointView, GatewaySnapshot, ReplicaState
+from modelplane.core.serving import EndpointView, GatewaySnapshot, ReplicaState, ReplicaView
 
 if TYPE_CHECKING:
     from modelplane.controlplane.autoscaler import Load
     from modelplane.controlplane.endpoints import ServedEndpoint
     from modelplane.controlplane.slo import EndpointCounters
-    from modelplane.controlplane.usage import ReplicaSlot
+    from modelplane.controlplane.usage import ProcessReading, ReplicaSlot
     from modelplane.core.gates import ArmStats, ShadowStats
     from modelplane.core.plan import EndpointPlan
     from modelplane.core.serving import VersionView
@@ -190,9 +190,12 @@ class GatewaySlo:
 class GatewayReplicas:
     """The usage sampler's ``ReplicaSource``: every replica of every model version an
     endpoint reaches, by its routes or its shadows (each version once), that runs as a
-    process of this gateway. A replica an execution backend hosts is left out: its pid is
-    another machine's (or a Ray worker's), and reading it here would charge this node for
-    work it does not do."""
+    process of this gateway or that this gateway's pool placed on an execution backend.
+
+    A hosted replica (Ray) is never read here: its pid is another machine's. It comes with
+    its node and the reading its pool fetched from that node, so the sampler charges that
+    node. One this gateway did not place (a gateway sharing replicas another placed) or that
+    is placed nowhere yet holds nothing here and is left out."""
 
     def __init__(self, gateway: GatewaySnapshots, cluster: LocalCluster | None = None) -> None:
         self.gateway = gateway
@@ -213,20 +216,40 @@ class GatewayReplicas:
 
         resources = version.resources
         gpu_model = self.cluster.gpu_model if self.cluster is not None else None
-        return [
-            ReplicaSlot(
-                endpoint=view.name,
-                route=route,
-                version=version.label,
-                replica=replica.index,
-                pid=replica.pid,
-                team=view.team,
-                tier=view.tier,
-                cpu_milli=max(1, round(resources.cpu * 1000)),
-                memory_mib=resources.memory_mb,
-                gpu_fraction=resources.gpus,
-                gpu_model=gpu_model if resources.gpus > 0 else None,
+        slots: list[ReplicaSlot] = []
+        for replica in version.replicas:
+            node: str | None = None
+            reading: ProcessReading | None = None
+            if replica.hosted:
+                if not replica.accounted:
+                    continue
+                node, reading = replica.node, _reading(replica)
+            slots.append(
+                ReplicaSlot(
+                    endpoint=view.name,
+                    route=route,
+                    version=version.label,
+                    replica=replica.index,
+                    pid=replica.pid,
+                    team=view.team,
+                    tier=view.tier,
+                    cpu_milli=max(1, round(resources.cpu * 1000)),
+                    memory_mib=resources.memory_mb,
+                    gpu_fraction=resources.gpus,
+                    # this machine's GPU model names only this machine's GPUs
+                    gpu_model=gpu_model if resources.gpus > 0 and node is None else None,
+                    node=node,
+                    reading=reading,
+                )
             )
-            for replica in version.replicas
-            if not replica.hosted
-        ]
+        return slots
+
+
+def _reading(replica: ReplicaView) -> ProcessReading | None:
+    """A hosted replica's reading, if it is of the process the replica runs now."""
+    from modelplane.controlplane.usage import ProcessReading
+
+    usage = replica.usage
+    if usage is None or usage.pid != replica.pid:
+        return None
+    return ProcessReading(usage.cpu_seconds, usage.rss_mib, read_at=usage.read_at)

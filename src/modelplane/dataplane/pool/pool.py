@@ -24,7 +24,7 @@ import logging
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
@@ -35,6 +35,9 @@ from modelplane.dataplane.pool.worker import WorkerSpec
 from modelplane.errors import DeadlineExceeded, WorkerFailed
 from modelplane.security.sandbox import SandboxPolicy
 from modelplane.spec.fields import Signature
+
+if TYPE_CHECKING:
+    from modelplane.core.serving import HostedUsage
 
 __all__ = ["PoolConfig", "ReplicaInfo", "WorkerPool", "least_outstanding"]
 
@@ -82,9 +85,15 @@ class ReplicaInfo:
     pid: int | None
     outstanding: int
     node: str | None = None
-    """Where it runs when another machine hosts it; ``None``: this gateway's machine."""
+    """Where it runs when another machine hosts it (empty: hosted, placed nowhere yet);
+    ``None``: this gateway's machine."""
     reason: str = ""
     """Why it is not ready, where the pool knows (a replica placement left pending)."""
+    accounted: bool = False
+    """Hosted, placed by this pool and holding its reservation on ``node`` (see
+    :attr:`ReplicaView.accounted <modelplane.core.serving.ReplicaView.accounted>`)."""
+    usage: HostedUsage | None = None
+    """An accounted replica's latest reading, as its pool fetched it."""
 
 
 def least_outstanding(loads: Sequence[int], start: int = 0) -> int:
