@@ -53,12 +53,17 @@ def _number(text: str | None, default: float, what: str, node: str) -> float:
     return value
 
 
+def node_name(node_id: str, labels: Mapping[str, str]) -> str:
+    """A Ray node's name: its ``modelplane.io/node`` label, else ``ray-`` and its id's start."""
+    return labels.get(NAME_LABEL) or f"ray-{node_id[:12]}"
+
+
 def node_from_ray(raw: Mapping[str, Any]) -> BackendNode:
     """One entry of ``ray.nodes()`` as a node."""
     node_id = str(raw.get("NodeID", ""))
     labels = {str(k): str(v) for k, v in (raw.get("Labels") or {}).items()}
     resources = {str(k): float(v) for k, v in (raw.get("Resources") or {}).items()}
-    name = labels.get(NAME_LABEL) or f"ray-{node_id[:12]}"
+    name = node_name(node_id, labels)
     models = sorted(k.removeprefix(_ACCELERATOR) for k in resources if k.startswith(_ACCELERATOR))
     gpus = int(resources.get("GPU", 0.0))
     custom = {

@@ -321,8 +321,10 @@ class JobController:
     def _record_usage(self, record: JobRecord, job: Job, outcome: ShardOutcome) -> None:
         if outcome.finished_at <= outcome.started_at:
             return
-        cluster = self.cluster()
-        node = cluster.nodes[0].name if cluster.nodes else "local"
+        node = outcome.node
+        if node is None:  # the executor's own machine: the cluster model's first node
+            cluster = self.cluster()
+            node = cluster.nodes[0].name if cluster.nodes else "local"
         r = job.resources
         try:
             record_usage(

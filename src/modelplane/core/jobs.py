@@ -179,6 +179,9 @@ class ShardOutcome:
     """Reserved GPU fraction times wall seconds (no per-process GPU counters are portable)."""
     reused: bool = False
     """The final output already existed, so nothing ran (a resumed or repeated attempt)."""
+    node: str | None = None
+    """The node the attempt ran on, as the cluster model names it (``None``: the executor's
+    own machine, the cluster's first node)."""
 
     @property
     def shard_id(self) -> str:

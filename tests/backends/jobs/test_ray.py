@@ -21,6 +21,7 @@ from tests.kit.jobs import read_output, wait_outcomes
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
 from modelplane.backends.jobs.ray import RayShardExecutor, task_options
+from modelplane.backends.ray_nodes import nodes_from_ray
 from modelplane.core.jobs import OutcomeStatus, ShardExecutor
 from modelplane.features.stores import open_online_store
 from modelplane.security.sandbox import SandboxPolicy
@@ -55,6 +56,9 @@ def test_the_same_job_as_ray_tasks_gives_the_same_outputs(
         executor.close()
     assert {o.status for o in outcomes} == {OutcomeStatus.DONE}, [o.error for o in outcomes]
     assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
+    # each outcome names the node that ran it, as placement names nodes: usage is charged there
+    names = {n.name for n in nodes_from_ray(ray.nodes())}  # type: ignore[no-untyped-call]
+    assert {o.node for o in outcomes} <= names
     out = read_output(tmp_path / "out")
     assert out["txn_id"].tolist() == list(range(1000))
     scores = np.stack(out["probabilities"].to_numpy())

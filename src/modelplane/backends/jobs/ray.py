@@ -21,6 +21,7 @@ attempts whose tasks belonged to a cluster connection that is gone fail (and are
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,13 +69,24 @@ def run_attempt(
         while time.monotonic() < deadline:
             outcomes = executor.wait(1.0)
             if outcomes:
-                return outcomes[0]
+                return _on_this_node(outcomes[0])
         executor.stop(task.attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=grace_s)
-        return executor.poll()[0]
+        return _on_this_node(executor.poll()[0])
     finally:
         # reached on Ray's cancel (KeyboardInterrupt) too: the process never outlives us
         for attempt_id in executor.running():
             executor.stop(attempt_id, reason=OutcomeStatus.CANCELLED, grace_s=grace_s)
+
+
+def _on_this_node(outcome: ShardOutcome) -> ShardOutcome:
+    """The outcome with the name of the Ray node it ran on, so its usage is charged there."""
+    from modelplane.backends.ray_nodes import node_name
+
+    context = ray.get_runtime_context()
+    # typed as lists of values in some Ray releases, plain strings in others
+    raw: dict[str, Any] = dict(context.get_node_labels())
+    labels = {k: v if isinstance(v, str) else ",".join(v) for k, v in raw.items()}
+    return dataclasses.replace(outcome, node=node_name(context.get_node_id(), labels))
 
 
 def task_options(task: ShardTask) -> dict[str, Any]:
