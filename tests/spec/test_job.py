@@ -78,9 +78,14 @@ def test_bad_fields_are_named(change: dict[str, Any], expected: str) -> None:
 
 
 def test_bad_kind_specific_fields_are_named() -> None:
+    """By their YAML path: pydantic's union tag (``work.batch-score.…``) is no field."""
     work = doc()["work"]
-    assert "work.batch-score.model" in problem(doc(work={**work, "model": "fraud"}))
-    assert "work.batch-score.input.format" in problem(
+    assert "work.model" in problem(doc(work={**work, "model": "fraud"}))
+    assert "work.shard.rows: Input should be greater" in problem(
+        doc(work={**work, "shard": {"rows": 0}})
+    )
+    assert "batch-score" not in problem(doc(work={**work, "shard": {"rows": 0}}))
+    assert "work.input.format" in problem(
         doc(work={**work, "input": {"url": "x", "format": "json"}})
     )
     assert "set one of rows, row_groups or count" in problem(
@@ -89,4 +94,4 @@ def test_bad_kind_specific_fields_are_named() -> None:
     bad_entry = {"type": "python", "package": "t:1", "entrypoint": "os.system"}
     assert "is not 'module:function'" in problem(doc(work=bad_entry))
     bad_set = {"type": "materialize", "feature_set": "c:0", "input": {"url": "x"}}
-    assert "work.materialize.feature_set" in problem(doc(work=bad_set))
+    assert "work.feature_set" in problem(doc(work=bad_set))

@@ -112,11 +112,11 @@ max_duration_s: 7200
             "steps",
             "blue-green has exactly one step",
         ),
-        ({"gates": [{"type": "latency", "quantile": 1.5}]}, "gates[0].latency.quantile", "less"),
+        ({"gates": [{"type": "latency", "quantile": 1.5}]}, "gates[0].quantile", "less"),
         ({"gates": [{"type": "vibes"}]}, "gates[0]", "does not match any of the expected tags"),
         (
             {"gates": [{"type": "custom", "function": "no_colon"}]},
-            "gates[0].custom.function",
+            "gates[0].function",
             "'no_colon' is not 'module:function'",
         ),
         (

@@ -27,9 +27,30 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
-def invalid_spec_from(exc: ValidationError, what: str) -> InvalidSpec:
+def _without_tags(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
+    """``loc`` as the document spells it: pydantic puts a tagged union's tag in the path
+    (``work.batch-score.shard.rows``), where the YAML has none (``work.shard.rows``)."""
+    kept: list[int | str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and isinstance(part, str) and part not in node:
+            if any(value == part for value in node.values() if isinstance(value, str)):
+                continue  # the tag: the value of the mapping's discriminator field
+            node = None
+        elif isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+        kept.append(part)
+    return tuple(kept)
+
+
+def invalid_spec_from(exc: ValidationError, what: str, data: Any = None) -> InvalidSpec:
     details = [
-        {"field": field_path(tuple(err["loc"])), "problem": err["msg"]} for err in exc.errors()
+        {"field": field_path(_without_tags(tuple(err["loc"]), data)), "problem": err["msg"]}
+        for err in exc.errors()
     ]
     head = details[0]
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
@@ -47,7 +68,7 @@ def parse(model: type[M], data: Any, *, what: str | None = None) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise invalid_spec_from(exc, label) from None
+        raise invalid_spec_from(exc, label, data) from None
 
 
 def load_yaml(model: type[M], source: str | Path) -> M:

@@ -101,7 +101,8 @@ def test_a_column_of_the_wrong_type(scoring: Scoring, tmp_path: Path) -> None:
     frame = frame_of(10)
     frame["amount"] = frame["amount"].astype(str)
     data = write_parquet(frame, tmp_path / "text.parquet")
-    with pytest.raises(InvalidSpec, match=r"'amount' is (large_)?string, the model needs float"):
+    # in the words of signatures and the docs: Parquet's large_string is a string
+    with pytest.raises(InvalidSpec, match=r"'amount' is string, the model needs float64$"):
         plan_batch_score(
             work_of(job_of(data, tmp_path / "o")), scoring.model.manifest.signature, "u"
         )
@@ -130,7 +131,8 @@ def test_an_output_holding_another_jobs_results(scoring: Scoring, tmp_path: Path
     before = snapshot(out)
 
     second = work_of(job_of(scoring.dataset, out))
-    with pytest.raises(Conflict, match=r"work\.output\.url: .*finished results of job job-a"):
+    # named as people know the job, by its name (the uid is in the marker)
+    with pytest.raises(Conflict, match=r"work\.output\.url: .*finished results of job score;"):
         plan_batch_score(second, scoring.model.manifest.signature, "job-b")
     with pytest.raises(Conflict):
         claim_output(second.output, "job-b")
@@ -149,8 +151,13 @@ def test_an_output_holding_another_jobs_results(scoring: Scoring, tmp_path: Path
 
 def test_an_output_holding_parts_of_an_unfinished_job(scoring: Scoring, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    claim_output(work_of(job_of(scoring.dataset, out)).output, "job-a")
-    with pytest.raises(Conflict, match="holds parts of job job-a"):
+    claim_output(work_of(job_of(scoring.dataset, out)).output, "job-a", "nightly")
+    assert json.loads((out / CLAIM_MARKER).read_text()) == {"job_uid": "job-a", "job": "nightly"}
+    with pytest.raises(Conflict, match="holds parts of job nightly;"):
+        check_output(work_of(job_of(scoring.dataset, out)).output, "job-b")
+    # a marker of an older version, without the name, names the uid
+    (out / CLAIM_MARKER).write_text(json.dumps({"job_uid": "job-a"}))
+    with pytest.raises(Conflict, match="holds parts of job uid job-a;"):
         check_output(work_of(job_of(scoring.dataset, out)).output, "job-b")
 
 

@@ -119,6 +119,20 @@ _FLOAT = (pa.types.is_floating, pa.types.is_integer, pa.types.is_boolean, pa.typ
 _TEXT = (pa.types.is_string, pa.types.is_large_string, pa.types.is_dictionary)
 
 
+def _type_name(column: pa.DataType) -> str:
+    """A column's type in the words of the docs and of signatures (``string``, ``float64``),
+    not Arrow's (``large_string``, ``double``)."""
+    if any(test(column) for test in _TEXT):
+        return "string"
+    if pa.types.is_binary(column) or pa.types.is_large_binary(column):
+        return "binary"
+    if pa.types.is_floating(column):
+        return f"float{column.bit_width}"
+    if pa.types.is_boolean(column):
+        return "bool"
+    return str(column)
+
+
 def _compatible(dtype: DType, column: pa.DataType) -> bool:
     """Whether a column's values cast to ``dtype`` without losing what they mean."""
     if pa.types.is_null(column):
@@ -147,7 +161,7 @@ def check_columns(info: DatasetInfo, signature: Signature, passthrough: tuple[st
                     f"column '{field.name}' (a {field.dtype.value} input of the model) "
                     "is missing")})  # fmt: skip
         elif not _compatible(field.dtype, info.schema.field(field.name).type):
-            found = info.schema.field(field.name).type
+            found = _type_name(info.schema.field(field.name).type)
             need = field.dtype.value
             problems.append({"field": "work.input.url", "problem": (
                 f"column '{field.name}' is {found}, the model needs {need}")})  # fmt: skip
@@ -171,18 +185,31 @@ class OutputState:
     claimed_by: str | None = None
     """The uid of the job that claimed it (``_JOB``), finished or not."""
     parts: tuple[str, ...] = ()
+    finished_name: str | None = None
+    """The name of the job that finished it, where its marker says (errors name jobs so)."""
+    claimed_name: str | None = None
+    """The name of the job that claimed it, where its marker says."""
 
 
-def _read_marker(fs: AbstractFileSystem, path: str) -> str | None:
+def _read_marker(fs: AbstractFileSystem, path: str) -> tuple[str | None, str | None]:
+    """The job uid and name a marker records; ``(None, None)`` when there is none."""
     if not fs.isfile(path):
-        return None
+        return None, None
     with fs.open(path, "rb") as handle:
         text = handle.read().decode("utf-8", "replace")
     try:
-        uid = json.loads(text).get("job_uid")
+        found = json.loads(text)
+        uid, name = found.get("job_uid"), found.get("job")
     except (ValueError, AttributeError):
-        return text.strip() or "(unknown)"
-    return str(uid) if uid else "(unknown)"
+        return text.strip() or "(unknown)", None
+    return (str(uid) if uid else "(unknown)"), (str(name) if name else None)
+
+
+def _job_named(name: str | None, uid: str | None) -> str:
+    """A job as people know it: by name; by uid only for markers that lack the name."""
+    if name:
+        return f"job {name}"
+    return f"job uid {uid}" if uid and uid != "(unknown)" else "an unknown job"
 
 
 def output_state(output: OutputData) -> OutputState:
@@ -196,11 +223,9 @@ def output_state(output: OutputData) -> OutputState:
         )
     parts = tuple(sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)
                          if p.rsplit("/", 1)[-1].startswith("part-")))  # fmt: skip
-    return OutputState(
-        _read_marker(fs, f"{root}/{SUCCESS_MARKER}"),
-        _read_marker(fs, f"{root}/{CLAIM_MARKER}"),
-        parts,
-    )
+    finished_by, finished_name = _read_marker(fs, f"{root}/{SUCCESS_MARKER}")
+    claimed_by, claimed_name = _read_marker(fs, f"{root}/{CLAIM_MARKER}")
+    return OutputState(finished_by, claimed_by, parts, finished_name, claimed_name)
 
 
 def check_output(output: OutputData, job_uid: str) -> OutputState:
@@ -211,10 +236,12 @@ def check_output(output: OutputData, job_uid: str) -> OutputState:
     if output.overwrite or owner == job_uid:
         return state
     if state.finished_by is not None:
-        problem = (f"'{output.url}' holds the finished results of job {state.finished_by}; "
+        whose = _job_named(state.finished_name, state.finished_by)
+        problem = (f"'{output.url}' holds the finished results of {whose}; "
                    "set work.output.overwrite (or --overwrite) to replace them")  # fmt: skip
     elif state.claimed_by is not None or state.parts:
-        problem = (f"'{output.url}' holds parts of job {state.claimed_by or '(unknown)'}; "
+        whose = _job_named(state.claimed_name, state.claimed_by)
+        problem = (f"'{output.url}' holds parts of {whose}; "
                    "set work.output.overwrite (or --overwrite) to replace them")  # fmt: skip
     else:
         return state
@@ -222,7 +249,7 @@ def check_output(output: OutputData, job_uid: str) -> OutputState:
                    details=[{"field": "work.output.url", "problem": problem}])  # fmt: skip
 
 
-def claim_output(output: OutputData, job_uid: str) -> None:
+def claim_output(output: OutputData, job_uid: str, job_name: str | None = None) -> None:
     """Make the folder this job's: clear another job's parts and markers (only reached with
     ``overwrite`` or for the job's own folder), then write the claim marker."""
     state = check_output(output, job_uid)
@@ -234,7 +261,8 @@ def claim_output(output: OutputData, job_uid: str) -> None:
             if fs.exists(f"{root}/{name}"):
                 fs.rm(f"{root}/{name}")
     with fs.open(f"{root}/{CLAIM_MARKER}", "wb") as handle:
-        handle.write(json.dumps({"job_uid": job_uid}).encode())
+        claim = {"job_uid": job_uid} if job_name is None else {"job_uid": job_uid, "job": job_name}
+        handle.write(json.dumps(claim).encode())
 
 
 def write_success(

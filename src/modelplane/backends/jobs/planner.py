@@ -81,7 +81,7 @@ class JobsPlanner:
     def claim(self, job: Job, uid: str, planned: PlannedJob) -> None:
         from modelplane.backends.jobs.plan import claim_output
 
-        claim_output(self._output(job, uid, planned), uid)
+        claim_output(self._output(job, uid, planned), uid, job.name)
 
     def task(
         self, job: Job, uid: str, plan: ShardPlan, attempt: int, planned: PlannedJob
