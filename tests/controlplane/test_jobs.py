@@ -197,7 +197,8 @@ def test_a_team_at_its_quota_waits_with_the_reason_and_starts_when_freed(
     )
     control.reconcile_now()
     reason = jobs.get("second").reason
-    assert "waiting for quota of team risk" in reason, reason
+    assert "waiting for quota: cpu:" in reason, reason
+    assert "team risk's limit" in reason, reason
     assert "limit 1000" in reason, reason
     jobs.cancel("first", actor="alice", reason="make room", now=0.0)
     assert run_until(control, "second", {JobState.SUCCEEDED}) is JobState.SUCCEEDED

@@ -123,7 +123,8 @@ def _try(cycle: _Cycle, workload: Workload) -> Admission:
             return Admission(
                 workload.name,
                 False,
-                f"{r}: {before + amount} would exceed {team.name}'s limit {limit}",
+                f"{r}: {amount} asked + {before} in use would exceed team {team.name}'s"
+                f" limit {limit}",
             )
         borrowed |= before + amount > quota.nominal
         gap = _pool_gap(cycle, cohort, r, quota, before=before, amount=amount)

@@ -307,7 +307,7 @@ def _start_one(work: _Pass, job: QueuedJob, item: Admission) -> None:
 def _quota_line(job: QueuedJob, reason: str) -> str:
     if "paused" in reason:
         return f"waiting: {reason} (degradation)"
-    return f"waiting for quota of team {job.team}: {reason}"
+    return f"waiting for quota: {reason}"  # the reason names the team
 
 
 def _fmt(vector: Mapping[str, int]) -> str:

@@ -44,7 +44,7 @@ CASES = [
         [_gpus("x", 4, "a")],
         _gpus("w", 3, "a"),
         False,
-        "gpu: 7000 would exceed a's limit 6000",
+        "gpu: 3000 asked + 4000 in use would exceed team a's limit 6000",
     ),
     (
         "lending limit",

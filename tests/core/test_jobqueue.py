@@ -109,8 +109,10 @@ def test_a_team_at_its_quota_waits_with_the_reason() -> None:
         queued("w", at=1),
     ]
     decision = one_pass(jobs, policy)
-    assert "waiting for quota of team a" in decision.waiting["w"]
-    assert "would exceed a's limit 2000" in decision.waiting["w"]
+    # what is asked and what is already used, not their sum, and the team once
+    assert decision.waiting["w"] == (
+        "waiting for quota: cpu: 1000 asked + 2000 in use would exceed team a's limit 2000"
+    )
 
 
 def test_borrowing_is_marked_and_the_lender_reclaims_it() -> None:

@@ -39,7 +39,8 @@ def test_quota_keeps_replicas_pending_admission() -> None:
     result = replay([replica("x/0"), replica("x/1")], cluster, policy, 0.0)
     assert [r.name for r in result.running] == ["x/0"]
     assert why("x/1", result.decisions) == (
-        "x/1 is pending admission: cpu: 2000 would exceed risk's limit 1000"
+        "x/1 is pending admission: cpu: 1000 asked + 1000 in use would exceed team risk's"
+        " limit 1000"
     )
 
 

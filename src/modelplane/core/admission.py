@@ -232,7 +232,8 @@ def _try(cycle: _Cycle, workload: Workload) -> Admission:
             return Admission(
                 workload.name,
                 False,
-                f"{r}: {before + amount} would exceed {team.name}'s limit {limit}",
+                f"{r}: {amount} asked + {before} in use would exceed team {team.name}'s"
+                f" limit {limit}",
             )
         borrowed |= before + amount > nominal
         # Only what goes past the team's own protected share draws on the pool.
