@@ -14,14 +14,21 @@ from tests.kit import UpProcess, cli, home_env, running_up, wait_for
 from tests.kit.jobs import build_model, frame_of, job_doc, read_output, write_parquet
 
 ROWS = 2000
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "jobs-queue.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "jobs-queue.md"
+DOCUMENTED_ROWS = 200  # examples/data/transactions.csv
 
 
 def documented_job(root: Path) -> dict[str, Any]:
-    """The job of docs/jobs-queue.md, its /data/ folder moved under ``root``."""
+    """The job of docs/jobs-queue.md as submitted from the repository root (its shipped
+    dataset), its output moved under ``root``."""
     text = DOCS.read_text(encoding="utf-8")
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    found: dict[str, Any] = yaml.safe_load(block.replace("/data/", f"{root}/"))
+    found: dict[str, Any] = yaml.safe_load(block)
+    work = found["work"]
+    assert (REPO / work["input"]["url"]).is_file(), "the page's dataset is shipped"
+    work["input"]["url"] = str(REPO / work["input"]["url"])
+    work["output"]["url"] = str(root / work["output"]["url"])
     return found
 
 
@@ -129,20 +136,30 @@ def test_a_job_over_its_quota_waits_says_why_and_starts_when_freed(
         wait_for(lambda: state_is(up, "fraud-nightly", "queued"), 60, "the job to be planned")
         wait_for(lambda: "quota" in served(up, "fraud-nightly")["reason"], 60, "the reason")
         line = cli(env, "why", "fraud-nightly")
-        assert "job fraud-nightly (risk, batch) is queued: waiting for quota of team risk" in line
-        assert "would exceed risk's limit 2000" in line
+        assert line.strip() == (
+            "job fraud-nightly (team risk, tier batch) is queued: waiting for quota:"
+            " cpu: 1000 asked + 2000 in use would exceed team risk's limit 2000"
+        )
         listed = json.loads(cli(laptop, "jobs", "list", "--json"))
         assert [j["name"] for j in listed] == ["first", "fraud-nightly"]
         cancelled = cli(laptop, "jobs", "cancel", "first", "--reason", "make room")
         assert "job/first cancelled: cancelled by" in cancelled
         job = wait_for(lambda: state_is(up, "fraud-nightly", "succeeded", "failed"), 240, "the job")
         assert job["state"] == "succeeded", job["reason"]
-        assert job["rows"] == {"done": ROWS, "total": ROWS}
+        assert job["rows"] == {"done": DOCUMENTED_ROWS, "total": DOCUMENTED_ROWS}
         shown = cli(env, "jobs", "show", "fraud-nightly")
-        assert "shards 2/2 | rows 2000/2000" in shown
+        assert "shards 2/2 | rows 200/200" in shown
+        assert "job fraud-nightly (team risk, tier batch) has succeeded: 2 shard(s)" in cli(
+            env, "why", "fraud-nightly"
+        )
         # a cancelled job runs again from its finished shards
         assert "job/first queued: retried by" in cli(env, "jobs", "retry", "first")
-        assert len(read_output(root / "scores" / "fraud-nightly")) == ROWS
+        out = root / "scores" / "fraud-nightly"
+        assert len(read_output(out)) == DOCUMENTED_ROWS
+        # what docs/jobs.md lists: the parts, the markers and the attempts' folder
+        assert sorted(p.name for p in out.iterdir()) == [
+            "_JOB", "_SUCCESS", "_attempts", "part-00000.parquet", "part-00001.parquet",
+        ]  # fmt: skip
 
 
 def test_bad_input_gets_a_clear_error_and_nothing_is_recorded(

@@ -24,7 +24,7 @@ from modelplane.errors import InvalidSpec
 if TYPE_CHECKING:
     from modelplane.registry.service import Registry
 
-__all__ = ["app", "progress_line"]
+__all__ = ["app", "progress_line", "submitted_line"]
 
 app = typer.Typer(help="Batch jobs: submit, follow, cancel and retry.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -191,12 +191,7 @@ def submit(
             emit_json(results)
         else:
             for result in results:
-                pins = ", ".join(
-                    f"{ref} -> {t['ref']}" for ref, t in result.get("resolved", {}).items()
-                )
-                done = "submitted" if result["outcome"] == "created" else result["outcome"]
-                line = f"job/{result['name']} {done}"
-                console.print(line + (f" (model {pins})" if pins else ""))
+                console.print(submitted_line(result), markup=False)
         if watch:
             for result in results:
                 _watch(jobs, result["name"], timeout)
@@ -235,6 +230,16 @@ def list_jobs(
             for j in found
         ],
     )  # fmt: skip
+
+
+def submitted_line(result: dict[str, Any]) -> str:
+    """``job/x submitted``, with ``(model fraud@champion -> fraud:1)`` where an alias was
+    pinned: a fixed version pinned to itself says nothing."""
+    pins = ", ".join(
+        f"{ref} -> {t['ref']}" for ref, t in result.get("resolved", {}).items() if ref != t["ref"]
+    )
+    done = "submitted" if result["outcome"] == "created" else result["outcome"]
+    return f"job/{result['name']} {done}" + (f" (model {pins})" if pins else "")
 
 
 def progress_line(job: dict[str, Any]) -> str:
@@ -287,7 +292,8 @@ def show(
     console.print(f"  reason    {job['reason']}")
     if job["model"]:
         console.print(f"  model     {job['model']} ({job['digest']})")
-    console.print(f"  output    {job['output']}")
+    # a job refused at planning never got an output folder
+    console.print(f"  output    {job['output'] or '-'}", markup=False)
     console.print(f"  waited    {job['queue_wait_s']:.1f}s in the queue")
     used = job["used"]
     console.print(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from modelplane.core.diff import Change
     from modelplane.spec.cluster import ClusterSpec
 
-__all__ = ["app", "register"]
+__all__ = ["app", "job_why_line", "register"]
 
 app = typer.Typer(help="The applied policy: its history and what changed.", no_args_is_help=True)
 
@@ -115,7 +115,7 @@ def why(
     with registry_from(cli) as registry:
         job = JobStore(registry.engine).find(workload)
         if job is not None:  # a job's reason is the queue's own, written on every pass
-            line = f"job {job.name} ({job.team}, {job.tier}) is {job.state.value}: {job.reason}"
+            line = job_why_line(job.name, job.team, job.tier, job.state.value, job.reason)
             if as_json:
                 emit_json({"line": line, "job": job})
             else:
@@ -134,6 +134,35 @@ def why(
         )
         return
     console.print(found.line, markup=False)
+
+
+_JOB_VERBS = {
+    "pending": "is pending",
+    "queued": "is queued",
+    "running": "is running",
+    "succeeded": "has succeeded",
+    "failed": "has failed",
+    "cancelled": "was cancelled",
+}
+# Reasons that only restate the state: the store's markers before the queue's first pass,
+# or a running job's last queue line.
+_BARE_REASONS = frozenset({"", "submitted", "queued", "running"})
+_NO_PASS_YET = {
+    "pending": "its inputs are not checked yet (the job controller of `modelplane up` plans it)",
+    "queued": "planned, not yet considered by the queue (it runs under `modelplane up`)",
+}
+
+
+def job_why_line(name: str, team: str, tier: str, state: str, reason: str) -> str:
+    """``job x (team risk, tier batch) is queued: waiting for quota: ...``: one sentence,
+    the state said once, whatever the reason's wording."""
+    head = f"job {name} (team {team}, tier {tier}) {_JOB_VERBS.get(state, f'is {state}')}"
+    if reason in _BARE_REASONS or reason == state:
+        detail = _NO_PASS_YET.get(state)
+        return head if detail is None else f"{head}: {detail}"
+    if reason.startswith(f"{state} "):  # "cancelled by alice": "was cancelled by alice"
+        return f"{head} {reason[len(state) + 1 :]}"
+    return f"{head}: {reason}"
 
 
 def _spec_from(file: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``modelplane apply | get | delete``: declarative resources (endpoints, policies)."""
+"""``modelplane apply | get | delete``: declarative resources (endpoints, feature sets,
+jobs, policies)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def apply(
 ) -> None:
     """Create or update resources; every document is checked before any is recorded.
 
-    Kinds: Endpoint, FeatureSet, Policy (rollouts: modelplane rollout -f).
+    Kinds: Endpoint, FeatureSet, Job, Policy (rollouts: modelplane rollout -f).
     Every field, its type, default and meaning: docs/resources.md
-    Examples: examples/endpoint.yaml, featureset.yaml, policy.yaml, rollout.yaml
+    Examples: examples/endpoint.yaml, featureset.yaml, policy.yaml, job-batch-score.yaml
     """
     from modelplane.controlplane.apply import Applier, load_documents
     from modelplane.store.resources import ResourceStore
@@ -56,7 +57,15 @@ def apply(
         _apply_remote(cli, documents, reason=reason, allow_breaking=allow_breaking, as_json=as_json)
         return
     with registry_from(cli) as registry:
-        applier = Applier(registry, ResourceStore(registry.engine), actor=cli.actor)
+        # a job gets every check `jobs submit` and the server's apply route give it
+        job_check = None
+        if any(doc.get("kind") == "Job" for doc in documents):
+            from modelplane.system.jobs import submit_check
+
+            job_check = submit_check(registry, cli.settings.home)
+        applier = Applier(
+            registry, ResourceStore(registry.engine), actor=cli.actor, job_check=job_check
+        )
         results = applier.apply_all(documents, reason=reason, allow_breaking=allow_breaking)
     if as_json:
         emit_json(results)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from modelplane.controlplane.policy_fit import check_team_and_tier
 from modelplane.core.compat import (
     Incompatibility,
     check_signature,
@@ -28,7 +29,7 @@ from modelplane.core.fallback import check_fallback
 from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
 from modelplane.features.compat import check_revision
 from modelplane.registry.service import Registry
-from modelplane.security.signing import require_trusted_refs
+from modelplane.security.signing import policy_in_force, require_trusted_refs
 from modelplane.spec.contract import Contract
 from modelplane.spec.endpoint import Endpoint, FeatureBinding
 from modelplane.spec.featureset import FeatureSet
@@ -207,6 +208,8 @@ class Applier:
     def _check_endpoint(
         self, endpoint: Endpoint, allow_breaking: bool
     ) -> tuple[dict[str, Any], tuple[Incompatibility, ...]]:
+        # an unknown tier would otherwise serve silently at the lowest priority
+        check_team_and_tier(policy_in_force(self.resources), tier=endpoint.tier)
         warnings: list[Incompatibility] = []
         resolved: dict[str, Any] = {}
         targets = [(f"routes[{i}]", r.model) for i, r in enumerate(endpoint.routes)]
