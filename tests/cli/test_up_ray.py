@@ -21,7 +21,13 @@ from tests.kit import CLI, cli, free_port, home_env, running_up, wait_for
 from tests.kit.fraud import ENDPOINT_TEMPLATE, push_fraud_versions
 from tests.kit.ray_cluster import NodeShape, RayTestCluster, ray_test_cluster
 
-from modelplane.observe.usage import UsageInterval, WorkloadKind, read_usage
+from modelplane.observe.usage import (
+    NodeInterval,
+    UsageInterval,
+    WorkloadKind,
+    read_nodes,
+    read_usage,
+)
 from modelplane.store.db import open_engine
 
 pytest.importorskip("ray")
@@ -47,8 +53,11 @@ def documented_up(address: str) -> list[str]:
 def cluster() -> Iterator[RayTestCluster]:
     # One core a node and one core a replica (the package's default): two replicas land
     # on two nodes, and the third node is where a lost one goes.
+    # w1 and w2 priced by their label; the head by cluster.yaml (the test's home)
+    priced = {"modelplane.io/cost-per-hour": "2.5"}
     with ray_test_cluster(
-        NodeShape("head", 1, memory_gib=1), [NodeShape("w1", 1), NodeShape("w2", 1)]
+        NodeShape("head", 1, memory_gib=1),
+        [NodeShape("w1", 1, labels=priced), NodeShape("w2", 1, labels=priced)],
     ) as running:
         yield running
 
@@ -80,6 +89,14 @@ def replica_usage(database_url: str) -> list[UsageInterval]:
         engine.dispose()
 
 
+def node_intervals(database_url: str) -> list[NodeInterval]:
+    engine = open_engine(database_url, migrate_schema=False)
+    try:
+        return read_nodes(engine, 0, 1e12)
+    finally:
+        engine.dispose()
+
+
 def test_up_on_ray_places_replicas_serves_and_survives_a_node(
     cluster: RayTestCluster, tmp_path: Path, postgres_url: str
 ) -> None:
@@ -87,6 +104,10 @@ def test_up_on_ray_places_replicas_serves_and_survives_a_node(
     env["MODELPLANE_DATABASE_URL"] = postgres_url
     env |= {"MODELPLANE_USAGE_SAMPLE_S": "0.5", "MODELPLANE_USAGE_FLUSH_S": "1"}
     push_fraud_versions(env, tmp_path, 200)
+    (tmp_path / "home" / "cluster.yaml").write_text(
+        "kind: Cluster\nname: ray\nnodes:\n"
+        "  - {name: head, cpu_milli: 1000, memory_mib: 1024, cost_per_hour: 1.5}\n"
+    )
     endpoint = tmp_path / "fraud.yaml"
     endpoint.write_text(
         ENDPOINT_TEMPLATE.format(name="fraud", team="risk", model="fraud@champion")
@@ -117,6 +138,12 @@ def test_up_on_ray_places_replicas_serves_and_survives_a_node(
         charged = wait_for(read_on_both_nodes, 60, "usage charged to both Ray nodes")
         assert {i.node for i in charged} <= set(cluster.nodes), charged
         assert all(i.cpu_milli > 0 and i.memory_mib > 0 for i in charged), charged
+        # the nodes offered are Ray's, priced by label or by cluster.yaml; serving is costed
+        prices = {n.node: n.cost_per_hour for n in node_intervals(postgres_url)}
+        assert prices == {"head": 1.5, "w1": 2.5, "w2": 2.5}, prices
+        report = json.loads(cli(env, "report", "cost", "--team", "risk", "--json"))
+        (risk,) = report["teams"]
+        assert risk["serving_cost"] > 0, risk
 
         codes: list[int] = []
         stop = threading.Event()

@@ -48,3 +48,28 @@ def test_no_file_is_this_machine_at_no_price_and_a_bad_file_is_named(tmp_path: P
     bad.write_text("kind: Cluster\nlocal: {cost_per_hour: -1}\n")
     with pytest.raises(InvalidSpec, match="cost_per_hour"):
         LocalCluster(bad)()
+
+
+def test_on_a_backend_the_nodes_are_its_live_ones_priced_by_label_or_cluster_yaml(
+    tmp_path: Path,
+) -> None:
+    from modelplane.spec.cluster import ClusterSpec, NodeSpec
+    from modelplane.system.usage import BackendCluster
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        "kind: Cluster\nname: ray\nnodes:\n"
+        "  - {name: head, cpu_milli: 1000, memory_mib: 1024, cost_per_hour: 1.5}\n"
+        "  - {name: w1, cpu_milli: 1000, memory_mib: 1024, cost_per_hour: 9.0}\n"
+        "  - {name: elsewhere, cpu_milli: 1000, memory_mib: 1024, cost_per_hour: 3.0}\n"
+    )
+    live = ClusterSpec(nodes=(
+        NodeSpec(name="head", cpu_milli=2000, memory_mib=4096),
+        NodeSpec(name="w1", cpu_milli=2000, memory_mib=4096, cost_per_hour=2.5),
+        NodeSpec(name="w2", cpu_milli=2000, memory_mib=4096),
+    ))  # fmt: skip
+    nodes = BackendCluster(LocalCluster(path), lambda: live)()
+    # the label wins, cluster.yaml prices an unlabelled node, a node with neither is free;
+    # declared nodes that are not the backend's, and this machine, are not offered
+    assert [(n.name, n.cost_per_hour) for n in nodes] == [("head", 1.5), ("w1", 2.5), ("w2", 0.0)]
+    assert BackendCluster(LocalCluster(path), lambda: ClusterSpec(nodes=()))() == ()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from sqlalchemy import Engine
 
+    from modelplane.controlplane.usage import UsageSampler
     from modelplane.core.backend import ExecutionBackend
     from modelplane.dataplane.gateway import Gateway
     from modelplane.dataplane.pool.hosted import PoolFactory
@@ -220,7 +221,6 @@ class LiveSystem:
             GatewaySlo,
             GatewayTarget,
         )
-        from modelplane.system.usage import usage_sampler
 
         self.settings = settings
         self.options = options
@@ -251,7 +251,7 @@ class LiveSystem:
             "endpoint controller": self.endpoints.run,
             "rollout controller": RolloutController(registry, evidence).run,
             "SLO recorder": SloRecorder(registry.engine, slo).run,
-            "usage sampler": (usage or usage_sampler(registry.engine, self.gateway, settings)).run,
+            "usage sampler": self._usage_loop(usage),
             "autoscaler": Autoscaler(registry, concurrency).run,
             "degrader": self.degrader.run,
             "job controller": self._jobs(),
@@ -267,6 +267,27 @@ class LiveSystem:
             shared or server(self.gateway, options.host, options.port, lifespan="on"),
             server(self.api, options.host, options.api_port, lifespan="off"),
         ]
+
+    def _usage_loop(self, sampler: UsageSampler | None) -> Loop:
+        """The usage sampler; when up places replicas on an execution backend, its nodes are
+        the backend's live nodes, read every 2 s on the event loop beside the sampler."""
+        from modelplane.system.usage import usage_sampler
+
+        engine, settings = self.registry.engine, self.settings
+        if sampler is not None:
+            return sampler.run
+        if self.fleet is None or self.backend is None:
+            return usage_sampler(engine, self.gateway, settings).run
+        from modelplane.system.jobs import BackendCapacity
+
+        nodes = BackendCapacity(self.backend)
+        on_backend = usage_sampler(engine, self.gateway, settings, backend_nodes=nodes)
+
+        async def run(stop: asyncio.Event) -> None:
+            await nodes.refresh()  # before the first sample: its intervals name these nodes
+            await asyncio.gather(nodes.run(stop), on_backend.run(stop))
+
+        return run
 
     def _jobs(self) -> Loop:
         """The job controller: on Ray, shards are Ray tasks admitted against Ray's nodes,

@@ -3,7 +3,7 @@ nodes, read at the settings' cadence."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from modelplane.controlplane.usage import UsageSampler
     from modelplane.dataplane.gateway import Gateway
     from modelplane.settings import Settings
-    from modelplane.spec.cluster import NodeSpec
+    from modelplane.spec.cluster import ClusterSpec, NodeSpec
 
-__all__ = ["LocalCluster", "usage_sampler"]
+__all__ = ["BackendCluster", "LocalCluster", "usage_sampler"]
 
 
 class LocalCluster:
@@ -50,15 +50,45 @@ class LocalCluster:
         return nodes
 
 
-def usage_sampler(engine: Engine, gateway: Gateway, settings: Settings) -> UsageSampler:
-    """The sampler the live system runs, at the settings' cadence."""
+class BackendCluster:
+    """The nodes an execution backend runs replicas and shards on, as the sampler prices
+    them: the backend's live nodes (read elsewhere, on the event loop: ``live``), each at
+    the price its ``modelplane.io/cost-per-hour`` label gives, or, without one, the price
+    ``cluster.yaml`` declares for a node of that name. This machine is not one of them
+    unless the backend runs work on it (it then is one of the backend's nodes)."""
+
+    def __init__(self, declared: LocalCluster, live: Callable[[], ClusterSpec]) -> None:
+        self.declared = declared
+        self.live = live
+
+    def __call__(self) -> Sequence[NodeSpec]:
+        live = self.live().nodes
+        if not live:
+            return ()
+        prices = {n.name: n.cost_per_hour for n in self.declared()}
+        return [
+            node if node.cost_per_hour or node.name not in prices
+            else node.model_copy(update={"cost_per_hour": prices[node.name]})
+            for node in live
+        ]  # fmt: skip
+
+
+def usage_sampler(
+    engine: Engine,
+    gateway: Gateway,
+    settings: Settings,
+    backend_nodes: Callable[[], ClusterSpec] | None = None,
+) -> UsageSampler:
+    """The sampler the live system runs, at the settings' cadence; with ``backend_nodes``
+    (an execution backend's live nodes), intervals and prices are those nodes'."""
     from modelplane.controlplane.usage import UsageSampler
     from modelplane.system.gateway_views import GatewayReplicas
 
-    cluster = LocalCluster(settings.home / "cluster.yaml")
+    local = LocalCluster(settings.home / "cluster.yaml")
+    cluster = local if backend_nodes is None else BackendCluster(local, backend_nodes)
     return UsageSampler(
         engine,
-        GatewayReplicas(gateway, cluster),
+        GatewayReplicas(gateway, local),
         cluster,
         sample_s=settings.usage_sample_s,
         flush_s=max(settings.usage_flush_s, settings.usage_sample_s),
