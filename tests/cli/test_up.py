@@ -78,3 +78,29 @@ def test_up_apply_predict_and_drain(tmp_path: Path) -> None:
     assert availability["total"] >= 1
     assert availability["good"] == availability["total"]
     assert status["slo_budget"]["latency"]["threshold_ms"] == 100.0
+
+
+def test_up_on_port_zero_announces_the_ports_it_got(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELPLANE_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [CLI, "up", "--port", "0", "--api-port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        urls: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while len(urls) < 2 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            what, _, rest = line.partition(" ")
+            if what in ("gateway", "control"):
+                urls[what] = rest.split()[0]
+        assert set(urls) == {"gateway", "control"}, urls
+        assert not any(url.endswith(":0") for url in urls.values()), urls
+        assert httpx.get(f"{urls['gateway']}/v2/health/live", timeout=10).status_code == 200
+        assert httpx.get(f"{urls['control']}/healthz", timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)

@@ -168,6 +168,14 @@ class SystemOptions:
             )
 
 
+def _bound_port(started: Any, asked: int) -> int:
+    """The port a started server listens on: what was asked, or the one port 0 got."""
+    for listening in getattr(started, "servers", None) or ():
+        for sock in listening.sockets:
+            return int(sock.getsockname()[1])
+    return asked
+
+
 def server(
     app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
 ) -> uvicorn.Server:
@@ -395,14 +403,15 @@ class LiveSystem:
                 await started.startup()
                 if started.should_exit:
                     raise StartupFailed(f"a server on {options.host} could not start")
+            port = _bound_port(self.servers[0], options.port)
+            api_port = _bound_port(self.servers[1], options.api_port)
             announce(
-                f"gateway  http://{options.host}:{options.port}"
+                f"gateway  http://{options.host}:{port}"
                 "  (Open Inference Protocol v2, records)"
                 + (f"  {options.gateways} gateways, SO_REUSEPORT" if self.gateways else "")
             )
             announce(
-                f"control  http://{options.host}:{options.api_port}"
-                "  (console at /, API docs at /docs)"
+                f"control  http://{options.host}:{api_port}  (console at /, API docs at /docs)"
             )
             announce(f"state    {self.settings.resolved_database_url()}")
             loops = [asyncio.create_task(s.main_loop()) for s in self.servers]
