@@ -115,6 +115,45 @@ def test_workers_leave_the_groups_sigint_and_sigterm_to_the_gateway() -> None:
     run(scenario)
 
 
+_EXIT_WITHOUT_STOP = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from tests.dataplane.test_pool import pool, ready_pids
+kept = []
+
+async def main():
+    p = pool()
+    await p.start()
+    kept.append(p)
+    print(ready_pids(p)[0], flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_an_interpreter_that_never_stopped_its_pool_still_exits() -> None:
+    """Workers ignore SIGTERM; multiprocessing's exit handler SIGTERMs daemon children and
+    waits without a limit, so the pool's own exit hook must kill what was left running."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WITHOUT_STOP, root],
+        capture_output=True, text=True, timeout=60, check=False, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    worker = int(done.stdout.split()[0])
+    assert not Path(f"/proc/{worker}").exists() or "Z" in _state(worker)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"
+
+
 def test_sigkill_mid_request_retries_on_another_replica_and_restarts() -> None:
     async def scenario() -> None:
         p = pool(replicas=2, delay_s=0.3)

@@ -12,10 +12,13 @@ may itself have died (then every worker it forked reads as exited, running or no
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours, below)
 import os
 import signal
+import threading
 from enum import StrEnum
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -41,6 +44,40 @@ class ReplicaState(StrEnum):
     """Warmed up and taking requests."""
     DEAD = "dead"
     """The process exited or was killed; the pool restarts it after a backoff."""
+
+
+_running: dict[int, str] = {}
+"""Workers started and not yet seen gone, by pid (their replica's name)."""
+_running_guard = threading.Lock()
+
+
+def _track(pid: int, name: str) -> None:
+    with _running_guard:
+        _running[pid] = name
+
+
+def _untrack(pid: int | None) -> None:
+    if pid is not None:
+        with _running_guard:
+            _running.pop(pid, None)
+
+
+def _kill_workers_left_running() -> None:
+    """At interpreter exit, SIGKILL the workers no pool stopped (a server that failed to
+    start after its endpoints did). Workers ignore SIGTERM, which the process group gets
+    from Ctrl-C or a service manager, so multiprocessing's own exit handler, which sends
+    SIGTERM and then waits without a limit, would wait forever."""
+    with _running_guard:
+        left = list(_running)
+        _running.clear()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# after multiprocessing's own exit handler (registered when its util module is imported,
+# above), so that this one runs first
+atexit.register(_kill_workers_left_running)
 
 
 class ReplicaDied(ReplicaLost):
@@ -143,10 +180,14 @@ class Replica:
     def _start(self, process: Any) -> None:
         if self._context.get_start_method() != "forkserver":
             process.start()
+            if process.pid is not None:
+                _track(process.pid, self.name)
             return
         forkserver.prepare()
         process.start()
         forkserver.forked()
+        if process.pid is not None:
+            _track(process.pid, self.name)
 
     async def call(self, arrays: Arrays, timeout_s: float) -> Arrays:
         """Send one PREDICT and wait at most ``timeout_s`` for its answer.
@@ -196,6 +237,7 @@ class Replica:
         """The worker is gone: fail what it held, once."""
         if self.dead.done():
             return
+        _untrack(self._process.pid if self._process is not None else None)
         self.state = ReplicaState.DEAD
         if not self._ready.done():
             self._ready.set_exception(WorkerFailed(f"{self.name} exited while loading"))
