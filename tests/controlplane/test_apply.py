@@ -185,3 +185,29 @@ def test_a_model_trained_on_another_feature_set_version_is_refused(
     bound["features"][0]["compatible_versions"] = [1]
     [applied] = applier(registry).apply_all([bound])
     assert applied.outcome == "created"
+
+
+GOLD_ONLY = {"kind": "Policy", "name": "default", "tiers": [{"name": "gold", "priority": 100}]}
+
+
+def test_an_endpoint_whose_tier_the_policy_dropped_is_still_re_applied(
+    registry: Registry,
+) -> None:
+    """A rollout's traffic steps and a rollback re-apply the endpoint: a tier checked when
+    it was set is not checked again, so a later policy cannot block a rollback."""
+    applier(registry).apply_all([endpoint()])  # tier standard, under the built-in policy
+    applier(registry).apply_all([GOLD_ONLY])
+    [again] = applier(registry).apply_all([{**endpoint(), "replicas": 2}])
+    assert again.outcome == "configured"
+    moved = {**endpoint(), "tier": "silver"}
+    with pytest.raises(InvalidSpec, match=r"tier: 'silver' is not a tier of policy default"):
+        applier(registry).apply_all([moved])
+
+
+def test_a_policy_and_what_uses_its_tiers_apply_together(registry: Registry) -> None:
+    """Checked against the policy in the same apply, which is the one in force once they
+    are recorded."""
+    results = applier(registry).apply_all([GOLD_ONLY, {**endpoint(), "tier": "gold"}])
+    assert [r.kind for r in results] == ["Policy", "Endpoint"]
+    with pytest.raises(InvalidSpec, match=r"tier: 'standard' is not a tier of policy default"):
+        applier(registry).apply_all([{**endpoint(), "name": "other"}])

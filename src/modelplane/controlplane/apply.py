@@ -108,15 +108,19 @@ class Applier:
         reason: str = "",
         allow_breaking: bool = False,
     ) -> list[ApplyResult]:
-        """Validate every document first, then record them: a bad one records nothing."""
-        checked = [self._check(doc, allow_breaking) for doc in documents]
+        """Validate every document first, then record them: a bad one records nothing.
+
+        Teams and tiers are checked against a Policy among ``documents`` when there is one
+        (it is the one in force once they are recorded), else against the policy in force."""
+        specs = [self._parse(doc) for doc in documents]
+        policy = next((s for s in specs if isinstance(s, Policy)), None)
+        in_force = policy if policy is not None else policy_in_force(self.resources)
+        checked = [self._check(spec, allow_breaking, in_force) for spec in specs]
         return [
             self._record(spec, resolved, warnings, reason) for spec, resolved, warnings in checked
         ]
 
-    def _check(
-        self, document: Mapping[str, Any], allow_breaking: bool
-    ) -> tuple[Spec, dict[str, Any], tuple[Incompatibility, ...]]:
+    def _parse(self, document: Mapping[str, Any]) -> Spec:
         kind = document.get("kind")
         model = KINDS.get(str(kind))
         if model is None:
@@ -125,14 +129,18 @@ class Applier:
                 f"kind: '{kind}' is not one of {known}",
                 details=[{"field": "kind", "problem": f"expected one of {known}"}],
             )
-        spec = parse(model, document, what=f"{kind}")
+        return parse(model, document, what=f"{kind}")
+
+    def _check(
+        self, spec: Spec, allow_breaking: bool, policy: Policy
+    ) -> tuple[Spec, dict[str, Any], tuple[Incompatibility, ...]]:
         if isinstance(spec, Endpoint):
-            resolved, warnings = self._check_endpoint(spec, allow_breaking)
+            resolved, warnings = self._check_endpoint(spec, allow_breaking, policy)
             return spec, resolved, warnings
         if isinstance(spec, FeatureSet):
             return spec, {}, self._check_feature_set(spec)
         if isinstance(spec, Job):
-            return spec, self._check_job(spec), ()
+            return spec, self._check_job(spec, policy), ()
         if isinstance(spec, Policy):
             self._check_one_policy(spec)
         return spec, {}, ()
@@ -169,7 +177,7 @@ class Applier:
             return ()
         return tuple(check_revision(latest, featureset))
 
-    def _check_job(self, job: Job) -> dict[str, Any]:
+    def _check_job(self, job: Job, policy: Policy) -> dict[str, Any]:
         """Pin the model (an alias resolves now, once); a job never changes once submitted."""
         ref = job.model_ref
         resolved: dict[str, Any] = {}
@@ -195,10 +203,20 @@ class Applier:
                     details=[{"field": "name", "problem": "a job with this name exists"}],
                 )
             return {}
+        # a team the queue never admits would wait forever; a misspelt tier runs last
+        check_team_and_tier(policy, tier=job.tier, team=job.team)
         if self.job_check is not None:
             pins = {r: t["ref"] for r, t in resolved.items()}
             self.job_check(job.model_copy(update={"pins": pins}))
         return resolved
+
+    def _tier_before(self, endpoint: Endpoint) -> str | None:
+        try:
+            stored = self.resources.get("Endpoint", endpoint.name)
+        except NotFound:
+            return None
+        tier = stored.spec.get("tier")
+        return str(tier) if tier is not None else Endpoint.model_fields["tier"].default
 
     def _queue_job(self, job: Job, generation: int, submitted_at: float) -> None:
         """The run exists from submit on (``jobs show`` answers at once); the job
@@ -206,10 +224,13 @@ class Applier:
         _new_run(JobStore(self.resources.engine), job, generation, submitted_at)
 
     def _check_endpoint(
-        self, endpoint: Endpoint, allow_breaking: bool
+        self, endpoint: Endpoint, allow_breaking: bool, policy: Policy
     ) -> tuple[dict[str, Any], tuple[Incompatibility, ...]]:
-        # an unknown tier would otherwise serve silently at the lowest priority
-        check_team_and_tier(policy_in_force(self.resources), tier=endpoint.tier)
+        # A new or changed tier the policy lacks would serve silently at the lowest
+        # priority. An unchanged one is not checked again: a rollout's traffic steps and a
+        # rollback re-apply the endpoint, and must not fail because the policy changed since.
+        if self._tier_before(endpoint) != endpoint.tier:
+            check_team_and_tier(policy, tier=endpoint.tier)
         warnings: list[Incompatibility] = []
         resolved: dict[str, Any] = {}
         targets = [(f"routes[{i}]", r.model) for i, r in enumerate(endpoint.routes)]

@@ -52,18 +52,11 @@ def _cache(home: Path) -> Path:
 
 
 def submit_check(registry: Registry, home: Path) -> Callable[[Job], None]:
-    """Every check of a job (team and tier against the policy in force, model, dataset,
-    columns, output), before it is recorded."""
-    from modelplane.controlplane.policy_fit import check_team_and_tier
-    from modelplane.security.signing import policy_in_force
-    from modelplane.store.resources import ResourceStore
-
+    """Every check of a job's work (model, dataset, columns, output), before it is recorded
+    (its team and tier are the applier's to check, against the policy it applies under)."""
     planner = LocalJobPlanner(registry, _cache(home), home=home)
-    resources = ResourceStore(registry.engine)
 
     def check(job: Job) -> None:
-        # a team the queue never admits would wait forever; a misspelt tier runs last
-        check_team_and_tier(policy_in_force(resources), tier=job.tier, team=job.team)
         planner.plan(job, "submit")
 
     return check
