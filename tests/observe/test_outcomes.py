@@ -219,6 +219,33 @@ def test_feedback_that_is_not_json_is_malformed() -> None:
         parse_feedback(b"label=1")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"request_id": 5, "label": }',  # a bad field, then bad JSON
+        b'{"outcomes": [{"request_id": 5}, {]}',
+        b'{"request_id": "a", "label": 1e400}',  # past a float's range
+    ],
+)
+def test_bad_json_after_a_bad_field_is_malformed_not_a_crash(body: bytes) -> None:
+    with pytest.raises(MalformedRequest, match="not valid JSON"):
+        parse_feedback(body)
+
+
+def test_an_integer_no_float_holds_is_named() -> None:
+    huge = b"1" + b"0" * 400
+    with pytest.raises(InvalidSpec) as caught:
+        parse_feedback(b'{"request_id": "a", "values": {"x": ' + huge + b"}}")
+    assert caught.value.details == [{"field": "values.x", "problem": "must be a number"}]
+    with pytest.raises(InvalidSpec, match="label"):
+        parse_feedback(b'{"request_id": "a", "label": ' + huge + b"}")
+
+
+def test_an_item_may_name_a_business_value_outcomes() -> None:
+    one = parse_feedback(b'{"request_id": "abc", "values": {"outcomes": 1.0}}')
+    assert one == [Feedback("abc", 1.0, "outcomes")]
+
+
 def test_one_item_and_a_batch_parse_alike() -> None:
     one = parse_feedback(b'{"request_id": "a", "label": 1, "values": {"revenue": 2.5}}')
     assert sorted(one, key=lambda f: f.name) == [Feedback("a", 1.0), Feedback("a", 2.5, "revenue")]

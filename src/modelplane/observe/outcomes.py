@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,24 +183,32 @@ def parse_feedback(body: bytes) -> list[Feedback]:
     for a binary classifier), ``values`` named business outcomes. Every bad field is named
     (``outcomes[3].label``, up to :data:`MAX_PROBLEMS`); nothing of a bad request is
     stored."""
-    stripped = bytes(body).lstrip()
-    batch = stripped.startswith(b"{") and b'"outcomes"' in stripped[:64]
+    batch = _BATCH.match(bytes(body)) is not None
     try:
         items = _MANY.decode(body).outcomes if batch else [_ONE.decode(body)]
     except msgspec.ValidationError as exc:
         # the typed decoder stops at the first bad field: read the body again, loosely, to
         # name every bad field in words a caller reads (not the decoder's type names)
-        problems = _explain(msgspec.json.decode(body), batch)
-        if not problems:  # pragma: no cover - the loose reading misses nothing it knows of
+        try:
+            problems = _explain(msgspec.json.decode(body), batch)
+        except msgspec.DecodeError as late:  # bad JSON after the first bad field
+            _malformed(late)
+        except msgspec.ValidationError:  # a number past a float's range, and the like
+            problems = []
+        if not problems:
             problems = [{"field": _path(exc), "problem": str(exc)}]
         _refuse(problems)
     except msgspec.DecodeError as exc:
-        raise MalformedRequest(
-            f"the feedback body is not valid JSON: {exc}",
-            details=[{"field": "body", "problem": str(exc)}],
-        ) from None
+        _malformed(exc)
     prefix = "outcomes" if batch else ""
     return check_feedback(items, prefix)
+
+
+def _malformed(exc: Exception) -> NoReturn:
+    raise MalformedRequest(
+        f"the feedback body is not valid JSON: {exc}",
+        details=[{"field": "body", "problem": str(exc)}],
+    ) from None
 
 
 def _path(exc: Exception) -> str:
@@ -285,7 +294,17 @@ def _loose_item(raw: Any, at: str, problems: list[dict[str, str]]) -> _Item | No
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number a float holds (an integer of 400 digits is not)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return True
+    return isinstance(value, int) and abs(value) <= _LARGEST_FLOAT
+
+
+_LARGEST_FLOAT = int(sys.float_info.max)
+_BATCH = re.compile(rb'\s*\{\s*"outcomes"\s*:')
+"""A batch's first key is ``outcomes`` (an item may name a business value so)."""
 
 
 def check_feedback(items: Sequence[_Item], prefix: str = "outcomes") -> list[Feedback]:
