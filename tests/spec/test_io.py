@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelplane.spec.io import dump_yaml, load_yaml
+from modelplane.errors import InvalidSpec
+from modelplane.spec.io import dump_yaml, load_yaml, parse
 from modelplane.spec.manifest import Environment, Lineage, Manifest
+from modelplane.spec.policy import Policy
 
 texts = st.text(
     alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
@@ -45,3 +48,11 @@ def test_dump_then_load_gives_back_the_manifest(
 def test_libyaml_is_used_here() -> None:
     """The wheels we pin ship libyaml: parsing manifests with it is several times faster."""
     assert yaml.__with_libyaml__
+
+
+def test_a_missing_field_is_named_even_when_a_sibling_value_spells_it() -> None:
+    """A tagged union's tag is left out of error paths (``work.shard.rows``), but a missing
+    field whose name a sibling's value happens to spell is not a tag."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse(Policy, {"kind": "Policy", "name": "x", "tiers": [{"name": "priority"}]})
+    assert caught.value.details[0]["field"] == "tiers[0].priority"

@@ -32,10 +32,13 @@ def _without_tags(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...
     (``work.batch-score.shard.rows``), where the YAML has none (``work.shard.rows``)."""
     kept: list[int | str] = []
     node = data
-    for part in loc:
+    last = len(loc) - 1
+    for at, part in enumerate(loc):
         if isinstance(node, Mapping) and isinstance(part, str) and part not in node:
-            if any(value == part for value in node.values() if isinstance(value, str)):
-                continue  # the tag: the value of the mapping's discriminator field
+            # the tag (the value of the mapping's discriminator field) is never last: an
+            # error is inside the variant; a last part absent is a missing field, kept
+            if at < last and any(v == part for v in node.values() if isinstance(v, str)):
+                continue
             node = None
         elif isinstance(node, Mapping):
             node = node.get(part)
