@@ -73,3 +73,7 @@ def test_on_a_backend_the_nodes_are_its_live_ones_priced_by_label_or_cluster_yam
     # declared nodes that are not the backend's, and this machine, are not offered
     assert [(n.name, n.cost_per_hour) for n in nodes] == [("head", 1.5), ("w1", 2.5), ("w2", 0.0)]
     assert BackendCluster(LocalCluster(path), lambda: ClusterSpec(nodes=()))() == ()
+    # while the head cannot be read (no live node), the nodes last seen are offered still
+    readings = iter([live, ClusterSpec(nodes=())])
+    flaky = BackendCluster(LocalCluster(path), lambda: next(readings))
+    assert flaky() == flaky()

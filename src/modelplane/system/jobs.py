@@ -169,7 +169,10 @@ def run_jobs(
         controller = JobController(registry, executor, planner, capacity, degradation=effects)
         try:
             await capacity.refresh()  # before the first pass: it admits against these nodes
-            await asyncio.gather(capacity.run(stop), controller.run(stop))
+            # one fails, both end (and are restarted together): never a second node reader
+            async with asyncio.TaskGroup() as both:
+                both.create_task(capacity.run(stop))
+                both.create_task(controller.run(stop))
         finally:
             await asyncio.to_thread(executor.close)
 

@@ -293,7 +293,10 @@ class LiveSystem:
 
         async def run(stop: asyncio.Event) -> None:
             await nodes.refresh()  # before the first sample: its intervals name these nodes
-            await asyncio.gather(nodes.run(stop), on_backend.run(stop))
+            # one fails, both end (and are restarted together): never a second node reader
+            async with asyncio.TaskGroup() as both:
+                both.create_task(nodes.run(stop))
+                both.create_task(on_backend.run(stop))
 
         return run
 

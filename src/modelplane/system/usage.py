@@ -60,9 +60,12 @@ class BackendCluster:
     def __init__(self, declared: LocalCluster, live: Callable[[], ClusterSpec]) -> None:
         self.declared = declared
         self.live = live
+        self._last: tuple[NodeSpec, ...] = ()
 
     def __call__(self) -> Sequence[NodeSpec]:
-        live = self.live().nodes
+        # while the head cannot be read every node reads dead: the nodes last seen still
+        # offered what they did, and the replicas charged to them still ran there
+        live = self._last = self.live().nodes or self._last
         if not live:
             return ()
         prices = {n.name: n.cost_per_hour for n in self.declared()}

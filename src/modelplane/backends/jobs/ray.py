@@ -82,11 +82,15 @@ def _on_this_node(outcome: ShardOutcome) -> ShardOutcome:
     """The outcome with the name of the Ray node it ran on, so its usage is charged there."""
     from modelplane.backends.ray_nodes import node_name
 
-    context = ray.get_runtime_context()
-    # typed as lists of values in some Ray releases, plain strings in others
-    raw: dict[str, Any] = dict(context.get_node_labels())
+    try:
+        context = ray.get_runtime_context()
+        # typed as lists of values in some Ray releases, plain strings in others
+        raw: dict[str, Any] = dict(context.get_node_labels())
+        node_id = context.get_node_id()
+    except (AttributeError, RuntimeError):  # a Ray without node labels: charged as before
+        return outcome
     labels = {k: v if isinstance(v, str) else ",".join(v) for k, v in raw.items()}
-    return dataclasses.replace(outcome, node=node_name(context.get_node_id(), labels))
+    return dataclasses.replace(outcome, node=node_name(node_id, labels))
 
 
 def task_options(task: ShardTask) -> dict[str, Any]:
