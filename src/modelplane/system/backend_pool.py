@@ -266,14 +266,12 @@ class BackendFleet:
                 await metering
 
     async def _meter(self, stop: asyncio.Event) -> None:
-        # Its own loop: a replica slow to answer holds up no placement pass.
-        while not stop.is_set():
-            try:
-                await self.refresh_usage()
-            except Exception:  # a reading is a figure, not a duty: the next one may answer
-                log.exception("reading the replicas' usage failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.usage_every_s)
+        from modelplane.controlplane.loop import every
+
+        # Its own loop: a replica slow to answer holds up no placement pass. Failures back
+        # off and are logged thinned (a head that is away fails every reading).
+        await every(stop, self.usage_every_s, self.refresh_usage, log=log,
+                    what="reading the replicas' usage")  # fmt: skip
 
     async def refresh_usage(self) -> None:
         """Read every running replica's model process on its node (within
