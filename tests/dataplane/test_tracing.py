@@ -264,7 +264,7 @@ def test_the_docs_example_traces_a_request_of_modelplane_serve(
     env |= {"MODELPLANE_HOME": str(home), "OTEL_BSP_SCHEDULE_DELAY": "50"}
     cli(env, "push", str(_first_run_models(tmp_path).build(1)), "--alias", "champion")
     serve_script = (
-        serve_block.replace("$PWD/run-home", str(home))
+        serve_block.replace("$PWD/run-home/first-run", str(home))
         .replace("http://127.0.0.1:4318", receiver.url)
         .replace("--port 8001", f"--port {port}")
     )
