@@ -9,7 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from modelplane.controlplane.apply import Applier, load_documents
-from modelplane.errors import Incompatible, InvalidSpec, NotFound
+from modelplane.errors import Conflict, Incompatible, InvalidSpec, NotFound
 from modelplane.registry.build import package
 from modelplane.registry.service import Registry, open_registry
 from modelplane.store.resources import ResourceStore
@@ -190,13 +190,24 @@ def test_a_model_trained_on_another_feature_set_version_is_refused(
 GOLD_ONLY = {"kind": "Policy", "name": "default", "tiers": [{"name": "gold", "priority": 100}]}
 
 
-def test_an_endpoint_whose_tier_the_policy_dropped_is_still_re_applied(
+def test_a_policy_may_not_drop_a_tier_in_use(registry: Registry) -> None:
+    applier(registry).apply_all([endpoint()])  # tier standard, under the built-in policy
+    with pytest.raises(Conflict, match=r"no tier for endpoint fraud-score \(standard\)"):
+        applier(registry).apply_all([GOLD_ONLY])
+    assert ResourceStore(registry.engine).list("Policy") == []
+    # moved in the same apply, it may
+    applier(registry).apply_all([GOLD_ONLY, {**endpoint(), "tier": "gold"}])
+
+
+def test_an_endpoint_whose_tier_the_policy_lacks_is_still_re_applied(
     registry: Registry,
 ) -> None:
     """A rollout's traffic steps and a rollback re-apply the endpoint: a tier checked when
-    it was set is not checked again, so a later policy cannot block a rollback."""
+    it was set is not checked again, so a policy stored since (before tiers in use were
+    checked) cannot block a rollback."""
     applier(registry).apply_all([endpoint()])  # tier standard, under the built-in policy
-    applier(registry).apply_all([GOLD_ONLY])
+    resources = ResourceStore(registry.engine)
+    resources.apply("Policy", "default", GOLD_ONLY, actor="alice")
     [again] = applier(registry).apply_all([{**endpoint(), "replicas": 2}])
     assert again.outcome == "configured"
     moved = {**endpoint(), "tier": "silver"}

@@ -115,6 +115,8 @@ class Applier:
         specs = [self._parse(doc) for doc in documents]
         policy = next((s for s in specs if isinstance(s, Policy)), None)
         in_force = policy if policy is not None else policy_in_force(self.resources)
+        if policy is not None:
+            self._check_tiers_in_use(policy, specs)
         checked = [self._check(spec, allow_breaking, in_force) for spec in specs]
         return [
             self._record(spec, resolved, warnings, reason) for spec, resolved, warnings in checked
@@ -144,6 +146,33 @@ class Applier:
         if isinstance(spec, Policy):
             self._check_one_policy(spec)
         return spec, {}, ()
+
+    def _check_tiers_in_use(self, policy: Policy, batch: Sequence[Spec]) -> None:
+        """A policy may not drop a tier an endpoint or an unfinished job is in: the endpoint
+        would serve, and the job run, silently at the lowest priority. Endpoints in the same
+        apply count with the tier they are given there."""
+        from modelplane.store.jobs import ACTIVE_STATES
+
+        tiers = {t.name for t in policy.tiers}
+        users: dict[str, str] = {}
+        for stored in self.resources.list("Endpoint"):
+            users[f"endpoint {stored.name}"] = str(
+                stored.spec.get("tier") or Endpoint.model_fields["tier"].default
+            )
+        for record in JobStore(self.resources.engine).list_jobs(states=ACTIVE_STATES):
+            users[f"job {record.name}"] = record.tier
+        for spec in batch:
+            if isinstance(spec, Endpoint | Job):
+                users[f"{spec.kind.lower()} {spec.name}"] = spec.tier
+        stranded = sorted(f"{who} ({tier})" for who, tier in users.items() if tier not in tiers)
+        if stranded:
+            listed = ", ".join(stranded[:5]) + (f" and {len(stranded) - 5} more"
+                                                 if len(stranded) > 5 else "")  # fmt: skip
+            raise Conflict(
+                f"tiers: policy {policy.name} has no tier for {listed}: keep their tiers, or"
+                " move them to one it has first",
+                details=[{"field": "tiers", "problem": f"in use: {listed}"}],
+            )
 
     def _check_one_policy(self, policy: Policy) -> None:
         """One policy is in force: a second one under another name would leave which rules
