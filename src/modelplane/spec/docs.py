@@ -211,7 +211,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     "exactly over the SLO window).",
     ("CustomGate", "function"): "`module:function` called with the window's stats.",
     ("Policy", "name"): "The policy's name; one policy is in force.",
-    ("Policy", "tiers"): "Tiers and what each may suffer.",
+    ("Policy", "tiers"): (
+        "Tiers and what each may suffer; apply refuses a policy without a tier an endpoint"
+        " or an unfinished job is in."
+    ),
     ("Policy", "teams"): "Teams with their quotas and cohorts.",
     ("Policy", "admit_unknown_teams"): "Whether teams not listed may run work (no quota).",
     ("Policy", "floors"): "Capacity preemption never takes below.",
