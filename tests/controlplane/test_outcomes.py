@@ -90,3 +90,19 @@ def test_an_endpoint_is_reported_again_only_when_outcomes_arrived(engine: Engine
     assert set(recorder.record_now()) == {"fraud-score"}
     clock.advance(301.0)
     assert set(recorder.record_now()) == {"fraud-score"}
+
+
+def test_labels_left_out_show_in_status(engine: Engine) -> None:
+    answered_and_labelled(engine)
+    OutcomeStore(engine).ingest("fraud-score", [Feedback("r0", 5.0), Feedback("r1", 5.0)])
+    recorder = OutcomeRecorder(engine, clock=FakeClock(start=1_800_000_000.0))
+    [document] = recorder.record_now().values()
+    assert document["task"] == "classifier"
+    assert document["notes"], document
+    stored = ResourceStore(engine).get(KIND, "fraud-score").status
+    shown = endpoint_status("fraud-score", 1, {"team": "risk", "contract": {"name": "fraud"}},
+                            None, {}, outcomes=stored)  # fmt: skip
+    lines = list(status_lines([shown]))
+    assert any(line.startswith("  OUTCOME NOTE 2 labels outside the classes") for line in lines), (
+        lines
+    )

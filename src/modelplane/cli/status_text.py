@@ -26,8 +26,11 @@ def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
         rollout = endpoint["rollout"]
         if rollout is not None and rollout["in_progress"]:
             yield "  " + _rollout_line(rollout)
-        for alert in (endpoint.get("outcomes") or {}).get("alerts", []):
+        outcomes = endpoint.get("outcomes") or {}
+        for alert in outcomes.get("alerts", []):
             yield f"  OUTCOME ALERT {alert}"
+        for note in outcomes.get("notes", []):
+            yield f"  OUTCOME NOTE {note}"
 
 
 def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:

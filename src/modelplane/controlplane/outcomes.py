@@ -63,6 +63,7 @@ def summary(report: OutcomeReport, now: float) -> dict[str, Any]:
         ],
         "events": events,
         "alerts": report.alerts,
+        "notes": report.notes,
     }  # fmt: skip
 
 
