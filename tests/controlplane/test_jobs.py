@@ -28,7 +28,7 @@ from modelplane.controlplane.jobs import (
 )
 from modelplane.core.degrade import DegradeState, Effects
 from modelplane.core.jobplan import JobPlanner
-from modelplane.errors import Conflict, InvalidSpec, NotFound
+from modelplane.errors import Conflict, InvalidSpec, NotFound, NotReady
 from modelplane.observe.usage import WorkloadKind, read_usage
 from modelplane.registry.service import Registry, open_registry
 from modelplane.spec.cluster import ClusterSpec, GPUs, NodeSpec
@@ -241,6 +241,38 @@ def test_a_shard_that_crashes_is_retried_then_fails_the_job_with_its_error(
     [shard] = jobs.shards(["crashy"])["crashy"]
     assert (shard.state, shard.attempts, shard.failures) == (ShardState.FAILED, 2, 2)
     assert any("retry 1 of 1" in m for m in messages(world, "crashy"))
+
+
+class _JoiningAgain(LocalShardExecutor):
+    """An executor whose backend is not ready for its first ``refusals`` starts (a Ray
+    head being joined again)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def start(self, task: Any) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise NotReady("not connected to the Ray cluster", retry_after_s=0.05)
+        super().start(task)
+
+
+def test_a_backend_not_ready_spends_no_retry(world: World) -> None:
+    world.submit(job_doc("patient", world.dataset, world.root / "p", parallelism=(1, 1),
+                         shard={"count": 1}, retries={"limit": 0, "backoff_s": 0.1}))  # fmt: skip
+    executor = _JoiningAgain(refusals=3)
+    try:
+        control = controller(world, executor)
+        assert run_until(control, "patient", {JobState.SUCCEEDED, JobState.FAILED}) is (
+            JobState.SUCCEEDED
+        )
+    finally:
+        executor.close()
+    [shard] = JobStore(world.registry.engine).shards(["patient"])["patient"]
+    assert shard.failures == 0
+    assert executor.refusals == 0
+    assert any("could not start" in m for m in messages(world, "patient"))
 
 
 def test_paused_batch_admission_holds_the_queue(world: World, executor: LocalShardExecutor) -> None:

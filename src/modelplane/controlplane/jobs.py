@@ -49,7 +49,7 @@ from modelplane.core.jobqueue import (
     decide,
 )
 from modelplane.core.jobs import OutcomeStatus, ShardExecutor, ShardOutcome, ShardPlan, shard_id
-from modelplane.errors import Conflict, ModelplaneError, StoreUnavailable
+from modelplane.errors import Conflict, ModelplaneError, NotReady, StoreUnavailable
 from modelplane.observe.usage import UsageInterval, WorkloadKind, record_usage
 from modelplane.registry.service import Registry
 from modelplane.spec.cluster import ClusterSpec
@@ -473,10 +473,12 @@ class JobController:
             try:
                 self.executor.start(self.planner.task(job, record.uid, plan, attempt, planned))
             except Exception as exc:  # a package that cannot be fetched, a process that won't
-                wait = job.retries.backoff_s
+                # a backend not ready (its cluster being joined again) is no shard's failure
+                failed = not isinstance(exc, NotReady)
+                wait = exc.retry_after_s if isinstance(exc, NotReady) else job.retries.backoff_s
                 self.jobs.shard_ended(
                     record.name, shard.index, state=ShardState.PENDING, now=now,
-                    error=_text(exc), failed=True, not_before=now + wait,
+                    error=_text(exc), failed=failed, not_before=now + wait,
                     message=f"shard {shard.index} could not start: {_text(exc)}",
                 )  # fmt: skip
 

@@ -33,7 +33,7 @@ from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 from modelplane.backends.jobs.local import LocalShardExecutor
 from modelplane.backends.packages import ensure_package
 from modelplane.core.jobs import OutcomeStatus, ShardOutcome, ShardTask, check_stop_reason
-from modelplane.errors import Conflict, WorkerFailed
+from modelplane.errors import Conflict, NotReady
 from modelplane.security.sandbox import SandboxPolicy
 
 __all__ = ["RayShardExecutor", "run_attempt", "task_options"]
@@ -160,8 +160,9 @@ class RayShardExecutor:
         if task.attempt_id in self._submitted:
             raise Conflict(f"shard attempt {task.attempt_id} is already running")
         if not ray.is_initialized():
-            # a task submitted now would start a Ray of its own in this process
-            raise WorkerFailed("not connected to the Ray cluster (its head is being joined again)")
+            # a task submitted now would start a Ray of its own in this process; not the
+            # shard's failure: it waits without spending one of its retries
+            raise NotReady("not connected to the Ray cluster (its head is being joined again)")
         remote = self._remote.options(**task_options(task))
         ref = remote.remote(task, self._sandbox, _GRACE_S, self._artifacts)
         self._submitted[task.attempt_id] = _Submitted(task, ref, time.time(), _connection())
@@ -195,16 +196,17 @@ class RayShardExecutor:
         return outcomes
 
     def _lost(self, attempt_ids: Sequence[str], why: str) -> list[ShardOutcome]:
-        """These attempts fail (or end as they were stopped): their tasks cannot be waited
-        for any more. Their shards run again, and a finished output is kept."""
-        now, error = time.time(), f"the shard's Ray task was lost: {why}"
+        """These attempts end as preempted (or as they were stopped): their tasks went with
+        a cluster connection, which is no shard's failure, so no retry is spent. Their shards
+        run again, and a finished output is kept."""
+        now = time.time()
         outcomes = []
         for attempt_id in attempt_ids:
             s = self._submitted.pop(attempt_id)
             outcomes.append(ShardOutcome(
                 s.task.job_uid, s.task.plan.index, s.task.attempt,
-                s.stopped or OutcomeStatus.FAILED, started_at=s.started_at, finished_at=now,
-                error=None if s.stopped else error,
+                s.stopped or OutcomeStatus.PREEMPTED, started_at=s.started_at, finished_at=now,
+                error=None if s.stopped else f"the shard's Ray task was lost: {why}",
             ))  # fmt: skip
         return outcomes
 
