@@ -112,6 +112,9 @@ def test_up_on_ray_places_replicas_serves_and_survives_a_node(
     endpoint.write_text(
         ENDPOINT_TEMPLATE.format(name="fraud", team="risk", model="fraud@champion")
         + "replicas: 2\n"
+        # a request lost with the node is what this checks, not one slowed past the
+        # contract's 1 s by a CI machine's two busy cores while Ray notices the death
+        + "timeout_ms: 10000\n"
     )
     with running_up(env, *documented_up(cluster.address)) as up:
         cli(env, "apply", "-f", str(endpoint))
