@@ -89,12 +89,13 @@ class ReplicaSlot:
     def key(self) -> tuple[str, str, str, int]:
         return self.endpoint, self.route, self.version, self.replica
 
+    @property
+    def reservation(self) -> tuple[str, str, int, int, float, str | None]:
+        """Who holds what where: a change of any closes the replica's interval."""
+        return self.team, self.tier, self.cpu_milli, self.memory_mib, self.gpu_fraction, self.node
+
     def same_reservation(self, other: ReplicaSlot) -> bool:
-        mine = (self.team, self.tier, self.cpu_milli, self.memory_mib, self.gpu_fraction,
-                self.node)  # fmt: skip
-        theirs = (other.team, other.tier, other.cpu_milli, other.memory_mib, other.gpu_fraction,
-                  other.node)  # fmt: skip
-        return mine == theirs
+        return self.reservation == other.reservation
 
 
 class ReplicaSource(Protocol):
