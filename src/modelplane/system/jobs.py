@@ -86,7 +86,8 @@ def node_spec(node: BackendNode) -> NodeSpec | None:
 
 
 class BackendCapacity:
-    """The backend's live nodes as the job controller's cluster.
+    """The backend's live nodes as the job controller's cluster (and the usage sampler's
+    nodes): ``up`` runs one, its *node reader*.
 
     The job controller asks for its cluster from a worker thread on every pass; the backend
     answers on the event loop, each call bounded by its head link (``backends.ray_link``:
@@ -112,7 +113,9 @@ class BackendCapacity:
     async def run(self, stop: asyncio.Event) -> None:
         from modelplane.controlplane.loop import every
 
-        await every(stop, self.interval_s, self.refresh, log=log, what="job capacity read")
+        await every(
+            stop, self.interval_s, self.refresh, log=log, what="reading the backend's nodes"
+        )
 
 
 def _backend_executor(
@@ -137,17 +140,18 @@ def run_jobs(
     home: Path,
     degrader: Degrader,
     *,
-    backend: ExecutionBackend | None = None,
+    capacity: BackendCapacity | None = None,
     ray_address: str | None = None,
     artifacts: str | None = None,
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
     """The job controller of ``modelplane up``, with the degrader's active steps.
 
-    Without ``backend``: shards as processes of this one (they end with it; a restart
+    Without ``capacity``: shards as processes of this one (they end with it; a restart
     resumes the jobs), admitted against the nodes of ``$MODELPLANE_HOME/cluster.yaml`` and
-    this machine. With the Ray backend: shards as Ray tasks on the cluster at
-    ``ray_address`` (the connection ``up`` joined), admitted against Ray's live nodes; a
-    node without a model's package folder fetches it from ``artifacts``.
+    this machine. With the Ray backend's ``capacity`` (its live nodes, read by a loop of
+    their own): shards as Ray tasks on the cluster at ``ray_address`` (the connection ``up``
+    joined), admitted against those nodes; a node without a model's package folder fetches
+    it from ``artifacts``.
     """
 
     async def run(stop: asyncio.Event) -> None:
@@ -155,7 +159,7 @@ def run_jobs(
 
         planner = LocalJobPlanner(registry, _cache(home), home=home)
         effects = degrader_effects(degrader)
-        if backend is None:
+        if capacity is None:
             executor, cluster = _local(home)
             controller = JobController(registry, executor, planner, cluster,
                                        degradation=effects)  # fmt: skip
@@ -164,15 +168,13 @@ def run_jobs(
             finally:
                 await asyncio.to_thread(executor.close)
             return
-        capacity = BackendCapacity(backend)
-        executor = await asyncio.to_thread(_backend_executor, backend, ray_address, artifacts)
+        executor = await asyncio.to_thread(
+            _backend_executor, capacity.backend, ray_address, artifacts
+        )
         controller = JobController(registry, executor, planner, capacity, degradation=effects)
         try:
             await capacity.refresh()  # before the first pass: it admits against these nodes
-            # one fails, both end (and are restarted together): never a second node reader
-            async with asyncio.TaskGroup() as both:
-                both.create_task(capacity.run(stop))
-                both.create_task(controller.run(stop))
+            await controller.run(stop)
         finally:
             await asyncio.to_thread(executor.close)
 

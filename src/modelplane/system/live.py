@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from modelplane.settings import Settings
     from modelplane.system.backend_pool import BackendFleet
     from modelplane.system.gateways import GatewayFleet
+    from modelplane.system.jobs import BackendCapacity
 
 __all__ = [
     "CONTROLLERS",
@@ -68,6 +69,7 @@ Loop = Callable[[asyncio.Event], Awaitable[Any]]
 
 CONTROLLERS = (
     "endpoint controller",
+    "node reader",
     "placement controller",
     "rollout controller",
     "SLO recorder",
@@ -77,8 +79,9 @@ CONTROLLERS = (
     "job controller",
     "outcome recorder",
 )
-"""What the live system runs beside its servers, in the order they start (the placement
-controller only with an execution backend other than local worker processes)."""
+"""What the live system runs beside its servers, in the order they start (the node reader
+and the placement controller only with an execution backend other than local worker
+processes)."""
 
 
 class StartupFailed(Exception):
@@ -176,6 +179,12 @@ def _bound_port(started: Any, asked: int) -> int:
     return asked
 
 
+def _node_reader(backend: ExecutionBackend | None) -> BackendCapacity | None:
+    from modelplane.system.jobs import BackendCapacity
+
+    return None if backend is None else BackendCapacity(backend)
+
+
 def server(
     app: Callable[..., Any], host: str, port: int, *, lifespan: Literal["on", "off"]
 ) -> uvicorn.Server:
@@ -238,6 +247,8 @@ class LiveSystem:
         # a child gateway on Ray places nothing: it serves the replicas up's gateway placed
         placing = backend is not None and not options.attached
         self.fleet = _fleet(backend, registry, settings) if placing else None
+        # the backend's live nodes, read every 2 s for the job queue and the usage sampler
+        self.nodes = _node_reader(backend) if placing else None
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
@@ -267,6 +278,8 @@ class LiveSystem:
         }
         if self.fleet is not None:
             loops["placement controller"] = self.fleet.run
+        if self.nodes is not None:
+            loops["node reader"] = self.nodes.run
         self.controllers: tuple[tuple[str, Loop], ...] = tuple(
             (what, loops[what]) for what in CONTROLLERS if what in loops
         )
@@ -278,25 +291,19 @@ class LiveSystem:
 
     def _usage_loop(self, sampler: UsageSampler | None) -> Loop:
         """The usage sampler; when up places replicas on an execution backend, its nodes are
-        the backend's live nodes, read every 2 s on the event loop beside the sampler."""
+        the backend's live nodes (the node reader's)."""
         from modelplane.system.usage import usage_sampler
 
-        engine, settings = self.registry.engine, self.settings
         if sampler is not None:
             return sampler.run
-        if self.fleet is None or self.backend is None:
-            return usage_sampler(engine, self.gateway, settings).run
-        from modelplane.system.jobs import BackendCapacity
-
-        nodes = BackendCapacity(self.backend)
-        on_backend = usage_sampler(engine, self.gateway, settings, backend_nodes=nodes)
+        nodes = self.nodes
+        on = usage_sampler(self.registry.engine, self.gateway, self.settings, backend_nodes=nodes)
+        if nodes is None:
+            return on.run
 
         async def run(stop: asyncio.Event) -> None:
             await nodes.refresh()  # before the first sample: its intervals name these nodes
-            # one fails, both end (and are restarted together): never a second node reader
-            async with asyncio.TaskGroup() as both:
-                both.create_task(nodes.run(stop))
-                both.create_task(on_backend.run(stop))
+            await on.run(stop)
 
         return run
 
@@ -306,12 +313,11 @@ class LiveSystem:
         controller only: a child gateway runs no controllers)."""
         from modelplane.system.jobs import run_jobs
 
-        settings, options = self.settings, self.options
-        on_ray = self.backend is not None and not options.attached
+        settings, nodes = self.settings, self.nodes
         return run_jobs(
-            self.registry, settings.home, self.degrader,
-            backend=self.backend if on_ray else None, ray_address=options.ray_address,
-            artifacts=settings.resolved_artifact_url() if on_ray else None,
+            self.registry, settings.home, self.degrader, capacity=nodes,
+            ray_address=self.options.ray_address,
+            artifacts=settings.resolved_artifact_url() if nodes else None,
         )  # fmt: skip
 
     @classmethod
