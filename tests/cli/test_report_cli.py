@@ -116,3 +116,11 @@ def test_the_usage_report_names_the_over_reserved_endpoint(tmp_path: Path) -> No
     assert {t["team"] for t in through_api["teams"]} == {"risk", "growth"}
     assert through_api["nodes_cost"] >= cost["nodes_cost"]  # the same store, read later
     assert [g["name"] for g in usage_through_api["groups"]] == ["bloated"]
+
+
+def test_reports_with_nothing_recorded_say_what_records_it(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    assert "nothing recorded since 7d: `modelplane up` records" in cli(env, "report", "cost")
+    shown = cli(env, "report", "usage", "--team", "risk", "--since", "2d")
+    assert "nothing recorded for team risk since 2d" in shown
+    assert json.loads(cli(env, "report", "cost", "--json"))["teams"] == []

@@ -74,6 +74,14 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _nothing_yet(since: str, team: list[str] | None) -> str:
+    whose = f" for team {', '.join(team)}" if team else ""
+    return (
+        f"nothing recorded{whose} since {since}: `modelplane up` records what its replicas and"
+        " job shards reserve and use (docs/usage.md)"
+    )
+
+
 @app.command("cost")
 @handle_errors
 def cost(
@@ -86,6 +94,9 @@ def cost(
     document = _document(cli, "cost", since, team)
     if as_json:
         emit_json(document)
+        return
+    if not document["teams"] and not document["nodes_cost"]:
+        console.print(_nothing_yet(since, team))
         return
     rows = []
     for t in document["teams"]:
@@ -138,6 +149,9 @@ def usage(
         plot_usage(document, plot, title=f"reserved and used since {since}")
     if as_json:
         emit_json(document)
+        return
+    if not document["groups"]:
+        console.print(_nothing_yet(since, team))
         return
     rows = []
     for g in document["groups"]:
