@@ -226,6 +226,7 @@ def test_a_replica_on_ray_is_charged_to_its_node_with_its_use_read_there(
             (slot,) = GatewayReplicas(server.gateway).replicas()
             assert slot.node == placed.node
             assert slot.reading is not None
+            assert slot.reading.age_s is not None  # read on its node, from /proc there
             run(sampler.sample())
         run(sampler.flush())
     (interval,) = read_usage(engine, 0, 1e12)

@@ -294,7 +294,8 @@ def test_a_replica_moved_to_another_node_closes_its_interval_on_the_first(engine
 
 def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
     """A replica that appears while sampling with CPU already spent (its model load): that
-    CPU counts, so the peak must not read 0 and price a resize below what was used."""
+    CPU counts, and as a rate over the process's age, so the peak must not read 0 and price
+    a resize below what was used."""
     clock = FakeClock()
     source = Replicas()
     sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
@@ -302,7 +303,8 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
     async def scenario() -> None:
         await sampler.sample()  # nothing yet: the replica below is new
         clock.advance(1.0)
-        source.slots["new"] = hosted_slot("new", "ray-b", ProcessReading(3.0, 200.0, 1.0))
+        loaded = ProcessReading(3.0, 200.0, clock.monotonic(), age_s=4.0)
+        source.slots["new"] = hosted_slot("new", "ray-b", loaded)
         await sampler.sample()
         clock.advance(9.0)
         await sampler.flush()
@@ -312,6 +314,7 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
     assert interval.cpu_seconds == pytest.approx(3.0)
     mean_milli = interval.cpu_seconds / interval.seconds * 1000
     assert interval.cpu_peak_milli is not None
+    assert interval.cpu_peak_milli == pytest.approx(750.0)  # 3 s of CPU in its first 4 s
     assert interval.cpu_peak_milli >= mean_milli > 0
     # as the report reads it: the peak is at least the mean, and no saving below it
     (group,) = group_usage([interval], read_nodes(engine, 0, 1e12))
@@ -319,3 +322,72 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
     assert utilization is not None
     assert utilization > 0
     assert group.peak["cpu"] >= utilization * group.reserved["cpu"]
+
+
+def test_a_start_up_flushed_at_once_is_a_rate_over_the_process_age(engine: Engine) -> None:
+    """CI once read a peak of 3,615 cores: a replica seen first by the sample just before a
+    flush put its whole model load (1.8 s of CPU) over the half millisecond between the two.
+    The load is a rate over the process's age; the interval's CPU time keeps all of it."""
+    clock = FakeClock()
+    source = Replicas()
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()
+        clock.advance(0.25)
+        loaded = ProcessReading(1.8, 150.0, clock.monotonic(), age_s=2.0)
+        source.slots["new"] = hosted_slot("new", "ray-b", loaded)
+        await sampler.sample()
+        clock.advance(0.0005)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    (interval,) = read_usage(engine, 0, 1e12)
+    assert interval.cpu_seconds == pytest.approx(1.8)
+    assert interval.cpu_peak_milli == pytest.approx(900.0)
+
+
+def test_a_start_up_of_unknown_age_counts_in_no_rate(engine: Engine) -> None:
+    """Without the process's age there is no time to divide its load by: it is charged (CPU
+    seconds) but no peak is made up from it."""
+    clock = FakeClock()
+    source = Replicas()
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()
+        clock.advance(0.25)
+        source.slots["new"] = hosted_slot("new", "ray-b", ProcessReading(1.8, 150.0, 0.25))
+        await sampler.sample()
+        clock.advance(0.0005)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    (interval,) = read_usage(engine, 0, 1e12)
+    assert interval.cpu_seconds == pytest.approx(1.8)
+    assert interval.cpu_peak_milli == 0.0
+
+
+def test_a_real_worker_that_appears_just_before_a_flush_reads_its_real_rate(
+    engine: Engine, processes: list[subprocess.Popen[str]]
+) -> None:
+    """The same through psutil and /proc: a process spinning one core, first read by the
+    sample a flush follows at once, peaks near one core, not at its CPU over a millisecond."""
+    source = Replicas()
+    sampler = UsageSampler(engine, source, lambda: [NODE], sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()  # before it: the replica below is new
+        busy = start(BUSY)
+        processes.append(busy)
+        wait_for(lambda: cpu_of(busy.pid) >= 0.5, 20, "the new worker to spend CPU")
+        source.put("busy", busy.pid)
+        await sampler.sample()
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    (interval,) = read_usage(engine, 0, 1e12)
+    assert interval.cpu_seconds >= 0.5
+    assert interval.cpu_peak_milli is not None
+    # one spinning thread: a core at most, read to the clock tick (a loaded machine, less)
+    assert 50 < interval.cpu_peak_milli <= 1100

@@ -153,13 +153,15 @@ class ReplicaActor:
         reply = decode(memoryview(self._call(b"".join(encode(Op.PING, 0))))[4:])
         return reply.pid
 
-    def usage(self) -> tuple[int, float, float] | None:
-        """``(pid, cpu_seconds, rss_mib)`` of the model's process, read on this node by the
-        process that owns it; ``None`` until it is ready or once it is gone."""
+    def usage(self) -> tuple[int, float, float, float | None] | None:
+        """``(pid, cpu_seconds, rss_mib, age_s)`` of the model's process, read on this node
+        by the process that owns it; ``None`` until it is ready or once it is gone."""
         if self._ready is None:
             return None
         found = self._child.usage()
-        return None if found is None else (self._ready.pid, *found)
+        if found is None:
+            return None
+        return self._ready.pid, found.cpu_seconds, found.rss_mib, found.age_s
 
     def _call(self, frame: bytes) -> bytes:
         # One call at a time per actor (Ray's default): one connection, one frame each way.
@@ -450,8 +452,8 @@ class RayBackend:
 
     async def usage(
         self, names: Sequence[str], timeout_s: float
-    ) -> dict[str, tuple[int, float, float]]:
-        """``(pid, cpu_seconds, rss_mib)`` of each replica's model process, read by its actor
+    ) -> dict[str, tuple[int, float, float, float | None]]:
+        """``(pid, cpu_seconds, rss_mib, age_s)`` of each replica's model process, read by its actor
         on its node (``ReplicaActor.usage``); replicas that do not answer within
         ``timeout_s`` (an actor busy relaying a batch, a node gone) are left out."""
         asks: dict[str, asyncio.Future[Any]] = {}
@@ -466,14 +468,15 @@ class RayBackend:
         done, pending = await asyncio.wait(asks.values(), timeout=timeout_s)
         for late in pending:
             late.cancel()
-        out: dict[str, tuple[int, float, float]] = {}
+        out: dict[str, tuple[int, float, float, float | None]] = {}
         for name, ask in asks.items():
             if ask not in done or ask.cancelled() or ask.exception() is not None:
                 continue
             found = ask.result()
             if found is not None:
-                pid, cpu_seconds, rss_mib = found
-                out[name] = (int(pid), float(cpu_seconds), float(rss_mib))
+                pid, cpu_seconds, rss_mib, age_s = found
+                age = None if age_s is None else float(age_s)
+                out[name] = (int(pid), float(cpu_seconds), float(rss_mib), age)
         return out
 
     def sandbox_report(self, name: str) -> str:

@@ -42,6 +42,7 @@ from modelplane.backends.replica_host import ReplicaHost
 from modelplane.backends.wire import MAX_FRAME
 from modelplane.core.backend import Arrays, ReplicaRequest, ReplicaSpec
 from modelplane.errors import WorkerFailed
+from modelplane.observe.process import ProcessUse, read_process
 from modelplane.security.sandbox import Feature, SandboxPolicy, apply_sandbox
 
 __all__ = [
@@ -178,10 +179,10 @@ class ReplicaChild:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
-    def usage(self) -> tuple[float, float] | None:
-        """``(cpu_seconds, rss_mib)`` of the child: its user and system CPU time since it
-        started and its resident memory, read here on its node (``None``: it is not running).
-        A child in the sandbox runs as another user; ``/proc``'s figures read all the same."""
+    def usage(self) -> ProcessUse | None:
+        """The child's CPU time since it started, resident memory and age, read here on its
+        node (``None``: it is not running). A child in the sandbox runs as another user;
+        ``/proc``'s figures read all the same."""
         import psutil
 
         process = self._process
@@ -190,12 +191,9 @@ class ReplicaChild:
         try:
             if self._meter is None or self._meter.pid != process.pid:
                 self._meter = psutil.Process(process.pid)
-            with self._meter.oneshot():
-                times = self._meter.cpu_times()
-                rss = self._meter.memory_info().rss
+            return read_process(self._meter)
         except psutil.Error:
             return None
-        return times.user + times.system, rss / float(1 << 20)
 
     def _keep(self, payload: bytes, status_w: int) -> None:
         try:

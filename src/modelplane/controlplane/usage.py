@@ -13,8 +13,10 @@ Inside ``modelplane up``, every ``sample_s`` the sampler:
    interval is that node's;
 3. adds the readings to the replica's open window: CPU time since the last reading (a
    worker that restarted counts from its new process), the highest CPU rate between two
-   readings, peak and mean memory. An interval's peak rate is never below its mean rate
-   (CPU a new process spent before its first reading counts in the mean).
+   readings, peak and mean memory. A process that started since the last reading counts
+   all its CPU time, and what it spent before its first reading is a rate over its age
+   (it started with none). An interval's peak rate is never below the mean rate over the
+   time its CPU was spent in.
 
 Every ``flush_s`` (and once more when it stops) it closes the windows into
 :class:`~modelplane.observe.usage.UsageInterval` s, one per replica, and records, beside
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from modelplane.errors import ModelplaneError
+from modelplane.observe.process import read_process
 from modelplane.observe.usage import (
     NodeInterval,
     UsageInterval,
@@ -119,6 +122,9 @@ class ProcessReading:
     read_at: float | None = None
     """When it was read (the sampler's monotonic clock), for a reading taken elsewhere and
     handed over; ``None``: read by the sampler just now."""
+    age_s: float | None = None
+    """How long the process had run when read; ``None``: not known (then the CPU it spent
+    before its first reading counts in the interval's CPU time, but in no rate)."""
 
 
 class ProcessMeter:
@@ -132,18 +138,13 @@ class ProcessMeter:
 
         try:
             process = self._known.get(pid) or psutil.Process(pid)
-            with process.oneshot():
-                times = process.cpu_times()
-                reading = ProcessReading(
-                    cpu_seconds=times.user + times.system,
-                    rss_mib=process.memory_info().rss / _MIB,
-                )
+            use = read_process(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             self._known.pop(pid, None)
             return None
         # A pid reused by another process is caught by psutil (it checks the start time).
         self._known[pid] = process
-        return reading
+        return ProcessReading(use.cpu_seconds, use.rss_mib, age_s=use.age_s)
 
     def forget_all_but(self, pids: set[int]) -> None:
         for pid in set(self._known) - pids:
@@ -246,6 +247,11 @@ class _Window:
     """The last reading of ``pid``: (monotonic time, its CPU seconds)."""
     rate_mark: tuple[float, float] | None = None
     """Where the next peak-rate span begins; moves only once a span was long enough."""
+    started: tuple[float, float] | None = None
+    """(wall time, age) at the first reading of a process that started in this interval, whose
+    CPU before that reading is in ``cpu_seconds``; ``None``: none did, or its age is unknown."""
+    started_cpu: float = 0.0
+    """What such processes spent before their first reading (in ``cpu_seconds``)."""
     memory: list[float] = field(default_factory=list)
     gpu_busy: list[float] = field(default_factory=list)
     gpu_memory_peak: float | None = None
@@ -270,10 +276,18 @@ class _Window:
             # replica added while sampling), so all it spent is new; the processes found
             # at the first reading are only marked. Not by start time: the kernel's start
             # times are whole seconds off the clock.
-            if seen or self.fresh:
-                self.cpu_seconds += reading.cpu_seconds
             self.pid = slot.pid
             self.rate_mark = (tick, reading.cpu_seconds)
+            if seen or self.fresh:
+                self.cpu_seconds += reading.cpu_seconds
+                self.started_cpu += reading.cpu_seconds
+                self.started = None if reading.age_s is None else (at, reading.age_s)
+                if reading.age_s is not None:
+                    # A process starts with no CPU time, so its start is a reading too: what
+                    # it spent before this one (its model load) is a rate over its age, not
+                    # over however short a span of the interval it first shows up in.
+                    self.rate_mark = (tick - reading.age_s, 0.0)
+                    self._peak(tick, reading.cpu_seconds)
         else:
             self.cpu_seconds += max(0.0, reading.cpu_seconds - self.cpu_mark[1])
             self._peak(tick, reading.cpu_seconds)
@@ -314,10 +328,19 @@ class _Window:
         cpu_peak = self.cpu_peak_milli
         seconds = max(end, self.start) - self.start
         if self.memory and seconds > 0:
-            # The CPU a new process spent before its first reading is in ``cpu_seconds``
-            # but in no measured rate: the interval's mean is a rate it reached at least
-            # (a peak below it would price a resize under what was used).
-            cpu_peak = max(cpu_peak or 0.0, self.cpu_seconds / seconds * 1000.0)
+            # A mean is a rate reached at least (a peak below it would price a resize under
+            # what was used), but only over the time its CPU was spent in: a process that
+            # started in this interval spent it over its life, which may have begun before
+            # the interval did. Without its age, what it spent before its first reading is
+            # left out of the mean: no time is known to divide it by.
+            spent = self.cpu_seconds
+            span = seconds
+            if self.started is not None:
+                first_at, age = self.started
+                span = max(seconds, age + max(0.0, end - first_at), _MIN_RATE_SPAN_S)
+            else:
+                spent -= self.started_cpu
+            cpu_peak = max(cpu_peak or 0.0, max(0.0, spent) / span * 1000.0)
         return UsageInterval(
             kind=WorkloadKind.REPLICA,
             team=slot.team,
@@ -347,6 +370,8 @@ class _Window:
         self.start = self.last_at = at
         self.cpu_seconds = 0.0
         self.cpu_peak_milli = None
+        self.started = None
+        self.started_cpu = 0.0
         self.memory.clear()
         self.gpu_busy.clear()
         self.gpu_memory_peak = None

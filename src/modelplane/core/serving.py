@@ -43,6 +43,8 @@ class HostedUsage:
     rss_mib: float
     read_at: float
     """When the reading arrived, on this process's monotonic clock."""
+    age_s: float | None = None
+    """How long the process had run when read; ``None``: not known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,9 +81,9 @@ class UsageReporter(Protocol):
 
     async def usage(
         self, names: Sequence[str], timeout_s: float
-    ) -> Mapping[str, tuple[int, float, float]]:
-        """``(pid, cpu_seconds, rss_mib)`` of each replica in ``names`` that answered within
-        ``timeout_s``."""
+    ) -> Mapping[str, tuple[int, float, float, float | None]]:
+        """``(pid, cpu_seconds, rss_mib, age_s)`` of each replica in ``names`` that answered
+        within ``timeout_s`` (``age_s``: how long its process had run; ``None``: unknown)."""
         ...
 
 
@@ -278,16 +278,16 @@ class BackendFleet:
         ``usage_timeout_s``); a replica that gives no answer keeps its last reading."""
         reporter = self.backend if isinstance(self.backend, UsageReporter) else None
         names = list(self._running)
-        found: Mapping[str, tuple[int, float, float]] = {}
+        found: Mapping[str, tuple[int, float, float, float | None]] = {}
         if reporter is not None and names:
             timeout_s = self.usage_timeout_s
             # bounded here too: the backend's own bound is its promise, this is ours
             found = await asyncio.wait_for(reporter.usage(names, timeout_s), timeout_s + 1.0)
         at = self._clock.monotonic()
         kept = {n: u for n, u in self._usage.items() if n in self._running}
-        for name, (pid, cpu_seconds, rss_mib) in found.items():
+        for name, (pid, cpu_seconds, rss_mib, age_s) in found.items():
             if name in self._running:
-                kept[name] = HostedUsage(int(pid), float(cpu_seconds), float(rss_mib), at)
+                kept[name] = HostedUsage(pid, cpu_seconds, rss_mib, at, age_s)
         self._usage = kept
 
     def lost(self, name: str, reason: str) -> None:

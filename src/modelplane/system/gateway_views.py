@@ -252,4 +252,6 @@ def _reading(replica: ReplicaView) -> ProcessReading | None:
     usage = replica.usage
     if usage is None or usage.pid != replica.pid:
         return None
-    return ProcessReading(usage.cpu_seconds, usage.rss_mib, read_at=usage.read_at)
+    return ProcessReading(
+        usage.cpu_seconds, usage.rss_mib, read_at=usage.read_at, age_s=usage.age_s
+    )
