@@ -4,6 +4,7 @@ rollout (from the rollout controller's state) and SLO budget (from the SLO recor
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,3 +147,36 @@ def test_an_empty_report_is_no_budget() -> None:
     empty = {"availability": {"total": 0}, "latency": {"total": 0}}
     assert slo_budget(empty) is None
     assert slo_budget({**empty, "latency": {"total": 3}}) is not None
+
+
+def test_what_the_sandbox_cannot_take_away_is_in_every_endpoints_status(
+    database_url: str, engine: Engine
+) -> None:
+    """The serving gateway says, with its heartbeat, what its machine's workers keep (a server
+    that is not root keeps its namespaces and uid); status shows it while the gateway reports,
+    and the text says it once, under the table."""
+    from modelplane.cli.status_text import status_lines
+    from modelplane.controlplane.endpoints import write_heartbeat
+
+    resources = ResourceStore(engine)
+    missing = {
+        "mount_ns": "the server does not run as root",
+        "uid": "the server does not run as root",
+    }
+    write_heartbeat(resources, time.time(), sandbox_missing=missing)
+    endpoints = read_status(database_url)
+    assert [e["sandbox_missing"] for e in endpoints] == [missing] * 3
+    lines = list(status_lines(endpoints))
+    sandbox = [line for line in lines if line.startswith("SANDBOX")]
+    assert sandbox == [
+        "SANDBOX model workers here run without: mount_ns (the server does not run as root);"
+        " uid (the server does not run as root). See docs/security.md#the-sandbox"
+    ]
+    # the whole sandbox holds: nothing said
+    write_heartbeat(resources, time.time())
+    assert [e["sandbox_missing"] for e in read_status(database_url)] == [{}] * 3
+    # a gateway that stopped reporting says nothing of the present
+    write_heartbeat(resources, time.time() - 3600, sandbox_missing=missing)
+    endpoints = read_status(database_url)
+    assert [e["sandbox_missing"] for e in endpoints] == [{}] * 3
+    assert not [line for line in status_lines(endpoints) if line.startswith("SANDBOX")]

@@ -31,6 +31,11 @@ def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
             yield f"  OUTCOME ALERT {alert}"
         for note in outcomes.get("notes", []):
             yield f"  OUTCOME NOTE {note}"
+    missing = next((e["sandbox_missing"] for e in endpoints if e.get("sandbox_missing")), None)
+    if missing:
+        # one gateway serves them all: said once, not under every endpoint
+        why = "; ".join(f"{feature} ({reason})" for feature, reason in missing.items())
+        yield f"SANDBOX model workers here run without: {why}. See docs/security.md#the-sandbox"
 
 
 def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:

@@ -170,11 +170,15 @@ class EndpointController:
         *,
         clock: Clock | None = None,
         pass_budget_s: float = 1.0,
+        sandbox_missing: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
         self.resources = ResourceStore(registry.engine)
         self.target = target
         self.cache_dir = cache_dir
+        self.sandbox_missing = dict(sandbox_missing or {})
+        """What the target's model workers cannot give up, and why (``security.sandbox``):
+        said with the heartbeat, so ``status`` shows it where people look."""
         self.pass_budget_s = pass_budget_s
         """How long a pass waits for the endpoints it started before writing status."""
         self._clock = clock or SystemClock()
@@ -194,7 +198,9 @@ class EndpointController:
         now = self._clock.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY_S
-            write_heartbeat(self.resources, self._clock.wall())
+            write_heartbeat(
+                self.resources, self._clock.wall(), sandbox_missing=self.sandbox_missing
+            )
 
     async def reconcile(self) -> None:
         """One pass; safe to run at any time, any number of times."""
@@ -407,10 +413,15 @@ class EndpointController:
         return datetime.fromtimestamp(self._clock.wall(), UTC).isoformat()
 
 
-def write_heartbeat(resources: ResourceStore, wall: float) -> None:
+def write_heartbeat(
+    resources: ResourceStore, wall: float, *, sandbox_missing: Mapping[str, str] | None = None
+) -> None:
     """Say that a gateway reports for the endpoints' statuses (at ``wall``, epoch seconds):
-    once it stops, readers mark replica counts and health stale instead of trusting them."""
-    status = {"heartbeat_at": wall, "every_s": HEARTBEAT_EVERY_S}
+    once it stops, readers mark replica counts and health stale instead of trusting them.
+    ``sandbox_missing``: what its model workers cannot give up, by feature, and why."""
+    status: dict[str, Any] = {"heartbeat_at": wall, "every_s": HEARTBEAT_EVERY_S}
+    if sandbox_missing:
+        status["sandbox_missing"] = dict(sandbox_missing)
     if not resources.set_status(GATEWAY_KIND, GATEWAY_NAME, status):
         resources.apply(
             GATEWAY_KIND,

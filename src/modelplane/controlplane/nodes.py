@@ -179,7 +179,7 @@ def sandbox_labels() -> dict[str, str]:
     """What a model worker on this node gives up (``modelplane.io/sandbox``) and what it
     cannot (``modelplane.io/sandbox-missing``, absent when nothing is)."""
     caps = probe_sandbox()
-    missing = "-".join(f.value.replace("_", "") for f, why in caps.available().items() if why)
+    missing = "-".join(name.replace("_", "") for name in caps.missing())
     labels = {"modelplane.io/sandbox": caps.label()}
     return labels | ({"modelplane.io/sandbox-missing": missing} if missing else {})
 

@@ -50,7 +50,9 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             endpoints.append(row)
         else:
             others[row[0], row[1]] = row
-    reporting = _gateway_reporting(others.get(("Gateway", "local")))
+    gateway = others.get(("Gateway", "local"))
+    reporting = _gateway_reporting(gateway)
+    sandbox_missing = _sandbox_missing(gateway) if reporting else {}
     return [
         endpoint_status(
             name,
@@ -62,6 +64,7 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             slo=_slo(others.get(("SLOReport", name))),
             gateway_reporting=reporting,
             outcomes=_outcomes(others.get(("OutcomeReport", name))),
+            sandbox_missing=sandbox_missing,
         )
         for _, name, gen, spec, status in endpoints
     ]
@@ -73,6 +76,12 @@ def _gateway_reporting(row: Row | None) -> bool:
     if not status or "heartbeat_at" not in status:
         return False
     return bool(time.time() - float(status["heartbeat_at"]) <= 3 * float(status["every_s"]))
+
+
+def _sandbox_missing(row: Row | None) -> dict[str, str]:
+    """What the reporting gateway's model workers cannot give up (``security.sandbox``)."""
+    status = _json(row[4]) if row is not None else None
+    return dict((status or {}).get("sandbox_missing") or {})
 
 
 def _rollout(row: Row | None) -> dict[str, Any] | None:
@@ -140,6 +149,7 @@ def endpoint_status(
     slo: dict[str, Any] | None = None,
     gateway_reporting: bool = True,
     outcomes: dict[str, Any] | None = None,
+    sandbox_missing: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One endpoint: team, tier, contract, routes (weights, versions, digests) as the
     gateway serves them, replicas, health, its latest rollout (:func:`rollout_status`) and
@@ -148,7 +158,8 @@ def endpoint_status(
     Routes and shadows are what the gateway serves (written by the endpoint controller),
     not what was applied: while a change has not taken effect, ``pending`` says so. When no
     gateway has reported lately, ``stale`` is true: the replica counts and health are the
-    last ones seen, not the present.
+    last ones seen, not the present. ``sandbox_missing`` names what the serving gateway's
+    model workers cannot give up on their machine, and why (empty: the whole sandbox holds).
     """
     status = status or {}
     contract = spec.get("contract", {})
@@ -181,6 +192,7 @@ def endpoint_status(
         "rollout": rollout,
         "slo_budget": slo,
         "outcomes": outcomes,
+        "sandbox_missing": dict(sandbox_missing or {}),
     }
 
 

@@ -205,6 +205,10 @@ class Capabilities:
             Feature.SECCOMP: "" if self.seccomp else f"no seccomp filter for {platform.machine()}",
         }
 
+    def missing(self) -> dict[str, str]:
+        """The features a worker here cannot give up, by name, each with why."""
+        return {f.value: why for f, why in self.available().items() if why}
+
     def label(self) -> str:
         """Node label value: the features present, ``-`` joined (label values allow no space)."""
         names = [

@@ -232,6 +232,7 @@ class LiveSystem:
         from modelplane.controlplane.endpoints import EndpointController
         from modelplane.controlplane.rollouts import RolloutController
         from modelplane.controlplane.slo import SloRecorder
+        from modelplane.security.sandbox import probe as probe_sandbox
         from modelplane.system.gateway_views import (
             GatewayConcurrency,
             GatewayEvidence,
@@ -252,7 +253,11 @@ class LiveSystem:
         self.gateway = self._gateway(auth)
         self.api = self._api(auth)
         self.endpoints = EndpointController(
-            registry, GatewayTarget(self.gateway), settings.home / "cache" / "packages"
+            registry,
+            GatewayTarget(self.gateway),
+            settings.home / "cache" / "packages",
+            # this machine's workers; a Ray node's are in its labels (`modelplane nodes`)
+            sandbox_missing=probe_sandbox().missing() if backend is None else None,
         )
         # more than one gateway: the controllers below read every gateway's evidence, summed
         many = self.gateways = _gateways(self.gateway, settings, options, auth)
