@@ -134,6 +134,14 @@ def browser(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
 
 
+# As root, up runs without CAP_SYS_ADMIN (a container that is not privileged), so that its
+# workers lack their namespaces and the console must say so (CI runs as root).
+WITHOUT_NAMESPACES = (
+    ["setpriv", "--bounding-set=-sys_admin"] if os.geteuid() == 0 and shutil.which("setpriv")
+    else []
+)  # fmt: skip
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     """``modelplane up`` serving examples/endpoint.yaml; (console URL, gateway URL, env)."""
@@ -146,7 +154,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
                    capture_output=True)  # fmt: skip
     port, api_port = free_port(), free_port()
     server = subprocess.Popen(
-        [CLI, "up", "--port", str(port), "--api-port", str(api_port)],
+        [*WITHOUT_NAMESPACES, CLI, "up", "--port", str(port), "--api-port", str(api_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     gateway = f"http://127.0.0.1:{port}"
@@ -197,6 +205,9 @@ def test_console_and_docs_load_whole_from_loopback(
     assert "100% fraud:1" in endpoints
     assert "Serving" in endpoints  # the Ready condition's reason
     assert "#token" not in console.text("body")
+    if WITHOUT_NAMESPACES or os.environ.get("CI") == "true":
+        wait_for(lambda: "mount_ns" in console.text("#sandbox"), 30, "the sandbox note")
+        assert console.text("#sandbox").startswith("Model workers here run without: mount_ns")
     links = console.call(
         "Runtime.evaluate",
         expression="[...document.querySelectorAll('header a')].map(a => a.href)",

@@ -184,6 +184,7 @@ _PAGE = """<!doctype html>
 </header>
 <main>
   <div id="note" class="note" hidden></div>
+  <div id="sandbox"></div>
   <section><h2>Endpoints</h2><div id="endpoints" class="muted">loading</div></section>
   <section><h2>Rollouts</h2><div id="rollouts" class="muted">loading</div></section>
   <section><h2>Recent errors</h2><div id="errors" class="muted">loading</div></section>
@@ -413,6 +414,17 @@ function versions(models) {
   return table(["version", "aliases", ""], rows, "No models yet: modelplane push PACKAGE");
 }
 
+function sandbox(gateways) {
+  // what the serving gateway's model workers cannot give up, while it reports (as status)
+  const status = (gateways[0] || {}).status || {};
+  const fresh = Date.now() / 1000 - (status.heartbeat_at || 0) <= 3 * (status.every_s || 0);
+  const missing = Object.entries((fresh && status.sandbox_missing) || {});
+  if (!missing.length) return el("span", {});
+  return el("div", {class: "note"}, "Model workers here run without: ",
+            missing.map(([feature, why]) => feature + " (" + why + ")").join("; "),
+            ". See docs/security.md#the-sandbox");
+}
+
 async function section(id, path, render) {
   const target = document.getElementById(id);
   try {
@@ -427,6 +439,7 @@ async function section(id, path, render) {
 
 async function refresh() {
   const failures = await Promise.all([
+    section("sandbox", "/v1/resources/Gateway", sandbox),
     section("endpoints", "/v1/resources/Endpoint", endpoints),
     section("rollouts", "/v1/resources/Rollout", rollouts),
     section("errors", "/v1/errors?limit=20", errors),
