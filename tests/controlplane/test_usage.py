@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -294,16 +295,18 @@ def test_a_replica_moved_to_another_node_closes_its_interval_on_the_first(engine
 
 def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
     """A replica that appears while sampling with CPU already spent (its model load): that
-    CPU counts, and as a rate over the process's age, so the peak must not read 0 and price
-    a resize below what was used."""
+    CPU counts, as a rate over the process's age, and its interval reaches back to the
+    process's start (its reservation held while it loaded); so the peak must not read 0 and
+    price a resize below what was used."""
     clock = FakeClock()
     source = Replicas()
     sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+    began = clock.wall()
 
     async def scenario() -> None:
         await sampler.sample()  # nothing yet: the replica below is new
         clock.advance(1.0)
-        loaded = ProcessReading(3.0, 200.0, clock.monotonic(), age_s=4.0)
+        loaded = ProcessReading(0.4, 200.0, clock.monotonic(), age_s=0.5)
         source.slots["new"] = hosted_slot("new", "ray-b", loaded)
         await sampler.sample()
         clock.advance(9.0)
@@ -311,10 +314,12 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
 
     asyncio.run(scenario())
     (interval,) = read_usage(engine, 0, 1e12)
-    assert interval.cpu_seconds == pytest.approx(3.0)
+    assert interval.cpu_seconds == pytest.approx(0.4)
+    assert interval.start == pytest.approx(began + 0.5)  # where its process started
+    assert interval.seconds == pytest.approx(9.5)
     mean_milli = interval.cpu_seconds / interval.seconds * 1000
     assert interval.cpu_peak_milli is not None
-    assert interval.cpu_peak_milli == pytest.approx(750.0)  # 3 s of CPU in its first 4 s
+    assert interval.cpu_peak_milli == pytest.approx(800.0)  # 0.4 s of CPU in its first 0.5 s
     assert interval.cpu_peak_milli >= mean_milli > 0
     # as the report reads it: the peak is at least the mean, and no saving below it
     (group,) = group_usage([interval], read_nodes(engine, 0, 1e12))
@@ -327,10 +332,13 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
 def test_a_start_up_flushed_at_once_is_a_rate_over_the_process_age(engine: Engine) -> None:
     """CI once read a peak of 3,615 cores: a replica seen first by the sample just before a
     flush put its whole model load (1.8 s of CPU) over the half millisecond between the two.
-    The load is a rate over the process's age; the interval's CPU time keeps all of it."""
+    The load is a rate over the process's age. Its process started 1.75 s before the period
+    did, so the interval reaches back to the period's start only, and keeps the share of the
+    load spent since: the mean and the peak agree, and the report's utilization is real."""
     clock = FakeClock()
     source = Replicas()
     sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+    began = clock.wall()
 
     async def scenario() -> None:
         await sampler.sample()
@@ -343,8 +351,13 @@ def test_a_start_up_flushed_at_once_is_a_rate_over_the_process_age(engine: Engin
 
     asyncio.run(scenario())
     (interval,) = read_usage(engine, 0, 1e12)
-    assert interval.cpu_seconds == pytest.approx(1.8)
+    assert interval.start == pytest.approx(began)
+    assert interval.cpu_seconds == pytest.approx(1.8 * 0.25 / 2.0)  # spent since the start
     assert interval.cpu_peak_milli == pytest.approx(900.0)
+    (group,) = group_usage([interval], read_nodes(engine, 0, 1e12))
+    utilization = group.utilization["cpu"]
+    assert utilization is not None
+    assert 0 < utilization * group.reserved["cpu"] <= group.peak["cpu"] + 1e-9 < 1.0
 
 
 def test_a_start_up_of_unknown_age_counts_in_no_rate(engine: Engine) -> None:
@@ -391,3 +404,31 @@ def test_a_real_worker_that_appears_just_before_a_flush_reads_its_real_rate(
     assert interval.cpu_peak_milli is not None
     # one spinning thread: a core at most, read to the clock tick (a loaded machine, less)
     assert 50 < interval.cpu_peak_milli <= 1100
+
+
+def test_a_replica_moved_to_another_team_charges_its_process_once(engine: Engine) -> None:
+    """A changed reservation (here the team) closes the interval and opens another where it
+    ended; the same process is read on from its last reading, not charged again from its
+    start."""
+    clock = FakeClock()
+    source = Replicas()
+    t0 = clock.monotonic()
+    source.slots["ray"] = hosted_slot("ray", "ray-b", ProcessReading(10.0, 300.0, t0, age_s=60))
+    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
+
+    async def scenario() -> None:
+        await sampler.sample()  # present at the first reading: only marked
+        clock.advance(2.0)
+        later = ProcessReading(12.0, 310.0, t0 + 2.0, age_s=62)
+        moved = hosted_slot("ray", "ray-b", later)
+        source.slots["ray"] = replace(moved, team="growth")
+        await sampler.sample()
+        clock.advance(1.0)
+        await sampler.flush()
+
+    asyncio.run(scenario())
+    by_team = {i.team: i for i in read_usage(engine, 0, 1e12)}
+    assert set(by_team) == {"risk", "growth"}
+    assert by_team["risk"].end == by_team["growth"].start
+    assert by_team["risk"].cpu_seconds == 0.0
+    assert by_team["growth"].cpu_seconds == pytest.approx(2.0)  # not its 12 s since it started

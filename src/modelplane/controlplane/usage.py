@@ -14,9 +14,10 @@ Inside ``modelplane up``, every ``sample_s`` the sampler:
 3. adds the readings to the replica's open window: CPU time since the last reading (a
    worker that restarted counts from its new process), the highest CPU rate between two
    readings, peak and mean memory. A process that started since the last reading counts
-   all its CPU time, and what it spent before its first reading is a rate over its age
-   (it started with none). An interval's peak rate is never below the mean rate over the
-   time its CPU was spent in.
+   what it spent since the interval began (a new replica's interval reaches back to its
+   process's start, never before the last flush), and what it spent before its first
+   reading is a rate over its age (it started with none). An interval's peak rate is never
+   below its mean rate.
 
 Every ``flush_s`` (and once more when it stops) it closes the windows into
 :class:`~modelplane.observe.usage.UsageInterval` s, one per replica, and records, beside
@@ -247,11 +248,12 @@ class _Window:
     """The last reading of ``pid``: (monotonic time, its CPU seconds)."""
     rate_mark: tuple[float, float] | None = None
     """Where the next peak-rate span begins; moves only once a span was long enough."""
-    started: tuple[float, float] | None = None
-    """(wall time, age) at the first reading of a process that started in this interval, whose
-    CPU before that reading is in ``cpu_seconds``; ``None``: none did, or its age is unknown."""
-    started_cpu: float = 0.0
-    """What such processes spent before their first reading (in ``cpu_seconds``)."""
+    not_before: float = 0.0
+    """How far back ``start`` may move to a new process's start: the period's start, or the
+    end of this replica's previous interval (no time is charged twice)."""
+    unknown_age_cpu: float = 0.0
+    """CPU of new processes of unknown age, spent before their first reading at some time
+    nobody knows (in ``cpu_seconds``, in no rate)."""
     memory: list[float] = field(default_factory=list)
     gpu_busy: list[float] = field(default_factory=list)
     gpu_memory_peak: float | None = None
@@ -263,9 +265,15 @@ class _Window:
     """When the last hosted reading was taken: one handed over again is not a new one."""
 
     def add(
-        self, at: float, tick: float, slot: ReplicaSlot, reading: ProcessReading | None
+        self,
+        at: float,
+        tick: float,
+        slot: ReplicaSlot,
+        reading: ProcessReading | None,
+        read_wall: float | None = None,
     ) -> None:
-        """A reading taken at wall time ``at`` (monotonic ``tick``)."""
+        """A reading taken at wall time ``read_wall`` (monotonic ``tick``; ``None``: ``at``),
+        handed to this window at wall time ``at``."""
         self.last_at = at
         self.slot = slot
         seen, self.seen = self.seen, True
@@ -273,38 +281,52 @@ class _Window:
             return
         if slot.pid != self.pid or self.cpu_mark is None:
             # A process not read before started since the last reading (a restart, or a
-            # replica added while sampling), so all it spent is new; the processes found
-            # at the first reading are only marked. Not by start time: the kernel's start
-            # times are whole seconds off the clock.
+            # replica added while sampling), so what it spent is new; the processes found
+            # at the first reading are only marked.
             self.pid = slot.pid
             self.rate_mark = (tick, reading.cpu_seconds)
             if seen or self.fresh:
-                self.cpu_seconds += reading.cpu_seconds
-                self.started_cpu += reading.cpu_seconds
-                self.started = None if reading.age_s is None else (at, reading.age_s)
-                if reading.age_s is not None:
-                    # A process starts with no CPU time, so its start is a reading too: what
-                    # it spent before this one (its model load) is a rate over its age, not
-                    # over however short a span of the interval it first shows up in.
-                    self.rate_mark = (tick - reading.age_s, 0.0)
-                    self._peak(tick, reading.cpu_seconds)
+                self._born(reading, at if read_wall is None else read_wall, tick)
         else:
             self.cpu_seconds += max(0.0, reading.cpu_seconds - self.cpu_mark[1])
             self._peak(tick, reading.cpu_seconds)
         self.cpu_mark = (tick, reading.cpu_seconds)
         self.memory.append(reading.rss_mib)
 
+    def _born(self, reading: ProcessReading, read_wall: float, tick: float) -> None:
+        """The first reading of a process that started since the last one: all it spent is
+        new. A process starts with no CPU time, so its start is a reading too: what it spent
+        before this one (its model load) is a rate over its age, not over however short a
+        span of the interval it first shows up in. Its interval reaches back to its start (a
+        replica's reservation holds while it loads), but not before ``not_before``; what it
+        spent before the interval is left to the time it was spent in, pro rata."""
+        age, spent = reading.age_s, reading.cpu_seconds
+        if age is None:
+            self.cpu_seconds += spent
+            self.unknown_age_cpu += spent
+            return
+        self.rate_mark = (tick - age, 0.0)
+        self._peak(tick, spent)
+        born = read_wall - age
+        if not self.memory:  # no reading yet: the interval is the new process's own
+            self.start = min(self.start, max(self.not_before, born))
+        if born < self.start and age > 0:
+            spent *= max(0.0, read_wall - self.start) / age
+        self.cpu_seconds += spent
+
     def add_hosted(self, at: float, tick: float, slot: ReplicaSlot) -> None:
         """A hosted replica's reading, taken on its node when ``slot.reading.read_at`` says
         (rates divide by the time between readings, not between samples)."""
         reading = slot.reading
         read_at = None if reading is None else reading.read_at
+        read_wall = None
         if read_at is not None:
             if read_at == self.read_at and slot.pid == self.pid:
                 reading = None  # the same reading again: nothing new was read
             else:
+                read_wall = at - max(0.0, tick - read_at)
                 self.read_at = tick = read_at
-        self.add(at, tick, slot, reading)
+        self.add(at, tick, slot, reading, read_wall)
 
     def _peak(self, tick: float, cpu_seconds: float) -> None:
         assert self.rate_mark is not None
@@ -328,19 +350,11 @@ class _Window:
         cpu_peak = self.cpu_peak_milli
         seconds = max(end, self.start) - self.start
         if self.memory and seconds > 0:
-            # A mean is a rate reached at least (a peak below it would price a resize under
-            # what was used), but only over the time its CPU was spent in: a process that
-            # started in this interval spent it over its life, which may have begun before
-            # the interval did. Without its age, what it spent before its first reading is
-            # left out of the mean: no time is known to divide it by.
-            spent = self.cpu_seconds
-            span = seconds
-            if self.started is not None:
-                first_at, age = self.started
-                span = max(seconds, age + max(0.0, end - first_at), _MIN_RATE_SPAN_S)
-            else:
-                spent -= self.started_cpu
-            cpu_peak = max(cpu_peak or 0.0, max(0.0, spent) / span * 1000.0)
+            # The CPU counted here was spent in this interval, so its mean is a rate reached
+            # at least (a peak below it would price a resize under what was used). A new
+            # process's CPU of unknown age is not: no time is known to divide it by.
+            spent = max(0.0, self.cpu_seconds - self.unknown_age_cpu)
+            cpu_peak = max(cpu_peak or 0.0, spent / seconds * 1000.0)
         return UsageInterval(
             kind=WorkloadKind.REPLICA,
             team=slot.team,
@@ -370,8 +384,8 @@ class _Window:
         self.start = self.last_at = at
         self.cpu_seconds = 0.0
         self.cpu_peak_milli = None
-        self.started = None
-        self.started_cpu = 0.0
+        self.not_before = at
+        self.unknown_age_cpu = 0.0
         self.memory.clear()
         self.gpu_busy.clear()
         self.gpu_memory_peak = None
@@ -406,6 +420,8 @@ class UsageSampler:
         self._gpus = gpus
         self._windows: dict[tuple[str, str, str, int], _Window] = {}
         self._closed: list[UsageInterval] = []
+        self._ended: dict[tuple[str, str, str, int], float] = {}
+        """Where each replica's last closed interval ended, this period."""
         self._period_start: float | None = None
         self._node = ""
 
@@ -467,10 +483,11 @@ class UsageSampler:
             present.add(slot.key)
             window = self._windows.get(slot.key)
             if window is not None and not window.slot.same_reservation(slot):
-                self._closed.append(self._interval(window, window.last_at, gpu is not None))
-                window = None
+                window = self._reserved_anew(window, slot, gpu is not None)
             if window is None:
-                window = _Window(slot, now, now, fresh=not first)
+                assert self._period_start is not None
+                not_before = max(self._period_start, self._ended.get(slot.key, 0.0))
+                window = _Window(slot, now, now, fresh=not first, not_before=not_before)
                 self._windows[slot.key] = window
             if slot.node is not None:
                 window.add_hosted(now, tick, slot)
@@ -482,6 +499,21 @@ class UsageSampler:
         for key in set(self._windows) - present:
             gone = self._windows.pop(key)
             self._closed.append(self._interval(gone, gone.last_at, gpu is not None))
+            self._ended[key] = gone.last_at
+
+    def _reserved_anew(self, window: _Window, slot: ReplicaSlot, gpu: bool) -> _Window:
+        """Close ``window`` where it was last seen and go on from there in a new interval
+        under the new reservation. The same process goes on being read from its last mark:
+        none of what it spent is charged twice. On another node it is another process."""
+        self._closed.append(self._interval(window, window.last_at, gpu))
+        following = _Window(slot, window.last_at, window.last_at, fresh=True,
+                            not_before=window.last_at)  # fmt: skip
+        if slot.node == window.slot.node:
+            following.pid, following.cpu_mark = window.pid, window.cpu_mark
+            following.rate_mark, following.read_at = window.rate_mark, window.read_at
+            following.seen = window.seen
+        self._windows[slot.key] = following
+        return following
 
     def _interval(self, window: _Window, end: float, gpu: bool) -> UsageInterval:
         """The window's interval on its node: this machine's, or the one a backend runs it
@@ -521,6 +553,7 @@ class UsageSampler:
         await asyncio.to_thread(record_period, self.engine, intervals, offered)
         # Only once stored: a failed write leaves the time to the next flush.
         self._closed.clear()
+        self._ended.clear()  # all before ``now``, where every next interval begins
         for window in self._windows.values():
             window.restart_at(now)
         self._period_start = now
