@@ -21,7 +21,7 @@ from tests.kit import free_port, wait_for
 from modelplane.controlplane.usage import GpuMeter, ProcessReading, ReplicaSlot, UsageSampler
 from modelplane.errors import ModelplaneError
 from modelplane.observe.cost import group_usage
-from modelplane.observe.usage import read_nodes, read_usage
+from modelplane.observe.usage import UsageInterval, read_nodes, read_usage
 from modelplane.spec.cluster import NodeSpec
 from modelplane.store.db import open_engine
 from modelplane.types import FakeClock
@@ -293,11 +293,12 @@ def test_a_replica_moved_to_another_node_closes_its_interval_on_the_first(engine
     assert (by_node["ray-b"].samples, by_node["ray-c"].samples) == (1, 1)
 
 
-def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
-    """A replica that appears while sampling with CPU already spent (its model load): that
-    CPU counts, as a rate over the process's age, and its interval reaches back to the
-    process's start (its reservation held while it loaded); so the peak must not read 0 and
-    price a resize below what was used."""
+def one_new_replica(
+    engine: Engine, *, after_s: float, cpu_s: float, age_s: float | None, flush_after_s: float
+) -> tuple[UsageInterval, float]:
+    """A replica ``ray-b`` runs, first read ``after_s`` into the period with ``cpu_s`` of CPU
+    already spent at ``age_s``, then a flush ``flush_after_s`` later; its interval and when
+    the period began."""
     clock = FakeClock()
     source = Replicas()
     sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
@@ -305,15 +306,24 @@ def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
 
     async def scenario() -> None:
         await sampler.sample()  # nothing yet: the replica below is new
-        clock.advance(1.0)
-        loaded = ProcessReading(0.4, 200.0, clock.monotonic(), age_s=0.5)
+        clock.advance(after_s)
+        loaded = ProcessReading(cpu_s, 200.0, clock.monotonic(), age_s=age_s)
         source.slots["new"] = hosted_slot("new", "ray-b", loaded)
         await sampler.sample()
-        clock.advance(9.0)
+        clock.advance(flush_after_s)
         await sampler.flush()
 
     asyncio.run(scenario())
     (interval,) = read_usage(engine, 0, 1e12)
+    return interval, began
+
+
+def test_a_fresh_process_peak_is_never_below_its_mean(engine: Engine) -> None:
+    """A replica that appears while sampling with CPU already spent (its model load): that
+    CPU counts, as a rate over the process's age, and its interval reaches back to the
+    process's start (its reservation held while it loaded); so the peak must not read 0 and
+    price a resize below what was used."""
+    interval, began = one_new_replica(engine, after_s=1.0, cpu_s=0.4, age_s=0.5, flush_after_s=9.0)
     assert interval.cpu_seconds == pytest.approx(0.4)
     assert interval.start == pytest.approx(began + 0.5)  # where its process started
     assert interval.seconds == pytest.approx(9.5)
@@ -335,22 +345,9 @@ def test_a_start_up_flushed_at_once_is_a_rate_over_the_process_age(engine: Engin
     The load is a rate over the process's age. Its process started 1.75 s before the period
     did, so the interval reaches back to the period's start only, and keeps the share of the
     load spent since: the mean and the peak agree, and the report's utilization is real."""
-    clock = FakeClock()
-    source = Replicas()
-    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
-    began = clock.wall()
-
-    async def scenario() -> None:
-        await sampler.sample()
-        clock.advance(0.25)
-        loaded = ProcessReading(1.8, 150.0, clock.monotonic(), age_s=2.0)
-        source.slots["new"] = hosted_slot("new", "ray-b", loaded)
-        await sampler.sample()
-        clock.advance(0.0005)
-        await sampler.flush()
-
-    asyncio.run(scenario())
-    (interval,) = read_usage(engine, 0, 1e12)
+    interval, began = one_new_replica(
+        engine, after_s=0.25, cpu_s=1.8, age_s=2.0, flush_after_s=0.0005
+    )
     assert interval.start == pytest.approx(began)
     assert interval.cpu_seconds == pytest.approx(1.8 * 0.25 / 2.0)  # spent since the start
     assert interval.cpu_peak_milli == pytest.approx(900.0)
@@ -363,20 +360,7 @@ def test_a_start_up_flushed_at_once_is_a_rate_over_the_process_age(engine: Engin
 def test_a_start_up_of_unknown_age_counts_in_no_rate(engine: Engine) -> None:
     """Without the process's age there is no time to divide its load by: it is charged (CPU
     seconds) but no peak is made up from it."""
-    clock = FakeClock()
-    source = Replicas()
-    sampler = UsageSampler(engine, source, lambda: [NODE], clock=clock, sample_s=1, flush_s=1)
-
-    async def scenario() -> None:
-        await sampler.sample()
-        clock.advance(0.25)
-        source.slots["new"] = hosted_slot("new", "ray-b", ProcessReading(1.8, 150.0, 0.25))
-        await sampler.sample()
-        clock.advance(0.0005)
-        await sampler.flush()
-
-    asyncio.run(scenario())
-    (interval,) = read_usage(engine, 0, 1e12)
+    interval, _ = one_new_replica(engine, after_s=0.25, cpu_s=1.8, age_s=None, flush_after_s=0.0005)
     assert interval.cpu_seconds == pytest.approx(1.8)
     assert interval.cpu_peak_milli == 0.0
 
