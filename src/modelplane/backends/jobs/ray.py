@@ -16,7 +16,8 @@ by force (its shard process dies with it: :func:`.runner.die_with_parent`).
 ``modelplane up --backend ray`` runs its shards here, over the connection it joined; its
 backend's head link may leave and join the cluster again (``backends.ray_link``), so this
 executor never joins on its own once it runs: with no connection it starts nothing, and
-attempts whose tasks belonged to a cluster connection that is gone fail (and are retried).
+attempts whose tasks belonged to a cluster connection that is gone, or to a node that died,
+end as preempted (they run again without spending a retry).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+from ray.exceptions import GetTimeoutError, NodeDiedError, RayError, TaskCancelledError
 
 from modelplane.backends.jobs.local import LocalShardExecutor
 from modelplane.backends.packages import ensure_package
@@ -122,7 +123,13 @@ class _Submitted:
 def _connection() -> str:
     """This process's connection to Ray: a new one (after the head was joined again) is a
     new driver job, and the tasks of the old one are not its to wait for."""
-    return str(ray.get_runtime_context().get_job_id())
+    context = ray.get_runtime_context()
+    # a new head numbers its jobs from 1 again, so the driver of its first connection has
+    # the old one's job id: the cluster's session tells the two apart
+    named = getattr(context, "get_session_name", None)  # Ray 2.50 on
+    worker: Any = ray._private.worker.global_worker
+    session = named() if named else worker.node.session_name
+    return f"{session}/{context.get_job_id()}"
 
 
 class RayShardExecutor:
@@ -199,16 +206,7 @@ class RayShardExecutor:
         """These attempts end as preempted (or as they were stopped): their tasks went with
         a cluster connection, which is no shard's failure, so no retry is spent. Their shards
         run again, and a finished output is kept."""
-        now = time.time()
-        outcomes = []
-        for attempt_id in attempt_ids:
-            s = self._submitted.pop(attempt_id)
-            outcomes.append(ShardOutcome(
-                s.task.job_uid, s.task.plan.index, s.task.attempt,
-                s.stopped or OutcomeStatus.PREEMPTED, started_at=s.started_at, finished_at=now,
-                error=None if s.stopped else f"the shard's Ray task was lost: {why}",
-            ))  # fmt: skip
-        return outcomes
+        return [_lost_outcome(self._submitted.pop(a), why) for a in attempt_ids]
 
     def stop(self, attempt_id: str, *, reason: OutcomeStatus, grace_s: float = 5.0) -> None:
         submitted = self._submitted.get(attempt_id)
@@ -233,6 +231,11 @@ class RayShardExecutor:
         task = submitted.task
         try:
             outcome: ShardOutcome = ray.get(submitted.ref, timeout=30.0)
+        except NodeDiedError as exc:
+            # Its node went away (a preempted machine; every node of a head that restarts,
+            # and they end their tasks so before the head link leaves that cluster): no
+            # failure of the shard's, so it is lost as in _lost, not failed with a retry spent
+            return _lost_outcome(submitted, str(exc))
         except (TaskCancelledError, RayError, GetTimeoutError) as exc:
             status = submitted.stopped or OutcomeStatus.FAILED
             error = None if submitted.stopped else f"the shard's Ray task failed: {exc}"
@@ -246,3 +249,18 @@ class RayShardExecutor:
                                 cpu_seconds=outcome.cpu_seconds,
                                 peak_memory_mib=outcome.peak_memory_mib)  # fmt: skip
         return outcome
+
+
+def _lost_outcome(submitted: _Submitted, why: str) -> ShardOutcome:
+    """The attempt ends as preempted (or as it was stopped): its task went with its node or
+    its cluster connection."""
+    task = submitted.task
+    return ShardOutcome(
+        task.job_uid,
+        task.plan.index,
+        task.attempt,
+        submitted.stopped or OutcomeStatus.PREEMPTED,
+        started_at=submitted.started_at,
+        finished_at=time.time(),
+        error=None if submitted.stopped else f"the shard's Ray task was lost: {why}",
+    )
