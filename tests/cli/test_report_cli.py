@@ -124,3 +124,34 @@ def test_reports_with_nothing_recorded_say_what_records_it(tmp_path: Path) -> No
     shown = cli(env, "report", "usage", "--team", "risk", "--since", "2d")
     assert "nothing recorded for team risk since 2d" in shown
     assert json.loads(cli(env, "report", "cost", "--json"))["teams"] == []
+
+
+def test_reports_on_unpriced_nodes_say_where_prices_come_from(tmp_path: Path) -> None:
+    """A first `up` has no cluster.yaml: its usage is recorded, every cost reads 0, and the
+    reports say which setting gives them a price instead of leaving a newcomer to guess."""
+    import time
+
+    from modelplane.observe.usage import NodeInterval, UsageInterval, WorkloadKind, record_period
+    from modelplane.store.db import open_engine
+
+    home = tmp_path / "home"
+    env = home_env(home)
+    cli(env, "status")  # a fresh state store, as any first command makes it
+    now = time.time()
+    replica = UsageInterval(
+        kind=WorkloadKind.REPLICA, team="risk", node="local", start=now - 600, end=now,
+        endpoint="fraud", version="fraud:1", replica=0, cpu_milli=1000, memory_mib=512,
+        cpu_seconds=30.0, cpu_peak_milli=200.0, memory_peak_mib=150.0, samples=10,
+    )  # fmt: skip
+    offered = NodeInterval(
+        node="local", start=now - 600, end=now, cpu_milli=2000, memory_mib=4096,
+        gpu_count=0, gpu_model=None, cost_per_hour=0.0,
+    )  # fmt: skip
+    engine = open_engine(f"sqlite:///{home / 'state.db'}")
+    record_period(engine, [replica], [offered])
+    engine.dispose()
+    for report in ("cost", "usage"):
+        out = cli(env, "report", report, "--since", "1h")
+        assert "fraud" in out or "risk" in out
+        assert "no node had a price" in " ".join(out.split()), out
+        assert "docs/usage.md#prices" in " ".join(out.split())

@@ -82,6 +82,12 @@ def _nothing_yet(since: str, team: list[str] | None) -> str:
     )
 
 
+UNPRICED = (
+    "no node had a price, so every cost reads 0: give this machine and each node a"
+    " cost_per_hour in the cluster model ($MODELPLANE_HOME/cluster.yaml, docs/usage.md#prices)"
+)
+
+
 @app.command("cost")
 @handle_errors
 def cost(
@@ -125,6 +131,8 @@ def cost(
         f"{_money(document['idle_cost'])} = nodes {_money(document['nodes_cost'])}"
         + (" (all teams)" if not team else " (every team's, not only those shown)")
     )
+    if not document["nodes_cost"]:
+        console.print(UNPRICED)
 
 
 @app.command("usage")
@@ -180,6 +188,8 @@ def usage(
         f"reserving each one's observed peak would save {_money(document['saving_at_peak'])}"
         f" of {_money(document['cost'])}"
     )
+    if not document["cost"]:
+        console.print(UNPRICED)
     if plot is not None:
         console.print(f"plot: {plot}")
 
