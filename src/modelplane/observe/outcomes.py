@@ -141,11 +141,6 @@ class Stored:
     labels: int
     values: int
 
-    @property
-    def written(self) -> int:
-        """Values written: labels plus business values."""
-        return self.labels + self.values
-
     @classmethod
     def of(cls, items: Iterable[Feedback]) -> Stored:
         """The tally of ``items`` as :meth:`OutcomeStore.ingest` stores them (a later value
