@@ -81,12 +81,12 @@ class Callers(threading.Thread):
 def phase(home: Path) -> str | None:
     """The rollout's phase, read from the store (a CLI process per poll costs seconds on a
     busy machine; the assertions below go through the CLI)."""
-    rows = [r for r in read_status(f"sqlite:///{home / 'state.db'}") if r["rollout"]]
+    rows = [r for r in read_status(f"sqlite:///{home / 'state.db'}")["endpoints"] if r["rollout"]]
     return str(rows[0]["rollout"]["phase"]) if rows else None
 
 
 def alerting(home: Path) -> bool:
-    [endpoint] = read_status(f"sqlite:///{home / 'state.db'}")
+    [endpoint] = read_status(f"sqlite:///{home / 'state.db'}")["endpoints"]
     alerts = (endpoint.get("outcomes") or {}).get("alerts", [])
     return any("fraud:2 is worse than" in line for line in alerts)
 

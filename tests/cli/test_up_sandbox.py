@@ -31,9 +31,9 @@ NO_NAMESPACES = "no CAP_SYS_ADMIN or no namespaces"
 
 
 def serving_status(env: dict[str, str]) -> dict[str, Any] | None:
-    [endpoint] = json.loads(cli(env, "status", "--json"))["endpoints"]
-    ready = endpoint["health"]["ready"]
-    return endpoint if ready and endpoint["sandbox_missing"] else None
+    document = json.loads(cli(env, "status", "--json"))
+    [endpoint] = document["endpoints"]
+    return document if endpoint["health"]["ready"] and document["sandbox_missing"] else None
 
 
 def test_up_without_cap_sys_admin_says_in_status_what_its_workers_keep(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def test_status_carries_rollouts_and_slo_budgets(database_url: str, engine: Engine) -> None:
-    endpoints = {e["name"]: e for e in read_status(database_url)}
+    endpoints = {e["name"]: e for e in read_status(database_url)["endpoints"]}
     assert list(endpoints) == ["fraud-score", "idle", "quiet"]
     [shadow] = endpoints["fraud-score"]["shadows"]
     assert (shadow["model"], shadow["percent"], shadow["version"]) == ("fraud:2", 25.0, "fraud:2")
@@ -149,7 +149,7 @@ def test_an_empty_report_is_no_budget() -> None:
     assert slo_budget({**empty, "latency": {"total": 3}}) is not None
 
 
-def test_what_the_sandbox_cannot_take_away_is_in_every_endpoints_status(
+def test_what_the_sandbox_cannot_take_away_is_in_the_status(
     database_url: str, engine: Engine
 ) -> None:
     """The serving gateway says, with its heartbeat, what its machine's workers keep (a server
@@ -159,14 +159,12 @@ def test_what_the_sandbox_cannot_take_away_is_in_every_endpoints_status(
     from modelplane.controlplane.endpoints import write_heartbeat
 
     resources = ResourceStore(engine)
-    missing = {
-        "mount_ns": "the server does not run as root",
-        "uid": "the server does not run as root",
-    }
+    not_root = "the server does not run as root"
+    missing = {"mount_ns": not_root, "uid": not_root}
     write_heartbeat(resources, time.time(), sandbox_missing=missing)
-    endpoints = read_status(database_url)
-    assert [e["sandbox_missing"] for e in endpoints] == [missing] * 3
-    lines = list(status_lines(endpoints))
+    document = read_status(database_url)
+    assert document["sandbox_missing"] == missing
+    lines = list(status_lines(document["endpoints"], document["sandbox_missing"]))
     sandbox = [line for line in lines if line.startswith("SANDBOX")]
     assert sandbox == [
         "SANDBOX model workers here run without: mount_ns (the server does not run as root);"
@@ -174,9 +172,10 @@ def test_what_the_sandbox_cannot_take_away_is_in_every_endpoints_status(
     ]
     # the whole sandbox holds: nothing said
     write_heartbeat(resources, time.time())
-    assert [e["sandbox_missing"] for e in read_status(database_url)] == [{}] * 3
+    assert read_status(database_url)["sandbox_missing"] == {}
     # a gateway that stopped reporting says nothing of the present
     write_heartbeat(resources, time.time() - 3600, sandbox_missing=missing)
-    endpoints = read_status(database_url)
-    assert [e["sandbox_missing"] for e in endpoints] == [{}] * 3
-    assert not [line for line in status_lines(endpoints) if line.startswith("SANDBOX")]
+    document = read_status(database_url)
+    assert document["sandbox_missing"] == {}
+    lines = list(status_lines(document["endpoints"], document["sandbox_missing"]))
+    assert not [line for line in lines if line.startswith("SANDBOX")]

@@ -44,15 +44,16 @@ def fast(args: Sequence[str]) -> int | None:
     from modelplane.observe.status import read_status
 
     try:
-        endpoints = read_status(database_url(os.environ))
+        document = read_status(database_url(os.environ))
     except Exception:  # the full CLI reports store errors, with their codes
         return None
     if "--json" in args:
-        sys.stdout.write(json.dumps({"endpoints": endpoints}, indent=2) + "\n")
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
     from modelplane.cli.status_text import NO_ENDPOINTS, status_lines
 
-    lines = status_lines(endpoints) if endpoints else [NO_ENDPOINTS]
+    endpoints = document["endpoints"]
+    lines = status_lines(endpoints, document["sandbox_missing"]) if endpoints else [NO_ENDPOINTS]
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
 

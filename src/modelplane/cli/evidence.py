@@ -31,16 +31,17 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         from modelplane.cli.remote import Remote
 
         with Remote(cli.remote) as remote:
-            endpoints = remote.status()
+            document = remote.status()
     else:
-        endpoints = read_status(cli.settings.resolved_database_url())
+        document = read_status(cli.settings.resolved_database_url())
     if as_json:
-        emit_json({"endpoints": endpoints})
+        emit_json(document)
         return
+    endpoints = document["endpoints"]
     if not endpoints:
         console.print(NO_ENDPOINTS)
         return
-    for line in status_lines(endpoints):
+    for line in status_lines(endpoints, document.get("sandbox_missing")):
         console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 

@@ -231,9 +231,10 @@ class Remote:
             for v in found
         ]
 
-    def status(self) -> list[dict[str, Any]]:
-        endpoints: list[dict[str, Any]] = self._call("GET", "/v1/status")["endpoints"]
-        return endpoints
+    def status(self) -> dict[str, Any]:
+        """``status``'s document: ``endpoints`` and ``sandbox_missing``."""
+        document: dict[str, Any] = self._call("GET", "/v1/status")
+        return document
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """A read-only route's JSON (reports and the like that the CLI only prints)."""

@@ -15,7 +15,9 @@ _COLUMNS = ("ENDPOINT", "TEAM", "TIER", "CONTRACT", "ROUTES (WEIGHT MODEL -> VER
             "REPLICAS (READY/TOTAL)", "HEALTH", "ROLLOUT", "ERROR BUDGET LEFT")  # fmt: skip
 
 
-def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+def status_lines(
+    endpoints: Sequence[Mapping[str, Any]], sandbox_missing: Mapping[str, str] | None = None
+) -> Iterator[str]:
     """Aligned columns, one line per endpoint and an indented one under an endpoint whose
     rollout is in progress: a hundred endpoints fit a screen a person can scan."""
     rows = [_row(e) for e in endpoints]
@@ -31,10 +33,8 @@ def status_lines(endpoints: Sequence[Mapping[str, Any]]) -> Iterator[str]:
             yield f"  OUTCOME ALERT {alert}"
         for note in outcomes.get("notes", []):
             yield f"  OUTCOME NOTE {note}"
-    missing = next((e["sandbox_missing"] for e in endpoints if e.get("sandbox_missing")), None)
-    if missing:
-        # one gateway serves them all: said once, not under every endpoint
-        why = "; ".join(f"{feature} ({reason})" for feature, reason in missing.items())
+    if sandbox_missing:
+        why = "; ".join(f"{feature} ({reason})" for feature, reason in sandbox_missing.items())
         yield f"SANDBOX model workers here run without: {why}. See docs/security.md#the-sandbox"
 
 

@@ -325,10 +325,11 @@ def _registry_routes(api: FastAPI, registry: Registry) -> None:
 
     @api.get("/v1/status")
     def status(who: Caller) -> dict[str, Any]:
-        """What ``modelplane status`` shows: every endpoint, as served."""
+        """What ``modelplane status`` shows: every endpoint, as served, and what the
+        serving gateway's sandbox cannot take away."""
         _read(who, "read the status")
         url = registry.engine.url.render_as_string(hide_password=False)
-        return {"endpoints": read_status(url)}
+        return read_status(url)
 
     @api.get("/v1/whoami")
     def whoami(who: Caller) -> dict[str, Any]:

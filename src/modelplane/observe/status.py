@@ -39,8 +39,10 @@ FINISHED_PHASES = frozenset({"promoted", "rolled_back", "failed"})
 """``core.rollout.TERMINAL`` as text: importing it (pydantic) would double a status' time."""
 
 
-def read_status(database_url: str) -> list[dict[str, Any]]:
-    """Every endpoint's status (see :func:`endpoint_status`), by name."""
+def read_status(database_url: str) -> dict[str, Any]:
+    """``status``'s document: every endpoint's status (see :func:`endpoint_status`), by
+    name, and ``sandbox_missing``: what the serving gateway's model workers cannot give up
+    on their machine, and why (empty: the whole sandbox holds, or no gateway reports)."""
     resources, versions = _fetch(database_url)
     digests = {f"{name}:{version}": digest for name, version, digest in versions}
     endpoints: list[Row] = []
@@ -52,8 +54,7 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             others[row[0], row[1]] = row
     gateway = others.get(("Gateway", "local"))
     reporting = _gateway_reporting(gateway)
-    sandbox_missing = _sandbox_missing(gateway) if reporting else {}
-    return [
+    found = [
         endpoint_status(
             name,
             gen,
@@ -64,10 +65,10 @@ def read_status(database_url: str) -> list[dict[str, Any]]:
             slo=_slo(others.get(("SLOReport", name))),
             gateway_reporting=reporting,
             outcomes=_outcomes(others.get(("OutcomeReport", name))),
-            sandbox_missing=sandbox_missing,
         )
         for _, name, gen, spec, status in endpoints
     ]
+    return {"endpoints": found, "sandbox_missing": _sandbox_missing(gateway) if reporting else {}}
 
 
 def _gateway_reporting(row: Row | None) -> bool:
@@ -149,7 +150,6 @@ def endpoint_status(
     slo: dict[str, Any] | None = None,
     gateway_reporting: bool = True,
     outcomes: dict[str, Any] | None = None,
-    sandbox_missing: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One endpoint: team, tier, contract, routes (weights, versions, digests) as the
     gateway serves them, replicas, health, its latest rollout (:func:`rollout_status`) and
@@ -158,8 +158,7 @@ def endpoint_status(
     Routes and shadows are what the gateway serves (written by the endpoint controller),
     not what was applied: while a change has not taken effect, ``pending`` says so. When no
     gateway has reported lately, ``stale`` is true: the replica counts and health are the
-    last ones seen, not the present. ``sandbox_missing`` names what the serving gateway's
-    model workers cannot give up on their machine, and why (empty: the whole sandbox holds).
+    last ones seen, not the present.
     """
     status = status or {}
     contract = spec.get("contract", {})
@@ -192,7 +191,6 @@ def endpoint_status(
         "rollout": rollout,
         "slo_budget": slo,
         "outcomes": outcomes,
-        "sandbox_missing": dict(sandbox_missing or {}),
     }
 
 
