@@ -223,3 +223,16 @@ def test_the_load_time_check_reads_the_policy_in_force(registry: Registry, tmp_p
     Applier(registry, resources, actor="alice").apply_all([policy_doc()])
     signing.require_trusted_refs(registry, resources, "standard", refs)
     assert Policy.model_validate(policy_doc()).trusted_keys[0].name == "build-bot"
+
+
+def test_a_policy_and_the_endpoint_it_trusts_apply_in_one_file(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The endpoint is checked under the policy the same apply puts in force (as its tier
+    is): one file may bring the trusted key and the endpoint it lets serve."""
+    registry.push(hand_written_pickle(tmp_path))
+    add(registry, CODE_KEY)
+    applier = Applier(registry, ResourceStore(registry.engine), actor="alice")
+    created = applier.apply_all([policy_doc(), endpoint()])
+    assert [r.outcome for r in created] == ["created", "created"]
+    assert not Path("/tmp/modelplane-pwned").exists()

@@ -282,7 +282,8 @@ class Applier:
             resolved[ref] = {"ref": version.ref, "digest": version.digest}
         # Trust is the policy's, never the manifest's (code and release signatures).
         pinned = {f"{path}.model": resolved[ref]["ref"] for path, ref in targets}
-        require_trusted_refs(self.registry, self.resources, endpoint.tier, pinned)
+        # under the policy this apply puts in force, as its tiers are checked
+        require_trusted_refs(self.registry, self.resources, endpoint.tier, pinned, policy)
         # What the gateway would refuse at start is refused here, naming the field.
         outputs = endpoint.contract.outputs
         if endpoint.fallback is not None:

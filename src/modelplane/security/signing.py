@@ -235,11 +235,16 @@ def policy_in_force(resources: ResourceStore) -> Policy:
 
 
 def require_trusted_refs(
-    source: VersionSource, resources: ResourceStore, tier: str, refs: Mapping[str, str]
+    source: VersionSource,
+    resources: ResourceStore,
+    tier: str,
+    refs: Mapping[str, str],
+    policy: Policy | None = None,
 ) -> None:
-    """:func:`require_trusted` for each ``field -> ref`` of ``refs``, under the policy in
-    force: the one call ``apply`` and the endpoint controller make before a version serves."""
-    policy = policy_in_force(resources)
+    """:func:`require_trusted` for each ``field -> ref`` of ``refs``, under ``policy`` (by
+    default the policy in force): the one call ``apply`` and the endpoint controller make
+    before a version serves."""
+    policy = policy or policy_in_force(resources)
     for field, ref in refs.items():
         version = source.get(ref)
         if runs_code(version.manifest) or policy.tier(tier).require_signature:
